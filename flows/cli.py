@@ -1,0 +1,14 @@
+"""The `posecoach` command line: one verb per job (see DESIGN.md, "The command line").
+
+Each flows/cmd_*.py module attaches its verbs to the apps in flows.app; importing it here is
+what puts them on the command line.
+"""
+
+from __future__ import annotations
+
+from flows.app import app
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()

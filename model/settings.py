@@ -1,0 +1,129 @@
+"""One settings object: paths, URIs, profiles and datasets, with environment overrides.
+
+Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
+Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
+POSECOACH_PROFILE, POSECOACH_FPS, MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXERCISES: tuple[str, ...] = ("squat", "lunge", "plank")
+CORRECT = "correct"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a job is: epochs, data sizes and parallelism (`test`, `demo`, `nightly`)."""
+
+    name: str
+    epochs: int
+    batch_size: int = 32
+    lr: float = 0.01
+    lr_decay: float = 0.9
+    lr_step: int = 5
+    dropout: float = 0.5
+    hidden: int = 256
+    n_dct: int = 25
+    beta: float = 1.0
+    smooth_weight: float = 1e-3
+    grad_clip: float = 1.0
+    synth_subjects: int = 4
+    synth_reps: int = 10
+    train_workers: int = 1
+    threads_per_fold: int = 1
+
+
+PROFILES: dict[str, Profile] = {
+    "test": Profile(name="test", epochs=3, hidden=32, synth_subjects=3, synth_reps=2),
+    "demo": Profile(name="demo", epochs=15, hidden=128, synth_subjects=4, synth_reps=6),
+    "nightly": Profile(name="nightly", epochs=50, hidden=256, synth_subjects=4, synth_reps=10),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: its skeleton and the subjects kept for the promotion gate only."""
+
+    name: str
+    skeleton: str
+    gate_subjects: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ec3d": DatasetSpec("ec3d", "ec3d19", ("s4",)),
+    "uiprmd": DatasetSpec("uiprmd", "ec3d19", ("s09", "s10")),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    lake: str
+    reports: str
+    mlflow_uri: str
+    ray_address: str | None
+    prefect_api_url: str | None
+    profile: str = "demo"
+    fps: float = 30.0
+    profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
+    datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    def get_profile(self, name: str | None = None) -> Profile:
+        key = name or self.profile
+        if key not in self.profiles:
+            raise KeyError(f"unknown profile {key!r}; known: {', '.join(self.profiles)}")
+        return self.profiles[key]
+
+    def get_dataset(self, name: str) -> DatasetSpec:
+        if name not in self.datasets:
+            return DatasetSpec(name, "ec3d19", ())
+        return self.datasets[name]
+
+    def with_home(self, home: Path) -> Settings:
+        """The same settings re-rooted at another home (paths and the default sqlite URI follow)."""
+        return load_settings({**os.environ, "POSECOACH_HOME": str(home)})
+
+
+def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
+    """Build the settings from the environment (os.environ by default)."""
+    env = os.environ if env is None else env
+    home = Path(env.get("POSECOACH_HOME", "var")).resolve()
+    return Settings(
+        home=home,
+        lake=env.get("POSECOACH_LAKE", str(home / "lake")),
+        reports=env.get("POSECOACH_REPORTS", str(home / "reports")),
+        mlflow_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+        ray_address=env.get("RAY_ADDRESS") or None,
+        prefect_api_url=env.get("PREFECT_API_URL") or None,
+        profile=env.get("POSECOACH_PROFILE", "demo"),
+        fps=float(env.get("POSECOACH_FPS", "30")),
+    )
+
+
+def get_settings() -> Settings:
+    """Current settings, read afresh from the environment on each call."""
+    return load_settings()
+
+
+__all__ = [
+    "CORRECT",
+    "EXERCISES",
+    "PROFILES",
+    "DatasetSpec",
+    "Profile",
+    "Settings",
+    "get_settings",
+    "load_settings",
+]

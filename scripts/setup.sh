@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up .venv on a fresh machine: torch pinned first (CPU build on disk), then the project.
+# Idempotent: a stamp keyed on pyproject.toml and this script skips work already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+stamp_key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f .venv/.setup-stamp ] && [ "$(cat .venv/.setup-stamp)" = "$stamp_key" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev,bench]"
+echo "$stamp_key" > .venv/.setup-stamp
