@@ -1,0 +1,83 @@
+"""Pictures (matplotlib, Agg): the confusion matrix, and a correction drawn over the original.
+
+Figures drawn from synthetic data carry the word "synthetic" in their title when the caller says
+so (`synthetic=True`); they are never EC3D's figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from model.labels import class_name  # noqa: E402
+from model.skeletons import Skeleton  # noqa: E402
+
+if TYPE_CHECKING:
+    from model.metrics import Evaluation
+
+ORIGINAL_COLOUR = "tab:red"
+CORRECTED_COLOUR = "tab:green"
+
+
+def _title(text: str, synthetic: bool) -> str:
+    return f"{text} (synthetic data)" if synthetic else text
+
+
+def plot_confusion(evaluation: Evaluation, path: str | Path, synthetic: bool = False) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted) as a PNG with counts."""
+    counts = np.asarray(evaluation.confusion)
+    names = [class_name(c) for c in evaluation.classes]
+    size = max(4.0, 0.55 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = counts.max() if counts.size else 0
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, str(int(n)), ha="center", va="center", fontsize=7,
+                    color="white" if n > top / 2 else "black")
+    ax.set_title(_title(f"micro {evaluation.micro:.1%}, macro {evaluation.macro:.1%}", synthetic))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_correction(original: np.ndarray, corrected: np.ndarray, skeleton: Skeleton,
+                    path: str | Path, n_frames: int = 5, title: str = "",
+                    synthetic: bool = False) -> Path:
+    """Evenly spaced frames seen from the side: the original in red, the correction in green."""
+    length = min(original.shape[0], corrected.shape[0])
+    picks = np.linspace(0, length - 1, n_frames).round().astype(int)
+    fig, axes = plt.subplots(1, n_frames, figsize=(2.4 * n_frames, 3.2), sharex=True, sharey=True)
+    bones = skeleton.bone_indices()
+    for ax, f in zip(np.atleast_1d(axes), picks, strict=True):
+        for poses, colour in ((original, ORIGINAL_COLOUR), (corrected, CORRECTED_COLOUR)):
+            for a, b in bones:
+                ax.plot(poses[f, [a, b], 0], poses[f, [a, b], 2], color=colour, lw=1.5)
+        ax.set_title(f"frame {f}", fontsize=8)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], color=ORIGINAL_COLOUR, label="original"),
+               plt.Line2D([], [], color=CORRECTED_COLOUR, label="corrected")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle(_title(title or "correction (side view: forward is right)", synthetic),
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
