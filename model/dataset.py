@@ -1,0 +1,328 @@
+"""Named datasets as Delta Lake tables: one row per sequence, partitioned by exercise.
+
+A dataset lives at `<settings.lake>/<name>` (a local path or an object-store URI). Every commit
+is atomic (Delta's transaction log: a writer killed at any moment leaves the table as before or
+as after) and numbered; any version can be read back. Writing merges on `sequence_id`, so
+re-ingesting the same data adds nothing and a changed label updates its row in a new version.
+Concurrent writers are serialised by Delta's optimistic concurrency: a commit that conflicts
+with another one is retried, with backoff, against the new state of the table.
+
+Deleting a subject removes their rows from the current version; their data files stay on disk
+for time travel until `vacuum(retention_hours=0)` (or `delete_subject(..., purge=True)`) removes
+them, after which versions older than the deletion can no longer be read.
+
+deltalake's runtime does not survive fork(): processes that use this module start with spawn.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from model.sequence import Sequence, SequenceError
+from model.settings import get_settings
+
+MAX_COMMIT_ATTEMPTS = 30
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 2.0
+PARTITION_COLUMN = "exercise"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("sequence_id", pa.string(), nullable=False),
+        pa.field("subject", pa.string(), nullable=False),
+        pa.field("exercise", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("rep", pa.int32(), nullable=False),
+        pa.field("fps", pa.float64(), nullable=False),
+        pa.field("skeleton", pa.string(), nullable=False),
+        pa.field("units", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("n_frames", pa.int32(), nullable=False),
+        pa.field("n_joints", pa.int32(), nullable=False),
+        pa.field("poses", pa.list_(pa.float32()), nullable=False),
+        pa.field("meta", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did: rows inserted, inputs already present, labels updated, new version."""
+
+    inserted: int
+    duplicates: int
+    updated: int
+    version: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inserted": self.inserted, "duplicates": self.duplicates,
+                "updated": self.updated, "version": self.version}
+
+
+def _sql_str(value: str) -> str:
+    """A SQL string literal, quotes escaped."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _retry_commit(action: Callable[[], T], what: str) -> T:
+    """Run `action` until its commit goes through; a conflict with another writer is retried."""
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except CommitFailedError as exc:
+            attempt += 1
+            if attempt >= MAX_COMMIT_ATTEMPTS:
+                raise RuntimeError(
+                    f"{what}: still conflicting with other writers after {attempt} attempts"
+                ) from exc
+            delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt)
+            time.sleep(delay * (0.5 + random.random()))
+
+
+def to_table(seqs: Iterable[Sequence], ingested_at: datetime | None = None) -> pa.Table:
+    """Sequences as rows of the dataset's schema (poses flat, their shape alongside)."""
+    seqs = list(seqs)
+    now = ingested_at or datetime.now(UTC)
+    poses = [np.ascontiguousarray(s.poses, dtype=np.float32) for s in seqs]
+    flat = np.concatenate([p.reshape(-1) for p in poses]) if poses else np.empty(0, np.float32)
+    offsets = np.concatenate([[0], np.cumsum([p.size for p in poses])]).astype(np.int32)
+    columns = {
+        "sequence_id": [s.sequence_id for s in seqs],
+        "subject": [str(s.subject) for s in seqs],
+        "exercise": [s.exercise for s in seqs],
+        "label": [s.label for s in seqs],
+        "rep": [int(s.rep) for s in seqs],
+        "fps": [float(s.fps) for s in seqs],
+        "skeleton": [s.skeleton for s in seqs],
+        "units": [s.units for s in seqs],
+        "source": [s.source for s in seqs],
+        "n_frames": [p.shape[0] for p in poses],
+        "n_joints": [p.shape[1] for p in poses],
+        "poses": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())),
+        "meta": [json.dumps(s.meta, default=str, sort_keys=True) for s in seqs],
+        "ingested_at": [now] * len(seqs),
+    }
+    return pa.table(columns, schema=SCHEMA)
+
+
+def from_table(table: pa.Table) -> list[Sequence]:
+    """Rows of the dataset's schema back as Sequences."""
+    poses_col = table.column("poses").combine_chunks()
+    values = poses_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    offsets = poses_col.offsets.to_numpy()
+    rows = table.drop_columns(["poses"]).to_pylist()
+    out = []
+    for i, row in enumerate(rows):
+        poses = values[offsets[i]:offsets[i + 1]].reshape(row["n_frames"], row["n_joints"], 3)
+        out.append(Sequence(
+            poses=poses.copy(), subject=row["subject"], exercise=row["exercise"],
+            skeleton=row["skeleton"], fps=row["fps"], label=row["label"], rep=row["rep"],
+            source=row["source"] or "", units=row["units"], meta=json.loads(row["meta"] or "{}"),
+        ))
+    return out
+
+
+def _unique(table: pa.Table) -> tuple[pa.Table, int]:
+    """Keep the first row of each sequence_id; also return how many repeats were dropped."""
+    ids = table.column("sequence_id").to_pylist()
+    first: dict[str, int] = {}
+    for i, sid in enumerate(ids):
+        first.setdefault(sid, i)
+    keep = sorted(first.values())
+    return table.take(pa.array(keep, pa.int64())), len(ids) - len(keep)
+
+
+class Dataset:
+    """One named dataset (a Delta table under the lake root)."""
+
+    def __init__(self, name: str, root: str | None = None,
+                 storage_options: dict[str, str] | None = None):
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"dataset name {name!r} must be a plain non-empty name")
+        self.name = name
+        self.root = str(root or get_settings().lake).rstrip("/")
+        self.uri = f"{self.root}/{name}"
+        self.storage_options = storage_options
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, uri={self.uri!r})"
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self.uri, self.storage_options)
+
+    def table(self, version: int | None = None) -> DeltaTable:
+        """The Delta table (at `version`, or the latest); SequenceError when there is none."""
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=self.storage_options)
+        except TableNotFoundError as exc:
+            raise SequenceError(self.uri, f"no dataset {self.name!r} here", "no_dataset") from exc
+        except Exception as exc:
+            if version is not None and self.exists():
+                latest = self.version()
+                raise SequenceError(
+                    self.uri, f"dataset {self.name!r} has no readable version {version} "
+                    f"(latest is {latest}; purged versions cannot be read): {exc}", "no_version",
+                ) from exc
+            raise
+
+    def _create(self) -> DeltaTable:
+        def create() -> DeltaTable:
+            if self.exists():
+                return self.table()
+            return DeltaTable.create(
+                self.uri, SCHEMA, partition_by=[PARTITION_COLUMN], mode="ignore",
+                name=self.name, storage_options=self.storage_options,
+            )
+        return _retry_commit(create, f"create {self.uri}")
+
+    def version(self) -> int | None:
+        """The latest version, or None when the dataset does not exist yet."""
+        return self.table().version() if self.exists() else None
+
+    def write(self, seqs: Iterable[Sequence], note: str | None = None) -> WriteResult:
+        """Merge sequences on sequence_id: new ones are inserted, changed labels updated.
+
+        `note` is kept in the commit (shown by `history()`), e.g. what was ingested.
+        """
+        source, repeats = _unique(to_table(seqs))
+        if source.num_rows == 0:
+            return WriteResult(0, repeats, 0, self.version())
+        self._create()
+        commit = CommitProperties(custom_metadata={"userMetadata": note}) if note else None
+
+        def merge() -> dict[str, Any]:
+            return (
+                self.table()
+                .merge(source, "t.sequence_id = s.sequence_id AND t.exercise = s.exercise",
+                       source_alias="s", target_alias="t", commit_properties=commit)
+                .when_matched_update(
+                    updates={"label": "s.label"}, predicate="t.label IS DISTINCT FROM s.label")
+                .when_not_matched_insert_all()
+                .execute()
+            )
+
+        metrics = _retry_commit(merge, f"merge into {self.uri}")
+        inserted = int(metrics["num_target_rows_inserted"])
+        updated = int(metrics["num_target_rows_updated"])
+        duplicates = source.num_rows - inserted - updated + repeats
+        return WriteResult(inserted, duplicates, updated, self.version())
+
+    def read_table(self, exercise: str | Iterable[str] | None = None,
+                   subjects: Iterable[str] | None = None, labels: Iterable[str] | None = None,
+                   version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows as an Arrow table. The filters prune files in the Delta log (partitions for the
+        exercise, per-file statistics for subjects and labels); rows are then filtered exactly."""
+        dt = self.table(version)
+        wanted: list[tuple[str, list[str]]] = []
+        if exercise is not None:
+            wanted.append((PARTITION_COLUMN, [exercise] if isinstance(exercise, str)
+                           else list(exercise)))
+        if subjects is not None:
+            wanted.append(("subject", [str(s) for s in subjects]))
+        if labels is not None:
+            wanted.append(("label", list(labels)))
+        pruning = [(col, "in", values) for col, values in wanted] or None
+        try:
+            table = dt.to_pyarrow_dataset(file_pruning_predicate=pruning).to_table(
+                columns=None if columns is None else sorted({*columns, *(c for c, _ in wanted)}))
+        except FileNotFoundError as exc:
+            raise SequenceError(
+                self.uri, f"version {dt.version()} of dataset {self.name!r} refers to files that "
+                f"were purged (vacuum); read a later version: {exc}", "purged_version",
+            ) from exc
+        for col, values in wanted:
+            table = table.filter(pc.is_in(table.column(col), pa.array(values, pa.string())))
+        if columns is not None:
+            table = table.select(columns)
+        keys = [k for k in ("exercise", "subject", "rep", "sequence_id") if k in table.schema.names]
+        return table.sort_by([(k, "ascending") for k in keys])
+
+    def read(self, exercise: str | Iterable[str] | None = None,
+             subjects: Iterable[str] | None = None, labels: Iterable[str] | None = None,
+             version: int | None = None) -> list[Sequence]:
+        """Sequences matching every filter given, from `version` (default: the latest).
+
+        To record what a run read, take `v = ds.version()` first and pass `version=v`.
+        """
+        return from_table(self.read_table(exercise, subjects, labels, version))
+
+    def count(self, version: int | None = None) -> int:
+        return self.read_table(version=version, columns=["sequence_id"]).num_rows
+
+    def history(self) -> list[dict[str, Any]]:
+        """One record per version, newest first: version, time, operation, rows changed."""
+        out = []
+        for commit in self.table().history():
+            metrics = commit.get("operationMetrics", {})
+            out.append({
+                "version": commit["version"],
+                "time": datetime.fromtimestamp(commit["timestamp"] / 1000, UTC).isoformat(),
+                "operation": commit.get("operation", ""),
+                "inserted": int(metrics.get("num_target_rows_inserted", 0) or 0),
+                "updated": int(metrics.get("num_target_rows_updated", 0) or 0),
+                "deleted": int(metrics.get("num_deleted_rows", 0) or 0),
+                "note": commit.get("userMetadata") or "",
+            })
+        return out
+
+    def delete_subject(self, subject: str, purge: bool = False) -> dict[str, Any]:
+        """Remove a subject's rows from the current version; `purge` also deletes old files.
+
+        Purging vacuums with zero retention: every file no longer in the current version goes,
+        so versions from before the deletion (and any other removed data) cannot be read again.
+        """
+        def delete() -> int:
+            table = self.table()
+            rows = self.read_table(subjects=[subject], version=table.version(),
+                                   columns=["sequence_id"]).num_rows
+            if rows:
+                table.delete(f"subject = {_sql_str(subject)}")
+            return rows
+
+        deleted = _retry_commit(delete, f"delete subject {subject}")
+        purged = self.vacuum(retention_hours=0) if purge else []
+        return {"subject": subject, "deleted": deleted, "version": self.version(),
+                "purged_files": len(purged)}
+
+    def restore(self, version: int) -> dict[str, Any]:
+        """Make `version`'s rows the current state again, as a new version (undo a bad ingest)."""
+        latest = self.version()
+        if latest is None or not 0 <= version <= latest:
+            raise SequenceError(self.uri, f"no version {version} to restore (latest: {latest})",
+                                "no_version")
+        metrics = _retry_commit(lambda: self.table().restore(version), f"restore {version}")
+        return {"restored": version, "version": self.version(), "metrics": metrics}
+
+    def compact(self, target_size: int | None = None) -> dict[str, Any]:
+        """Rewrite small files into larger ones (a new version; rows unchanged)."""
+        metrics = _retry_commit(
+            lambda: self.table().optimize.compact(target_size=target_size), "compact")
+        return {"version": self.version(), "files_added": metrics.get("numFilesAdded", 0),
+                "files_removed": metrics.get("numFilesRemoved", 0)}
+
+    def vacuum(self, retention_hours: int | None = None) -> list[str]:
+        """Delete files no longer referenced and older than the retention (default: a week).
+
+        With `retention_hours=0` every unreferenced file goes at once, including those of
+        writers killed mid-write; older versions then may not be readable any more.
+        """
+        return self.table().vacuum(
+            retention_hours=retention_hours, dry_run=False,
+            enforce_retention_duration=retention_hours is None, full=retention_hours == 0,
+        )
