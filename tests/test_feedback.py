@@ -1,0 +1,151 @@
+"""Feedback in words from given arrays: directions, moments, sizes, cues, the unsure threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.feedback import (
+    CUES,
+    GOOD_CUE,
+    UNSURE_FLOOR,
+    UNSURE_KEY,
+    UNSURE_PREFIX,
+    coach_cue,
+    cue_joints,
+    direction_words,
+    get_unsure_threshold,
+    joint_deviations,
+    joint_words,
+    set_unsure_threshold,
+    unsure_threshold,
+)
+from model.labels import EC3D_LABEL_NAMES
+from model.settings import CORRECT
+from model.skeletons import get_skeleton
+
+SK = get_skeleton("ec3d19")
+N = 100
+BOTTOM = 50
+
+
+def squat_like() -> np.ndarray:
+    """A still body whose ankles rise towards the hips until frame BOTTOM and back (a squat)."""
+    rng = np.random.default_rng(0)
+    poses = np.repeat(rng.normal(0, 0.3, (1, SK.n_joints, 3)), N, axis=0).astype(np.float32)
+    rise = 0.3 * np.sin(np.linspace(0, np.pi, N))
+    for j in ("l_ankle", "r_ankle"):
+        poses[:, SK.index(j), 2] = -0.9 + rise
+    return poses
+
+
+def moved(poses: np.ndarray, joint: str, frame: int, vec: tuple[float, float, float],
+          ) -> np.ndarray:
+    out = poses.copy()
+    out[frame, SK.index(joint)] += np.asarray(vec, dtype=np.float32)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("vec", "joint", "words"),
+    [
+        ((0.0, 0.05, 0.0), "l_knee", "outward"),
+        ((0.0, 0.05, 0.0), "r_knee", "inward"),
+        ((0.0, -0.05, 0.0), "r_knee", "outward"),
+        ((0.0, -0.05, 0.0), "l_knee", "inward"),
+        ((0.05, 0.0, 0.0), "neck", "forward"),
+        ((-0.05, 0.0, 0.0), "neck", "back"),
+        ((0.0, 0.0, -0.05), "l_ankle", "down"),
+        ((0.0, 0.05, 0.0), "neck", "to the left"),
+        ((0.04, 0.0, 0.03), "nose", "forward and up"),
+        ((0.04, 0.0, 0.01), "nose", "forward"),
+    ],
+)
+def test_direction_in_body_terms(vec, joint, words):
+    assert direction_words(np.array(vec), joint) == words
+
+
+def test_joint_words():
+    assert joint_words("l_big_toe") == "left big toe"
+    assert joint_words("r_knee") == "right knee"
+    assert joint_words("mid_hip") == "mid hip"
+
+
+def test_largest_deviation_in_cm_at_its_moment():
+    original = squat_like()
+    corrected = moved(original, "l_knee", BOTTOM, (0.0, 0.06, 0.0))
+    corrected = moved(corrected, "neck", 20, (0.02, 0.0, 0.0))
+    devs = joint_deviations(original, corrected, SK, "squat", fps=30.0)
+    top = devs[0]
+    assert top.joint == "l_knee"
+    assert top.cm == pytest.approx(6.0, abs=1e-3)
+    assert top.direction == "outward"
+    assert top.frame == BOTTOM
+    assert top.moment == "at the bottom"
+    assert devs[1].joint == "neck" and devs[1].moment == "on the way down"
+    assert devs[1].cm == pytest.approx(2.0, abs=1e-3)
+
+
+def test_scale_gives_back_real_centimetres():
+    original = squat_like()
+    corrected = moved(original, "r_knee", 80, (0.0, 0.05, 0.0))
+    devs = joint_deviations(original, corrected, SK, "squat", fps=30.0, scale=1.2)
+    assert devs[0].cm == pytest.approx(6.0, abs=1e-3)
+    assert devs[0].direction == "inward"
+    assert devs[0].moment == "on the way up"
+
+
+def test_include_adds_the_cue_joint_when_not_on_top():
+    original = squat_like()
+    corrected = moved(original, "nose", 10, (0.1, 0.0, 0.0))
+    for j in ("neck", "l_wrist", "r_wrist"):
+        corrected = moved(corrected, j, 10, (0.09, 0.0, 0.0))
+    corrected = moved(corrected, "r_knee", BOTTOM, (0.0, 0.04, 0.0))
+    devs = joint_deviations(original, corrected, SK, "squat", 30.0, top=3,
+                            include=cue_joints("knees_inward"))
+    assert [d.joint for d in devs][:3] == ["nose", "neck", "l_wrist"]
+    assert devs[-1].joint == "r_knee"
+    cue = coach_cue("knees_inward", devs)
+    assert cue == ("knees drift inward: push them out over your toes, about 4 cm at the bottom")
+
+
+def test_plank_moments_are_times():
+    original = squat_like()
+    corrected = moved(original, "neck", 45, (0.0, 0.0, 0.03))
+    devs = joint_deviations(original, corrected, SK, "plank", fps=30.0)
+    assert devs[0].moment == "1.5 s into the hold"
+
+
+def test_every_ec3d_mistake_has_a_cue_and_others_get_the_generic_one():
+    mistakes = set(EC3D_LABEL_NAMES.values()) - {CORRECT, "unknown"}
+    assert mistakes <= set(CUES)
+    original = squat_like()
+    devs = joint_deviations(original, moved(original, "l_elbow", 30, (0.0, 0.08, 0.0)), SK,
+                            "squat", 30.0)
+    generic = coach_cue("elbows_flared", devs)
+    assert generic.startswith("elbows flared: move your left elbow outward, about 8 cm")
+    assert coach_cue("unknown", devs).startswith("unknown: move your left elbow")
+    assert coach_cue(CORRECT, devs) == GOOD_CUE
+    assert coach_cue("elbows_flared", devs, unsure=True).startswith(UNSURE_PREFIX)
+
+
+def test_unsure_threshold_from_training_predictions():
+    conf = np.array([0.3, 0.4, 0.45, 0.6, 0.7, 0.8, 0.9])
+    right = np.array([False, False, True, False, True, True, True])
+    # cumulative wrong share by confidence: 1, 1, .67, .75, .6, .5, .43 -> mostly wrong up to 0.7
+    assert unsure_threshold(conf, right) == pytest.approx(0.75)
+    assert unsure_threshold(conf, np.ones_like(right)) == UNSURE_FLOOR
+    assert unsure_threshold(np.array([0.1, 0.2, 0.9]), np.array([False, True, True])) == (
+        UNSURE_FLOOR
+    )
+    with pytest.raises(ValueError, match="same length"):
+        unsure_threshold(conf, right[:3])
+
+
+def test_threshold_is_stored_in_meta():
+    meta: dict = {}
+    assert get_unsure_threshold(meta) == UNSURE_FLOOR
+    value = set_unsure_threshold(meta, np.array([0.55, 0.6, 0.95]),
+                                 np.array([False, True, True]))
+    assert meta[UNSURE_KEY] == value == pytest.approx(0.575)
+    assert get_unsure_threshold(meta) == value
