@@ -1,0 +1,176 @@
+"""The saved form of a trained model: a folder with model.safetensors (the weights) and
+model.json (skeleton, classes, normalisation, configurations, versions, the "unsure" threshold).
+Loading reads JSON and safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.gcn import FeedbackGCN, GCNConfig, decode_poses, encode_poses
+from model.labels import Class
+from model.normalize import Normalization, normalize
+from model.sequence import Sequence
+from model.skeletons import get_skeleton
+
+if TYPE_CHECKING:
+    from model.train import TrainConfig
+
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+FORMAT = "posecoach-model/1"
+
+
+def code_version() -> dict[str, str | None]:
+    """The package version and, when the code runs from a git checkout, its commit."""
+    try:
+        package = importlib.metadata.version("posecoach")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"package": package, "commit": commit}
+
+
+def _plain(value: object) -> object:
+    """JSON form of numpy values in meta; anything else unknown is refused."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"model meta holds a {type(value).__name__}, which JSON cannot store")
+
+
+@dataclass
+class Inference:
+    log_probs: np.ndarray  # (B, classes)
+    corrected: list[np.ndarray]  # each (frames, joints, 3), at its input's length
+    deltas: np.ndarray  # (B, nodes, n_dct)
+
+
+@dataclass
+class TrainedModel:
+    module: FeedbackGCN
+    config: TrainConfig
+    classes: list[Class]
+    normalization: Normalization
+    meta: dict = field(default_factory=dict)
+    unsure_threshold: float | None = None
+
+    @property
+    def gcn_config(self) -> GCNConfig:
+        return self.module.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def card(self) -> dict:
+        """Everything model.json holds."""
+        return {
+            "format": FORMAT,
+            "skeleton": self.normalization.skeleton,
+            "joints": list(get_skeleton(self.normalization.skeleton).joints),
+            "classes": [list(c) for c in self.classes],
+            "normalization": self.normalization.to_dict(),
+            "gcn": self.gcn_config.to_dict(),
+            "train": self.config.to_dict(),
+            "unsure_threshold": self.unsure_threshold,
+            "versions": {
+                "code": code_version(),
+                "torch": torch.__version__,
+                "dataset": self.meta.get("dataset"),
+                "dataset_version": self.meta.get("dataset_version"),
+            },
+            "meta": self.meta,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write model.safetensors and model.json into folder; return the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = json.dumps(self.card(), indent=2, default=_plain)
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(weights, folder / WEIGHTS, metadata={"format": "pt"})
+        (folder / CARD).write_text(card)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> TrainedModel:
+        """Rebuild a saved model (eval mode) from its folder; JSON and safetensors only."""
+        from model.train import TrainConfig
+
+        folder = Path(folder)
+        for name in (CARD, WEIGHTS):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: no {name}; not a saved posecoach model")
+        card = json.loads((folder / CARD).read_text())
+        if card.get("format") != FORMAT:
+            raise ValueError(f"{folder / CARD}: format {card.get('format')!r}, expected {FORMAT}")
+        module = FeedbackGCN(GCNConfig.from_dict(card["gcn"]))
+        module.load_state_dict(load_file(folder / WEIGHTS, device="cpu"))
+        module.to(device).eval()
+        return cls(
+            module=module,
+            config=TrainConfig.from_dict(card["train"]),
+            classes=[(c[0], c[1]) for c in card["classes"]],
+            normalization=Normalization.from_dict(card["normalization"]),
+            meta=card["meta"],
+            unsure_threshold=card["unsure_threshold"],
+        )
+
+    def _check_poses(self, poses: list[np.ndarray]) -> None:
+        joints = self.gcn_config.n_nodes // 3
+        for i, p in enumerate(poses):
+            if p.ndim != 3 or p.shape[1:] != (joints, 3) or p.shape[0] < 1:
+                raise ValueError(
+                    f"poses[{i}] has shape {p.shape}; the model expects (frames, {joints}, 3)"
+                )
+
+    @torch.no_grad()
+    def infer(
+        self, poses: list[np.ndarray], batch_size: int = 256,
+        fed_classes: Seq[int] | None = None,
+    ) -> Inference:
+        """Classify and correct already-normalised poses, in batches, in eval mode.
+
+        fed_classes: labels to feed back to a `separated_corrector` (one class index per
+        input); other variants feed back their own prediction at inference.
+        """
+        self._check_poses(poses)
+        self.module.eval()
+        cfg = self.gcn_config
+        n_classes = cfg.n_classes
+        if not poses:
+            return Inference(np.zeros((0, n_classes), np.float32), [],
+                             np.zeros((0, cfg.n_nodes, cfg.n_dct), np.float32))
+        log_probs, deltas, corrected = [], [], []
+        for start in range(0, len(poses), batch_size):
+            chunk = poses[start : start + batch_size]
+            x = encode_poses(chunk, cfg.n_dct).to(self.device)
+            fed = None
+            if fed_classes is not None:
+                idx = torch.as_tensor(list(fed_classes[start : start + batch_size]))
+                fed = torch.nn.functional.one_hot(idx, n_classes).float().to(self.device)
+            lp, d = self.module(x, fed)
+            log_probs.append(lp.cpu().numpy())
+            deltas.append(d.cpu().numpy())
+            corrected += decode_poses(x + d, [len(p) for p in chunk])
+        return Inference(np.concatenate(log_probs), corrected, np.concatenate(deltas))
+
+    def classify_and_correct(self, sequences: list[Sequence], batch_size: int = 256) -> Inference:
+        """infer() on sequences, normalised the model's way first."""
+        return self.infer([normalize(s, self.normalization)[0] for s in sequences], batch_size)

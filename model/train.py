@@ -1,0 +1,327 @@
+"""Training the feedback GCN in one process, on CPU or CUDA.
+
+Loss = NLL of the class + beta * (soft-DTW divergence between the corrected motion and its
+target + smooth_weight * mean squared difference of consecutive corrected frames). The corrected
+motion is the inverse DCT of (input coefficients + deltas) at the input's length; the target is
+compared at its own length. Adam, the learning rate decayed by lr_decay every lr_step epochs,
+gradient norm clipped. The last epoch's model is kept: nothing is chosen on held-out data.
+
+Fixed seeds give identical weights for identical inputs and thread counts. With a checkpoint
+folder, every epoch writes last.pt (weights, optimiser, scheduler, epoch, random states) and a
+later call with the same folder resumes from it, so a killed training loses one epoch at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model.dct import idct_basis
+from model.gcn import FeedbackGCN, GCNConfig, encode_poses, get_variant, poses_to_nodes
+from model.labels import Class, classes_from
+from model.normalize import Normalization, normalize
+from model.saved import TrainedModel
+from model.sequence import Sequence, SequenceError
+from model.settings import Profile
+from model.softdtw import soft_dtw_divergence
+from model.targets import pair_targets
+
+CHECKPOINT = "last.pt"
+# Settings that may differ between a checkpoint and the run resuming it.
+_RESUMABLE_CHANGES = ("device", "threads")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "full"
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 0.01
+    lr_decay: float = 0.9
+    lr_step: int = 5
+    dropout: float = 0.5
+    hidden: int = 256
+    n_dct: int = 25
+    beta: float = 1.0
+    smooth_weight: float = 1e-3
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    gamma: float = 0.01
+
+    def __post_init__(self) -> None:
+        get_variant(self.variant)
+
+    @classmethod
+    def from_profile(
+        cls, profile: Profile, variant: str = "full", seed: int = 0, device: str = "cpu",
+        threads: int | None = None,
+    ) -> TrainConfig:
+        """The profile's hyper-parameters (nightly = the paper's) for one variant."""
+        smooth = profile.smooth_weight if get_variant(variant).smoothness else 0.0
+        return cls(
+            variant=variant, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
+            lr_decay=profile.lr_decay, lr_step=profile.lr_step, dropout=profile.dropout,
+            hidden=profile.hidden, n_dct=profile.n_dct, beta=profile.beta, smooth_weight=smooth,
+            grad_clip=profile.grad_clip, seed=seed, device=device, threads=threads,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**d)
+
+    def gcn_config(self, n_nodes: int, n_classes: int) -> GCNConfig:
+        return GCNConfig(n_nodes=n_nodes, n_classes=n_classes, n_dct=self.n_dct,
+                         hidden=self.hidden, dropout=self.dropout, variant=self.variant)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" is CUDA when available, else CPU; anything else is taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TrainingData:
+    """Everything training reads, as tensors: DCT inputs, padded motions, bases, labels."""
+
+    coefs: torch.Tensor  # (N, nodes, n_dct)
+    motions: torch.Tensor  # (N, T_max, nodes), zero beyond each length
+    bases: torch.Tensor  # (N, T_max, n_dct): inverse DCT at each input's length
+    lengths: torch.Tensor  # (N,)
+    labels: torch.Tensor  # (N,)
+    targets: torch.Tensor  # (N,) index of each input's target
+
+    def to(self, device: torch.device) -> TrainingData:
+        return TrainingData(*(t.to(device) for t in asdict(self).values()))
+
+
+def pad_stack(arrays: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (T_i, ...) tensors into (N, T_max, ...), zero beyond each length."""
+    return torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
+
+
+def prepare(
+    poses: list[np.ndarray], seqs: list[Sequence], classes: list[Class], n_dct: int,
+    gamma: float = 0.01,
+) -> TrainingData:
+    index = {c: i for i, c in enumerate(classes)}
+    return TrainingData(
+        coefs=encode_poses(poses, n_dct),
+        motions=pad_stack([poses_to_nodes(torch.from_numpy(p)) for p in poses]),
+        bases=pad_stack([idct_basis(len(p), n_dct) for p in poses]),
+        lengths=torch.tensor([len(p) for p in poses]),
+        labels=torch.tensor([index[(s.exercise, s.label)] for s in seqs]),
+        targets=torch.tensor(pair_targets(poses, seqs, gamma=gamma)),
+    )
+
+
+def smoothness(motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of consecutive frames of each padded motion (B, T, F) -> (B,)."""
+    diff = (motion[:, 1:] - motion[:, :-1]).pow(2).sum(-1)
+    valid = torch.arange(diff.shape[1], device=motion.device) < (lengths - 1).unsqueeze(1)
+    return (diff * valid).sum(1) / ((lengths - 1).clamp(min=1) * motion.shape[-1])
+
+
+def corrected_motion(
+    data: TrainingData, idx: torch.Tensor, deltas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse DCT of (input coefficients + deltas) at each input's length, padded, and lengths."""
+    lengths = data.lengths[idx]
+    bases = data.bases[idx, : int(lengths.max())]
+    return bases @ (data.coefs[idx] + deltas).transpose(1, 2), lengths
+
+
+def batch_loss(
+    module: FeedbackGCN, data: TrainingData, idx: torch.Tensor, config: TrainConfig,
+    teacher_prob: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of one batch and its parts."""
+    variant = module.variant
+    labels = data.labels[idx]
+    onehot = torch.nn.functional.one_hot(labels, module.config.n_classes).float()
+    log_probs, deltas = module(data.coefs[idx], onehot, teacher_prob)
+    loss = log_probs.new_zeros(())
+    parts: dict[str, float] = {}
+    if variant.classifies:
+        nll = torch.nn.functional.nll_loss(log_probs, labels)
+        loss = loss + nll
+        parts["nll"] = nll.item()
+    if variant.corrects:
+        motion, lengths = corrected_motion(data, idx, deltas)
+        has_target = data.targets[idx] >= 0
+        tgt = torch.where(has_target, data.targets[idx], idx)
+        tgt_len = data.lengths[tgt]
+        target = data.motions[tgt, : int(tgt_len.max())]
+        div = soft_dtw_divergence(motion, target, lengths, tgt_len, gamma=config.gamma)
+        sdtw = (div * has_target).sum() / has_target.sum().clamp(min=1)
+        smooth = smoothness(motion, lengths).mean()
+        loss = loss + config.beta * (sdtw + config.smooth_weight * smooth)
+        parts["sdtw"] = sdtw.item()
+        parts["smooth"] = smooth.item()
+    parts["loss"] = loss.item()
+    return loss, parts
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled split of range(n); a last batch of one is dropped (batch norm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    out = list(order.split(batch_size))
+    return out if len(out[-1]) > 1 else out[:-1]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def data_fingerprint(seqs: list[Sequence]) -> str:
+    """Identity of the training data, in order, with its labels."""
+    h = hashlib.sha256()
+    for s in seqs:
+        h.update(f"{s.sequence_id}|{s.label}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def checkpoint_identity(config: TrainConfig, classes: list[Class], fingerprint: str) -> dict:
+    cfg = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    return {"config": cfg, "classes": [list(c) for c in classes], "data": fingerprint}
+
+
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator,
+                  device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, identity: dict) -> dict | None:
+    """The checkpoint at path if there is one for this configuration, classes and data."""
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("identity") != identity:
+        raise ValueError(
+            f"{path}: checkpoint belongs to another configuration, class list or training data; "
+            "remove it or train in another folder"
+        )
+    return ckpt
+
+
+def normalise_labelled(
+    sequences: list[Sequence], norm: Normalization
+) -> list[np.ndarray]:
+    """Normalised poses of labelled sequences; SequenceError for an unlabelled one."""
+    out = []
+    for s in sequences:
+        if s.label is None:
+            src = s.source or f"{s.subject}/{s.exercise}/{s.rep}"
+            raise SequenceError(src, "no label: training needs labelled sequences", "no_label")
+        out.append(normalize(s, norm)[0])
+    return out
+
+
+def train(
+    sequences: list[Sequence],
+    config: TrainConfig,
+    norm: Normalization = Normalization(),
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    meta: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainedModel:
+    """Train a FeedbackGCN on labelled sequences for config.epochs epochs; keep the last.
+
+    on_epoch is called with each epoch's figures after its checkpoint is written.
+    """
+    if len(sequences) < 2:
+        raise ValueError(f"training needs at least 2 sequences, got {len(sequences)}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    poses = normalise_labelled(sequences, norm)
+    classes = classes_from((s.exercise, s.label) for s in sequences)
+    data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
+    module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    start = 0
+    identity = checkpoint_identity(config, classes, data_fingerprint(sequences))
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+        ckpt = load_checkpoint(ckpt_path, identity)
+        if ckpt is not None:
+            module.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"], generator, device)
+            start, history = ckpt["epoch"], ckpt["history"]
+
+    bar = tqdm(range(start, config.epochs), desc=f"train {config.variant}", unit="epoch",
+               disable=not progress, initial=start, total=config.epochs)
+    curriculum = module.variant.feedback == "curriculum"
+    for epoch in bar:
+        module.train()
+        began = time.perf_counter()
+        teacher_prob = 1.0 - epoch / config.epochs if curriculum else 1.0
+        sums: dict[str, float] = {}
+        steps = batches(len(sequences), config.batch_size, generator)
+        for idx in steps:
+            loss, parts = batch_loss(module, data, idx.to(device), config, teacher_prob)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+            optimizer.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+        scheduler.step()
+        row = {"epoch": epoch + 1, **{k: v / len(steps) for k, v in sums.items()},
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                "rng": rng_state(generator, device), "history": history, "identity": identity,
+            })
+        if on_epoch is not None:
+            on_epoch(row)
+    module.eval()
+    return TrainedModel(module, config, classes, norm,
+                        {**(meta or {}), "history": history, "n_train": len(sequences)})
