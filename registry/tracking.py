@@ -1,0 +1,164 @@
+"""MLflow tracking: where runs go, and what one training run records.
+
+The tracking URI comes from model.settings (sqlite under POSECOACH_HOME by default;
+MLFLOW_TRACKING_URI points it at a server). Logging happens on the driver, from what the
+cross-validation and training work returned.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from model.labels import class_name
+from model.saved import code_version as saved_code_version
+from model.settings import get_settings
+
+SKIPPED_FIGURES = frozenset({"per_class", "confusion", "classes"})
+
+
+def configure_tracking(uri: str | None = None) -> str:
+    """Point MLflow (tracking and registry) at `uri`, or the settings' URI; return it."""
+    uri = uri or get_settings().mlflow_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    """An MlflowClient on the configured tracking URI."""
+    uri = configure_tracking(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_name(dataset: str) -> str:
+    return f"posecoach-{dataset}"
+
+
+def code_version() -> str:
+    """The package version and git commit the code runs from, as one tag value."""
+    found = saved_code_version()
+    commit = found.get("commit")
+    return f"{found.get('package')}+g{commit[:12]}" if commit else str(found.get("package"))
+
+
+def flat_figures(figures: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested figure dict as dotted names ('correction.independent.all').
+
+    The per-class table, confusion matrix and class list are left out (logged on their own).
+    """
+    out: dict[str, float] = {}
+    for key, value in figures.items():
+        if key in SKIPPED_FIGURES:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_figures(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def fold_summary(folds: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean and standard deviation over folds of every figure: `<name>.mean`, `<name>.std`."""
+    flats = [flat_figures(f) for f in folds]
+    names = sorted({n for flat in flats for n in flat})
+    out: dict[str, float] = {}
+    for name in names:
+        values = [flat[name] for flat in flats if name in flat]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        out[f"{name}.mean"] = mean
+        out[f"{name}.std"] = std
+    return out
+
+
+def per_class_csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def class_names(classes: Iterable[str | tuple[str, str]]) -> list[str]:
+    """Classes as 'exercise/label' names, whether given as names or (exercise, label) pairs."""
+    return [c if isinstance(c, str) else class_name((c[0], c[1])) for c in classes]
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces; anything else becomes _."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+def _log_figures(prefix: str, figures: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({_metric_name(f"{prefix}.{k}"): v for k, v in figures.items()}, step=step)
+
+
+def log_training_run(
+    *,
+    dataset: str,
+    dataset_version: int | None,
+    profile: str,
+    params: Mapping[str, Any],
+    skeleton: str,
+    classes: Iterable[str | tuple[str, str]],
+    folds: Iterable[Mapping[str, Any]] = (),
+    gate: Mapping[str, Any] | None = None,
+    confusion_png: Path | None = None,
+    code: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Log one training run and return its run id.
+
+    `folds` are the cross-validation fold figures (one dict each, as model.metrics'
+    Evaluation.to_dict()), logged per fold (step = fold index, `cv.<name>`) and as mean and
+    standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
+    is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics.
+    """
+    configure_tracking()
+    mlflow.set_experiment(experiment_name(dataset))
+    folds = list(folds)
+    run_tags = {
+        "dataset": dataset,
+        "dataset_version": "" if dataset_version is None else str(dataset_version),
+        "code_version": code or code_version(),
+        "profile": profile,
+        "skeleton": skeleton,
+        **(tags or {}),
+    }
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+        mlflow.log_params({"profile": profile, "dataset": dataset,
+                           "dataset_version": dataset_version, **params})
+        mlflow.log_dict({"skeleton": skeleton, "classes": class_names(classes)}, "classes.json")
+        for i, fold in enumerate(folds):
+            _log_figures("cv", flat_figures(fold), step=i)
+        if folds:
+            summary = fold_summary(folds)
+            _log_figures("cv", summary)
+            mlflow.log_dict({"folds": folds, "summary": summary}, "cv.json")
+        if gate is not None:
+            _log_figures("gate", flat_figures(gate))
+            mlflow.log_dict(dict(gate), "gate.json")
+            rows = list(gate.get("per_class") or [])
+            if rows:
+                mlflow.log_dict({"per_class": rows}, "per_class.json")
+                mlflow.log_text(per_class_csv(rows), "per_class.csv")
+                _log_figures("gate.class", {
+                    f"{row['class']}.{k}": float(v) for row in rows for k, v in row.items()
+                    if k != "class" and isinstance(v, int | float)
+                })
+        if confusion_png is not None:
+            mlflow.log_artifact(str(confusion_png))
+        return run.info.run_id
