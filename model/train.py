@@ -184,6 +184,12 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
     return out if len(out[-1]) > 1 else out[:-1]
 
 
+def shard_batches(steps: list[torch.Tensor], rank: int, world_size: int) -> list[torch.Tensor]:
+    """Rank's share of every batch; batches too small to give each rank two items are dropped
+    (on every rank alike, so that all ranks take the same number of steps)."""
+    return [idx[rank::world_size] for idx in steps if len(idx) >= 2 * world_size]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -259,10 +265,15 @@ def train(
     progress: bool = True,
     meta: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TrainedModel:
     """Train a FeedbackGCN on labelled sequences for config.epochs epochs; keep the last.
 
-    on_epoch is called with each epoch's figures after its checkpoint is written.
+    on_epoch is called with each epoch's figures after its checkpoint is written. For data
+    parallelism (workers.train), `wrap` turns the module into the one that runs forward and
+    backward (e.g. DistributedDataParallel) and `shard=(rank, world_size)` keeps this rank's
+    part of every batch.
     """
     if len(sequences) < 2:
         raise ValueError(f"training needs at least 2 sequences, got {len(sequences)}")
@@ -274,6 +285,7 @@ def train(
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
     module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)
+    net = module if wrap is None else wrap(module)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -296,13 +308,15 @@ def train(
                disable=not progress, initial=start, total=config.epochs)
     curriculum = module.variant.feedback == "curriculum"
     for epoch in bar:
-        module.train()
+        net.train()
         began = time.perf_counter()
         teacher_prob = 1.0 - epoch / config.epochs if curriculum else 1.0
         sums: dict[str, float] = {}
         steps = batches(len(sequences), config.batch_size, generator)
+        if shard is not None:
+            steps = shard_batches(steps, *shard)
         for idx in steps:
-            loss, parts = batch_loss(module, data, idx.to(device), config, teacher_prob)
+            loss, parts = batch_loss(net, data, idx.to(device), config, teacher_prob)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
