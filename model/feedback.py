@@ -7,8 +7,9 @@ given back in real centimetres by multiplying with the body scale that normalisa
 "Unsure": a prediction whose confidence is below a threshold chosen on the training data by
 `unsure_threshold` — the highest confidence at or below which the training-set predictions are
 mostly (more than half) wrong, and never below `UNSURE_FLOOR` (a prediction the model itself gives
-less than even odds). The trainer or the fold stores it in the saved model's meta under
-`UNSURE_KEY` through `set_unsure_threshold`.
+less than even odds). model.scoring.calibrate_unsure (called by the fold) chooses it and stores
+it in the saved model (TrainedModel.unsure_threshold, "unsure_threshold" in model.json); a
+model without one uses the floor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 from model.settings import CORRECT
 from model.skeletons import Skeleton
 
-UNSURE_KEY = "unsure_threshold"
 UNSURE_FLOOR = 0.5
 TOP_JOINTS = 3
 SECONDARY_SHARE = 0.5
@@ -113,7 +113,8 @@ def direction_words(vec: np.ndarray, joint: str) -> str:
     biggest = max(p[0] for p in parts)
     if biggest == 0:
         return "nowhere"
-    return " and ".join(w for size, w in parts if size >= SECONDARY_SHARE * biggest)
+    words = [w for size, w in parts if size >= SECONDARY_SHARE * biggest]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def bottom_frame(poses: np.ndarray, exercise: str, skeleton: Skeleton) -> int | None:
@@ -216,13 +217,3 @@ def unsure_threshold(confidence: np.ndarray, correct: np.ndarray,
     k = int(mostly_wrong[-1])
     above = conf[k + 1] if k + 1 < conf.size else min(1.0, conf[k] + 1e-6)
     return float(max(floor, (conf[k] + above) / 2))
-
-
-def set_unsure_threshold(meta: dict, confidence: np.ndarray, correct: np.ndarray) -> float:
-    """Choose the threshold on training predictions and store it in a saved model's meta."""
-    meta[UNSURE_KEY] = unsure_threshold(confidence, correct)
-    return meta[UNSURE_KEY]
-
-
-def get_unsure_threshold(meta: dict) -> float:
-    return float(meta.get(UNSURE_KEY, UNSURE_FLOOR))

@@ -9,15 +9,12 @@ from model.feedback import (
     CUES,
     GOOD_CUE,
     UNSURE_FLOOR,
-    UNSURE_KEY,
     UNSURE_PREFIX,
     coach_cue,
     cue_joints,
     direction_words,
-    get_unsure_threshold,
     joint_deviations,
     joint_words,
-    set_unsure_threshold,
     unsure_threshold,
 )
 from model.labels import EC3D_LABEL_NAMES
@@ -140,12 +137,3 @@ def test_unsure_threshold_from_training_predictions():
     )
     with pytest.raises(ValueError, match="same length"):
         unsure_threshold(conf, right[:3])
-
-
-def test_threshold_is_stored_in_meta():
-    meta: dict = {}
-    assert get_unsure_threshold(meta) == UNSURE_FLOOR
-    value = set_unsure_threshold(meta, np.array([0.55, 0.6, 0.95]),
-                                 np.array([False, True, True]))
-    assert meta[UNSURE_KEY] == value == pytest.approx(0.575)
-    assert get_unsure_threshold(meta) == value

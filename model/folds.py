@@ -1,0 +1,98 @@
+"""Leave-one-subject-out folds and the unit of work of cross-validation: one fold.
+
+`run_fold` trains the model under evaluation and its independent judge (the same configuration
+as a separated classifier, another seed) on the training subjects, chooses the "unsure"
+threshold of each on that training data, and evaluates on the held-out subject(s). With a
+workdir, both models are saved there and training checkpoints under it, so a killed fold
+resumes where it stopped. Deterministic for a fixed seed and thread count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from model.metrics import Evaluation, evaluate
+from model.normalize import Normalization
+from model.saved import TrainedModel
+from model.scoring import calibrate_unsure
+from model.sequence import Sequence
+from model.train import TrainConfig, train
+
+JUDGE_VARIANT = "separated_classifier"
+JUDGE_SEED_OFFSET = 1000
+
+
+def loso_folds(subjects: list[str]) -> list[tuple[str, list[str]]]:
+    """(held-out subject, training subjects) for every subject, in sorted order."""
+    unique = sorted(set(subjects))
+    if len(unique) < 2:
+        raise ValueError(f"leave-one-subject-out needs at least 2 subjects, got {unique}")
+    return [(s, [t for t in unique if t != s]) for s in unique]
+
+
+def judge_config_for(config: TrainConfig) -> TrainConfig:
+    """The independent judge's configuration: a separated classifier with another seed."""
+    return replace(config, variant=JUDGE_VARIANT, seed=config.seed + JUDGE_SEED_OFFSET)
+
+
+@dataclass
+class FoldResult:
+    held_out: str
+    evaluation: dict
+    model_dir: str | None = None
+    judge_dir: str | None = None
+    n_train: int = 0
+    n_test: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "held_out": self.held_out,
+            "evaluation": self.evaluation,
+            "model_dir": self.model_dir,
+            "judge_dir": self.judge_dir,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+
+    @property
+    def figures(self) -> Evaluation:
+        return Evaluation.from_dict(self.evaluation)
+
+
+def fit(train_seqs: list[Sequence], config: TrainConfig, workdir: Path | None, name: str,
+        norm: Normalization = Normalization(), progress: bool = True) -> TrainedModel:
+    """Train one model (checkpoints under workdir/checkpoints/name), calibrate "unsure" on its
+    training data, and save it to workdir/name when there is a workdir."""
+    ckpt = None if workdir is None else workdir / "checkpoints" / name
+    model = train(train_seqs, config, norm=norm, checkpoint_dir=ckpt, progress=progress)
+    calibrate_unsure(model, train_seqs)
+    if workdir is not None:
+        model.save(workdir / name)
+    return model
+
+
+def run_fold(train_seqs: list[Sequence], test_seqs: list[Sequence], config: TrainConfig,
+             workdir: str | Path | None = None, judge_config: TrainConfig | None = None,
+             norm: Normalization = Normalization(), progress: bool = True) -> FoldResult:
+    """Train the model and its independent judge on train_seqs, evaluate on test_seqs."""
+    if not train_seqs or not test_seqs:
+        raise ValueError(f"a fold needs training and test sequences, got {len(train_seqs)} "
+                         f"and {len(test_seqs)}")
+    overlap = {s.subject for s in train_seqs} & {s.subject for s in test_seqs}
+    if overlap:
+        raise ValueError(f"subjects {sorted(overlap)} are in both training and test sequences")
+    held_out = ",".join(sorted({s.subject for s in test_seqs}))
+    root = Path(workdir) if workdir is not None else None
+    model = fit(train_seqs, config, root, "model", norm, progress)
+    judge = fit(train_seqs, judge_config or judge_config_for(config), root, "judge", norm,
+                progress)
+    evaluation = evaluate(model, test_seqs, judge)
+    return FoldResult(
+        held_out=held_out,
+        evaluation=evaluation.to_dict(),
+        model_dir=None if root is None else str(root / "model"),
+        judge_dir=None if root is None else str(root / "judge"),
+        n_train=len(train_seqs),
+        n_test=len(test_seqs),
+    )

@@ -1,0 +1,205 @@
+"""The one scoring path: sequences -> validate -> normalise -> classify and correct (batched) ->
+feedback in words -> one RepResult per repetition. Every other path calls it: Ray Data scoring,
+the MLflow pyfunc and the score flow.
+
+A sequence that cannot be scored (invalid, or a skeleton that neither matches nor maps onto the
+model's) gets a RepResult with its error and nothing else; nothing is dropped. Corrected motions
+are in the model's normalised frame (DESIGN.md: facing +x, left +y, up +z, centred on the mid-hip);
+displacements in the feedback are in real centimetres.
+
+Continuous sessions are cut into repetitions first by `score_session`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from model.feedback import (
+    UNSURE_FLOOR,
+    Deviation,
+    coach_cue,
+    cue_joints,
+    joint_deviations,
+    unsure_threshold,
+)
+from model.gcn import get_variant
+from model.labels import Class, class_name
+from model.normalize import Normalization, normalize
+from model.saved import TrainedModel
+from model.segment import segment
+from model.sequence import Sequence, SequenceError, validate
+from model.skeletons import SkeletonError, get_skeleton
+
+BATCH_SIZE = 512
+
+
+@dataclass
+class RepResult:
+    """What scoring says about one repetition (or, with `error`, why it could not)."""
+
+    sequence_id: str
+    source: str
+    subject: str
+    exercise: str
+    rep: int
+    predicted: str | None = None
+    label: str | None = None
+    confidence: float | None = None
+    unsure: bool | None = None
+    exercise_mismatch: bool | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    cues: list[str] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)
+    corrected: np.ndarray | None = None
+    scale: float = 1.0
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self, include_motion: bool = False) -> dict:
+        """JSON-safe; the corrected motion (nested lists, normalised frame) only on request."""
+        out = {
+            "sequence_id": self.sequence_id,
+            "source": self.source,
+            "subject": self.subject,
+            "exercise": self.exercise,
+            "rep": self.rep,
+            "predicted": self.predicted,
+            "label": self.label,
+            "confidence": self.confidence,
+            "unsure": self.unsure,
+            "exercise_mismatch": self.exercise_mismatch,
+            "probabilities": self.probabilities,
+            "cues": self.cues,
+            "deviations": [d.to_dict() for d in self.deviations],
+            "scale": self.scale,
+            "error": self.error,
+            "error_kind": self.error_kind,
+        }
+        if include_motion:
+            out["corrected"] = None if self.corrected is None else self.corrected.tolist()
+        return out
+
+
+def has_classifier(model: TrainedModel) -> bool:
+    return get_variant(model.config.variant).classifies
+
+
+def prepare(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
+    """Validate and normalise one sequence; SequenceError names it when it can't be."""
+    seq = validate(seq)
+    try:
+        return normalize(seq, norm)
+    except SkeletonError as exc:
+        src = seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}"
+        raise SequenceError(
+            src, f"skeleton {seq.skeleton!r} cannot be scored by a model trained on "
+            f"{norm.skeleton!r}: {exc}", "skeleton_mismatch",
+        ) from exc
+
+
+def normalise_all(model: TrainedModel, seqs: list[Sequence]) -> tuple[list[np.ndarray],
+                                                                      list[float]]:
+    """Normalise sequences known to be valid (training or test data); raises on the first bad."""
+    pairs = [prepare(s, model.normalization) for s in seqs]
+    return [p for p, _ in pairs], [s for _, s in pairs]
+
+
+def _error_result(seq: Sequence, exc: SequenceError) -> RepResult:
+    try:
+        sequence_id = seq.sequence_id
+    except (TypeError, ValueError, AttributeError):
+        sequence_id = ""
+    return RepResult(sequence_id=sequence_id, source=exc.source, subject=str(seq.subject),
+                     exercise=str(seq.exercise), rep=int(seq.rep), error=str(exc),
+                     error_kind=exc.kind)
+
+
+def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = BATCH_SIZE,
+          ) -> list[RepResult]:
+    """Score repetitions; one RepResult per input, in order, errors included."""
+    sequences = list(sequences)
+    results: list[RepResult | None] = [None] * len(sequences)
+    ready, poses, scales = [], [], []
+    for i, seq in enumerate(sequences):
+        try:
+            p, s = prepare(seq, model.normalization)
+        except SequenceError as exc:
+            results[i] = _error_result(seq, exc)
+            continue
+        ready.append(i)
+        poses.append(p)
+        scales.append(s)
+    inference = model.infer(poses, batch_size=batch_size)
+    classes: list[Class] = [tuple(c) for c in model.classes]
+    names = [class_name(c) for c in classes]
+    probs = np.exp(inference.log_probs.astype(np.float64))
+    best = probs.argmax(axis=1)
+    threshold = threshold_of(model)
+    classifies = has_classifier(model)
+    skeleton = get_skeleton(model.normalization.skeleton)
+    fps = model.normalization.fps
+    for k, i in enumerate(ready):
+        seq = sequences[i]
+        exercise, label = classes[best[k]] if classifies else (seq.exercise, None)
+        confidence = float(probs[k, best[k]]) if classifies else None
+        unsure = bool(confidence < threshold) if classifies else None
+        deviations = joint_deviations(poses[k], inference.corrected[k], skeleton, seq.exercise,
+                                      fps, scales[k], include=cue_joints(label or ""))
+        results[i] = RepResult(
+            sequence_id=seq.sequence_id,
+            source=seq.source,
+            subject=seq.subject,
+            exercise=seq.exercise,
+            rep=seq.rep,
+            predicted=class_name((exercise, label)) if classifies else None,
+            label=label,
+            confidence=confidence,
+            unsure=unsure,
+            exercise_mismatch=bool(exercise != seq.exercise) if classifies else None,
+            probabilities=dict(zip(names, probs[k].round(6).tolist(), strict=True)),
+            cues=[coach_cue(label, deviations, bool(unsure))] if classifies else [],
+            deviations=deviations,
+            corrected=inference.corrected[k],
+            scale=scales[k],
+        )
+    return results
+
+
+def score_session(model: TrainedModel, session: Sequence, hold_window: int | None = None,
+                  batch_size: int = BATCH_SIZE) -> list[RepResult]:
+    """Cut a continuous session into repetitions (model.segment) and score each one.
+
+    Planks are cut into windows of `hold_window` frames at the session's rate (default: the
+    model's `meta["hold_frames"]`, else 3 s).
+    """
+    poses, _ = prepare(session, replace(model.normalization, fps=session.fps))
+    window = hold_window or int(model.meta.get("hold_frames", 3 * session.fps))
+    cuts = segment(poses, session.exercise, session.fps, window)
+    reps = [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
+                    meta={**session.meta, "frames": [a, b]})
+            for n, (a, b) in enumerate(cuts)]
+    return score(model, reps, batch_size)
+
+
+def threshold_of(model: TrainedModel) -> float:
+    """The model's "unsure" threshold (the floor when it was never calibrated)."""
+    return UNSURE_FLOOR if model.unsure_threshold is None else float(model.unsure_threshold)
+
+
+def calibrate_unsure(model: TrainedModel, train_seqs: list[Sequence],
+                     batch_size: int = BATCH_SIZE) -> float:
+    """Choose the "unsure" threshold on the model's training data and store it in the model."""
+    poses, _ = normalise_all(model, train_seqs)
+    log_probs = model.infer(poses, batch_size=batch_size).log_probs
+    classes: list[Class] = [tuple(c) for c in model.classes]
+    true = np.array([classes.index((s.exercise, s.label)) for s in train_seqs])
+    probs = np.exp(log_probs.astype(np.float64))
+    model.unsure_threshold = unsure_threshold(probs.max(axis=1), probs.argmax(axis=1) == true)
+    return model.unsure_threshold
