@@ -7,7 +7,7 @@ given back in real centimetres by multiplying with the body scale that normalisa
 "Unsure": a prediction whose confidence is below a threshold chosen on the training data by
 `unsure_threshold` — the highest confidence at or below which the training-set predictions are
 mostly (more than half) wrong, and never below `UNSURE_FLOOR` (a prediction the model itself gives
-less than even odds). model.scoring.calibrate_unsure (called by the fold) chooses it and stores
+less than even odds). model.scoring.calibrate (called by the fold) chooses it and stores
 it in the saved model (TrainedModel.unsure_threshold, "unsure_threshold" in model.json); a
 model without one uses the floor.
 """

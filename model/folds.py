@@ -15,7 +15,7 @@ from pathlib import Path
 from model.metrics import Evaluation, evaluate
 from model.normalize import Normalization
 from model.saved import TrainedModel
-from model.scoring import calibrate_unsure
+from model.scoring import calibrate
 from model.sequence import Sequence
 from model.train import TrainConfig, train
 
@@ -62,11 +62,11 @@ class FoldResult:
 
 def fit(train_seqs: list[Sequence], config: TrainConfig, workdir: Path | None, name: str,
         norm: Normalization = Normalization(), progress: bool = True) -> TrainedModel:
-    """Train one model (checkpoints under workdir/checkpoints/name), calibrate "unsure" on its
-    training data, and save it to workdir/name when there is a workdir."""
+    """Train one model (checkpoints under workdir/checkpoints/name), calibrate it on its
+    training data (model.scoring.calibrate), and save it to workdir/name when there is one."""
     ckpt = None if workdir is None else workdir / "checkpoints" / name
     model = train(train_seqs, config, norm=norm, checkpoint_dir=ckpt, progress=progress)
-    calibrate_unsure(model, train_seqs)
+    calibrate(model, train_seqs)
     if workdir is not None:
         model.save(workdir / name)
     return model

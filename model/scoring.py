@@ -29,11 +29,13 @@ from model.gcn import get_variant
 from model.labels import Class, class_name
 from model.normalize import Normalization, normalize
 from model.saved import TrainedModel
-from model.segment import segment
+from model.segment import HOLD_EXERCISES, segment
 from model.sequence import Sequence, SequenceError, validate
 from model.skeletons import SkeletonError, get_skeleton
 
 BATCH_SIZE = 512
+HOLD_KEY = "hold_seconds"
+DEFAULT_HOLD_SECONDS = 3.0
 
 
 @dataclass
@@ -55,6 +57,7 @@ class RepResult:
     deviations: list[Deviation] = field(default_factory=list)
     corrected: np.ndarray | None = None
     scale: float = 1.0
+    frames: tuple[int, int] | None = None
     error: str | None = None
     error_kind: str | None = None
 
@@ -79,6 +82,7 @@ class RepResult:
             "cues": self.cues,
             "deviations": [d.to_dict() for d in self.deviations],
             "scale": self.scale,
+            "frames": None if self.frames is None else list(self.frames),
             "error": self.error,
             "error_kind": self.error_kind,
         }
@@ -168,6 +172,7 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
             deviations=deviations,
             corrected=inference.corrected[k],
             scale=scales[k],
+            frames=seq.meta.get("frames"),
         )
     return results
 
@@ -176,14 +181,15 @@ def score_session(model: TrainedModel, session: Sequence, hold_window: int | Non
                   batch_size: int = BATCH_SIZE) -> list[RepResult]:
     """Cut a continuous session into repetitions (model.segment) and score each one.
 
-    Planks are cut into windows of `hold_window` frames at the session's rate (default: the
-    model's `meta["hold_frames"]`, else 3 s).
+    A hold (plank) is cut into windows of `hold_window` frames at the session's rate; by default
+    as long as the model's training holds (meta["hold_seconds"], set by `calibrate`), else 3 s.
     """
     poses, _ = prepare(session, replace(model.normalization, fps=session.fps))
-    window = hold_window or int(model.meta.get("hold_frames", 3 * session.fps))
+    seconds = model.meta.get(HOLD_KEY) or DEFAULT_HOLD_SECONDS
+    window = hold_window or max(1, int(round(seconds * session.fps)))
     cuts = segment(poses, session.exercise, session.fps, window)
     reps = [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
-                    meta={**session.meta, "frames": [a, b]})
+                    meta={**session.meta, "frames": (a, b)})
             for n, (a, b) in enumerate(cuts)]
     return score(model, reps, batch_size)
 
@@ -193,13 +199,18 @@ def threshold_of(model: TrainedModel) -> float:
     return UNSURE_FLOOR if model.unsure_threshold is None else float(model.unsure_threshold)
 
 
-def calibrate_unsure(model: TrainedModel, train_seqs: list[Sequence],
-                     batch_size: int = BATCH_SIZE) -> float:
-    """Choose the "unsure" threshold on the model's training data and store it in the model."""
+def calibrate(model: TrainedModel, train_seqs: list[Sequence],
+              batch_size: int = BATCH_SIZE) -> float:
+    """What scoring learns from the model's training data, stored in the model: the "unsure"
+    threshold (returned) and the median length of its holds in seconds (meta["hold_seconds"])."""
     poses, _ = normalise_all(model, train_seqs)
     log_probs = model.infer(poses, batch_size=batch_size).log_probs
     classes: list[Class] = [tuple(c) for c in model.classes]
     true = np.array([classes.index((s.exercise, s.label)) for s in train_seqs])
     probs = np.exp(log_probs.astype(np.float64))
     model.unsure_threshold = unsure_threshold(probs.max(axis=1), probs.argmax(axis=1) == true)
+    holds = [len(p) for p, s in zip(poses, train_seqs, strict=True)
+             if s.exercise in HOLD_EXERCISES]
+    if holds:
+        model.meta[HOLD_KEY] = float(np.median(holds)) / model.normalization.fps
     return model.unsure_threshold

@@ -1,0 +1,118 @@
+"""The one scoring path on a tiny model: results per repetition, errors kept, batching-neutral."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from model.feedback import UNSURE_FLOOR
+from model.labels import class_name
+from model.normalize import Normalization
+from model.saved import TrainedModel
+from model.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
+from model.settings import PROFILES
+from model.synth import make_dataset, make_session, to_skeleton
+from model.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    return make_dataset(n_subjects=3, reps=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    train_seqs = [s for s in data if s.subject != "s3"]
+    m = train(train_seqs, TrainConfig.from_profile(PROFILES["test"], threads=1), progress=False)
+    calibrate(m, train_seqs)
+    return m
+
+
+@pytest.fixture(scope="module")
+def test_seqs(data):
+    return [s for s in data if s.subject == "s3"]
+
+
+def test_one_result_per_repetition_with_consistent_figures(model, test_seqs):
+    results = score(model, test_seqs)
+    assert [r.sequence_id for r in results] == [s.sequence_id for s in test_seqs]
+    names = [class_name(c) for c in model.classes]
+    for r, s in zip(results, test_seqs, strict=True):
+        assert r.ok and r.subject == s.subject and r.exercise == s.exercise and r.rep == s.rep
+        probs = np.array([r.probabilities[n] for n in names])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert r.predicted == names[int(probs.argmax())]
+        assert r.confidence == pytest.approx(probs.max(), abs=1e-5)
+        assert r.unsure == (r.confidence < threshold_of(model))
+        assert r.exercise_mismatch == (not r.predicted.startswith(f"{s.exercise}/"))
+        assert r.corrected.shape == s.poses.shape
+        assert len(r.cues) == 1 and r.deviations
+        assert r.deviations[0].cm >= r.deviations[1].cm >= 0
+
+
+def test_json_safe_with_and_without_motion(model, test_seqs):
+    r = score(model, test_seqs[:1])[0]
+    d = json.loads(json.dumps(r.to_dict()))
+    assert "corrected" not in d and d["cues"] == r.cues
+    assert d["deviations"][0]["joint"] == r.deviations[0].joint
+    m = json.loads(json.dumps(r.to_dict(include_motion=True)))
+    assert np.allclose(np.array(m["corrected"]), r.corrected)
+
+
+def test_batching_does_not_change_results(model, test_seqs):
+    together = score(model, test_seqs, batch_size=64)
+    alone = [score(model, [s], batch_size=1)[0] for s in test_seqs[:4]]
+    for a, b in zip(together, alone, strict=False):
+        assert a.predicted == b.predicted
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+        assert np.allclose(a.corrected, b.corrected, atol=1e-4)
+
+
+def test_bad_inputs_get_errors_and_nothing_is_lost(model, test_seqs):
+    good = test_seqs[0]
+    short = replace(good, poses=good.poses[:3], source="upload-short.json")
+    blank = replace(good, poses=np.full_like(good.poses, np.nan), source="upload-blank.json")
+    results = score(model, [short, good, blank])
+    assert len(results) == 3
+    assert results[1].ok
+    assert results[0].error_kind == "too_few_frames" and "upload-short.json" in results[0].error
+    assert results[2].error_kind == "non_finite" and "upload-blank.json" in results[2].error
+    assert results[0].to_dict()["predicted"] is None
+
+
+def test_a_skeleton_that_does_not_map_is_refused_by_name(model, test_seqs):
+    body25_model = replace(model, normalization=Normalization(skeleton="body25"))
+    r = score(body25_model, [replace(test_seqs[0], source="phone.json")])[0]
+    assert r.error_kind == "skeleton_mismatch"
+    assert "phone.json" in r.error and "ec3d19" in r.error and "body25" in r.error
+
+
+def test_a_mapped_skeleton_scores_like_the_canonical_one(model, test_seqs):
+    seq = test_seqs[0]
+    as_body25 = replace(seq, poses=to_skeleton(seq.poses, "body25"), skeleton="body25")
+    a, b = score(model, [seq, as_body25])
+    assert b.ok and a.predicted == b.predicted
+    assert np.allclose(a.corrected, b.corrected, atol=1e-4)
+
+
+def test_calibration_is_saved_with_the_model(model, tmp_path):
+    assert model.unsure_threshold >= UNSURE_FLOOR
+    assert model.meta[HOLD_KEY] > 0
+    loaded = TrainedModel.load(model.save(tmp_path / "m"))
+    assert loaded.unsure_threshold == model.unsure_threshold
+    assert loaded.meta[HOLD_KEY] == model.meta[HOLD_KEY]
+
+
+def test_sessions_are_cut_then_scored(model):
+    session, bounds = make_session("s9", "squat", ["correct", "knees_inward", "correct"], seed=1)
+    results = score_session(model, session)
+    assert len(results) == len(bounds)
+    for r, (start, end) in zip(results, bounds, strict=True):
+        assert r.ok and r.frames is not None
+        assert abs(r.frames[0] - start) < 0.5 * (end - start)
+        assert r.corrected.shape[0] == r.frames[1] - r.frames[0]
