@@ -80,7 +80,12 @@ class GateFigures:
         return [k for k, v in named.items() if math.isnan(v)]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-safe: NaN figures become None."""
+        def plain(v: float) -> float | None:
+            return None if math.isnan(v) else v
+
+        return {"macro": plain(self.macro), "correction": plain(self.correction),
+                "per_class": {k: plain(v) for k, v in self.per_class.items()}}
 
 
 def _number(value: Any) -> float:

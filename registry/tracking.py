@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from model.labels import class_name
 from model.saved import code_version as saved_code_version
@@ -42,6 +43,26 @@ def client(uri: str | None = None) -> MlflowClient:
 
 def experiment_name(dataset: str) -> str:
     return f"posecoach-{dataset}"
+
+
+def ensure_experiment(dataset: str) -> str:
+    """The dataset's experiment id, created if missing; on a local (sqlite) store its artifacts
+    go under POSECOACH_HOME/mlartifacts rather than the working directory's ./mlruns."""
+    c = client()
+    name = experiment_name(dataset)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = (get_settings().home / "mlartifacts" / name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = c.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def code_version() -> str:
@@ -127,8 +148,7 @@ def log_training_run(
     standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
     is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics.
     """
-    configure_tracking()
-    mlflow.set_experiment(experiment_name(dataset))
+    experiment_id = ensure_experiment(dataset)
     folds = list(folds)
     run_tags = {
         "dataset": dataset,
@@ -138,7 +158,7 @@ def log_training_run(
         "skeleton": skeleton,
         **(tags or {}),
     }
-    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         mlflow.log_params({"profile": profile, "dataset": dataset,
                            "dataset_version": dataset_version, **params})
         mlflow.log_dict({"skeleton": skeleton, "classes": class_names(classes)}, "classes.json")

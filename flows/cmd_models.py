@@ -1,0 +1,123 @@
+"""`posecoach models list | promote VERSION [--force --reason TEXT] | rollback`.
+
+Exit status: 0 when done (listed, promoted, forced, rolled back); 1 when the gate refused the
+version or the registry could not do it (unknown model or version, no previous champion);
+2 for a request that is wrong as asked (--force without --reason).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from flows.app import models_app
+from flows.options import DatasetOpt, JsonOpt
+from flows.output import console, emit, fail
+from registry.gate import Decision, GateFigures, default_actor, promote, rollback
+from registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    alias_version,
+    list_versions,
+)
+from registry.versions import model_name as registered_name
+
+
+def _plain(value: float) -> float | None:
+    """A figure for JSON: NaN becomes None."""
+    return None if math.isnan(value) else value
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def listing(dataset: str) -> dict[str, Any]:
+    """Versions of the dataset's registered model, newest first, with their key figures."""
+    name = registered_name(dataset)
+    versions = []
+    for summary in list_versions(name):
+        row = summary.to_dict()
+        figures = GateFigures.from_evaluation(row.pop("gate"))
+        row["figures"] = {"macro": _plain(figures.macro),
+                          "correction_independent": _plain(figures.correction)}
+        versions.append(row)
+    return {"model": name, "champion": alias_version(name, CHAMPION),
+            "challenger": alias_version(name, CHALLENGER), "versions": versions}
+
+
+def show_listing(result: dict[str, Any]) -> None:
+    table = Table(title=f"{result['model']} (champion: {result['champion'] or 'none'})")
+    for column in ("version", "aliases", "created", "dataset v", "code", "macro",
+                   "correction (indep.)", "last decision"):
+        table.add_column(column)
+    for row in result["versions"]:
+        table.add_row(row["version"], ", ".join(row["aliases"]), row["created"],
+                      row["dataset_version"], row["code_version"],
+                      _figure(row["figures"]["macro"]),
+                      _figure(row["figures"]["correction_independent"]), row["decision"])
+    console.print(table)
+
+
+def show_decision(result: dict[str, Any]) -> None:
+    colour = {"refused": "red", "forced": "yellow"}.get(result["decision"], "green")
+    console.print(f"{result['name']} version {result['version']}: "
+                  f"[{colour}]{result['decision']}[/{colour}] ({result['rule']}): "
+                  f"{result['reason']}")
+    console.print(f"champion: {result['champion_before'] or 'none'} -> "
+                  f"{result['champion_after'] or 'none'}; asked by {result['actor']} "
+                  f"at {result['time']}")
+
+
+def _answer(decision: Decision, as_json: bool) -> None:
+    emit(decision.to_dict(), as_json, show_decision)
+    if decision.decision == "refused":
+        fail(f"version {decision.version} not promoted: {decision.reason}")
+
+
+@models_app.command("list")
+def list_models(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
+    """Versions, aliases and key gate figures of the dataset's registered model."""
+    try:
+        result = listing(dataset)
+    except RegistryError as exc:
+        fail(str(exc))
+    emit(result, as_json, show_listing)
+
+
+@models_app.command("promote")
+def promote_model(
+    version: str = typer.Argument(..., help="The version to make champion."),
+    dataset: str = DatasetOpt,
+    force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses."),
+    reason: str = typer.Option(None, "--reason", help="Why (required with --force)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Make VERSION the champion if the gate lets it (its recorded gate-subject figures
+    against the champion's), or regardless with --force --reason."""
+    if force and not (reason and reason.strip()):
+        fail("--force needs --reason TEXT saying why", code=2)
+    try:
+        decision = promote(registered_name(dataset), version, force=force, reason=reason,
+                           actor=default_actor())
+    except RegistryError as exc:
+        fail(str(exc))
+    _answer(decision, as_json)
+
+
+@models_app.command("rollback")
+def rollback_model(
+    dataset: str = DatasetOpt,
+    reason: str = typer.Option(None, "--reason", help="Why the champion goes back."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    try:
+        decision = rollback(registered_name(dataset), actor=default_actor(), reason=reason)
+    except RegistryError as exc:
+        fail(str(exc))
+    _answer(decision, as_json)
