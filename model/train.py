@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from model.normalize import Normalization, normalize
 from model.saved import TrainedModel
 from model.sequence import Sequence, SequenceError
 from model.settings import Profile
-from model.softdtw import soft_dtw_divergence
+from model.softdtw import soft_dtw
 from model.targets import pair_targets
 
 CHECKPOINT = "last.pt"
@@ -104,10 +104,11 @@ class TrainingData:
     bases: torch.Tensor  # (N, T_max, n_dct): inverse DCT at each input's length
     lengths: torch.Tensor  # (N,)
     labels: torch.Tensor  # (N,)
-    targets: torch.Tensor  # (N,) index of each input's target
+    targets: torch.Tensor  # (N,) index of each input's target, NO_TARGET for none
+    self_sdtw: torch.Tensor  # (N,) float64 sdtw(m, m) of every motion, for targets
 
     def to(self, device: torch.device) -> TrainingData:
-        return TrainingData(*(t.to(device) for t in asdict(self).values()))
+        return TrainingData(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def pad_stack(arrays: list[torch.Tensor]) -> torch.Tensor:
@@ -120,14 +121,40 @@ def prepare(
     gamma: float = 0.01,
 ) -> TrainingData:
     index = {c: i for i, c in enumerate(classes)}
+    motions = pad_stack([poses_to_nodes(torch.from_numpy(p)) for p in poses])
+    lengths = torch.tensor([len(p) for p in poses])
     return TrainingData(
         coefs=encode_poses(poses, n_dct),
-        motions=pad_stack([poses_to_nodes(torch.from_numpy(p)) for p in poses]),
+        motions=motions,
         bases=pad_stack([idct_basis(len(p), n_dct) for p in poses]),
-        lengths=torch.tensor([len(p) for p in poses]),
+        lengths=lengths,
         labels=torch.tensor([index[(s.exercise, s.label)] for s in seqs]),
         targets=torch.tensor(pair_targets(poses, seqs, gamma=gamma)),
+        self_sdtw=self_terms(motions, lengths, gamma),
     )
+
+
+@torch.no_grad()
+def self_terms(motions: torch.Tensor, lengths: torch.Tensor, gamma: float,
+               chunk: int = 64) -> torch.Tensor:
+    """sdtw(m, m) of every padded motion (N, T, F) -> (N,) float64."""
+    m = motions.double()
+    return torch.cat([
+        soft_dtw(m[i : i + chunk], m[i : i + chunk], lengths[i : i + chunk],
+                 lengths[i : i + chunk], gamma)
+        for i in range(0, len(m), chunk)
+    ])
+
+
+def divergence_to_targets(
+    x: torch.Tensor, x_lens: torch.Tensor, y: torch.Tensor, y_lens: torch.Tensor,
+    y_self: torch.Tensor, gamma: float,
+) -> torch.Tensor:
+    """Soft-DTW divergence sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2 per pair -> (B,) float64,
+    with the targets' constant self terms sdtw(y, y) given (computed once, in prepare)."""
+    x = x.double()
+    xy = soft_dtw(x, y.double(), x_lens, y_lens, gamma)
+    return xy - (soft_dtw(x, x, x_lens, x_lens, gamma) + y_self) / 2
 
 
 def smoothness(motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -147,14 +174,14 @@ def corrected_motion(
 
 
 def batch_loss(
-    module: FeedbackGCN, data: TrainingData, idx: torch.Tensor, config: TrainConfig,
-    teacher_prob: float,
+    net: torch.nn.Module, data: TrainingData, idx: torch.Tensor, config: TrainConfig,
+    teacher_prob: float, n_classes: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of one batch and its parts."""
-    variant = module.variant
+    """The training loss of one batch and its parts; net is the FeedbackGCN or its wrapper."""
+    variant = get_variant(config.variant)
     labels = data.labels[idx]
-    onehot = torch.nn.functional.one_hot(labels, module.config.n_classes).float()
-    log_probs, deltas = module(data.coefs[idx], onehot, teacher_prob)
+    onehot = torch.nn.functional.one_hot(labels, n_classes).float()
+    log_probs, deltas = net(data.coefs[idx], onehot, teacher_prob)
     loss = log_probs.new_zeros(())
     parts: dict[str, float] = {}
     if variant.classifies:
@@ -167,8 +194,9 @@ def batch_loss(
         tgt = torch.where(has_target, data.targets[idx], idx)
         tgt_len = data.lengths[tgt]
         target = data.motions[tgt, : int(tgt_len.max())]
-        div = soft_dtw_divergence(motion, target, lengths, tgt_len, gamma=config.gamma)
-        sdtw = (div * has_target).sum() / has_target.sum().clamp(min=1)
+        div = divergence_to_targets(motion, lengths, target, tgt_len, data.self_sdtw[tgt],
+                                    config.gamma)
+        sdtw = ((div * has_target).sum() / has_target.sum().clamp(min=1)).float()
         smooth = smoothness(motion, lengths).mean()
         loss = loss + config.beta * (sdtw + config.smooth_weight * smooth)
         parts["sdtw"] = sdtw.item()
@@ -316,7 +344,8 @@ def train(
         if shard is not None:
             steps = shard_batches(steps, *shard)
         for idx in steps:
-            loss, parts = batch_loss(net, data, idx.to(device), config, teacher_prob)
+            loss, parts = batch_loss(net, data, idx.to(device), config, teacher_prob,
+                                     len(classes))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
