@@ -1,0 +1,203 @@
+"""EC3D's `data_3D.pickle`: a restricted unpickler, the reader and a writer of the layout.
+
+Layout: a dict with
+- `poses`: float array (frames, 3, 25), the 3D OpenPose BODY_25 joints of every frame of every
+  sequence, stacked;
+- `labels`: one row per frame, (exercise, subject, label id, rep, frame). A sequence is one
+  (exercise, subject, label id, rep); `frame` orders its frames.
+
+Exercise: an id (0 squat, 1 lunge, 2 plank, model.labels.EC3D_EXERCISE_IDS) or a name
+("squat", "Lunges", ...). Subject: a number n, read as "s{n}". Label ids as in model.labels
+(1 correct ... 8 hunched back, 10 unknown). The reader keeps EC3D's 19 joints
+(model.skeletons.EC3D_BODY25_INDICES); the writer puts NaN in the 6 BODY_25 slots EC3D lacks
+(eyes, ears, small toes) and writes exercise ids, subject numbers and 0-based frame numbers.
+
+A pickle can run code when loaded. This one is read only by an unpickler that admits plain
+containers and numpy arrays; any other global it asks for is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from model.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
+from model.sequence import UNITS, Sequence, SequenceError
+from model.skeletons import BODY25_NAMES, EC3D_BODY25_INDICES
+
+LABEL_COLUMNS = ("exercise", "subject", "label", "rep", "frame")
+_EXERCISE_NAMES = {name: ex_id for ex_id, name in EC3D_EXERCISE_IDS.items()}
+_LABEL_IDS = {name: label_id for label_id, name in EC3D_LABEL_NAMES.items()}
+
+
+def _numpy_attr(module: str, name: str) -> Callable[[], object]:
+    """Resolve numpy internals under numpy 2 (`numpy._core`) and numpy 1 (`numpy.core`) names."""
+
+    def resolve() -> object:
+        for prefix in ("numpy._core", "numpy.core"):
+            try:
+                return getattr(importlib.import_module(f"{prefix}.{module}"), name)
+            except (ImportError, AttributeError):
+                continue
+        raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+    return resolve
+
+
+_ALLOWED: dict[tuple[str, str], Callable[[], object]] = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: importlib.import_module("_codecs").encode,
+}
+for _prefix in ("numpy.core", "numpy._core"):
+    _ALLOWED[(f"{_prefix}.multiarray", "_reconstruct")] = _numpy_attr("multiarray", "_reconstruct")
+    _ALLOWED[(f"{_prefix}.multiarray", "scalar")] = _numpy_attr("multiarray", "scalar")
+    _ALLOWED[(f"{_prefix}.numeric", "_frombuffer")] = _numpy_attr("numeric", "_frombuffer")
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.qualname = f"{module}.{name}"
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> object:
+        resolve = _ALLOWED.get((module, name))
+        if resolve is None:
+            raise RefusedGlobal(module, name)
+        return resolve()
+
+
+def safe_load(path: Path) -> object:
+    """Load a pickle through SafeUnpickler; SequenceError names the file and what was refused."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise SequenceError(str(path), f"cannot read the file ({e.strerror})", "unreadable") from e
+    try:
+        return SafeUnpickler(io.BytesIO(data)).load()
+    except RefusedGlobal as e:
+        raise SequenceError(
+            str(path),
+            f"refused to unpickle: it asks for {e.qualname}, which is neither a plain container "
+            "nor a numpy array (nothing in the file was run)",
+            "unsafe_pickle",
+        ) from e
+    except Exception as e:  # a corrupt pickle raises almost anything
+        raise SequenceError(str(path), f"not a readable pickle ({type(e).__name__}: {e})",
+                            "unreadable") from e
+
+
+def _exercise(value: object) -> str | None:
+    if isinstance(value, str | np.str_):
+        name = str(value).strip().lower()
+        name = name[:-1] if name.endswith("s") and name[:-1] in _EXERCISE_NAMES else name
+        return name if name in _EXERCISE_NAMES else None
+    try:
+        return EC3D_EXERCISE_IDS.get(int(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _subject(value: object) -> str:
+    text = str(value).strip()
+    try:
+        return f"s{int(float(text))}"
+    except ValueError:
+        return text
+
+
+def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
+    src = str(path)
+    if not isinstance(data, dict) or "poses" not in data or "labels" not in data:
+        raise SequenceError(src, "not EC3D's layout: expected a dict with 'poses' and 'labels'",
+                            "bad_layout")
+    poses = np.asarray(data["poses"])
+    if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (3, 25):
+        raise SequenceError(src, f"'poses' is {poses.dtype} {poses.shape}, expected numbers "
+                                 "(frames, 3, 25)", "bad_layout")
+    labels = np.asarray(data["labels"], dtype=object)
+    if labels.ndim != 2 or labels.shape != (poses.shape[0], len(LABEL_COLUMNS)):
+        raise SequenceError(src, f"'labels' has shape {labels.shape}, expected one row of "
+                                 f"{LABEL_COLUMNS} per pose frame ({poses.shape[0]})", "bad_layout")
+    return poses, labels
+
+
+def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0
+                     ) -> Iterator[Sequence | SequenceError]:
+    """The sequences of an EC3D pickle, in ec3d19; a SequenceError for a piece it cannot use.
+
+    Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout).
+    """
+    path = Path(path)
+    poses, labels = _check_layout(path, safe_load(path))
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(labels):
+        groups.setdefault(tuple(str(v) for v in row[:4]), []).append(i)
+    for key, rows in groups.items():
+        ex_raw, subj_raw, label_raw, rep_raw = labels[rows[0], :4]
+        where = f"{path}#exercise={key[0]},subject={key[1]},label={key[2]},rep={key[3]}"
+        exercise = _exercise(ex_raw)
+        try:
+            label = EC3D_LABEL_NAMES.get(int(label_raw))
+            rep = int(rep_raw)
+            order = np.argsort(np.asarray(labels[rows, 4], dtype=float), kind="stable")
+        except (TypeError, ValueError):
+            label, rep, order = None, 0, None
+        if exercise is None or label is None or order is None:
+            yield SequenceError(where, "unknown exercise, label id, rep or frame number in the "
+                                       "labels rows", "bad_labels")
+            continue
+        frames = np.asarray(rows)[order]
+        joints = poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1)
+        yield Sequence(poses=joints.astype(np.float32), subject=_subject(subj_raw),
+                       exercise=exercise, skeleton="ec3d19", fps=float(fps), label=label, rep=rep,
+                       source=where, units=units)
+
+
+def _subject_number(subject: str) -> int:
+    match = re.fullmatch(r"s?(\d+)", subject)
+    if match is None:
+        raise ValueError(f"EC3D's layout numbers subjects; cannot write subject {subject!r} "
+                         "(expected s<number>)")
+    return int(match.group(1))
+
+
+def write_ec3d_pickle(seqs: list[Sequence], path: Path) -> Path:
+    """Write ec3d19 sequences in EC3D's layout (NaN in the 6 BODY_25 slots EC3D lacks)."""
+    pose_blocks, label_blocks = [], []
+    for seq in seqs:
+        if seq.skeleton != "ec3d19":
+            raise ValueError(f"{seq.source or seq.subject}: EC3D's layout holds ec3d19 poses, "
+                             f"not {seq.skeleton!r}")
+        if seq.label not in _LABEL_IDS:
+            raise ValueError(f"{seq.source or seq.subject}: label {seq.label!r} has no EC3D id")
+        n = seq.n_frames
+        block = np.full((n, 3, len(BODY25_NAMES)), np.nan, dtype=np.float64)
+        block[:, :, list(EC3D_BODY25_INDICES)] = (
+            np.asarray(seq.poses, dtype=np.float64) * UNITS[seq.units]).transpose(0, 2, 1)
+        pose_blocks.append(block)
+        row = [_EXERCISE_NAMES[seq.exercise], _subject_number(seq.subject),
+               _LABEL_IDS[seq.label], int(seq.rep)]
+        label_blocks.append(np.column_stack([np.tile(row, (n, 1)), np.arange(n)]))
+    data = {
+        "poses": np.concatenate(pose_blocks) if pose_blocks else np.zeros((0, 3, 25)),
+        "labels": (np.concatenate(label_blocks).astype(np.int64) if label_blocks
+                   else np.zeros((0, 5), dtype=np.int64)),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=4)
+    tmp.replace(path)
+    return path

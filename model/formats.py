@@ -1,0 +1,338 @@
+"""The open formats posecoach reads and writes (the README, "Input formats", shows each layout).
+
+Labelled sequences, one sequence per file unless said otherwise:
+- JSON: an object {"format": "posecoach-sequence", "skeleton", "units", "fps", "subject",
+  "exercise", "label", "rep", "poses": [[[x, y, z] per joint] per frame]} with null for a lost
+  joint coordinate; or {"sequences": [object, ...]} plus fields shared by all of them.
+- NPZ: `poses` (frames, joints, 3) float and 0-d arrays `skeleton`, `units`, `fps`, `subject`,
+  `exercise`, `label`, `rep`. Read with allow_pickle=False.
+- CSV (`.csv`, `.txt`, optionally gzip'd `.gz`): optional `# key: value` comment lines for the
+  fields, an optional header `joint_x,joint_y,joint_z,...` in the skeleton's order, then one row
+  per frame of joints x (x, y, z); an empty cell or `nan` is a lost coordinate.
+Uploaded sessions, one per file, the same fields with `session_id` and without `label`/`rep`:
+- JSON {"format": "posecoach-session", ...}; NPZ as above; Parquet with one row per frame,
+  one float column `joint_x|y|z` per coordinate, the fields as JSON under the schema
+  metadata key `posecoach`.
+
+Fields missing from a file come from `declared` (a manifest, a file-name pattern or options);
+what the file says wins. Readers here build Sequences but do not validate them (ingest does).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from model.sequence import Sequence, SequenceError
+from model.skeletons import get_skeleton
+
+SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep")
+SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise")
+REQUIRED = ("skeleton", "units", "fps", "subject", "exercise")
+PARQUET_META_KEY = b"posecoach"
+
+
+def coordinate_columns(skeleton: str) -> list[str]:
+    return [f"{j}_{c}" for j in get_skeleton(skeleton).joints for c in "xyz"]
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _poses_from_nested(value: object, src: str) -> np.ndarray:
+    """(frames, joints, 3) floats from nested lists, null -> NaN."""
+    try:
+        arr = np.array(value, dtype=object)
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"shape {arr.shape}")
+        arr[arr == None] = np.nan  # noqa: E711 (element-wise comparison)
+        return arr.astype(np.float64)
+    except (ValueError, TypeError) as e:
+        raise SequenceError(src, f"'poses' is not a (frames, joints, 3) array of numbers ({e})",
+                            "bad_shape") from e
+
+
+def _nested_from_poses(poses: np.ndarray) -> list:
+    return [[[None if math.isnan(v) else round(v, 6) for v in joint] for joint in frame]
+            for frame in np.asarray(poses, dtype=np.float64).tolist()]
+
+
+def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
+                   ) -> Sequence:
+    """A Sequence from poses and its fields; SequenceError names what is missing or malformed."""
+    missing = [k for k in REQUIRED if fields.get(k) in (None, "")]
+    if not session and fields.get("label") in (None, ""):
+        missing.append("label")
+    if missing:
+        raise SequenceError(source, f"no {', '.join(missing)} declared (in the file, a manifest, "
+                                    "a file-name pattern or an option)", "missing_field")
+    try:
+        fps = float(fields["fps"])
+        rep = int(fields.get("rep") or 0)
+    except (TypeError, ValueError) as e:
+        raise SequenceError(source, f"fps {fields['fps']!r} or rep {fields.get('rep')!r} is not a "
+                                    "number", "bad_field") from e
+    meta = {}
+    if session:
+        meta["session_id"] = str(fields.get("session_id") or Path(source).name.split(".")[0])
+    return Sequence(
+        poses=poses, subject=str(fields["subject"]), exercise=str(fields["exercise"]),
+        skeleton=str(fields["skeleton"]), fps=fps,
+        label=None if session else str(fields["label"]), rep=rep, source=source,
+        units=str(fields["units"]), meta=meta,
+    )
+
+
+def _fields(seq: Sequence, session: bool) -> dict:
+    out = {"skeleton": seq.skeleton, "units": seq.units, "fps": float(seq.fps),
+           "subject": seq.subject, "exercise": seq.exercise}
+    if session:
+        out["session_id"] = seq.meta.get("session_id") or f"{seq.subject}-{seq.exercise}"
+    else:
+        out |= {"label": seq.label, "rep": int(seq.rep)}
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def _load_json(path: Path) -> object:
+    try:
+        with _open_text(path) as f:
+            return json.load(f)
+    except (OSError, EOFError) as e:
+        raise SequenceError(str(path), f"cannot read the file ({e})", "unreadable") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SequenceError(str(path), f"not valid JSON ({e})", "bad_json") from e
+
+
+# ---- labelled sequences ------------------------------------------------------------------------
+
+def write_sequences_json(seqs: list[Sequence], path: Path) -> Path:
+    """One JSON document: a single sequence object, or {"sequences": [...]} for several."""
+    items = [{**_fields(s, False), "poses": _nested_from_poses(s.poses)} for s in seqs]
+    doc = {"format": "posecoach-sequence", **items[0]} if len(items) == 1 else {
+        "format": "posecoach-sequences", "sequences": items}
+    return _write_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def read_sequences_json(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    doc = _load_json(path)
+    if not isinstance(doc, dict):
+        raise SequenceError(str(path), "expected a JSON object (one sequence, or 'sequences')",
+                            "bad_layout")
+    shared = {k: doc[k] for k in SEQUENCE_FIELDS if k in doc}
+    several = "sequences" in doc
+    items = doc.get("sequences", [doc])
+    if not isinstance(items, list):
+        raise SequenceError(str(path), "'sequences' is not a list", "bad_layout")
+    for i, item in enumerate(items):
+        src = f"{path}#{i}" if several else str(path)
+        try:
+            if not isinstance(item, dict) or "poses" not in item:
+                raise SequenceError(src, "no 'poses' in this item", "bad_layout")
+            fields = {**declared, **shared, **{k: item[k] for k in SEQUENCE_FIELDS if k in item}}
+            yield build_sequence(_poses_from_nested(item["poses"], src), fields, src)
+        except SequenceError as e:
+            yield e
+
+
+def _npz_bytes(poses: np.ndarray, fields: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, poses=np.asarray(poses, dtype=np.float32),
+                        **{k: np.array(v) for k, v in fields.items() if v is not None})
+    return buf.getvalue()
+
+
+def write_sequence_npz(seq: Sequence, path: Path) -> Path:
+    return _write_atomic(path, _npz_bytes(seq.poses, _fields(seq, False)))
+
+
+def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
+    src = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "poses" not in z.files:
+                raise SequenceError(src, f"no 'poses' array (has: {', '.join(z.files)})",
+                                    "bad_layout")
+            poses = z["poses"]
+            fields = {k: z[k].item() for k in keys if k in z.files and z[k].ndim == 0}
+    except SequenceError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise SequenceError(src, f"not a readable NPZ without pickled objects ({e})",
+                            "unreadable") from e
+    if poses.dtype.kind not in "fiu" or poses.ndim != 3:
+        raise SequenceError(src, f"'poses' is {poses.dtype} {poses.shape}, expected numbers "
+                                 "(frames, joints, 3)", "bad_shape")
+    return poses, fields
+
+
+def read_sequence_npz(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    poses, fields = _load_npz(path, SEQUENCE_FIELDS)
+    try:
+        yield build_sequence(poses, {**declared, **fields}, str(path))
+    except SequenceError as e:
+        yield e
+
+
+def write_sequence_csv(seq: Sequence, path: Path) -> Path:
+    """CSV with `# key: value` fields and a joint header; gzip'd when the name ends in .gz."""
+    lines = ["# format: posecoach-sequence"] + [
+        f"# {k}: {v}" for k, v in _fields(seq, False).items()]
+    lines.append(",".join(coordinate_columns(seq.skeleton)))
+    flat = np.asarray(seq.poses, dtype=np.float64).reshape(seq.n_frames, -1)
+    lines += [",".join("" if math.isnan(v) else f"{v:.6g}" for v in row) for row in flat]
+    data = ("\n".join(lines) + "\n").encode()
+    return _write_atomic(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text.strip().lower() in ("", "nan")
+
+
+def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    src = str(path)
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise SequenceError(src, f"cannot read the file as text ({e})", "unreadable") from e
+    fields, body = {}, []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            key, sep, value = line[1:].partition(":")
+            if sep and key.strip() in SEQUENCE_FIELDS:
+                fields[key.strip()] = value.strip()
+        elif line.strip():
+            body.append(line)
+    header = None
+    if body and not all(_is_number(c) for c in body[0].split(",")):
+        header = [c.strip() for c in body.pop(0).split(",")]
+    try:
+        table = pd.read_csv(io.StringIO("\n".join(body)), header=None, dtype=np.float64,
+                            na_values=["", "nan", "NaN"], keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise SequenceError(src, f"rows are not comma-separated numbers ({e})".splitlines()[0],
+                            "bad_csv") from e
+    flat = table.to_numpy()
+    if flat.shape[1] % 3:
+        raise SequenceError(src, f"{flat.shape[1]} columns is not joints x 3", "bad_shape")
+    merged = {**declared, **fields}
+    if header is not None and merged.get("skeleton"):
+        try:
+            expected = coordinate_columns(str(merged["skeleton"]))
+        except ValueError:
+            expected = header
+        if header != expected:
+            raise SequenceError(src, f"header does not list skeleton {merged['skeleton']!r}'s "
+                                     "joints as joint_x,joint_y,joint_z in order", "bad_header")
+    try:
+        yield build_sequence(flat.reshape(flat.shape[0], -1, 3), merged, src)
+    except SequenceError as e:
+        yield e
+
+
+# ---- uploaded sessions -------------------------------------------------------------------------
+
+def _session_json(seq: Sequence) -> bytes:
+    doc = {"format": "posecoach-session", **_fields(seq, True),
+           "poses": _nested_from_poses(seq.poses)}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _session_parquet(seq: Sequence) -> bytes:
+    flat = np.asarray(seq.poses, dtype=np.float32).reshape(seq.n_frames, -1)
+    names = coordinate_columns(seq.skeleton)
+    table = pa.table({name: flat[:, i] for i, name in enumerate(names)})
+    table = table.replace_schema_metadata({PARQUET_META_KEY: json.dumps(_fields(seq, True))})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+_SESSION_WRITERS = {
+    ".json": _session_json,
+    ".npz": lambda seq: _npz_bytes(seq.poses, _fields(seq, True)),
+    ".parquet": _session_parquet,
+}
+
+
+def write_session(seq: Sequence, path: Path) -> Path:
+    """Write an upload in the layout its suffix names (.json, .npz or .parquet)."""
+    writer = _SESSION_WRITERS.get(Path(path).suffix.lower())
+    if writer is None:
+        raise ValueError(f"{path}: sessions are written as .json, .npz or .parquet")
+    return _write_atomic(path, writer(seq))
+
+
+def _read_session_json(path: Path) -> Sequence:
+    doc = _load_json(path)
+    if not isinstance(doc, dict) or "poses" not in doc:
+        raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
+    fields = {k: doc[k] for k in SESSION_FIELDS if k in doc}
+    return build_sequence(_poses_from_nested(doc["poses"], str(path)), fields, str(path), True)
+
+
+def _read_session_npz(path: Path) -> Sequence:
+    poses, fields = _load_npz(path, SESSION_FIELDS)
+    return build_sequence(poses, fields, str(path), True)
+
+
+def _read_session_parquet(path: Path) -> Sequence:
+    src = str(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
+    raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
+    try:
+        fields = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as e:
+        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not JSON",
+                            "bad_layout") from e
+    skeleton = fields.get("skeleton")
+    try:
+        expected = coordinate_columns(str(skeleton))
+    except ValueError as e:
+        raise SequenceError(src, f"unknown or missing skeleton {skeleton!r}",
+                            "unknown_skeleton") from e
+    if table.column_names != expected:
+        raise SequenceError(src, f"columns are not skeleton {skeleton!r}'s joint_x, joint_y, "
+                                 "joint_z in order", "bad_header")
+    try:
+        flat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                                for c in expected])
+    except (ValueError, TypeError, pa.ArrowException) as e:
+        raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
+    return build_sequence(flat.reshape(flat.shape[0], -1, 3), fields, src, True)
+
+
+SESSION_READERS = {
+    ".json": _read_session_json,
+    ".npz": _read_session_npz,
+    ".parquet": _read_session_parquet,
+}

@@ -1,0 +1,174 @@
+"""Reading inputs: labelled sequences from files and folders, and uploaded sessions.
+
+Where a file's fields come from, weakest first: a built-in layout (`layout=`, or recognised
+from a file name when no manifest applies), a `posecoach.json` manifest in the file's folder or
+a folder above it (up to the folder being read), the options declared by the caller, the
+manifest's or layout's file-name `pattern` (a regular expression searched in the file's path,
+named groups subject, exercise, label, rep), and last the file itself, which wins.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from model.ec3d_pickle import read_ec3d_pickle
+from model.formats import (
+    SEQUENCE_FIELDS,
+    SESSION_READERS,
+    read_sequence_csv,
+    read_sequence_npz,
+    read_sequences_json,
+)
+from model.sequence import Sequence, SequenceError
+
+MANIFEST = "posecoach.json"
+DECLARABLE = (*SEQUENCE_FIELDS, "layout", "pattern")
+SKIPPED_SUFFIXES = (".md", ".rst")
+
+LAYOUTS: dict[str, dict] = {
+    "uiprmd": {
+        "skeleton": "vicon39",
+        "units": "mm",
+        "fps": 100.0,
+        "exercise": "squat",
+        "pattern": r"/(?P<label>correct|incorrect)/m\d+_(?P<subject>s\d+)_e(?P<rep>\d+)"
+                   r"_positions(?:_inc)?\.txt\.gz$",
+    },
+}
+
+_READERS: dict[str, Callable[[Path, dict], Iterator[Sequence | SequenceError]]] = {
+    ".json": read_sequences_json,
+    ".json.gz": read_sequences_json,
+    ".npz": read_sequence_npz,
+    ".csv": read_sequence_csv,
+    ".csv.gz": read_sequence_csv,
+    ".txt": read_sequence_csv,
+    ".txt.gz": read_sequence_csv,
+}
+_PICKLE_SUFFIXES = (".pickle", ".pkl")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    double = "".join(Path(name).suffixes[-2:])
+    return double if double in _READERS else Path(name).suffix
+
+
+def _manifest(folder: Path, root: Path) -> dict:
+    """The nearest posecoach.json from `folder` up to `root`; {} when there is none."""
+    for d in (folder, *folder.parents):
+        candidate = d / MANIFEST
+        if candidate.is_file():
+            try:
+                doc = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise SequenceError(str(candidate), f"manifest is not readable JSON ({e})",
+                                    "bad_manifest") from e
+            if not isinstance(doc, dict):
+                raise SequenceError(str(candidate), "manifest is not a JSON object",
+                                    "bad_manifest")
+            return doc
+        if d == root:
+            break
+    return {}
+
+
+def _layout(name: str, source: Path) -> dict:
+    if name not in LAYOUTS:
+        raise SequenceError(str(source), f"unknown layout {name!r} (known: {', '.join(LAYOUTS)})",
+                            "unknown_layout")
+    return LAYOUTS[name]
+
+
+def _recognised_layout(path: Path) -> dict:
+    for spec in LAYOUTS.values():
+        if re.search(spec["pattern"], path.as_posix()):
+            return spec
+    return {}
+
+
+def _from_pattern(pattern: str, path: Path) -> dict:
+    try:
+        match = re.search(pattern, path.as_posix())
+    except re.error as e:
+        raise SequenceError(str(path), f"file-name pattern {pattern!r} is not a regular "
+                                       f"expression ({e})", "bad_pattern") from e
+    if match is None:
+        raise SequenceError(str(path), f"file name does not match the pattern {pattern!r}",
+                            "pattern_mismatch")
+    return {k: v for k, v in match.groupdict().items() if v is not None}
+
+
+def declared_fields(path: Path, root: Path, declared: dict) -> dict:
+    """What a file's fields default to: layout < manifest < declared options < pattern."""
+    manifest = _manifest(path.parent, root)
+    layout_name = declared.get("layout") or manifest.get("layout")
+    layout = _layout(layout_name, path) if layout_name else (
+        {} if manifest else _recognised_layout(path))
+    merged = {**layout, **manifest, **{k: v for k, v in declared.items() if v is not None}}
+    pattern = merged.pop("pattern", None)
+    merged.pop("layout", None)
+    if pattern:
+        merged |= _from_pattern(pattern, path)
+    return merged
+
+
+def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    fields = declared_fields(path, root, declared)
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        yield from read_ec3d_pickle(path, units=fields.get("units", "m"),
+                                    fps=float(fields.get("fps", 30.0)))
+        return
+    reader = _READERS.get(_suffix(path))
+    if reader is None:
+        known = ", ".join((*_READERS, *_PICKLE_SUFFIXES))
+        raise SequenceError(str(path), f"unknown file type (known: {known})", "unknown_format")
+    yield from reader(path, fields)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith((".", "_"))
+        and p.suffix.lower() not in SKIPPED_SUFFIXES
+    )  # fmt: skip
+
+
+def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | SequenceError]:
+    """Labelled sequences from a file or a folder (every file in it, recursively).
+
+    Yields unvalidated Sequences, or a SequenceError for a piece (or, in a folder, a file) that
+    cannot be parsed. Raises SequenceError when `path` itself is missing or, being a file, is
+    unreadable as a whole. Declarable: skeleton, units, fps, subject, exercise, label, rep,
+    layout (e.g. "uiprmd") and pattern.
+    """
+    unknown = sorted(set(declared) - set(DECLARABLE))
+    if unknown:
+        raise ValueError(f"cannot declare {', '.join(unknown)} (declarable: "
+                         f"{', '.join(DECLARABLE)})")
+    path = Path(path)
+    if path.is_dir():
+        for file in _folder_files(path):
+            try:
+                yield from _read_file(file, path, declared)
+            except SequenceError as e:
+                yield e
+    elif path.is_file():
+        yield from _read_file(path, path.parent, declared)
+    else:
+        raise SequenceError(str(path), "no such file or folder", "unreadable")
+
+
+def read_session(path: Path) -> Sequence:
+    """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set."""
+    path = Path(path)
+    if not path.is_file():
+        raise SequenceError(str(path), "no such file (a session is one file)", "unreadable")
+    reader = SESSION_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise SequenceError(str(path), f"unknown session file type (known: "
+                                       f"{', '.join(SESSION_READERS)})", "unknown_format")
+    return reader(path)
