@@ -1,0 +1,159 @@
+"""The DCT, the node layout and the feedback GCN with its variants."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.dct import dct_decode, dct_encode, idct_basis
+from model.gcn import (
+    VARIANTS,
+    FeedbackGCN,
+    GCNConfig,
+    GraphConv,
+    nodes_to_poses,
+    poses_to_nodes,
+)
+
+torch.set_num_threads(1)
+JOINTS, CLASSES = 7, 4  # deliberately not EC3D's 19 joints and 12 classes
+
+
+def make(variant: str, dropout: float = 0.0) -> FeedbackGCN:
+    torch.manual_seed(0)
+    return FeedbackGCN(GCNConfig(n_nodes=3 * JOINTS, n_classes=CLASSES, n_dct=10, hidden=8,
+                                 dropout=dropout, variant=variant))
+
+
+def inputs(batch: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3 * JOINTS, 10, generator=g)
+    onehot = torch.nn.functional.one_hot(torch.arange(batch) % CLASSES, CLASSES).float()
+    return x, onehot
+
+
+def test_dct_keeps_everything_when_coefficients_cover_the_length():
+    x = torch.randn(2, 30, 5, dtype=torch.float64)
+    coefs = dct_encode(x, 30)
+    assert coefs.shape == (2, 5, 30)
+    torch.testing.assert_close(dct_decode(coefs, 30), x)
+    # orthonormal: the energy of each trajectory is kept
+    torch.testing.assert_close(coefs.pow(2).sum(-1), x.pow(2).sum(1))
+
+
+def test_dct_truncation_is_a_projection_and_smooth_motion_survives_it():
+    t = torch.linspace(0, 1, 80, dtype=torch.float64)
+    smooth = torch.stack([torch.sin(3 * t), torch.cos(2 * t)], -1)[None]
+    back = dct_decode(dct_encode(smooth, 25), 80)
+    assert (back - smooth).abs().max() < 0.02  # 2 % of the amplitude, worst at the ends
+    noisy = smooth + 0.1 * torch.randn_like(smooth)
+    assert (dct_decode(dct_encode(noisy, 25), 80) - smooth).pow(2).mean() < (
+        (noisy - smooth).pow(2).mean()
+    )
+
+
+def test_short_sequences_are_padded_with_their_last_frame_and_cropped_back():
+    x = torch.randn(3, 12, 4, dtype=torch.float64)
+    coefs = dct_encode(x, 25)
+    assert coefs.shape == (3, 4, 25)
+    padded = torch.cat([x, x[:, -1:].expand(-1, 13, -1)], dim=1)
+    torch.testing.assert_close(coefs, dct_encode(padded, 25))
+    torch.testing.assert_close(dct_decode(coefs, 12), x)
+
+
+@pytest.mark.parametrize("length", [12, 25, 61])
+def test_idct_basis_is_the_decode_as_a_matrix(length: int):
+    coefs = torch.randn(2, 6, 25, dtype=torch.float64)
+    basis = idct_basis(length, 25, torch.float64)
+    assert basis.shape == (length, 25)
+    torch.testing.assert_close(basis @ coefs[1].T, dct_decode(coefs, length)[1])
+
+
+def test_nodes_are_coordinate_major_and_invertible():
+    poses = torch.randn(2, 5, JOINTS, 3)
+    nodes = poses_to_nodes(poses)
+    assert nodes.shape == (2, 5, 3 * JOINTS)
+    torch.testing.assert_close(nodes[..., JOINTS + 2], poses[..., 2, 1])  # y of joint 2
+    torch.testing.assert_close(nodes_to_poses(nodes), poses)
+
+
+def test_graph_conv_is_adjacency_times_x_w_plus_b_and_learns_the_adjacency():
+    torch.manual_seed(0)
+    conv = GraphConv(4, 3, n_nodes=5)
+    x = torch.randn(2, 5, 4)
+    expected = torch.stack([conv.adjacency @ (xb @ conv.weight) + conv.bias for xb in x])
+    torch.testing.assert_close(conv(x), expected)
+    conv(x).sum().backward()
+    assert conv.adjacency.grad is not None and conv.adjacency.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_builds_and_runs_on_any_skeleton_and_class_count(variant: str):
+    model = make(variant)
+    x, onehot = inputs()
+    model.train()
+    log_probs, deltas = model(x, onehot, teacher_prob=0.5)
+    assert log_probs.shape == (6, CLASSES) and deltas.shape == x.shape
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(6))
+    (log_probs.sum() + deltas.sum()).backward()
+    model.eval()
+    log_probs, deltas = model(x)
+    assert torch.isfinite(log_probs).all() and torch.isfinite(deltas).all()
+
+
+def test_full_model_feeds_back_the_true_label_by_the_teacher_probability():
+    model = make("full").train()
+    x, onehot = inputs()
+    other = onehot.roll(1, dims=1)
+    _, taught = model(x, onehot, teacher_prob=1.0)
+    _, taught_other = model(x, other, teacher_prob=1.0)
+    assert not torch.allclose(taught, taught_other)
+    _, own = model(x, onehot, teacher_prob=0.0)
+    _, own_other = model(x, other, teacher_prob=0.0)
+    torch.testing.assert_close(own, own_other)
+
+
+def test_at_inference_the_full_model_feeds_back_its_own_prediction():
+    model = make("full").eval()
+    x, onehot = inputs()
+    _, with_true = model(x, onehot, teacher_prob=1.0)
+    _, without = model(x)
+    torch.testing.assert_close(with_true, without)
+
+
+def test_no_feedback_ignores_the_label_and_separated_classifier_corrects_nothing():
+    model = make("no_feedback").train()
+    x, onehot = inputs()
+    torch.testing.assert_close(model(x, onehot, 1.0)[1], model(x, onehot.roll(1, 1), 1.0)[1])
+    assert model.corrector.feedback is None
+    log_probs, deltas = make("separated_classifier")(x)
+    assert deltas.abs().sum() == 0 and make("separated_classifier").corrector is None
+
+
+def test_separated_corrector_uses_the_given_label_else_none_and_has_no_classifier():
+    model = make("separated_corrector").eval()
+    x, onehot = inputs()
+    log_probs, given = model(x, onehot)
+    _, other = model(x, onehot.roll(1, 1))
+    _, none = model(x)
+    _, zeros = model(x, torch.zeros_like(onehot))
+    assert not torch.allclose(given, other)
+    torch.testing.assert_close(none, zeros)
+    torch.testing.assert_close(log_probs, torch.full_like(log_probs, -torch.log(torch.tensor(4.0))))
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="unknown variant"):
+        GCNConfig(n_nodes=21, n_classes=3, variant="nope")
+    with pytest.raises(ValueError, match="joints x 3"):
+        GCNConfig(n_nodes=20, n_classes=3)
+
+
+def test_layers_carry_no_literal_joint_or_class_counts():
+    root = Path(__file__).resolve().parents[1] / "model"
+    for name in ("gcn.py", "train.py", "dct.py", "saved.py", "targets.py"):
+        code = "\n".join(line.split("#")[0] for line in (root / name).read_text().splitlines())
+        assert not re.search(r"\b(57|19|12)\b", code), f"model/{name} hard-codes 57, 19 or 12"
