@@ -1,0 +1,202 @@
+"""Targets and training: learning, determinism, resuming, variants, the loss terms."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.normalize import Normalization, normalize
+from model.sequence import Sequence, SequenceError
+from model.settings import PROFILES
+from model.skeletons import get_skeleton
+from model.softdtw import soft_dtw_divergence
+from model.targets import NO_TARGET, pair_targets
+from model.train import (
+    CHECKPOINT,
+    TrainConfig,
+    divergence_to_targets,
+    self_terms,
+    smoothness,
+    train,
+)
+
+torch.set_num_threads(1)
+UPPER = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+         "mid_hip", "r_hip", "l_hip")  # fmt: skip
+TINY = TrainConfig(epochs=3, batch_size=8, hidden=16, n_dct=10, dropout=0.1, threads=1)
+
+
+def toy_sequences(reps: int = 4, seed: int = 0, subjects: tuple[str, ...] = ("s1", "s2"),
+                  depths: dict[str, float] | None = None) -> list[Sequence]:
+    """Squats that differ only in depth: "correct" ones go low, "not_low_enough" ones barely move.
+
+    The upper body moves down relative to the feet (a visible difference after centring on the
+    mid-hip), with a little noise; lengths vary from 30 to 44 frames.
+    """
+    depths = depths or {"correct": 0.35, "not_low_enough": 0.05}
+    sk = get_skeleton("ec3d19")
+    rng = np.random.default_rng(seed)
+    upper = [sk.index(j) for j in UPPER]
+    out = []
+    for subject in subjects:
+        base = rng.normal(0.0, 0.15, (sk.n_joints, 3)) + [0.0, 0.0, 0.9]
+        base[sk.index("l_hip")] = [0.0, 0.12, 0.9]
+        base[sk.index("r_hip")] = [0.0, -0.12, 0.9]
+        base[sk.index("mid_hip")] = [0.0, 0.0, 0.9]
+        for label, depth in depths.items():
+            for rep in range(reps):
+                frames = int(rng.integers(30, 45))
+                poses = np.repeat(base[None], frames, axis=0)
+                dip = depth * (1 + 0.1 * rng.normal()) * np.sin(np.linspace(0, np.pi, frames))
+                poses[:, upper, 2] -= dip[:, None]
+                poses += rng.normal(0.0, 0.005, poses.shape)
+                out.append(Sequence(poses.astype(np.float32), subject, "squat", label=label,
+                                    rep=rep, source=f"toy/{subject}/{label}/{rep}"))
+    return out
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()}
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def toy() -> list[Sequence]:
+    return toy_sequences()
+
+
+def test_profiles_give_the_papers_hyper_parameters_at_nightly():
+    cfg = TrainConfig.from_profile(PROFILES["nightly"], variant="full", seed=3)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_decay, cfg.lr_step) == (50, 32, 0.01, 0.9, 5)
+    assert (cfg.dropout, cfg.grad_clip, cfg.beta, cfg.smooth_weight) == (0.5, 1.0, 1.0, 1e-3)
+    assert (cfg.hidden, cfg.n_dct, cfg.seed) == (256, 25, 3)
+    assert TrainConfig.from_profile(PROFILES["nightly"], "no_smoothness").smooth_weight == 0.0
+    with pytest.raises(ValueError, match="unknown variant"):
+        TrainConfig.from_profile(PROFILES["test"], variant="bogus")
+
+
+def test_a_correct_input_is_its_own_target_and_others_get_the_nearest_correct_rep():
+    seqs = toy_sequences(reps=1, subjects=("s1",),
+                         depths={"correct": 0.35, "not_low_enough": 0.3})
+    seqs += toy_sequences(reps=1, subjects=("s1",), seed=0, depths={"correct": 0.05})
+    # s1: correct deep (0), not-low-enough at 0.3 (1), correct shallow (2)
+    for s, rep in zip(seqs, (0, 1, 2), strict=True):
+        s.rep = rep
+    norm = Normalization()
+    poses = [normalize(s, norm)[0] for s in seqs]
+    assert pair_targets(poses, seqs) == [0, 0, 2]
+
+
+def test_targets_fall_back_to_other_subjects_then_to_none():
+    seqs = toy_sequences(reps=1, subjects=("s1", "s2"))
+    seqs = [s for s in seqs if not (s.subject == "s2" and s.label == "correct")]
+    lunge = replace(seqs[0], exercise="lunge", label="not_low_enough")
+    seqs.append(lunge)
+    poses = [normalize(s, Normalization())[0] for s in seqs]
+    targets = pair_targets(poses, seqs)
+    s1_correct = next(i for i, s in enumerate(seqs) if s.subject == "s1" and s.label == "correct")
+    s2_wrong = next(i for i, s in enumerate(seqs) if s.subject == "s2")
+    assert targets[s2_wrong] == s1_correct
+    assert targets[-1] == NO_TARGET
+    with pytest.raises(ValueError, match="pose arrays"):
+        pair_targets(poses[:-1], seqs)
+
+
+def test_divergence_with_precomputed_target_terms_equals_the_divergence():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 20, 6, generator=g), torch.randn(3, 17, 6, generator=g)
+    xl, yl = torch.tensor([20, 14, 9]), torch.tensor([17, 17, 11])
+    expected = soft_dtw_divergence(x.double(), y.double(), xl, yl, gamma=0.01)
+    got = divergence_to_targets(x, xl, y, yl, self_terms(y, yl, 0.01), 0.01)
+    torch.testing.assert_close(got, expected)
+
+
+def test_smoothness_ignores_padding():
+    motion = torch.zeros(2, 5, 3)
+    motion[0, :, 0] = torch.arange(5.0)  # steps of 1 on one of 3 features
+    motion[1, :3, 0] = torch.arange(3.0)
+    motion[1, 3:] = 100.0  # padding beyond length 3
+    torch.testing.assert_close(smoothness(motion, torch.tensor([5, 3])),
+                               torch.tensor([1 / 3, 1 / 3]))
+
+
+def test_training_lowers_the_loss_and_learns_a_separable_task(toy):
+    cfg = replace(TINY, epochs=12)
+    model = train(toy, cfg, progress=False)
+    history = model.meta["history"]
+    assert len(history) == 12
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["nll"] < history[0]["nll"]
+    assert history[-1]["sdtw"] < history[0]["sdtw"]
+    unseen = toy_sequences(reps=3, seed=7, subjects=("s3",))
+    pred = model.classify_and_correct(unseen).log_probs.argmax(1)
+    truth = [model.classes.index((s.exercise, s.label)) for s in unseen]
+    assert (pred == np.array(truth)).mean() >= 0.9
+
+
+def test_same_seed_same_weights_other_seed_other_weights(toy):
+    a = train(toy, TINY, progress=False)
+    b = train(toy, TINY, progress=False)
+    assert_same_weights(a, b)
+    c = train(toy, replace(TINY, seed=1), progress=False)
+    assert not torch.equal(weights(a)["trunk.conv.weight"], weights(c)["trunk.conv.weight"])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_weights(toy, tmp_path: Path):
+    whole = train(toy, TINY, progress=False)
+
+    def die_after_first(row: dict) -> None:
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(toy, TINY, checkpoint_dir=tmp_path, progress=False, on_epoch=die_after_first)
+    epochs_run = []
+    resumed = train(toy, TINY, checkpoint_dir=tmp_path, progress=False,
+                    on_epoch=lambda row: epochs_run.append(row["epoch"]))
+    assert epochs_run == [2, 3]
+    assert [h["epoch"] for h in resumed.meta["history"]] == [1, 2, 3]
+    assert_same_weights(whole, resumed)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert ckpt["epoch"] == 3
+
+
+def test_a_checkpoint_from_other_data_or_settings_is_refused(toy, tmp_path: Path):
+    train(toy, replace(TINY, epochs=1), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(toy, replace(TINY, epochs=1, hidden=8), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(toy[:-1], replace(TINY, epochs=1), checkpoint_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("variant", ["separated_classifier", "separated_corrector",
+                                     "no_feedback", "no_smoothness"])
+def test_every_variant_trains(toy, variant: str):
+    cfg = TrainConfig.from_profile(PROFILES["test"], variant=variant, threads=1)
+    model = train(toy, replace(cfg, epochs=1, hidden=16, n_dct=10), progress=False)
+    row = model.meta["history"][0]
+    assert ("nll" in row) == (variant != "separated_corrector")
+    assert ("sdtw" in row) == (variant != "separated_classifier")
+    assert np.isfinite(row["loss"])
+    assert model.config.variant == variant == model.module.config.variant
+
+
+def test_unlabelled_or_too_few_sequences_are_refused(toy):
+    with pytest.raises(SequenceError, match="toy/s1/correct/0: no label"):
+        train([toy[0].with_label(None), *toy[1:]], TINY, progress=False)
+    with pytest.raises(ValueError, match="at least 2"):
+        train(toy[:1], TINY, progress=False)
