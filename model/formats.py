@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,9 +64,15 @@ def _poses_from_nested(value: object, src: str) -> np.ndarray:
                             "bad_shape") from e
 
 
+def _float32_text(poses: np.ndarray) -> np.ndarray:
+    """The shortest text of each float32 value that reads back to the same float32."""
+    return np.asarray(poses, dtype=np.float32).astype(str)
+
+
 def _nested_from_poses(poses: np.ndarray) -> list:
-    return [[[None if math.isnan(v) else round(v, 6) for v in joint] for joint in frame]
-            for frame in np.asarray(poses, dtype=np.float64).tolist()]
+    """Nested lists of numbers (null for NaN) that read back to the same float32 poses."""
+    return [[[None if v == "nan" else float(v) for v in joint] for joint in frame]
+            for frame in _float32_text(poses).tolist()]
 
 
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
@@ -169,6 +174,9 @@ def write_sequence_npz(seq: Sequence, path: Path) -> Path:
 
 def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
     src = str(path)
+    if not zipfile.is_zipfile(path):
+        raise SequenceError(src, "not an NPZ file (not a zip archive of .npy arrays)",
+                            "unreadable")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "poses" not in z.files:
@@ -200,8 +208,8 @@ def write_sequence_csv(seq: Sequence, path: Path) -> Path:
     lines = ["# format: posecoach-sequence"] + [
         f"# {k}: {v}" for k, v in _fields(seq, False).items()]
     lines.append(",".join(coordinate_columns(seq.skeleton)))
-    flat = np.asarray(seq.poses, dtype=np.float64).reshape(seq.n_frames, -1)
-    lines += [",".join("" if math.isnan(v) else f"{v:.6g}" for v in row) for row in flat]
+    flat = _float32_text(seq.poses).reshape(seq.n_frames, -1)
+    lines += [",".join("" if v == "nan" else v for v in row) for row in flat.tolist()]
     data = ("\n".join(lines) + "\n").encode()
     return _write_atomic(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
+from model.formats import write_session
 from model.labels import EC3D_LABEL_NAMES, EC3D_LABELS
 from model.normalize import _UP_ROTATIONS
 from model.sequence import Sequence
@@ -488,3 +490,39 @@ def to_skeleton(poses: np.ndarray, skeleton: str) -> np.ndarray:
         raise ValueError(f"no inverse map onto {skeleton!r} (lacks {', '.join(missing)})")
     out = np.stack([known[j] for j in target.joints], axis=1)
     return out @ _UP_ROTATIONS[target.up]
+
+
+def _broken_variants(seq: Sequence) -> list[tuple[str, str, Sequence | bytes]]:
+    """(problem, suffix, what to write) for each kind of bad upload the demos show."""
+    p = seq.poses
+    return [
+        ("truncated JSON", ".json", b""),
+        ("wrong joint count", ".npz", replace(seq, poses=p[:, :15])),
+        ("unknown skeleton", ".json", replace(seq, skeleton="openpose_99")),
+        ("too few frames", ".parquet", replace(seq, poses=p[:5])),
+        ("every joint lost (NaN)", ".npz", replace(seq, poses=np.full_like(p, np.nan))),
+        ("infinite values", ".json", replace(seq, poses=np.where(np.arange(len(p))[:, None, None]
+                                                                 == 3, np.inf, p))),
+        ("not a session file", ".npz", b"this is not a zip archive\n"),
+        ("unknown units", ".parquet", replace(seq, units="furlongs")),
+        ("centimetres declared as metres", ".json", replace(seq, poses=p * 100)),
+        ("unknown exercise", ".npz", replace(seq, exercise="burpee")),
+    ]
+
+
+def write_broken_sessions(folder: Path, n: int, seed: int = 0) -> list[dict]:
+    """Write `n` bad uploads (cycling through ten kinds); returns [{"path", "problem"}]."""
+    base, _ = make_session("broken", "squat", [CORRECT, CORRECT], seed=seed)
+    variants = _broken_variants(base)
+    written = []
+    for k in range(n):
+        problem, suffix, content = variants[k % len(variants)]
+        path = Path(folder) / f"broken_{k + 1:02d}{suffix}"
+        if isinstance(content, bytes):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            good = write_session(base, path).read_bytes()
+            path.write_bytes(content or good[: len(good) // 2])
+        else:
+            write_session(replace(content, meta={"session_id": path.stem}), path)
+        written.append({"path": str(path), "problem": problem})
+    return written
