@@ -1,0 +1,213 @@
+"""Leave-one-subject-out cross-validation with every fold as a Ray task.
+
+Each fold calls model.folds.run_fold in a Ray worker process (a GPU fraction where the cluster
+has GPUs, `threads_per_fold` CPUs otherwise) and checkpoints under `workdir/fold-<subject>/`.
+A fold whose worker process dies (killed, out of memory, node lost) is submitted again and
+resumes from its last checkpoint, at most `max_retries` times; an exception raised by the fold's
+own code is not retried. Either way a fold that cannot finish fails the whole cross-validation
+with a FoldError naming the fold and the cause: no figures are ever computed over a partial set
+of folds. On a cluster, `workdir` must be storage every node sees at the same path (an NFS/EFS
+mount, for instance) so that a retry on another node finds the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from model.folds import loso_folds, run_fold
+from model.sequence import Sequence
+from model.settings import get_settings
+from workers.cluster import Placement, capacity, ensure_ray, placement, where
+
+log = logging.getLogger(__name__)
+
+#: Failures of the process or node running a fold, not of the fold's code: worth a retry.
+WORKER_LOST = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.OutOfMemoryError,
+    ray.exceptions.LocalRayletDiedError,
+    ray.exceptions.ObjectLostError,
+)
+PID_FILE = "worker.pid"
+
+
+class FoldError(RuntimeError):
+    """A fold that failed for good; the message names the fold and the cause."""
+
+    def __init__(self, held_out: str, cause: str, attempts: int):
+        super().__init__(f"fold held_out={held_out!r} failed after {attempts} attempt(s): {cause}")
+        self.held_out = held_out
+        self.cause = cause
+        self.attempts = attempts
+
+
+@dataclass
+class FoldOutcome:
+    """One finished fold: its figures (FoldResult.to_dict()), saved model and where it ran."""
+
+    held_out: str
+    train_subjects: list[str]
+    metrics: dict
+    model_dir: str
+    node_id: str
+    pid: int
+    attempts: int
+
+
+@dataclass
+class CVResult:
+    """Every fold's outcome, and the mean and spread over folds of each scalar figure."""
+
+    folds: list[FoldOutcome]
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"folds": [asdict(f) for f in self.folds], "mean": self.mean, "std": self.std}
+
+
+def scalar_figures(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a nested figures dict, keyed by dotted path (lists are skipped)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(scalar_figures(value, f"{name}."))
+        elif isinstance(value, int | float | np.number) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def summarise(folds: list[FoldOutcome]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation (over folds, ddof=0) of the figures every fold has."""
+    per_fold = [scalar_figures(f.metrics) for f in folds]
+    keys = sorted(set.intersection(*(set(p) for p in per_fold))) if per_fold else []
+    mean = {k: float(np.mean([p[k] for p in per_fold])) for k in keys}
+    std = {k: float(np.std([p[k] for p in per_fold])) for k in keys}
+    return mean, std
+
+
+def fold_in_process(sequences: list[Sequence], held_out: str, train_subjects: list[str],
+                    config, fold_dir: Path, threads: int) -> dict:
+    """Run one fold in the current process (what each Ray task does); returns plain values."""
+    config = replace(config, threads=threads)
+    torch.set_num_threads(threads)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    (fold_dir / PID_FILE).write_text(str(os.getpid()))
+    train = [s for s in sequences if s.subject in set(train_subjects)]
+    test = [s for s in sequences if s.subject == held_out]
+    result = run_fold(train, test, config, workdir=fold_dir, progress=False)
+    return {"metrics": result.to_dict(), "model_dir": str(result.model_dir), **where()}
+
+
+_fold_task = ray.remote(max_retries=0)(fold_in_process)
+
+
+def default_workdir() -> Path:
+    """A fresh folder for one cross-validation's checkpoints and models, under POSECOACH_HOME."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return get_settings().home / "cv" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None = None,
+                   max_retries: int = 2, threads_per_fold: int = 1,
+                   workdir: str | Path | None = None, max_concurrent: int | None = None,
+                   gpu_fraction: float = 0.5, progress: bool = True) -> CVResult:
+    """Leave-one-subject-out folds over `subjects` (default: every subject in `sequences`).
+
+    Folds run concurrently up to the cluster's capacity (or `max_concurrent`); each is retried
+    from its checkpoint when its worker process dies, at most `max_retries` times.
+    """
+    subjects = sorted(subjects if subjects is not None else {s.subject for s in sequences})
+    plan = loso_folds(subjects)
+    ensure_ray()
+    place = placement(threads_per_fold, gpu_fraction)
+    config = replace(config, device=place.device)
+    limit = max_concurrent or capacity(place)
+    workdir = Path(workdir) if workdir is not None else default_workdir()
+    data_ref = ray.put([s for s in sequences if s.subject in set(subjects)])
+    log.info("cross-validation: %d folds, up to %d at a time, workdir %s",
+             len(plan), limit, workdir)
+    runner = _FoldRunner(data_ref, config, workdir, threads_per_fold, place, max_retries)
+    outcomes = runner.run(plan, limit, progress)
+    mean, std = summarise(outcomes)
+    return CVResult(folds=outcomes, mean=mean, std=std)
+
+
+class _FoldRunner:
+    """Submits folds, keeps at most `limit` in flight, retries lost workers, reports progress."""
+
+    def __init__(self, data_ref, config, workdir: Path, threads: int, place: Placement,
+                 max_retries: int):
+        self.data_ref = data_ref
+        self.config = config
+        self.workdir = workdir
+        self.threads = threads
+        self.place = place
+        self.max_retries = max_retries
+        self.attempts: dict[str, int] = {}
+
+    def submit(self, held_out: str, train_subjects: list[str]) -> ray.ObjectRef:
+        self.attempts[held_out] = self.attempts.get(held_out, 0) + 1
+        return _fold_task.options(**self.place.options()).remote(
+            self.data_ref, held_out, list(train_subjects), self.config,
+            self.workdir / f"fold-{held_out}", self.threads,
+        )
+
+    def run(self, plan: list[tuple[str, list[str]]], limit: int,
+            progress: bool) -> list[FoldOutcome]:
+        queue = list(plan)
+        pending: dict[ray.ObjectRef, tuple[str, list[str]]] = {}
+        done: dict[str, FoldOutcome] = {}
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("cross-validation", total=len(plan))
+            try:
+                while queue or pending:
+                    while queue and len(pending) < limit:
+                        fold = queue.pop(0)
+                        pending[self.submit(*fold)] = fold
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    fold = pending.pop(ready[0])
+                    outcome = self.collect(ready[0], fold)
+                    if outcome is None:
+                        queue.insert(0, fold)
+                        continue
+                    done[fold[0]] = outcome
+                    bar.update(task, advance=1,
+                               description=f"cross-validation (fold {fold[0]} done)")
+            finally:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+        return [done[held_out] for held_out, _ in plan]
+
+    def collect(self, ref: ray.ObjectRef, fold: tuple[str, list[str]]) -> FoldOutcome | None:
+        """The fold's outcome; None when its worker was lost and a retry is due."""
+        held_out, train_subjects = fold
+        attempts = self.attempts[held_out]
+        try:
+            out = ray.get(ref)
+        except WORKER_LOST as exc:
+            if attempts > self.max_retries:
+                raise FoldError(held_out, f"worker lost: {exc}", attempts) from exc
+            log.warning("fold %s: worker lost (%s); retry %d of %d from its last checkpoint",
+                        held_out, type(exc).__name__, attempts, self.max_retries)
+            return None
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if exc.cause is not None else exc
+            raise FoldError(held_out, f"{type(cause).__name__}: {cause}", attempts) from exc
+        return FoldOutcome(held_out=held_out, train_subjects=list(train_subjects),
+                           metrics=out["metrics"], model_dir=out["model_dir"],
+                           node_id=out["node_id"], pid=out["pid"], attempts=attempts)
