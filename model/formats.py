@@ -58,7 +58,7 @@ def _poses_from_nested(value: object, src: str) -> np.ndarray:
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ValueError(f"shape {arr.shape}")
         arr[arr == None] = np.nan  # noqa: E711 (element-wise comparison)
-        return arr.astype(np.float64)
+        return arr.astype(np.float32)
     except (ValueError, TypeError) as e:
         raise SequenceError(src, f"'poses' is not a (frames, joints, 3) array of numbers ({e})",
                             "bad_shape") from e
@@ -246,7 +246,7 @@ def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | Sequenc
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise SequenceError(src, f"rows are not comma-separated numbers ({e})".splitlines()[0],
                             "bad_csv") from e
-    flat = table.to_numpy()
+    flat = table.to_numpy(dtype=np.float32)
     if flat.shape[1] % 3:
         raise SequenceError(src, f"{flat.shape[1]} columns is not joints x 3", "bad_shape")
     merged = {**declared, **fields}
@@ -332,7 +332,7 @@ def _read_session_parquet(path: Path) -> Sequence:
         raise SequenceError(src, f"columns are not skeleton {skeleton!r}'s joint_x, joint_y, "
                                  "joint_z in order", "bad_header")
     try:
-        flat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+        flat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
                                 for c in expected])
     except (ValueError, TypeError, pa.ArrowException) as e:
         raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e

@@ -1,0 +1,117 @@
+"""Round trips of every open format and of EC3D's pickle layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.ec3d_pickle import safe_load, write_ec3d_pickle
+from model.formats import (
+    write_sequence_csv,
+    write_sequence_npz,
+    write_sequences_json,
+    write_session,
+)
+from model.readers import iter_sequences, read_session
+from model.sequence import Sequence, SequenceError
+from model.synth import make_dataset, make_session
+
+
+@pytest.fixture(scope="module")
+def seqs() -> list[Sequence]:
+    out = make_dataset(n_subjects=2, reps=1, seed=11)
+    out[0].poses[3, 2, :] = np.nan  # a lost joint must survive every format
+    return out
+
+
+def _same(a: Sequence, b: Sequence) -> None:
+    assert (a.subject, a.exercise, a.label, a.rep, a.skeleton, a.units, a.fps) == (
+        b.subject, b.exercise, b.label, b.rep, b.skeleton, b.units, b.fps)
+    assert np.array_equal(a.poses, b.poses, equal_nan=True)
+    assert a.sequence_id == b.sequence_id
+
+
+@pytest.mark.parametrize("name", ["one.json", "one.npz", "one.csv", "one.csv.gz"])
+def test_single_sequence_round_trip_is_exact(tmp_path, seqs, name):
+    writer = {".json": lambda s, p: write_sequences_json([s], p), ".npz": write_sequence_npz,
+              ".csv": write_sequence_csv, ".gz": write_sequence_csv}[Path(name).suffix]
+    path = writer(seqs[0], tmp_path / name)
+    (back,) = list(iter_sequences(path))
+    _same(seqs[0], back)
+    assert back.source == str(path)
+
+
+def test_json_with_several_sequences_names_each_item(tmp_path, seqs):
+    path = write_sequences_json(seqs[:5], tmp_path / "many.json")
+    back = list(iter_sequences(path))
+    for i, (a, b) in enumerate(zip(seqs[:5], back, strict=True)):
+        _same(a, b)
+        assert b.source == f"{path}#{i}"
+
+
+def test_csv_layout_is_plain_text(tmp_path, seqs):
+    path = write_sequence_csv(seqs[0], tmp_path / "x.csv.gz")
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    assert "# subject: s1" in lines and "# fps: 30.0" in lines
+    header = next(line for line in lines if not line.startswith("#"))
+    assert header.startswith("nose_x,nose_y,nose_z,neck_x")
+    assert len(lines) == 8 + 1 + seqs[0].n_frames  # format and 7 field lines, header, frames
+    lost = lines[9 + 3].split(",")  # frame 3 lost joint 2
+    assert len(lost) == 57 and lost[6:9] == ["", "", ""] and "" not in lost[:6]
+
+
+def test_ec3d_pickle_round_trip(tmp_path, seqs):
+    path = write_ec3d_pickle(seqs, tmp_path / "data_3D.pickle")
+    raw = safe_load(path)
+    assert raw["poses"].shape == (sum(s.n_frames for s in seqs), 3, 25)
+    assert raw["labels"].shape == (raw["poses"].shape[0], 5)
+    assert np.isnan(raw["poses"][:, :, [15, 16, 17, 18, 20, 23]]).all()  # slots EC3D lacks
+    back = list(iter_sequences(path))
+    assert len(back) == len(seqs)
+    for a, b in zip(seqs, back, strict=True):
+        _same(a, b)
+        assert str(path) in b.source
+
+
+def test_pickle_writer_refuses_what_the_layout_cannot_hold(tmp_path, seqs):
+    with pytest.raises(ValueError, match="subject"):
+        write_ec3d_pickle([Sequence(**{**seqs[0].__dict__, "subject": "alice"})], tmp_path / "x")
+    with pytest.raises(ValueError, match="label"):
+        write_ec3d_pickle([seqs[0].with_label("wobbly")], tmp_path / "x")
+
+
+@pytest.mark.parametrize("suffix", ["json", "npz", "parquet"])
+def test_session_round_trip(tmp_path, suffix):
+    seq, _ = make_session("u3", "lunge", ["correct", "knee_passes_toe"], seed=1)
+    path = write_session(seq, tmp_path / f"s.{suffix}")
+    back = read_session(path)
+    assert back.label is None and back.meta == {"session_id": seq.meta["session_id"]}
+    assert (back.subject, back.exercise, back.skeleton, back.units, back.fps) == (
+        "u3", "lunge", "ec3d19", "m", 30.0)
+    assert np.array_equal(back.poses, seq.poses, equal_nan=True)
+    assert back.source == str(path)
+
+
+def test_session_without_id_takes_the_file_name(tmp_path):
+    seq, _ = make_session("u4", "squat", ["correct"], seed=1)
+    path = write_session(seq, tmp_path / "upload-17.json")
+    doc = json.loads(path.read_text())
+    del doc["session_id"]
+    path.write_text(json.dumps(doc))
+    assert read_session(path).meta["session_id"] == "upload-17"
+
+
+def test_session_writer_refuses_unknown_suffix(tmp_path):
+    seq, _ = make_session("u4", "squat", ["correct"], seed=1)
+    with pytest.raises(ValueError, match=r"\.json, \.npz or \.parquet"):
+        write_session(seq, tmp_path / "s.csv")
+
+
+def test_a_labelled_file_without_label_is_an_error_for_that_sequence(tmp_path, seqs):
+    path = write_sequences_json([seqs[0].with_label(None)], tmp_path / "nolabel.json")
+    (err,) = list(iter_sequences(path))
+    assert isinstance(err, SequenceError) and "label" in err.reason and str(path) in str(err)
