@@ -7,7 +7,8 @@ A batch holds pairs of different lengths: x (B, N, D) and y (B, M, D) are padded
 y_lens give each pair's true lengths. The recursion runs along anti-diagonals, vectorised over the
 batch and the diagonal, in float64 whatever the input dtype (gamma = 0.01 turns float32 rounding
 of R into visible errors). The backward pass is the analytic E-matrix recursion, not autograd
-through the loop. Plain torch: CPU and CUDA alike.
+through the loop. On CPU the recursion runs in a small C++ kernel (model/softdtw_cpu.py) when it
+builds; elsewhere (CUDA, or no compiler) in plain torch along anti-diagonals.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from model import softdtw_cpu
 
 BIG = 1e10
 """Stands for +inf outside the grid: finite, so that the soft-min never computes inf - inf."""
@@ -165,21 +168,33 @@ class _SoftDTW(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cost: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) -> Tensor:
         batch, n, m = cost.shape
+        ctx.gamma, ctx.shape = gamma, (n, m)
+        kernel = softdtw_cpu.load() if cost.device.type == "cpu" else None
+        ctx.kernel = kernel
+        if kernel is not None:
+            values, probs = kernel.sdtw_forward(
+                cost.contiguous(), x_lens.cpu(), y_lens.cpu(), gamma
+            )
+            ctx.save_for_backward(probs, x_lens, y_lens)
+            return values
         to_diag, to_grid = _skew_index(n, m, cost.device)
         grid = torch.full((batch, n + 1, m + 1), BIG, dtype=torch.float64, device=cost.device)
         grid[:, 1:, 1:] = cost
         diag_cost = grid.reshape(batch, -1)[:, to_diag].view(batch, n + m + 1, n + 1)
         r = _forward_diagonals(diag_cost, gamma)
-        ends = (x_lens + y_lens, x_lens)
         ctx.save_for_backward(diag_cost, r, x_lens, y_lens, to_grid)
-        ctx.gamma, ctx.shape = gamma, (n, m)
-        return r[torch.arange(batch, device=cost.device), ends[0], ends[1]]
+        return r[torch.arange(batch, device=cost.device), x_lens + y_lens, x_lens]
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        diag_cost, r, x_lens, y_lens, to_grid = ctx.saved_tensors
         n, m = ctx.shape
-        e = _backward_diagonals(diag_cost, r, x_lens, y_lens, grad_out.to(torch.float64), ctx.gamma)
+        grad_out = grad_out.to(torch.float64).contiguous()
+        if ctx.kernel is not None:
+            probs, x_lens, y_lens = ctx.saved_tensors
+            grad = ctx.kernel.sdtw_backward(probs, x_lens, y_lens, grad_out, n, m)
+            return grad, None, None, None
+        diag_cost, r, x_lens, y_lens, to_grid = ctx.saved_tensors
+        e = _backward_diagonals(diag_cost, r, x_lens, y_lens, grad_out, ctx.gamma)
         grad = e[:, : n + m + 1, : n + 1].reshape(e.shape[0], -1)[:, to_grid]
         return grad.view(-1, n, m), None, None, None
 
