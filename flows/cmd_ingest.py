@@ -1,0 +1,163 @@
+"""`posecoach ingest SOURCE...` and `posecoach data versions | delete-subject | restore |
+compact | vacuum`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from flows.app import app, data_app
+from flows.ingest import IngestReport, ingest_flow, quarantine_dir
+from flows.options import DatasetOpt, JsonOpt
+from flows.output import console, emit, fail
+from model.dataset import Dataset
+from model.sequence import SequenceError
+
+
+def _declared(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def show_report(report: dict[str, Any]) -> None:
+    """The human summary of an ingest."""
+    console.print(f"ingest into {report['dataset']!r}: now at version {report['version']}")
+    table = Table()
+    table.add_column("", style="bold")
+    table.add_column("count", justify="right")
+    for key in ("files", "inputs", "accepted", "inserted", "duplicates", "updated", "rejected"):
+        table.add_row(key, str(report[key]))
+    console.print(table)
+    if report["rejected_by_kind"]:
+        kinds = Table(title=f"rejected, copied to {quarantine_dir(report['dataset'])}")
+        kinds.add_column("kind")
+        kinds.add_column("count", justify="right")
+        kinds.add_column("example")
+        for kind, count in report["rejected_by_kind"].items():
+            first = next(r for r in report["rejections"] if r["kind"] == kind)
+            kinds.add_row(kind, str(count), f"{first['file']}: {first['reason']}")
+        console.print(kinds)
+    if report["released"]:
+        console.print(f"{len(report['released'])} fixed file(s) left quarantine")
+    console.print(f"{report['inputs']} inputs in {report['seconds']:.1f} s "
+                  f"({report['per_second']} per second); "
+                  + ("every input accounted for" if report["accounted"] else
+                     "[red]inputs unaccounted for[/red]"))
+
+
+@app.command("ingest")
+def ingest(
+    sources: list[str] = typer.Argument(..., help="Files or folders of labelled sequences."),
+    dataset: str = DatasetOpt,
+    layout: str = typer.Option(None, "--layout", help="Input layout, when not told by the file."),
+    skeleton: str = typer.Option(None, "--skeleton", help="Declared skeleton of the poses."),
+    units: str = typer.Option(None, "--units", help="Declared units: m, cm or mm."),
+    fps: float = typer.Option(None, "--fps", help="Declared frame rate."),
+    exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
+    subject: str = typer.Option(None, "--subject", help="Declared subject."),
+    label: str = typer.Option(None, "--label", help="Declared label."),
+    pattern: str = typer.Option(None, "--pattern",
+                                help="Regular expression on file paths with named groups "
+                                     "subject, exercise, label, rep."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Validate and ingest labelled sequences; rejected inputs go to quarantine with a reason.
+
+    Re-ingest fixed files with `posecoach ingest var/quarantine/DATASET --dataset DATASET`.
+    """
+    declared = _declared(layout=layout, skeleton=skeleton, units=units, fps=fps,
+                         exercise=exercise, subject=subject, label=label, pattern=pattern)
+    try:
+        report: IngestReport = ingest_flow(sources, dataset, **declared)
+    except SequenceError as exc:
+        fail(str(exc))
+    emit(report.to_dict(), as_json, show_report)
+    if not report.accounted:
+        fail("some inputs ended neither as rows nor as error records")
+
+
+def _dataset(name: str) -> Dataset:
+    ds = Dataset(name)
+    if not ds.exists():
+        fail(f"no dataset {name!r} at {ds.uri}")
+    return ds
+
+
+def _show_versions(result: dict[str, Any]) -> None:
+    table = Table(title=f"dataset {result['dataset']!r}: {result['rows']} rows "
+                  f"at version {result['version']}")
+    for col in ("version", "time", "operation", "inserted", "updated", "deleted", "note"):
+        table.add_column(col, justify="right" if col in ("version", "inserted") else "left")
+    for h in result["history"]:
+        table.add_row(*(str(h[c]) for c in ("version", "time", "operation", "inserted",
+                                             "updated", "deleted", "note")))
+    console.print(table)
+
+
+@data_app.command("versions")
+def versions(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
+    """Every version of a dataset, newest first."""
+    ds = _dataset(dataset)
+    result = {"dataset": dataset, "version": ds.version(), "rows": ds.count(),
+              "history": ds.history()}
+    emit(result, as_json, _show_versions)
+
+
+def _show_kv(title: str) -> Any:
+    def show(result: dict[str, Any]) -> None:
+        table = Table(title=title)
+        table.add_column("")
+        table.add_column("value")
+        for key, value in result.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    return show
+
+
+@data_app.command("delete-subject")
+def delete_subject(
+    subject: str = typer.Argument(..., help="The subject whose recordings go."),
+    purge: bool = typer.Option(False, "--purge",
+                               help="Also delete old data files now (older versions become "
+                                    "unreadable)."),
+    dataset: str = DatasetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove one subject's recordings from the current version (and, with --purge, the disk)."""
+    result = {"dataset": dataset, **_dataset(dataset).delete_subject(subject, purge=purge)}
+    emit(result, as_json, _show_kv(f"deleted subject {subject!r}"))
+
+
+@data_app.command("restore")
+def restore(
+    version: int = typer.Argument(..., help="The version whose rows become current again."),
+    dataset: str = DatasetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Make an earlier version current again, as a new version (undo a bad ingest)."""
+    try:
+        result = {"dataset": dataset, **_dataset(dataset).restore(version)}
+    except SequenceError as exc:
+        fail(str(exc))
+    emit(result, as_json, _show_kv(f"restored version {version}"))
+
+
+@data_app.command("compact")
+def compact(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
+    """Rewrite small data files into larger ones (rows unchanged, a new version)."""
+    result = {"dataset": dataset, **_dataset(dataset).compact()}
+    emit(result, as_json, _show_kv("compacted"))
+
+
+@data_app.command("vacuum")
+def vacuum(
+    retention_hours: int = typer.Option(None, "--retention-hours",
+                                        help="Keep removed files younger than this "
+                                             "(default: a week; 0 deletes them all)."),
+    dataset: str = DatasetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete data files no longer referenced by recent versions."""
+    removed = _dataset(dataset).vacuum(retention_hours)
+    emit({"dataset": dataset, "removed_files": len(removed)}, as_json, _show_kv("vacuumed"))

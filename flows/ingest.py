@@ -1,0 +1,320 @@
+"""The ingest flow: read -> validate -> write -> quarantine, one Prefect task per stage.
+
+Every input ends as a row of the dataset or as an error record: a sequence that fails
+validation, a file that cannot be read at all, a file with nothing in it. Each rejected file is
+copied to `<quarantine>/<dataset>/` and described in `_errors.jsonl` there, one JSON line per
+rejection (file, original, sequence, kind, reason, time, the fields the file was read with).
+Ingesting a file from the quarantine folder again, once fixed, takes it out of quarantine when
+nothing in it is rejected any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flows.output import console
+from model.dataset import Dataset, WriteResult
+from model.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
+from model.sequence import Sequence, SequenceError, validate
+from model.settings import get_settings
+
+ERRORS_FILE = "_errors.jsonl"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One input that did not become a row: which file, which sequence in it, why."""
+
+    file: str
+    sequence: str | None
+    kind: str
+    reason: str
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    files: int
+    inputs: int
+    accepted: int
+    inserted: int
+    duplicates: int
+    updated: int
+    rejections: list[Rejection]
+    version: int | None
+    quarantined: list[str]
+    released: list[str]
+    seconds: float
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+    @property
+    def rejected_by_kind(self) -> dict[str, int]:
+        return dict(Counter(r.kind for r in self.rejections).most_common())
+
+    @property
+    def accounted(self) -> bool:
+        """Every input is a row (inserted, duplicate or updated) or an error record."""
+        return (self.inputs == self.accepted + self.rejected
+                and self.accepted == self.inserted + self.duplicates + self.updated)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(rejected=self.rejected, rejected_by_kind=self.rejected_by_kind,
+                   accounted=self.accounted,
+                   per_second=round(self.inputs / self.seconds, 1) if self.seconds else None)
+        return out
+
+
+@dataclass
+class ReadResult:
+    """The read stage's output: sequences with the file each came from, and rejections."""
+
+    sequences: list[tuple[str, Sequence]]
+    rejections: list[Rejection]
+
+    @property
+    def inputs(self) -> int:
+        return len(self.sequences) + len(self.rejections)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def input_files(source: Path) -> list[Path]:
+    """The files a source stands for, as the readers walk a folder."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise SequenceError(str(source), "no such file or folder", "missing_source")
+    return sorted(
+        p for p in source.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith((".", "_"))
+        and p.suffix.lower() not in SKIPPED_SUFFIXES
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One call of the readers: a file or folder, its declared options, the files it covers."""
+
+    path: Path
+    options: dict[str, Any]
+    files: tuple[Path, ...]
+
+
+def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) -> list[Unit]:
+    """What to read. A folder is read whole (its manifests apply); a file in quarantine is read
+    alone with the fields recorded when it was quarantined, unless options are declared."""
+    folder = quarantine_dir(dataset)
+    recorded = {} if declared else {r["file"]: r.get("fields") or {} for r in read_errors(folder)}
+    units: list[Unit] = []
+    for src in map(Path, sources):
+        files = input_files(src)
+        if src.is_dir() and not _inside(src, folder):
+            units.append(Unit(src, declared, tuple(files)))
+        else:
+            units += [Unit(f, recorded.get(str(f.resolve()), declared), (f,)) for f in files]
+    return units
+
+
+def _file_of(source: str) -> str:
+    """The file a reader's item came from (readers name pieces `file#where`)."""
+    return source.split("#", 1)[0]
+
+
+def _read_unit(unit: Unit, on_file: Any) -> ReadResult:
+    out = ReadResult([], [])
+    seen: set[str] = set()
+    try:
+        for item in iter_sequences(unit.path, **unit.options):
+            file = _file_of(item.source)
+            if file not in seen:
+                seen.add(file)
+                on_file()
+            if isinstance(item, SequenceError):
+                out.rejections.append(Rejection(file, item.source, item.kind, item.reason))
+            else:
+                out.sequences.append((file, item))
+    except SequenceError as exc:
+        out.rejections.append(Rejection(str(unit.path), None, exc.kind, exc.reason))
+    except Exception as exc:  # a reader bug or an exotic failure must still leave a record
+        out.rejections.append(Rejection(str(unit.path), None, "unreadable",
+                                        f"{type(exc).__name__}: {exc}"))
+    recorded = seen | {r.file for r in out.rejections}
+    for file in unit.files:
+        if str(file) not in recorded:
+            out.rejections.append(Rejection(str(file), None, "empty", "no sequences in this file"))
+        if str(file) not in seen:
+            on_file()
+    return out
+
+
+@task(name="read", cache_policy=NONE)
+def read_inputs(units: list[Unit]) -> ReadResult:
+    """Read every unit with the readers; every file yields sequences or rejections."""
+    out = ReadResult([], [])
+    with _progress() as bar:
+        job = bar.add_task("read", total=sum(len(u.files) for u in units))
+        for unit in units:
+            got = _read_unit(unit, lambda: bar.advance(job))
+            out.sequences += got.sequences
+            out.rejections += got.rejections
+    return out
+
+
+def _describe(seq: Sequence) -> str:
+    return f"{seq.subject}/{seq.exercise}/{seq.label}/rep {seq.rep}"
+
+
+@task(name="validate", cache_policy=NONE)
+def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection]]:
+    """Keep the sequences that pass model.sequence.validate; the others become rejections."""
+    good: list[Sequence] = []
+    bad: list[Rejection] = []
+    with _progress() as bar:
+        job = bar.add_task("validate", total=len(read.sequences))
+        for path, seq in read.sequences:
+            try:
+                good.append(validate(seq))
+            except SequenceError as exc:
+                bad.append(Rejection(path, _describe(seq), exc.kind, exc.reason))
+            bar.advance(job)
+    return good, bad
+
+
+@task(name="write", cache_policy=NONE)
+def write_dataset(dataset: str, seqs: list[Sequence], note: str) -> WriteResult:
+    """Merge the good sequences into the dataset in one commit."""
+    return Dataset(dataset).write(seqs, note=note)
+
+
+def quarantine_dir(dataset: str) -> Path:
+    return get_settings().quarantine / dataset
+
+
+def read_errors(folder: Path) -> list[dict[str, Any]]:
+    """The error records of a quarantine folder (oldest first)."""
+    path = folder / ERRORS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_errors(folder: Path, records: list[dict[str, Any]]) -> None:
+    tmp = folder / f".{ERRORS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records))
+    os.replace(tmp, folder / ERRORS_FILE)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _quarantine_copy(path: Path, folder: Path) -> Path:
+    """Copy a rejected file into the quarantine folder; same bytes reuse the existing copy."""
+    target = folder / path.name
+    if target.exists() and _digest(target) != _digest(path):
+        target = folder / f"{path.stem}-{_digest(path)[:8]}{path.suffix}"
+    if not target.exists():
+        shutil.copy2(path, target)
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _fields(file: Path, unit: Unit) -> dict[str, Any]:
+    """The fields a file was read with (layout, manifest, options, file-name pattern)."""
+    root = unit.path if unit.path.is_dir() else file.parent
+    try:
+        return declared_fields(file, root, unit.options)
+    except SequenceError:
+        return dict(unit.options)
+
+
+@task(name="quarantine", cache_policy=NONE)
+def quarantine(dataset: str, units: list[Unit],
+               rejections: list[Rejection]) -> tuple[list[str], list[str]]:
+    """Copy rejected files to quarantine with their error records; release fixed ones.
+
+    Returns (quarantined copies, released files).
+    """
+    folder = quarantine_dir(dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    by_file: dict[str, list[Rejection]] = {}
+    for rej in rejections:
+        by_file.setdefault(rej.file, []).append(rej)
+    unit_of = {str(f): u for u in units for f in u.files}
+    records = read_errors(folder)
+    replaced: set[str] = set()
+    new: list[dict[str, Any]] = []
+    quarantined: list[str] = []
+    released: list[str] = []
+    for name in dict.fromkeys([*unit_of, *by_file]):
+        path = Path(name)
+        inside = _inside(path, folder)
+        if name not in by_file:
+            if inside:
+                replaced.add(str(path.resolve()))
+                path.unlink()
+                released.append(name)
+            continue
+        if not path.is_file():
+            continue
+        copy = path if inside else _quarantine_copy(path, folder)
+        key = str(copy.resolve())
+        replaced.add(key)
+        quarantined.append(str(copy))
+        old = next((r for r in records if r["file"] == key), None)
+        fields = old["fields"] if old and inside else (
+            _fields(path, unit_of[name]) if name in unit_of else {})
+        original = old["original"] if old else str(path.resolve())
+        new += [{**asdict(r), "file": key, "original": original, "fields": fields}
+                for r in by_file[name]]
+    _write_errors(folder, [r for r in records if r["file"] not in replaced] + new)
+    return quarantined, released
+
+
+@flow(name="ingest")
+def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> IngestReport:
+    """Ingest labelled sequences from files or folders into a dataset; account for every input.
+
+    Files re-ingested from the quarantine folder without declared options are read with the
+    fields recorded when they were quarantined.
+    """
+    start = time.perf_counter()
+    units = plan(sources, dataset, declared)
+    read = read_inputs(units)
+    good, invalid = validate_sequences(read)
+    note = f"ingest of {', '.join(map(str, sources))}"[:500]
+    written = write_dataset(dataset, good, note)
+    rejections = read.rejections + invalid
+    quarantined, released = quarantine(dataset, units, rejections)
+    return IngestReport(
+        dataset=dataset, files=sum(len(u.files) for u in units), inputs=read.inputs,
+        accepted=len(good), inserted=written.inserted, duplicates=written.duplicates,
+        updated=written.updated, rejections=rejections, version=written.version,
+        quarantined=quarantined, released=released,
+        seconds=round(time.perf_counter() - start, 3),
+    )
