@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,28 @@ def test_other_layouts_map_back_onto_the_same_motion(skeleton):
     # neck and mid-hip are rebuilt from jittered shoulders and hips: equal up to the jitter
     gap = np.linalg.norm(a[:, same] - b[:, same], axis=-1)
     assert np.median(gap) < 0.03 and gap.max() < 0.12
+
+
+def test_synth_command_writes_what_its_summary_says(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from model.readers import iter_sequences, read_session
+
+    result = CliRunner().invoke(app, ["synth", str(tmp_path), "--profile", "test", "--seed", "3",
+                                      "--sessions", "3", "--broken", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    seqs = list(iter_sequences(Path(summary["pickle"])))
+    assert len(seqs) == summary["sequences"] == 3 * 11 * 2
+    assert sorted(Path(s["path"]).suffix for s in summary["sessions"]) == [
+        ".json", ".npz", ".parquet"]
+    truth = json.loads((tmp_path / "sessions.truth.json").read_text())
+    for item in truth:
+        session = validate(read_session(Path(item["path"])))
+        assert item["boundaries"][-1][1] <= session.n_frames
+    assert len(summary["broken"]) == 2
+    bad = CliRunner().invoke(app, ["synth", str(tmp_path), "--format", "xml"])
+    assert bad.exit_code == 2
