@@ -1,0 +1,79 @@
+"""`posecoach paper-protocol` on a small synthetic EC3D-format pickle (test profile)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from flows.cli import app
+from model.ec3d_pickle import write_ec3d_pickle
+from model.synth import make_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pickle_path(tmp_path_factory):
+    torch.set_num_threads(1)
+    seqs = make_dataset(n_subjects=4, reps=1, seed=11)
+    return write_ec3d_pickle(seqs, tmp_path_factory.mktemp("ec3d") / "data_3D.pickle"), seqs
+
+
+def run(*args: str):
+    return runner.invoke(app, ["paper-protocol", "--profile", "test", *args])
+
+
+def test_json_table_for_two_variants(pickle_path, tmp_path):
+    path, seqs = pickle_path
+    out = []
+    for variant in ("full", "separated_corrector"):
+        result = run("--ec3d", str(path), "--variant", variant, "--workdir", str(tmp_path),
+                     "--synthetic", "--json")
+        assert result.exit_code == 0, result.output
+        out.append(json.loads(result.stdout))
+    full, corrector = (d["variants"][v] for d, v in zip(out, ("full", "separated_corrector"),
+                                                         strict=True))
+    doc = out[0]
+    assert doc["data"]["synthetic"] is True
+    assert doc["n_test"] == sum(s.subject == "s4" for s in seqs)
+    assert doc["n_train"] == sum(s.subject in ("s1", "s2", "s3") for s in seqs)
+    assert doc["paper_reference"]["macro_classification"] == 0.909
+    assert {r["class"] for r in full["per_class"]} == {
+        f"{s.exercise}/{s.label}" for s in seqs if s.subject == "s4"
+    }
+    assert sum(r["n"] for r in full["per_class"]) == doc["n_test"]
+    assert 0 <= full["macro"] <= 1 and 0 <= full["correction"]["self"]["macro"] <= 1
+    assert full["correction"]["independent"]["all"] is not None
+    assert (tmp_path / "confusion-full.png").is_file()
+    # a separated corrector does not classify: no accuracy, judged by the independent judge only
+    assert corrector["macro"] is None and corrector["correction"]["self"]["all"] is None
+    assert corrector["correction"]["independent"]["all"] is not None
+
+
+def test_human_table_marks_synthetic_and_keeps_the_paper_apart(pickle_path, tmp_path):
+    path, _ = pickle_path
+    result = run("--ec3d", str(path), "--workdir", str(tmp_path), "--synthetic",
+                 "--variant", "separated_classifier")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "synthetic data, not EC3D's figures" in text
+    assert "macro" in text and "micro" in text and "squat/knees_inward" in text
+    assert "paper (real EC3D, as published" in text and "90.9" in text
+
+
+def test_a_pickle_without_the_test_subject_fails_with_the_reason(tmp_path):
+    path = write_ec3d_pickle(make_dataset(n_subjects=2, reps=1, seed=2), tmp_path / "two.pickle")
+    result = run("--ec3d", str(path), "--workdir", str(tmp_path / "w"))
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "two.pickle" in text and "s4" in text
+
+
+def test_unknown_variant_and_missing_file(tmp_path):
+    result = run("--ec3d", str(tmp_path / "nope.pickle"))
+    assert result.exit_code != 0 and "no such file" in " ".join(result.output.split())
+    result = run("--ec3d", str(tmp_path / "nope.pickle"), "--variant", "bigger")
+    assert result.exit_code != 0 and "'bigger'" in result.output
