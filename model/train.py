@@ -285,6 +285,72 @@ def normalise_labelled(
     return out
 
 
+@dataclass
+class Run:
+    """A training in progress: the module (and its wrapper), optimiser, scheduler, shuffling."""
+
+    module: FeedbackGCN
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    device: torch.device
+    history: list[dict]
+
+    @classmethod
+    def start(cls, module: FeedbackGCN, config: TrainConfig, device: torch.device,
+              wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Run:
+        optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+        return cls(
+            module=module, net=module if wrap is None else wrap(module), optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay),
+            generator=torch.Generator().manual_seed(config.seed), device=device, history=[],
+        )
+
+    def state(self) -> dict:
+        """Everything a resumed run needs, as tensors and plain values (weights_only loads it)."""
+        return {
+            "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": len(self.history),
+            "rng": rng_state(self.generator, self.device), "history": self.history,
+        }
+
+    def restore(self, ckpt: dict) -> None:
+        self.module.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"], self.generator, self.device)
+        self.history = list(ckpt["history"])
+
+    def epoch(self, data: TrainingData, config: TrainConfig, n_classes: int,
+              shard: tuple[int, int] | None = None) -> dict:
+        """One pass over the shuffled data; returns the epoch's mean loss terms."""
+        epoch = len(self.history)
+        began = time.perf_counter()
+        self.net.train()
+        curriculum = self.module.variant.feedback == "curriculum"
+        teacher_prob = 1.0 - epoch / config.epochs if curriculum else 1.0
+        steps = batches(len(data.labels), config.batch_size, self.generator)
+        if shard is not None:
+            steps = shard_batches(steps, *shard)
+        sums: dict[str, float] = {}
+        for idx in steps:
+            loss, parts = batch_loss(self.net, data, idx.to(self.device), config, teacher_prob,
+                                     n_classes)
+            self.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), config.grad_clip)
+            self.optimizer.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.scheduler.step()
+        row = {"epoch": epoch + 1, **{k: v / len(steps) for k, v in sums.items()},
+               "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - began}
+        self.history.append(row)
+        return row
+
+
 def train(
     sequences: list[Sequence],
     config: TrainConfig,
@@ -313,12 +379,7 @@ def train(
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
     module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)
-    net = module if wrap is None else wrap(module)
-    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    history: list[dict] = []
-    start = 0
+    run = Run.start(module, config, device, wrap)
     identity = checkpoint_identity(config, classes, data_fingerprint(sequences))
     ckpt_path = None
     if checkpoint_dir is not None:
@@ -326,45 +387,18 @@ def train(
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT
         ckpt = load_checkpoint(ckpt_path, identity)
         if ckpt is not None:
-            module.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"], generator, device)
-            start, history = ckpt["epoch"], ckpt["history"]
+            run.restore(ckpt)
 
-    bar = tqdm(range(start, config.epochs), desc=f"train {config.variant}", unit="epoch",
-               disable=not progress, initial=start, total=config.epochs)
-    curriculum = module.variant.feedback == "curriculum"
-    for epoch in bar:
-        net.train()
-        began = time.perf_counter()
-        teacher_prob = 1.0 - epoch / config.epochs if curriculum else 1.0
-        sums: dict[str, float] = {}
-        steps = batches(len(sequences), config.batch_size, generator)
-        if shard is not None:
-            steps = shard_batches(steps, *shard)
-        for idx in steps:
-            loss, parts = batch_loss(net, data, idx.to(device), config, teacher_prob,
-                                     len(classes))
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-            optimizer.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-        scheduler.step()
-        row = {"epoch": epoch + 1, **{k: v / len(steps) for k, v in sums.items()},
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began}
-        history.append(row)
+    done = len(run.history)
+    bar = tqdm(range(done, config.epochs), desc=f"train {config.variant}", unit="epoch",
+               disable=not progress, initial=done, total=config.epochs)
+    for _ in bar:
+        row = run.epoch(data, config, len(classes), shard)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                "rng": rng_state(generator, device), "history": history, "identity": identity,
-            })
+            save_checkpoint(ckpt_path, {**run.state(), "identity": identity})
         if on_epoch is not None:
             on_epoch(row)
     module.eval()
     return TrainedModel(module, config, classes, norm,
-                        {**(meta or {}), "history": history, "n_train": len(sequences)})
+                        {**(meta or {}), "history": run.history, "n_train": len(sequences)})
