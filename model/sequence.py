@@ -33,6 +33,10 @@ class SequenceError(ValueError):
         self.reason = reason
         self.kind = kind
 
+    def __reduce__(self):
+        """Picklable with its three fields, so it crosses process boundaries (Ray, spawn)."""
+        return (type(self), (self.source, self.reason, self.kind))
+
 
 @dataclass
 class Sequence:

@@ -129,7 +129,10 @@ def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None
     Folds run concurrently up to the cluster's capacity (or `max_concurrent`); each is retried
     from its checkpoint when its worker process dies, at most `max_retries` times.
     """
-    subjects = sorted(subjects if subjects is not None else {s.subject for s in sequences})
+    present = {s.subject for s in sequences}
+    subjects = sorted(set(subjects) if subjects is not None else present)
+    if missing := sorted(set(subjects) - present):
+        raise ValueError(f"cross-validation subjects {missing} have no sequences")
     plan = loso_folds(subjects)
     ensure_ray()
     place = placement(threads_per_fold, gpu_fraction)
@@ -205,8 +208,8 @@ class _FoldRunner:
             log.warning("fold %s: worker lost (%s); retry %d of %d from its last checkpoint",
                         held_out, type(exc).__name__, attempts, self.max_retries)
             return None
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if exc.cause is not None else exc
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
             raise FoldError(held_out, f"{type(cause).__name__}: {cause}", attempts) from exc
         return FoldOutcome(held_out=held_out, train_subjects=list(train_subjects),
                            metrics=out["metrics"], model_dir=out["model_dir"],
