@@ -333,6 +333,9 @@ class Run:
         steps = batches(len(data.labels), config.batch_size, self.generator)
         if shard is not None:
             steps = shard_batches(steps, *shard)
+        if not steps:
+            raise ValueError(f"{len(data.labels)} sequences give no batch of two or more per "
+                             f"worker (batch_size {config.batch_size})")
         sums: dict[str, float] = {}
         for idx in steps:
             loss, parts = batch_loss(self.net, data, idx.to(self.device), config, teacher_prob,

@@ -200,3 +200,5 @@ def test_unlabelled_or_too_few_sequences_are_refused(toy):
         train([toy[0].with_label(None), *toy[1:]], TINY, progress=False)
     with pytest.raises(ValueError, match="at least 2"):
         train(toy[:1], TINY, progress=False)
+    with pytest.raises(ValueError, match="no batch of two or more per worker"):
+        train(toy, TINY, progress=False, shard=(0, 8))
