@@ -3,6 +3,7 @@ compact | vacuum`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -68,6 +69,9 @@ def ingest(
     """
     declared = _declared(layout=layout, skeleton=skeleton, units=units, fps=fps,
                          exercise=exercise, subject=subject, label=label, pattern=pattern)
+    missing = [s for s in sources if not Path(s).exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
     try:
         report: IngestReport = ingest_flow(sources, dataset, **declared)
     except SequenceError as exc:
