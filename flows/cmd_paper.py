@@ -92,6 +92,10 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def show(result: dict) -> None:
     """The paper's table for every variant, then the paper's own figures for reference."""
     marker = " [yellow](synthetic data, not EC3D's figures)[/yellow]" if (
@@ -115,8 +119,10 @@ def show(result: dict) -> None:
         table.add_row("incorrect only", "", "", _pct(corr["self"]["incorrect"]),
                       _pct(corr["independent"]["incorrect"]))
         console.print(table)
-        console.print(f"soft-DTW divergence to the target: {d['sdtw_before']:.3f} before, "
-                      f"{d['sdtw_after']:.3f} after correction; confusion: {d['confusion_png']}")
+        console.print(f"mean soft-DTW divergence to the target, before -> after correction: "
+                      f"all {_num(d['sdtw_before'])} -> {_num(d['sdtw_after'])}, incorrect "
+                      f"{_num(d['sdtw_before_incorrect'])} -> {_num(d['sdtw_after_incorrect'])}; "
+                      f"confusion matrix: {d['confusion_png']}")
     ref = result["paper_reference"]
     console.print(f"paper ({ref['data']}): macro classification "
                   f"{_pct(ref['macro_classification'])} %, macro correction "

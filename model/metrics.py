@@ -9,7 +9,8 @@
   all test sequences ("all", correct ones included; "macro" is the mean over classes) and over the
   incorrect ones alone ("incorrect").
 - The mean soft-DTW divergence to the target before and after correction, targets paired within
-  the test set as in training.
+  the test set as in training, over all sequences with a target (a correct one is its own
+  target: 0 before) and over the incorrect ones alone.
 
 A figure that cannot be computed (no judge, a model without a classifier, no incorrect sequence)
 is NaN, and None in `to_dict()`.
@@ -73,8 +74,7 @@ class Evaluation:
     micro: float
     macro: float
     correction: dict[str, dict[str, float]]
-    sdtw_before: float
-    sdtw_after: float
+    sdtw: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict:
         return {
@@ -88,8 +88,10 @@ class Evaluation:
                 judge: {k: _num(v) for k, v in figures.items()}
                 for judge, figures in self.correction.items()
             },
-            "sdtw_before": _num(self.sdtw_before),
-            "sdtw_after": _num(self.sdtw_after),
+            "sdtw_before": _num(self.sdtw["all"]["before"]),
+            "sdtw_after": _num(self.sdtw["all"]["after"]),
+            "sdtw_before_incorrect": _num(self.sdtw["incorrect"]["before"]),
+            "sdtw_after_incorrect": _num(self.sdtw["incorrect"]["after"]),
         }
 
     @classmethod
@@ -111,17 +113,18 @@ class Evaluation:
             micro=f(d["micro"]),
             macro=f(d["macro"]),
             correction={j: {k: f(v) for k, v in fig.items()} for j, fig in d["correction"].items()},
-            sdtw_before=f(d["sdtw_before"]),
-            sdtw_after=f(d["sdtw_after"]),
+            sdtw={part: {when: f(d[f"sdtw_{when}{suffix}"]) for when in ("before", "after")}
+                  for part, suffix in (("all", ""), ("incorrect", "_incorrect"))},
         )
 
 
 def summarize(classes: list[Class], true: np.ndarray, pred: np.ndarray | None,
-              judged: dict[str, np.ndarray | None], sdtw_before: float = NAN,
-              sdtw_after: float = NAN) -> Evaluation:
+              judged: dict[str, np.ndarray | None],
+              sdtw: tuple[np.ndarray, np.ndarray] | None = None) -> Evaluation:
     """The figures from class indices (true, predicted: None for a model that does not
-    classify) and, per judge, whether each corrected motion was classified as its exercise's
-    correct class (None: that judge is missing or does not classify)."""
+    classify), per judge whether each corrected motion was classified as its exercise's correct
+    class (None: that judge is missing or does not classify), and each sequence's soft-DTW
+    divergence to its target before and after correction (NaN: no target)."""
     true = np.asarray(true, dtype=np.int64)
     n_cls = len(classes)
     confusion = np.zeros((n_cls, n_cls), dtype=np.int64)
@@ -159,9 +162,21 @@ def summarize(classes: list[Class], true: np.ndarray, pred: np.ndarray | None,
         micro=NAN if hit is None else _share(hit, everyone),
         macro=float(np.mean([r.accuracy for r in rows])) if rows else NAN,
         correction=correction,
-        sdtw_before=float(sdtw_before),
-        sdtw_after=float(sdtw_after),
+        sdtw={part: _mean_divergence(sdtw, among)
+              for part, among in (("all", everyone), ("incorrect", incorrect))},
     )
+
+
+def _mean_divergence(sdtw: tuple[np.ndarray, np.ndarray] | None,
+                     among: np.ndarray) -> dict[str, float]:
+    """Mean divergence before and after correction over the selected sequences with a target."""
+    if sdtw is None:
+        return {"before": NAN, "after": NAN}
+    before, after = (np.asarray(x, dtype=np.float64) for x in sdtw)
+    keep = among & ~np.isnan(before)
+    if not keep.any():
+        return {"before": NAN, "after": NAN}
+    return {"before": float(before[keep].mean()), "after": float(after[keep].mean())}
 
 
 def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel | None = None,
@@ -197,8 +212,8 @@ def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel
             else judged_correct(judge, inference.corrected, exercises, batch_size)
         ),
     }
-    before, after = divergence_to_targets(poses, inference.corrected, test_seqs)
-    return summarize(classes, true, pred, judged, before, after)
+    sdtw = divergence_to_targets(poses, inference.corrected, test_seqs)
+    return summarize(classes, true, pred, judged, sdtw)
 
 
 def judge_predictions(judge: TrainedModel, model: TrainedModel, poses: list[np.ndarray],
@@ -223,19 +238,21 @@ def judged_correct(judge: TrainedModel, corrected: list[np.ndarray], exercises: 
 
 
 def divergence_to_targets(inputs: list[np.ndarray], corrected: list[np.ndarray],
-                          seqs: list[Sequence]) -> tuple[float, float]:
-    """Mean soft-DTW divergence to the paired target of the inputs and of their corrections."""
+                          seqs: list[Sequence]) -> tuple[np.ndarray, np.ndarray]:
+    """Each input's and each correction's soft-DTW divergence to the input's paired target
+    (NaN where there is no target)."""
     targets = pair_targets(inputs, seqs)
     keep = [i for i, t in enumerate(targets) if t != NO_TARGET]
+    before = np.full(len(inputs), NAN)
+    after = np.full(len(inputs), NAN)
     if not keep:
-        return NAN, NAN
+        return before, after
     y, y_lens = _padded([inputs[targets[i]] for i in keep])
-    figures = []
-    for source in (inputs, corrected):
+    for source, out in ((inputs, before), (corrected, after)):
         x, x_lens = _padded([source[i] for i in keep])
         with torch.no_grad():
-            figures.append(float(soft_dtw_divergence(x, y, x_lens, y_lens).mean()))
-    return figures[0], figures[1]
+            out[keep] = soft_dtw_divergence(x, y, x_lens, y_lens).numpy()
+    return before, after
 
 
 def _padded(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

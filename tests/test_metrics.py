@@ -37,12 +37,23 @@ def test_correction_success_over_all_macro_and_incorrect_only():
     assert [r.correction_independent for r in ev.per_class] == pytest.approx([0.5, 1 / 3, 1.0])
 
 
+def test_divergence_means_over_all_and_incorrect_sequences_with_a_target():
+    before = np.array([0.0, 0.0, 4.0, 6.0, np.nan, 0.0])
+    after = np.array([1.0, 0.5, 2.0, 1.0, np.nan, 0.3])
+    ev = summarize(CLASSES, TRUE, PRED, {"self": SELF, "independent": None}, (before, after))
+    assert ev.sdtw["all"]["before"] == pytest.approx(10 / 5)
+    assert ev.sdtw["all"]["after"] == pytest.approx(4.8 / 5)
+    assert ev.sdtw["incorrect"] == pytest.approx({"before": 5.0, "after": 1.5})
+
+
 def test_missing_figures_are_none_in_json_and_round_trip():
-    ev = summarize(CLASSES, TRUE, PRED, {"self": SELF, "independent": None}, 0.8, 0.2)
+    sdtw = (np.array([0.0, 0.0, 1.0, 1.0, 1.0, 0.0]), np.full(6, 0.2))
+    ev = summarize(CLASSES, TRUE, PRED, {"self": SELF, "independent": None}, sdtw)
     d = json.loads(json.dumps(ev.to_dict()))
     assert d["correction"]["independent"] == {"all": None, "macro": None, "incorrect": None}
     assert d["per_class"][1]["class"] == "squat/knees_inward"
-    assert d["sdtw_before"] == 0.8 and d["sdtw_after"] == 0.2
+    assert d["sdtw_before"] == 0.5 and d["sdtw_after"] == pytest.approx(0.2)
+    assert d["sdtw_before_incorrect"] == 1.0
     back = Evaluation.from_dict(d)
     assert back.to_dict() == d
     assert back.classes == CLASSES
@@ -61,6 +72,7 @@ def test_no_incorrect_sequence_gives_nan_not_zero():
                    {"self": np.array([True, True]), "independent": None})
     assert ev.correction["self"]["all"] == 1.0
     assert ev.to_dict()["correction"]["self"]["incorrect"] is None
+    assert ev.to_dict()["sdtw_before"] is None
 
 
 def test_confusion_png(tmp_path):
