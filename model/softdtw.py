@@ -33,8 +33,7 @@ def soft_dtw(
 ) -> Tensor:
     """Soft-DTW value of each pair (x[b, :x_lens[b]], y[b, :y_lens[b]]) -> (B,), x's dtype."""
     x_lens, y_lens = _check(x, y, x_lens, y_lens, gamma)
-    cost = squared_distances(x, y)
-    return _SoftDTW.apply(cost, x_lens, y_lens, gamma).to(x.dtype)
+    return _sdtw(x, y, x_lens, y_lens, gamma).to(x.dtype)
 
 
 def soft_dtw_divergence(
@@ -53,11 +52,8 @@ def soft_dtw_divergence(
     xp, yp = _pad_time(x, width), _pad_time(y, width)
     left = torch.cat([xp, xp, yp])
     right = torch.cat([yp, xp, yp])
-    values = _SoftDTW.apply(
-        squared_distances(left, right),
-        torch.cat([x_lens, x_lens, y_lens]),
-        torch.cat([y_lens, x_lens, y_lens]),
-        gamma,
+    values = _sdtw(
+        left, right, torch.cat([x_lens, x_lens, y_lens]), torch.cat([y_lens, x_lens, y_lens]), gamma
     )
     xy, xx, yy = values[:batch], values[batch : 2 * batch], values[2 * batch :]
     return (xy - (xx + yy) / 2).to(x.dtype)
@@ -82,6 +78,15 @@ def pairwise_divergence(
     pairs = [(a, b) for a in xs for b in ys]
     cross = _batched_sdtw(pairs, gamma, batch_size).view(len(xs), len(ys))
     return cross - (self_x[:, None] + self_y[None, :]) / 2
+
+
+def _sdtw(x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) -> Tensor:
+    """Checked inputs -> (B,) float64, on the C++ kernel where it serves, else in torch."""
+    kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
+    if kernel is None:
+        return _SoftDTW.apply(squared_distances(x, y), x_lens, y_lens, gamma)
+    x64, y64 = x.to(torch.float64).contiguous(), y.to(torch.float64).contiguous()
+    return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel)
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
@@ -162,38 +167,44 @@ def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return to_diag.reshape(-1), to_grid.reshape(-1)
 
 
+class _KernelSoftDTW(torch.autograd.Function):
+    """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64."""
+
+    @staticmethod
+    def forward(ctx, x, y, x_lens, y_lens, gamma, kernel):
+        values, probs = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma)
+        ctx.save_for_backward(probs, x, y, x_lens, y_lens)
+        ctx.kernel = kernel
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        probs, x, y, x_lens, y_lens = ctx.saved_tensors
+        grad = grad_out.to(torch.float64).contiguous()
+        grad_x, grad_y = ctx.kernel.sdtw_backward(probs, x, y, x_lens, y_lens, grad)
+        return grad_x, grad_y, None, None, None, None
+
+
 class _SoftDTW(torch.autograd.Function):
     """Soft-DTW from a cost matrix (B, N, M) float64 with per-pair lengths -> (B,) float64."""
 
     @staticmethod
     def forward(ctx, cost: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) -> Tensor:
         batch, n, m = cost.shape
-        ctx.gamma, ctx.shape = gamma, (n, m)
-        kernel = softdtw_cpu.load() if cost.device.type == "cpu" else None
-        ctx.kernel = kernel
-        if kernel is not None:
-            values, probs = kernel.sdtw_forward(
-                cost.contiguous(), x_lens.cpu(), y_lens.cpu(), gamma
-            )
-            ctx.save_for_backward(probs, x_lens, y_lens)
-            return values
         to_diag, to_grid = _skew_index(n, m, cost.device)
         grid = torch.full((batch, n + 1, m + 1), BIG, dtype=torch.float64, device=cost.device)
         grid[:, 1:, 1:] = cost
         diag_cost = grid.reshape(batch, -1)[:, to_diag].view(batch, n + m + 1, n + 1)
         r = _forward_diagonals(diag_cost, gamma)
         ctx.save_for_backward(diag_cost, r, x_lens, y_lens, to_grid)
+        ctx.gamma, ctx.shape = gamma, (n, m)
         return r[torch.arange(batch, device=cost.device), x_lens + y_lens, x_lens]
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        n, m = ctx.shape
-        grad_out = grad_out.to(torch.float64).contiguous()
-        if ctx.kernel is not None:
-            probs, x_lens, y_lens = ctx.saved_tensors
-            grad = ctx.kernel.sdtw_backward(probs, x_lens, y_lens, grad_out, n, m)
-            return grad, None, None, None
         diag_cost, r, x_lens, y_lens, to_grid = ctx.saved_tensors
+        n, m = ctx.shape
+        grad_out = grad_out.to(torch.float64)
         e = _backward_diagonals(diag_cost, r, x_lens, y_lens, grad_out, ctx.gamma)
         grad = e[:, : n + m + 1, : n + 1].reshape(e.shape[0], -1)[:, to_grid]
         return grad.view(-1, n, m), None, None, None

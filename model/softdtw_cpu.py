@@ -1,10 +1,11 @@
 """The CPU kernel of the soft-DTW recursion: C++ built once with torch.utils.cpp_extension.
 
-Pairs are taken eight at a time and run in lockstep, one SIMD lane each, so that the recursion's
-exp and log vectorise; groups of eight run in parallel on torch's intra-op threads. The forward
-pass keeps each cell's soft-min probabilities, so that the backward E-matrix recursion is only
-multiplies and adds. The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR,
-default ~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
+Pairs are taken eight at a time and run in lockstep, one SIMD lane each, so that the cost, the
+recursion's exp and log, and the gradients w.r.t. x and y vectorise; groups of eight run in
+parallel on torch's intra-op threads. The forward pass keeps each cell's soft-min
+probabilities, so that the backward E-matrix recursion is only multiplies and adds.
+The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
+~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
 cannot be built, `load()` returns None and model.softdtw runs its pure-torch recursion instead.
 """
 
@@ -73,34 +74,56 @@ static inline double log_1_3(double t) {
     return 2.0 * s * p + high * 0.6931471805599453;
 }
 
-// cost (B, N, M) float64, lengths (B,) int64 -> values (B,), probs (blocks, 3, (N+2)(M+2), L).
-std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tensor m_len,
-                                     double gamma) {
-    const int64_t B = cost.size(0), N = cost.size(1), M = cost.size(2);
+// Copies pair blk*L + l of seq (B, T, D) into lanes: out[(t * D + k) * L + l], zero past B.
+static void to_lanes(const double* seq, int64_t B, int64_t T, int64_t D, int64_t blk,
+                     std::vector<double>& out) {
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t k = 0; k < D; ++k)
+            for (int64_t l = 0; l < L; ++l) {
+                const int64_t b = blk * L + l;
+                out[(t * D + k) * L + l] = b < B ? seq[(b * T + t) * D + k] : 0.0;
+            }
+}
+
+// x (B, N, D), y (B, M, D) float64, lengths (B,) int64 -> values (B,),
+// probs (blocks, 3, (N+2)(M+2), L): each cell's soft-min probabilities (diagonal, up, left).
+std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_len,
+                                     at::Tensor m_len, double gamma) {
+    const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = (B + L - 1) / L, W = M + 2, cells = (N + 2) * (M + 2);
-    auto values = at::zeros({B}, cost.options());
-    auto probs = at::zeros({blocks, 3, cells, L}, cost.options());
-    const double* C = cost.data_ptr<double>();
+    auto values = at::zeros({B}, x.options());
+    auto probs = at::zeros({blocks, 3, cells, L}, x.options());
+    const double* X = x.data_ptr<double>();
+    const double* Y = y.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     double* out = values.data_ptr<double>();
     double* P = probs.data_ptr<double>();
     const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> R(cells * L), lane_cost(cells * L, 0.0);
+        std::vector<double> R(cells * L), lane_cost(cells * L), xs(N * D * L), ys(M * D * L);
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb = 1, mb = 1;
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 nb = std::max(nb, nl[blk * L + l]);
                 mb = std::max(mb, ml[blk * L + l]);
             }
+            to_lanes(X, B, N, D, blk, xs);
+            to_lanes(Y, B, M, D, blk, ys);
+            std::fill(lane_cost.begin(), lane_cost.end(), 0.0);
             for (int64_t i = 1; i <= nb; ++i)
-                for (int64_t j = 1; j <= mb; ++j)
-                    for (int64_t l = 0; l < L; ++l) {
-                        const int64_t b = blk * L + l;
-                        lane_cost[(i * W + j) * L + l] =
-                            b < B ? C[(b * N + i - 1) * M + j - 1] : 0.0;
+                for (int64_t j = 1; j <= mb; ++j) {
+                    double* c = &lane_cost[(i * W + j) * L];
+                    for (int64_t k = 0; k < D; ++k) {
+                        const double* xi = &xs[((i - 1) * D + k) * L];
+                        const double* yj = &ys[((j - 1) * D + k) * L];
+#pragma omp simd
+                        for (int64_t l = 0; l < L; ++l) {
+                            const double diff = xi[l] - yj[l];
+                            c[l] += diff * diff;
+                        }
                     }
+                }
             for (int64_t j = 0; j <= mb; ++j)
                 for (int64_t l = 0; l < L; ++l) R[j * L + l] = j == 0 ? 0.0 : BIG;
             for (int64_t i = 1; i <= nb; ++i)
@@ -136,19 +159,25 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tens
     return {values, probs};
 }
 
-// probs from sdtw_forward, grad (B,) -> d value / d cost, (B, N, M) float64.
-at::Tensor sdtw_backward(at::Tensor probs, at::Tensor n_len, at::Tensor m_len, at::Tensor grad,
-                         int64_t N, int64_t M) {
-    const int64_t B = grad.size(0);
+// probs from sdtw_forward, grad (B,) -> gradients w.r.t. x (B, N, D) and y (B, M, D):
+// E = d value / d cost, then d cost_ij / d x_i = 2 (x_i - y_j) = -d cost_ij / d y_j.
+std::vector<at::Tensor> sdtw_backward(at::Tensor probs, at::Tensor x, at::Tensor y,
+                                      at::Tensor n_len, at::Tensor m_len, at::Tensor grad) {
+    const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = probs.size(0), W = M + 2, cells = (N + 2) * (M + 2);
-    auto result = at::zeros({B, N, M}, grad.options());
+    auto grad_x = at::zeros({B, N, D}, x.options());
+    auto grad_y = at::zeros({B, M, D}, x.options());
+    const double* X = x.data_ptr<double>();
+    const double* Y = y.data_ptr<double>();
+    double* GX = grad_x.data_ptr<double>();
+    double* GY = grad_y.data_ptr<double>();
     const double* P = probs.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     const double* g = grad.data_ptr<double>();
-    double* G = result.data_ptr<double>();
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> E(cells * L);
+        std::vector<double> E(cells * L), xs(N * D * L), ys(M * D * L), gx(N * D * L),
+            gy(M * D * L);
         int64_t lane_n[L], lane_m[L];
         double lane_g[L];
         for (int64_t blk = begin; blk < end; ++blk) {
@@ -177,15 +206,35 @@ at::Tensor sdtw_backward(at::Tensor probs, at::Tensor n_len, at::Tensor m_len, a
                     }
                 }
             }
+            to_lanes(X, B, N, D, blk, xs);
+            to_lanes(Y, B, M, D, blk, ys);
+            std::fill(gx.begin(), gx.end(), 0.0);
+            std::fill(gy.begin(), gy.end(), 0.0);
+            for (int64_t i = 1; i <= nb; ++i)
+                for (int64_t j = 1; j <= mb; ++j) {
+                    const double* e = &E[(i * W + j) * L];
+                    for (int64_t k = 0; k < D; ++k) {
+                        const int64_t xi = ((i - 1) * D + k) * L, yj = ((j - 1) * D + k) * L;
+#pragma omp simd
+                        for (int64_t l = 0; l < L; ++l) {
+                            const double term = 2.0 * e[l] * (xs[xi + l] - ys[yj + l]);
+                            gx[xi + l] += term;
+                            gy[yj + l] -= term;
+                        }
+                    }
+                }
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
-                for (int64_t i = 1; i <= lane_n[l]; ++i)
-                    for (int64_t j = 1; j <= lane_m[l]; ++j)
-                        G[(b * N + i - 1) * M + j - 1] = E[(i * W + j) * L + l];
+                for (int64_t t = 0; t < lane_n[l]; ++t)
+                    for (int64_t k = 0; k < D; ++k)
+                        GX[(b * N + t) * D + k] = gx[(t * D + k) * L + l];
+                for (int64_t t = 0; t < lane_m[l]; ++t)
+                    for (int64_t k = 0; k < D; ++k)
+                        GY[(b * M + t) * D + k] = gy[(t * D + k) * L + l];
             }
         }
     });
-    return result;
+    return {grad_x, grad_y};
 }
 """.replace("LANES_VALUE", str(LANES))
 
