@@ -38,7 +38,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "test": Profile(name="test", epochs=3, hidden=32, synth_subjects=3, synth_reps=2),
+    "test": Profile(name="test", epochs=3, hidden=32, synth_subjects=4, synth_reps=2),
     "demo": Profile(name="demo", epochs=15, hidden=128, synth_subjects=4, synth_reps=6),
     "nightly": Profile(name="nightly", epochs=50, hidden=256, synth_subjects=4, synth_reps=8),
 }

@@ -1,0 +1,63 @@
+"""`posecoach retrain`: the retrain flow for one dataset, with a summary or --json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from flows.app import app
+from flows.options import DatasetOpt, JsonOpt, ProfileOpt
+from flows.output import console, emit, fail
+from flows.retrain import RetrainError, retrain_flow
+from registry.gate import default_actor
+
+KEY_FIGURES = ("micro", "macro", "correction.independent.all", "correction.self.all")
+
+
+def _figure(figures: dict, key: str) -> Any:
+    value: Any = figures
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def show(result: dict[str, Any]) -> None:
+    head = f"{result['model']}: dataset {result['dataset']} v{result['dataset_version']}"
+    if result["status"] == "skipped":
+        console.print(f"{head}: skipped, {result['decision']['reason']}")
+        return
+    table = Table(title=f"{head}, profile {result['profile']}")
+    table.add_column("figure")
+    table.add_column("cross-validation (mean ± std)")
+    table.add_column("gate: candidate")
+    table.add_column("gate: champion")
+    for key in KEY_FIGURES:
+        mean, std = result["cv_mean"].get(f"evaluation.{key}"), result["cv_std"].get(
+            f"evaluation.{key}")
+        cand, champ = _figure(result["gate"], key), _figure(result["champion_gate"] or {}, key)
+        table.add_row(key, "-" if mean is None else f"{mean:.1%} ± {std:.1%}",
+                      "-" if cand is None else f"{cand:.1%}",
+                      "-" if champ is None else f"{champ:.1%}")
+    console.print(table)
+    d = result["decision"]
+    console.print(f"v{result['version']}: [bold]{result['status']}[/bold] ({d['rule']}: "
+                  f"{d['reason']}) in {result['seconds']:.0f} s")
+
+
+@app.command("retrain")
+def retrain(
+    dataset: str = DatasetOpt,
+    profile: str = ProfileOpt,
+    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    actor: str = typer.Option(None, "--actor", help="Who asks (default: the user)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Cross-validate, train, register and (through the gate) promote a dataset's model."""
+    try:
+        result = retrain_flow(dataset=dataset, profile=profile, seed=seed,
+                              actor=actor or default_actor())
+    except (RetrainError, KeyError) as exc:
+        fail(str(exc))
+    emit(result, as_json, show)

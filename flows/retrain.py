@@ -1,0 +1,214 @@
+"""The retrain flow: pin the dataset version -> leave-one-subject-out cross-validation on Ray ->
+final training of the model and its independent judge -> gate figures of candidate and champion
+-> log to MLflow from the driver -> register as challenger -> the gate promotes or refuses.
+
+Idempotent per dataset version and profile: a second run on the same version registers nothing.
+At most one retrain per dataset runs at a time on this machine (a lock file under
+POSECOACH_HOME; deployments also carry a concurrency limit of one). Tasks retry only on
+failures a retry can mend (I/O, lost Ray workers), never on a deterministic one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.exceptions
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from model.dataset import Dataset
+from model.folds import judge_config_for
+from model.metrics import evaluate
+from model.normalize import Normalization
+from model.plots import plot_confusion
+from model.saved import TrainedModel
+from model.sequence import Sequence
+from model.settings import get_settings
+from model.train import TrainConfig
+from registry.gate import NIGHTLY_ACTOR, promote
+from registry.lookup import find_versions, saved_model_dir
+from registry.pyfunc import log_packaged_model
+from registry.tracking import code_version, log_training_run
+from registry.versions import CHAMPION, alias_version, model_name, register_candidate
+from workers.cv import cross_validate
+from workers.train import train_final
+
+TRANSIENT = (OSError, TimeoutError, ConnectionError, ray.exceptions.RayError)
+
+
+class RetrainError(RuntimeError):
+    """A retrain that cannot be done (no data, no gate subjects, one already running)."""
+
+
+def retry_helps(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry transient failures only."""
+    return isinstance(state.result(raise_on_failure=False), TRANSIENT)
+
+
+@contextmanager
+def dataset_lock(dataset: str) -> Iterator[None]:
+    """Hold the retrain lock of `dataset`, or raise RetrainError when another run holds it."""
+    folder = get_settings().home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"retrain-{dataset}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RetrainError(f"a retrain of dataset {dataset!r} is already running") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class RetrainResult:
+    dataset: str
+    dataset_version: int | None
+    profile: str
+    status: str
+    model: str
+    version: str | None = None
+    decision: dict = field(default_factory=dict)
+    cv_mean: dict = field(default_factory=dict)
+    cv_std: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    champion_gate: dict | None = None
+    run_id: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_retrying = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_helps,
+                 cache_policy=NONE)
+
+
+@task(name="pin-dataset", **_retrying)
+def pin_dataset(dataset: str) -> int:
+    version = Dataset(dataset).version()
+    if version is None:
+        raise RetrainError(f"dataset {dataset!r} is empty: ingest data first (posecoach ingest)")
+    return version
+
+
+@task(name="load-sequences", **_retrying)
+def load_sequences(dataset: str, version: int) -> list[Sequence]:
+    return Dataset(dataset).read(version=version)
+
+
+@task(name="cross-validate", **_retrying)
+def run_cross_validation(train_seqs: list[Sequence], config: TrainConfig,
+                         threads: int) -> dict:
+    return cross_validate(train_seqs, config, threads_per_fold=threads).to_dict()
+
+
+@task(name="final-training", **_retrying)
+def final_training(train_seqs: list[Sequence], config: TrainConfig, workers: int,
+                   norm: Normalization, folder: Path, meta: dict) -> Path:
+    trained = train_final(train_seqs, config, workers=workers, norm=norm, progress=False)
+    trained.meta.update(meta)
+    return trained.save(folder)
+
+
+@task(name="gate-figures", cache_policy=NONE)
+def gate_figures(candidate_dir: Path, judge_dir: Path, champion_dir: Path | None,
+                 gate_seqs: list[Sequence], plot_path: Path) -> tuple[dict, dict | None]:
+    """Candidate and champion on the gate subjects: same sequences, the newest judge."""
+    judge = TrainedModel.load(judge_dir)
+    candidate = evaluate(TrainedModel.load(candidate_dir), gate_seqs, judge)
+    plot_confusion(candidate, plot_path)
+    champion = None
+    if champion_dir is not None:
+        champion = evaluate(TrainedModel.load(champion_dir), gate_seqs, judge).to_dict()
+    return candidate.to_dict(), champion
+
+
+@task(name="register", **_retrying)
+def log_and_register(result: RetrainResult, config: TrainConfig, folds: list[dict],
+                     model_dir: Path, confusion: Path, example: Sequence,
+                     skeleton: str, classes: list) -> tuple[str, str]:
+    run_id = log_training_run(
+        dataset=result.dataset, dataset_version=result.dataset_version, profile=result.profile,
+        params=config.to_dict(), skeleton=skeleton, classes=classes, folds=folds,
+        gate=result.gate, confusion_png=confusion,
+        run_name=f"retrain-{result.dataset}-v{result.dataset_version}",
+    )
+    info = log_packaged_model(run_id, model_dir, example)
+    version = register_candidate(
+        info.model_uri, result.dataset, dataset_version=result.dataset_version,
+        code_version=code_version(), skeleton=skeleton, classes=classes,
+        cv=result.cv_mean, gate=result.gate,
+        tags={"profile": result.profile, "run_id": run_id},
+    )
+    return run_id, version
+
+
+def split_gate(seqs: list[Sequence], gate_subjects: tuple[str, ...]) -> tuple[list, list]:
+    train = [s for s in seqs if s.subject not in gate_subjects]
+    gate = [s for s in seqs if s.subject in gate_subjects]
+    return train, gate
+
+
+@flow(name="retrain")
+def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 0,
+                 actor: str = NIGHTLY_ACTOR) -> dict:
+    """Retrain, register and (through the gate) promote the model of one dataset."""
+    began = time.perf_counter()
+    settings = get_settings()
+    prof = settings.get_profile(profile)
+    spec = settings.get_dataset(dataset)
+    name = model_name(dataset)
+    with dataset_lock(dataset):
+        version = pin_dataset(dataset)
+        result = RetrainResult(dataset=dataset, dataset_version=version, profile=prof.name,
+                               status="skipped", model=name)
+        done = find_versions(name, dataset_version=str(version), profile=prof.name)
+        if done:
+            result.version = done[-1]
+            result.decision = {"reason": f"dataset version {version} already trained with "
+                               f"profile {prof.name} as {name} v{done[-1]}"}
+            return result.to_dict()
+        seqs = load_sequences(dataset, version)
+        train_seqs, gate_seqs = split_gate(seqs, spec.gate_subjects)
+        if not gate_seqs:
+            raise RetrainError(f"dataset {dataset!r} v{version} has no sequences of its gate "
+                               f"subjects {list(spec.gate_subjects)}")
+        if len({s.subject for s in train_seqs}) < 2:
+            raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
+                               "subjects besides the gate subjects")
+        config = TrainConfig.from_profile(prof, seed=seed, threads=prof.threads_per_fold)
+        cv = run_cross_validation(train_seqs, config, prof.threads_per_fold)
+        result.cv_mean, result.cv_std = cv["mean"], cv["std"]
+        folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
+        meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name}
+        norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
+        model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
+                                          folder / "model", meta)
+        judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,
+                                          folder / "judge", meta)
+        model_dir, judge_dir = model_run.result(), judge_run.result()
+        current = alias_version(name, CHAMPION)
+        champion_dir = (saved_model_dir(name, current, folder / "champion")
+                        if current is not None else None)
+        result.gate, result.champion_gate = gate_figures(
+            model_dir, judge_dir, champion_dir, gate_seqs, folder / "confusion_matrix.png")
+        candidate = TrainedModel.load(model_dir)
+        result.run_id, result.version = log_and_register(
+            result, config, [f["metrics"]["evaluation"] for f in cv["folds"]], model_dir,
+            folder / "confusion_matrix.png", gate_seqs[0], spec.skeleton,
+            list(candidate.classes))
+        decision = promote(name, result.version, candidate=result.gate,
+                           champion=result.champion_gate, actor=actor,
+                           reason=f"retrain of {dataset} v{version}")
+        result.decision = decision.to_dict()
+        result.status = "promoted" if decision.promoted else "not promoted"
+    result.seconds = time.perf_counter() - began
+    return result.to_dict()

@@ -1,0 +1,45 @@
+"""Finding registered versions: by their tags (idempotent retraining) and their saved folder
+(the model/ folder logged as the pyfunc's `model_dir` artifact), downloaded for local use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from registry.versions import CHAMPION, RegistryError, alias_version, client, get_version
+
+
+def find_versions(name: str, **tags: str) -> list[str]:
+    """Versions of `name` carrying every given tag value, oldest first."""
+    try:
+        found = client().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    hits = [mv for mv in found if all(mv.tags.get(k) == str(v) for k, v in tags.items())]
+    return sorted((str(mv.version) for mv in hits), key=int)
+
+
+def resolve(name: str, version: str | int | None = None, alias: str = CHAMPION) -> str:
+    """The pinned version (checked to exist) or the one holding `alias`."""
+    if version is not None:
+        return str(get_version(name, version).version)
+    found = alias_version(name, alias)
+    if found is None:
+        raise RegistryError(f"{name} has no version with the alias {alias!r}: train and promote "
+                            "a model first (posecoach retrain), or pin one with --version")
+    return found
+
+
+def saved_model_dir(name: str, version: str | int, dest: str | Path) -> Path:
+    """Download the saved model folder of a registered version into `dest`; return its path."""
+    mv = get_version(name, version)
+    out = Path(dest) / f"{name}-v{mv.version}"
+    folder = out / "artifacts" / "model_dir"
+    if not (folder / "model.json").exists():
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}",
+                                            dst_path=str(out))
+    if not (folder / "model.json").exists():
+        raise RegistryError(f"{name} v{mv.version} holds no saved model folder (model_dir)")
+    return folder
