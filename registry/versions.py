@@ -38,7 +38,7 @@ def model_uri(name: str, version: str | int | None = None, alias: str = CHAMPION
 
 
 def register_candidate(
-    model_uri_: str,
+    logged_uri: str,
     dataset: str,
     *,
     dataset_version: int | None,
@@ -68,7 +68,7 @@ def register_candidate(
     }
     c = client()
     name = model_name(dataset)
-    mv = mlflow.register_model(model_uri_, name, tags=version_tags)
+    mv = mlflow.register_model(logged_uri, name, tags=version_tags)
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)
 

@@ -56,20 +56,35 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server for this module; MLFLOW_TRACKING_URI points at it."""
+def server_process(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """Start a real MLflow tracking server (it takes a while; the model trains meanwhile)."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
+    with (root / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+        yield f"http://127.0.0.1:{port}", root / "server.log", proc
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(server_process: tuple[str, Path, subprocess.Popen], trained: tuple) -> Iterator[str]:
+    """The server's URL once it answers; MLFLOW_TRACKING_URI points at it meanwhile."""
+    url, log, proc = server_process
+    deadline = time.monotonic() + 300
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
@@ -78,18 +93,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            pytest.fail(f"mlflow server did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", url)
         yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module")
