@@ -13,7 +13,12 @@ from flows.output import console, emit, fail
 from flows.retrain import RetrainError, retrain_flow
 from registry.gate import default_actor
 
-KEY_FIGURES = ("micro", "macro", "correction.independent.all", "correction.self.all")
+KEY_FIGURES = {
+    "micro": "accuracy (micro)",
+    "macro": "accuracy (macro)",
+    "correction.independent.all": "correction (judge)",
+    "correction.self.all": "correction (self)",
+}
 
 
 def _figure(figures: dict, key: str) -> Any:
@@ -29,15 +34,13 @@ def show(result: dict[str, Any]) -> None:
         console.print(f"{head}: skipped, {result['decision']['reason']}")
         return
     table = Table(title=f"{head}, profile {result['profile']}")
-    table.add_column("figure")
-    table.add_column("cross-validation (mean ± std)")
-    table.add_column("gate: candidate")
-    table.add_column("gate: champion")
-    for key in KEY_FIGURES:
+    for column in ("figure", "CV mean ± std", "gate: new", "gate: champion"):
+        table.add_column(column)
+    for key, label in KEY_FIGURES.items():
         mean, std = result["cv_mean"].get(f"evaluation.{key}"), result["cv_std"].get(
             f"evaluation.{key}")
         cand, champ = _figure(result["gate"], key), _figure(result["champion_gate"] or {}, key)
-        table.add_row(key, "-" if mean is None else f"{mean:.1%} ± {std:.1%}",
+        table.add_row(label, "-" if mean is None else f"{mean:.1%} ± {std:.1%}",
                       "-" if cand is None else f"{cand:.1%}",
                       "-" if champ is None else f"{champ:.1%}")
     console.print(table)

@@ -206,8 +206,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
             folder / "confusion_matrix.png", gate_seqs[0], spec.skeleton,
             list(candidate.classes))
         decision = promote(name, result.version, candidate=result.gate,
-                           champion=result.champion_gate, actor=actor,
-                           reason=f"retrain of {dataset} v{version}")
+                           champion=result.champion_gate, actor=actor)
         result.decision = decision.to_dict()
         result.status = "promoted" if decision.promoted else "not promoted"
     result.seconds = time.perf_counter() - began
