@@ -42,6 +42,8 @@ _RESUMABLE_CHANGES = ("device", "threads")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training's settings; the defaults are the paper's (the `nightly` profile)."""
+
     variant: str = "full"
     epochs: int = 50
     batch_size: int = 32
