@@ -2,13 +2,14 @@
 
 Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
 Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
-POSECOACH_PROFILE, POSECOACH_FPS, MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
+POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), MLFLOW_TRACKING_URI,
+RAY_ADDRESS, PREFECT_API_URL.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 EXERCISES: tuple[str, ...] = ("squat", "lunge", "plank")
@@ -60,6 +61,31 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """The promotion gate's margins and floors (see registry/gate.py for the rules)."""
+
+    macro_margin: float = 0.02
+    correction_margin: float = 0.02
+    class_drop: float = 0.3
+    class_floor: float | None = 0.0
+    floor_macro: float = 0.5
+    floor_correction: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _gate_from(env: dict[str, str] | os._Environ) -> GateSettings:
+    """GateSettings with POSECOACH_GATE_<FIELD> overrides ("none" clears class_floor)."""
+    values: dict[str, float | None] = {}
+    for name in GateSettings.__dataclass_fields__:
+        raw = env.get(f"POSECOACH_GATE_{name.upper()}")
+        if raw is not None:
+            values[name] = None if raw.lower() == "none" else float(raw)
+    return GateSettings(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     lake: str
@@ -69,6 +95,7 @@ class Settings:
     prefect_api_url: str | None
     profile: str = "demo"
     fps: float = 30.0
+    gate: GateSettings = field(default_factory=GateSettings)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
     datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
 
@@ -109,6 +136,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         prefect_api_url=env.get("PREFECT_API_URL") or None,
         profile=env.get("POSECOACH_PROFILE", "demo"),
         fps=float(env.get("POSECOACH_FPS", "30")),
+        gate=_gate_from(env),
     )
 
 
@@ -122,6 +150,7 @@ __all__ = [
     "EXERCISES",
     "PROFILES",
     "DatasetSpec",
+    "GateSettings",
     "Profile",
     "Settings",
     "get_settings",

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from model.settings import GateSettings as GatePolicy
+from model.settings import get_settings
 from registry.versions import (
     CHAMPION,
     RegistryError,
@@ -35,21 +37,12 @@ HISTORY_KEEP = 200
 NIGHTLY_ACTOR = "nightly flow"
 
 
-@dataclass(frozen=True)
-class GatePolicy:
-    """Margins (how much worse than the champion is tolerated), the class-collapse rules and the
-    first model's floors. A class collapses when its accuracy is at or below `class_floor`
-    (None: no absolute check) or more than `class_drop` below the champion's."""
-
-    macro_margin: float = 0.02
-    correction_margin: float = 0.02
-    class_drop: float = 0.3
-    class_floor: float | None = 0.0
-    floor_macro: float = 0.5
-    floor_correction: float = 0.5
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def default_policy() -> GatePolicy:
+    """The gate policy configured in model.settings (POSECOACH_GATE_* overrides): margins (how
+    much worse than the champion is tolerated), the class-collapse rules and the first model's
+    floors. A class collapses when its accuracy is at or below `class_floor` (None: no absolute
+    check) or more than `class_drop` below the champion's."""
+    return get_settings().gate
 
 
 @dataclass(frozen=True)
@@ -111,8 +104,9 @@ class Verdict:
 
 
 def verdict(candidate: GateFigures, champion: GateFigures | None,
-            policy: GatePolicy = GatePolicy()) -> Verdict:
+            policy: GatePolicy | None = None) -> Verdict:
     """Whether the candidate may replace the champion (None: there is none yet), and why."""
+    policy = policy or default_policy()
     nan = candidate.has_nan()
     if nan:
         return Verdict(False, "no_nan", f"candidate figures are NaN: {', '.join(nan)}")
@@ -222,7 +216,7 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     actor: str | None = None,
-    policy: GatePolicy = GatePolicy(),
+    policy: GatePolicy | None = None,
 ) -> Decision:
     """Move `champion` to `version` if the gate lets it (or if forced, which needs a reason).
 
@@ -243,6 +237,7 @@ def promote(
     if current is not None:
         champ = (GateFigures.from_evaluation(champion) if champion is not None
                  else stored_figures(name, current))
+    policy = policy or default_policy()
     result = verdict(cand, champ, policy)
     kind = "promoted" if result.passed else "forced" if force else "refused"
     decision = Decision(

@@ -203,3 +203,10 @@ def test_classes_follow_the_papers_order():
     assert got == [("squat", "correct"), ("lunge", "correct"), ("plank", "arched_back"),
                    ("squat", "wobble")]  # fmt: skip
     assert correct_class(got, "lunge") == 1
+
+
+def test_gate_margins_come_from_settings():
+    s = load_settings({"POSECOACH_GATE_MACRO_MARGIN": "0.1", "POSECOACH_GATE_CLASS_FLOOR": "none"})
+    assert s.gate.macro_margin == 0.1
+    assert s.gate.class_floor is None
+    assert s.gate.floor_macro == 0.5
