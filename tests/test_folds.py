@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
-from model.metrics import Evaluation
+from model.metrics import Evaluation, evaluate
 from model.saved import TrainedModel
 from model.settings import PROFILES
 from model.synth import make_dataset
@@ -58,7 +58,7 @@ def test_fold_saves_both_models_and_evaluates_the_held_out_subject(fold, split):
     assert isinstance(ev, Evaluation) and ev.n == len(test)
     for judge_name in ("self", "independent"):
         assert 0.0 <= ev.correction[judge_name]["all"] <= 1.0
-    assert ev.sdtw_before > 0 and ev.sdtw_after > 0
+    assert ev.sdtw["incorrect"]["before"] > 0 and ev.sdtw["all"]["after"] > 0
     d = json.loads(json.dumps(result.to_dict()))
     assert d["evaluation"]["n"] == len(test) and d["held_out"] == "s2"
 
@@ -80,3 +80,12 @@ def test_a_subject_in_both_sets_is_refused(split):
     train, test = split
     with pytest.raises(ValueError, match="both training and test"):
         run_fold(train, test + train[:1], CONFIG, progress=False)
+
+
+def test_a_judge_that_normalises_differently_is_refused(fold, split):
+    _, result = fold
+    model = TrainedModel.load(result.model_dir)
+    judge = TrainedModel.load(result.judge_dir)
+    judge = replace(judge, normalization=replace(judge.normalization, scale_by_body=True))
+    with pytest.raises(ValueError, match="judge normalises"):
+        evaluate(model, split[1], judge)
