@@ -2,8 +2,8 @@
 
 Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
 Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
-POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), MLFLOW_TRACKING_URI,
-RAY_ADDRESS, PREFECT_API_URL.
+POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), POSECOACH_NOTIFY_URL,
+MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class Settings:
     prefect_api_url: str | None
     profile: str = "demo"
     fps: float = 30.0
+    notify_url: str | None = None
     gate: GateSettings = field(default_factory=GateSettings)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
     datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
@@ -136,6 +137,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         prefect_api_url=env.get("PREFECT_API_URL") or None,
         profile=env.get("POSECOACH_PROFILE", "demo"),
         fps=float(env.get("POSECOACH_FPS", "30")),
+        notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
         gate=_gate_from(env),
     )
 
