@@ -3,6 +3,8 @@
 Everything here works on the model's normalised frame (DESIGN.md): the body faces +x, its left
 is +y, up is +z, every frame centred on the mid-hip. A displacement is corrected minus original,
 given back in real centimetres by multiplying with the body scale that normalisation divided by.
+A displacement held at 80 % of its peak or more over at least half the frames is said to happen
+"throughout" the repetition (or hold); otherwise at the moment of its peak.
 
 "Unsure": a prediction whose confidence is below a threshold chosen on the training data by
 `unsure_threshold` — the highest confidence at or below which the training-set predictions are
@@ -27,6 +29,7 @@ SECONDARY_SHARE = 0.5
 BOTTOM_WINDOW = 0.15
 EDGE_WINDOW = 0.1
 MIN_DEPTH_M = 0.05
+SUSTAINED = 0.8
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,11 @@ def bottom_frame(poses: np.ndarray, exercise: str, skeleton: Skeleton) -> int | 
 
 
 def moment_words(frame: int, n_frames: int, bottom: int | None, exercise: str,
-                 fps: float) -> str:
-    """When in the repetition `frame` falls: start, way down, bottom, way up, end (or a time)."""
+                 fps: float, sustained: bool = False) -> str:
+    """When in the repetition `frame` falls: start, way down, bottom, way up, end (or a time);
+    "throughout" for a displacement `sustained` over most of the repetition."""
+    if sustained:
+        return "throughout the hold" if exercise == "plank" else "throughout the repetition"
     if exercise == "plank":
         return f"{frame / fps:.1f} s into the hold"
     if bottom is None:
@@ -168,7 +174,8 @@ def joint_deviations(original: np.ndarray, corrected: np.ndarray, skeleton: Skel
             cm=float(peak[j] * scale * 100.0),
             direction=direction_words(disp[f, j], name),
             frame=f,
-            moment=moment_words(f, original.shape[0], bottom, exercise, fps),
+            moment=moment_words(f, original.shape[0], bottom, exercise, fps,
+                                sustained=bool(np.mean(size[:, j] >= SUSTAINED * peak[j]) >= 0.5)),
         ))
     return out
 
@@ -181,8 +188,9 @@ def cue_joints(label: str) -> tuple[str, ...]:
 
 def coach_cue(label: str, deviations: list[Deviation], unsure: bool = False) -> str:
     """One short cue for a predicted mistake, sized by the deviations of the joints it concerns."""
+    prefix = UNSURE_PREFIX if unsure else ""
     if label == CORRECT:
-        return GOOD_CUE
+        return prefix + GOOD_CUE
     cue = CUES.get(label)
     concerned = [d for d in deviations if cue is None or d.joint in cue.joints] or deviations
     top = concerned[0]
@@ -192,7 +200,7 @@ def coach_cue(label: str, deviations: list[Deviation], unsure: bool = False) -> 
                                   direction=top.direction, cm=cm, moment=top.moment)
     else:
         text = cue.text.format(cm=cm, moment=top.moment)
-    return UNSURE_PREFIX + text if unsure else text
+    return prefix + text
 
 
 def unsure_threshold(confidence: np.ndarray, correct: np.ndarray,

@@ -113,6 +113,21 @@ def test_plank_moments_are_times():
     assert devs[0].moment == "1.5 s into the hold"
 
 
+def test_a_displacement_held_over_most_frames_is_throughout():
+    original = squat_like()
+    corrected = original.copy()
+    corrected[:, SK.index("l_ankle"), 1] -= 0.07
+    devs = joint_deviations(original, corrected, SK, "squat", fps=30.0)
+    assert devs[0].joint == "l_ankle" and devs[0].direction == "inward"
+    assert devs[0].moment == "throughout the repetition"
+    assert joint_deviations(original, corrected, SK, "plank", 30.0)[0].moment == (
+        "throughout the hold"
+    )
+    assert coach_cue("feet_too_wide", devs) == (
+        "feet too wide: bring them in to shoulder width, about 7 cm throughout the repetition"
+    )
+
+
 def test_every_ec3d_mistake_has_a_cue_and_others_get_the_generic_one():
     mistakes = set(EC3D_LABEL_NAMES.values()) - {CORRECT, "unknown"}
     assert mistakes <= set(CUES)
@@ -123,6 +138,7 @@ def test_every_ec3d_mistake_has_a_cue_and_others_get_the_generic_one():
     assert generic.startswith("elbows flared: move your left elbow outward, about 8 cm")
     assert coach_cue("unknown", devs).startswith("unknown: move your left elbow")
     assert coach_cue(CORRECT, devs) == GOOD_CUE
+    assert coach_cue(CORRECT, devs, unsure=True) == UNSURE_PREFIX + GOOD_CUE
     assert coach_cue("elbows_flared", devs, unsure=True).startswith(UNSURE_PREFIX)
 
 
