@@ -1,0 +1,178 @@
+"""Real recordings: UI-PRMD deep squats (correct vs incorrect), the whole pipeline.
+
+Ingest ../shared/data/ui-prmd through the generic reader into the `uiprmd` dataset (the ingest
+flow) -> leave-one-subject-out cross-validation on Ray at the paper's settings (`nightly`
+profile; 10 folds, each trains the full model and its independent judge, a separated
+classifier, on nine subjects; the last epoch is kept, nothing is chosen on the held-out
+subject) -> one MLflow run (registry.tracking.log_training_run, plus the judge's and the
+baselines' figures). In the same run, on the same sequences and folds: the plain baselines of
+SOURCE.md (bench/uiprmd_baseline.py).
+
+Figures per model: mean accuracy over folds with its spread (standard deviation), balanced
+accuracy (mean of the per-class accuracies), AUC of P(incorrect); for the full model also the
+share of the held-out incorrect repetitions the independent judge calls correct once corrected.
+One corrected held-out squat is drawn (original red, corrected green) under
+$POSECOACH_HOME/bench/; every figure goes to $POSECOACH_HOME/bench/uiprmd.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from bench import Row
+from bench.uiprmd_baseline import CLASSIFIERS, loso
+from flows.ingest import ingest_flow
+from model.dataset import Dataset
+from model.metrics import judged_correct
+from model.plots import plot_correction
+from model.saved import TrainedModel
+from model.scoring import normalise_all
+from model.sequence import Sequence
+from model.settings import get_settings
+from model.skeletons import get_skeleton
+from model.train import TrainConfig
+from registry.tracking import client, log_training_run
+from workers.cv import CVResult, cross_validate
+
+DATASET = "uiprmd"
+SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
+PROFILE = "nightly"
+INCORRECT = "incorrect"
+
+
+def held_out_figures(model: TrainedModel, seqs: list[Sequence]) -> dict[str, float]:
+    """Accuracy, balanced accuracy and AUC of P(incorrect) of one model on one subject."""
+    poses, _ = normalise_all(model, seqs)
+    log_probs = model.infer(poses).log_probs
+    classes = [tuple(c) for c in model.classes]
+    bad = classes.index(("squat", INCORRECT))
+    truth = np.array([s.label == INCORRECT for s in seqs])
+    pred = log_probs.argmax(axis=1) == bad
+    per_class = [float((pred == truth)[truth == k].mean()) for k in (False, True)]
+    return {"accuracy": float((pred == truth).mean()), "balanced": float(np.mean(per_class)),
+            "auc": float(roc_auc_score(truth, np.exp(log_probs[:, bad])))}
+
+
+def spread(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard deviation over folds of each figure."""
+    out = {}
+    for key in per_fold[0]:
+        values = [f[key] for f in per_fold]
+        out[key] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values))
+    return out
+
+
+def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
+    """Per fold and over folds: the full model and its judge (the classification branch)."""
+    full, judge, corrected = [], [], []
+    for fold in cv.folds:
+        test = [s for s in seqs if s.subject == fold.held_out]
+        full.append(held_out_figures(TrainedModel.load(fold.model_dir), test))
+        judge.append(held_out_figures(TrainedModel.load(Path(fold.model_dir).parent / "judge"),
+                                      test))
+        corrected.append(fold.metrics["evaluation"]["correction"]["independent"]["incorrect"])
+    return {
+        "full": {**spread(full), "folds": full,
+                 "corrected_judged_correct": float(np.mean(corrected)),
+                 "corrected_judged_correct_std": float(np.std(corrected))},
+        "separated_classifier": {**spread(judge), "folds": judge},
+    }
+
+
+def draw_correction(cv: CVResult, seqs: list[Sequence], path: Path) -> dict:
+    """Draw the first held-out incorrect squat that the judge calls correct once corrected
+    (the first incorrect one when there is none); returns which one."""
+    for fold in cv.folds:
+        model = TrainedModel.load(fold.model_dir)
+        judge = TrainedModel.load(Path(fold.model_dir).parent / "judge")
+        bad = [s for s in seqs if s.subject == fold.held_out and s.label == INCORRECT]
+        poses, _ = normalise_all(model, bad)
+        corrected = model.infer(poses).corrected
+        ok = judged_correct(judge, corrected, [s.exercise for s in bad])
+        if ok.any() or fold is cv.folds[-1]:
+            k = int(np.argmax(ok)) if ok.any() else 0
+            title = (f"UI-PRMD (real Vicon data), held-out subject {bad[k].subject}, incorrect "
+                     f"squat rep {bad[k].rep}: {'judged correct' if ok[k] else 'still incorrect'}"
+                     " after correction")
+            plot_correction(poses[k], corrected[k], get_skeleton(model.normalization.skeleton),
+                            path, title=title)
+            return {"subject": bad[k].subject, "rep": bad[k].rep, "judged_correct": bool(ok[k]),
+                    "path": str(path)}
+    raise ValueError("no fold to draw from")
+
+
+def baseline_figures(seqs: list[Sequence]) -> dict[str, dict]:
+    out = {}
+    for name in CLASSIFIERS:
+        began = time.perf_counter()
+        result = loso(seqs, name)
+        folds = [{"accuracy": result.accuracy[s], "balanced": result.balanced[s],
+                  "auc": result.auc[s]} for s in sorted(result.accuracy)]
+        out[name] = {**spread(folds), "folds": folds, "seconds": time.perf_counter() - began}
+    return out
+
+
+def log_extra(run_id: str, figures: dict[str, dict]) -> None:
+    """The judge's and baselines' mean figures on the run, as `bench.<model>.<figure>`."""
+    c = client()
+    for model, values in figures.items():
+        key = "".join(ch if ch.isalnum() else "_" for ch in model)
+        for name, value in values.items():
+            if isinstance(value, float):
+                c.log_metric(run_id, f"bench.{key}.{name}", value)
+
+
+def note(f: dict) -> str:
+    return (f"LOSO accuracy {f['accuracy']:.1%} ± {f['accuracy_std']:.1%}, balanced "
+            f"{f['balanced']:.1%}, AUC {f['auc']:.3f}")
+
+
+def run(threads: int) -> list[Row]:
+    torch.set_num_threads(threads)
+    settings = get_settings()
+    out_dir = settings.home / "bench"
+    report = ingest_flow([str(SOURCE.resolve())], dataset=DATASET)
+    if not report.accounted or report.rejected:
+        raise RuntimeError(f"UI-PRMD ingest rejected inputs: {report.rejected_by_kind}")
+    version = Dataset(DATASET).version()
+    seqs = Dataset(DATASET).read(version=version)
+    config = TrainConfig.from_profile(settings.get_profile(PROFILE), threads=1)
+    began = time.perf_counter()
+    cv = cross_validate(seqs, config, threads_per_fold=1, workdir=out_dir / "uiprmd-cv")
+    cv_seconds = time.perf_counter() - began
+    gcn = gcn_figures(cv, seqs)
+    baselines = baseline_figures(seqs)
+    picture = draw_correction(cv, seqs, out_dir / "uiprmd_correction.png")
+    first = TrainedModel.load(cv.folds[0].model_dir)
+    run_id = log_training_run(
+        dataset=DATASET, dataset_version=version, profile=PROFILE, params=config.to_dict(),
+        skeleton=first.normalization.skeleton, classes=first.classes,
+        folds=[f.metrics["evaluation"] for f in cv.folds], run_name="bench-uiprmd-loso",
+        tags={"bench": "uiprmd"},
+    )
+    log_extra(run_id, {"gcn_full": gcn["full"],
+                       "gcn_separated_classifier": gcn["separated_classifier"], **baselines})
+    doc = {"dataset_version": version, "sequences": len(seqs), "profile": PROFILE,
+           "cv_seconds": cv_seconds, "gcn": gcn, "baselines": baselines, "picture": picture,
+           "mlflow_run": run_id, "ingest": report.to_dict()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "uiprmd.json").write_text(json.dumps(doc, indent=2, default=str))
+    name = f"UI-PRMD deep squat LOSO, {len(cv.folds)} folds, {len(seqs)} reps"
+    full = gcn["full"]
+    rows = [
+        Row(name, "GCN full (nightly = paper settings)", cv_seconds, 1.0,
+            f"{note(full)}; corrected incorrect judged correct "
+            f"{full['corrected_judged_correct']:.1%}; time: CV of model + judge on Ray"),
+        Row(name, "GCN classification branch (separated_classifier)", cv_seconds, 1.0,
+            f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds"),
+    ]
+    rows += [Row(name, f"baseline: {b}", f["seconds"], f["seconds"] / cv_seconds, note(f))
+             for b, f in baselines.items()]
+    return rows
