@@ -183,11 +183,16 @@ def score_session(model: TrainedModel, session: Sequence, hold_window: int | Non
 
     A hold (plank) is cut into windows of `hold_window` frames at the session's rate; by default
     as long as the model's training holds (meta["hold_seconds"], set by `calibrate`), else 3 s.
+    Raises SequenceError when the session itself is unusable or holds no repetition.
     """
     poses, _ = prepare(session, replace(model.normalization, fps=session.fps))
     seconds = model.meta.get(HOLD_KEY) or DEFAULT_HOLD_SECONDS
     window = hold_window or max(1, int(round(seconds * session.fps)))
     cuts = segment(poses, session.exercise, session.fps, window)
+    if not cuts:
+        raise SequenceError(session.source or session.subject,
+                            f"no {session.exercise} repetition found in the session",
+                            "no_repetitions")
     reps = [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
                     meta={**session.meta, "frames": (a, b)})
             for n, (a, b) in enumerate(cuts)]

@@ -14,6 +14,7 @@ from model.labels import class_name
 from model.normalize import Normalization
 from model.saved import TrainedModel
 from model.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
+from model.sequence import SequenceError
 from model.settings import PROFILES
 from model.synth import make_dataset, make_session, to_skeleton
 from model.train import TrainConfig, train
@@ -116,3 +117,11 @@ def test_sessions_are_cut_then_scored(model):
         assert r.ok and r.frames is not None
         assert abs(r.frames[0] - start) < 0.5 * (end - start)
         assert r.corrected.shape[0] == r.frames[1] - r.frames[0]
+
+
+def test_a_session_without_repetitions_is_an_error_naming_it(model, test_seqs):
+    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0)
+    session = replace(test_seqs[0], poses=still, exercise="squat", source="still.json")
+    with pytest.raises(SequenceError, match="still.json: no squat repetition") as err:
+        score_session(model, session)
+    assert err.value.kind == "no_repetitions"
