@@ -11,11 +11,13 @@ import torch
 
 from model.feedback import UNSURE_FLOOR
 from model.labels import class_name
-from model.normalize import Normalization
+from model.normalize import Normalization, normalize
+from model.plots import plot_correction
 from model.saved import TrainedModel
 from model.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
 from model.sequence import SequenceError
 from model.settings import PROFILES
+from model.skeletons import get_skeleton
 from model.synth import make_dataset, make_session, to_skeleton
 from model.train import TrainConfig, train
 
@@ -125,3 +127,13 @@ def test_a_session_without_repetitions_is_an_error_naming_it(model, test_seqs):
     with pytest.raises(SequenceError, match="still.json: no squat repetition") as err:
         score_session(model, session)
     assert err.value.kind == "no_repetitions"
+
+
+def test_correction_picture(model, test_seqs, tmp_path):
+    seq = test_seqs[0]
+    r = score(model, [seq])[0]
+    original = normalize(seq, model.normalization)[0]
+    path = plot_correction(original, r.corrected, get_skeleton("ec3d19"), tmp_path / "c.png",
+                           title=r.cues[0], synthetic=True)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
