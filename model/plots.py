@@ -7,7 +7,7 @@ so (`synthetic=True`); they are never EC3D's figures.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import matplotlib
 
@@ -21,6 +21,7 @@ from model.skeletons import Skeleton  # noqa: E402
 if TYPE_CHECKING:
     from model.metrics import Evaluation
 
+Target = str | Path | BinaryIO
 ORIGINAL_COLOUR = "tab:red"
 CORRECTED_COLOUR = "tab:green"
 
@@ -29,7 +30,7 @@ def _title(text: str, synthetic: bool) -> str:
     return f"{text} (synthetic data)" if synthetic else text
 
 
-def plot_confusion(evaluation: Evaluation, path: str | Path, synthetic: bool = False) -> Path:
+def plot_confusion(evaluation: Evaluation, path: Target, synthetic: bool = False) -> Target:
     """The confusion matrix (rows: true class, columns: predicted) as a PNG with counts."""
     counts = np.asarray(evaluation.confusion)
     names = [class_name(c) for c in evaluation.classes]
@@ -50,34 +51,42 @@ def plot_confusion(evaluation: Evaluation, path: str | Path, synthetic: bool = F
     return _save(fig, path)
 
 
+VIEWS = (("side (facing right)", 0), ("front", 1))
+
+
 def plot_correction(original: np.ndarray, corrected: np.ndarray, skeleton: Skeleton,
-                    path: str | Path, n_frames: int = 5, title: str = "",
-                    synthetic: bool = False) -> Path:
-    """Evenly spaced frames seen from the side: the original in red, the correction in green."""
+                    path: Target, n_frames: int = 5, title: str = "",
+                    synthetic: bool = False) -> Target:
+    """Evenly spaced frames of normalised motions, seen from the side and from the front:
+    the original in red, the correction in green."""
     length = min(original.shape[0], corrected.shape[0])
     picks = np.linspace(0, length - 1, n_frames).round().astype(int)
-    fig, axes = plt.subplots(1, n_frames, figsize=(2.4 * n_frames, 3.2), sharex=True, sharey=True)
+    fig, axes = plt.subplots(len(VIEWS), n_frames, figsize=(2.4 * n_frames, 6.0),
+                             sharex=True, sharey=True, squeeze=False)
     bones = skeleton.bone_indices()
-    for ax, f in zip(np.atleast_1d(axes), picks, strict=True):
-        for poses, colour in ((original, ORIGINAL_COLOUR), (corrected, CORRECTED_COLOUR)):
-            for a, b in bones:
-                ax.plot(poses[f, [a, b], 0], poses[f, [a, b], 2], color=colour, lw=1.5)
-        ax.set_title(f"frame {f}", fontsize=8)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for row, (view, horizontal) in zip(axes, VIEWS, strict=True):
+        for ax, f in zip(row, picks, strict=True):
+            for poses, colour in ((original, ORIGINAL_COLOUR), (corrected, CORRECTED_COLOUR)):
+                for a, b in bones:
+                    ax.plot(poses[f, [a, b], horizontal], poses[f, [a, b], 2], color=colour,
+                            lw=1.5)
+            ax.set_title(f"{view}, frame {f}", fontsize=8)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
     handles = [plt.Line2D([], [], color=ORIGINAL_COLOUR, label="original"),
                plt.Line2D([], [], color=CORRECTED_COLOUR, label="corrected")]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8)
-    fig.suptitle(_title(title or "correction (side view: forward is right)", synthetic),
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.suptitle(_title(title or "correction", synthetic), fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+def _save(fig: plt.Figure, target: Target) -> Target:
+    """Write the figure as PNG to a path (folders made) or to a binary file object."""
+    if isinstance(target, str | Path):
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110, format="png")
     plt.close(fig)
-    return path
+    return target

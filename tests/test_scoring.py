@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 
@@ -137,3 +138,5 @@ def test_correction_picture(model, test_seqs, tmp_path):
                            title=r.cues[0], synthetic=True)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    buf = plot_correction(original, r.corrected, get_skeleton("ec3d19"), io.BytesIO())
+    assert buf.getvalue()[:8] == data[:8]
