@@ -89,3 +89,16 @@ def test_a_judge_that_normalises_differently_is_refused(fold, split):
     judge = replace(judge, normalization=replace(judge.normalization, scale_by_body=True))
     with pytest.raises(ValueError, match="judge normalises"):
         evaluate(model, split[1], judge)
+
+
+def test_a_test_label_the_model_never_saw_counts_as_missed(fold, split):
+    _, result = fold
+    model = TrainedModel.load(result.model_dir)
+    test = list(split[1])
+    test[0] = replace(test[0], label="wobbly")
+    ev = evaluate(model, test)
+    assert ev.classes[-1] == (test[0].exercise, "wobbly")
+    assert ev.confusion.shape == (len(model.classes) + 1,) * 2
+    row = next(r for r in ev.per_class if r.cls[1] == "wobbly")
+    assert row.n == 1 and row.accuracy == 0.0
+    assert ev.to_dict()["correction"]["independent"]["all"] is None
