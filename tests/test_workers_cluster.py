@@ -69,10 +69,19 @@ def _node_ports() -> list[str]:
     return [f"{name}={port}" for name, port in zip(names, _free_ports(len(names)), strict=True)]
 
 
+def _cluster_env(**extra: str) -> dict[str, str]:
+    """Environment of the test cluster's processes: this run's, no inherited RAY_ADDRESS, and
+    token authentication off (an isolated cluster on 127.0.0.1; a token some other Ray left in
+    ~/.ray must not turn it on for one node and not the other)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **extra}
+    if "RAY_ADDRESS" not in extra:
+        env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def _start_node(args: list[str], log: Path) -> subprocess.Popen:
     """One `ray start --block` in its own process group, so that stopping it stops only it."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
+    env = _cluster_env()
     with log.open("w") as out:
         return subprocess.Popen(
             [str(RAY_BIN), "start", "--block", "--num-cpus=1", "--num-gpus=0",
@@ -101,17 +110,19 @@ def _stop_node(proc: subprocess.Popen, temp_dir: Path) -> None:
             continue
 
 
-def _wait_for_nodes(address: str, n: int, timeout: float = 120.0) -> None:
+def _wait_for_nodes(address: str, n: int, logs: list[Path], timeout: float = 180.0) -> None:
     probe = (f"import ray; ray.init(address={address!r}); "
              "print(len([x for x in ray.nodes() if x['Alive']]))")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=60)
+                             env=_cluster_env(), timeout=60)
         if run.returncode == 0 and run.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(2)
-    raise TimeoutError(f"the two-node cluster at {address} did not come up with {n} nodes")
+    tails = "\n".join(f"{log.name}: {log.read_text()[-1500:]}" for log in logs if log.exists())
+    raise TimeoutError(f"the two-node cluster at {address} did not come up with {n} nodes\n"
+                       f"{tails}")
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +136,10 @@ def two_nodes() -> Iterator[str]:
                           "--node-ip-address=127.0.0.1"], temp_dir / "head.log")]
     try:
         time.sleep(5)
-        nodes.append(_start_node([f"--address={address}", f"--temp-dir={temp_dir}",
+        nodes.append(_start_node([f"--address={address}", f"--temp-dir={temp_dir / 'w'}",
                                   "--node-ip-address=127.0.0.1"],
                                  temp_dir / "worker.log"))
-        _wait_for_nodes(address, 2)
+        _wait_for_nodes(address, 2, [temp_dir / "head.log", temp_dir / "worker.log"])
         yield address
     finally:
         for proc in reversed(nodes):
@@ -138,22 +149,38 @@ def two_nodes() -> Iterator[str]:
 
 CLIENT = textwrap.dedent("""
     import json, sys
+    from dataclasses import replace
     import ray
-    from workers.cluster import ensure_ray, where
+    from model.settings import PROFILES
+    from model.synth import make_dataset
+    from model.train import TrainConfig
+    from workers.cluster import ensure_ray
+    from workers.cv import cross_validate
+    from workers.scoring import score_batch
 
     resources = ensure_ray()
-    refs = [ray.remote(num_cpus=1)(where).remote() for _ in range(2)]
+    seqs = make_dataset(n_subjects=2, reps=1, seed=6, exercises=("squat",))
+    config = replace(TrainConfig.from_profile(PROFILES["test"], threads=1), epochs=1)
+    cv = cross_validate(seqs, config, workdir=sys.argv[1], progress=False)
+    records = score_batch(seqs, cv.folds[0].model_dir, batch_size=2, concurrency=2,
+                          progress=False)
     print(json.dumps({"nodes": len(ray.nodes()), "resources": resources,
-                      "where": ray.get(refs)}))
+                      "folds": [[f.held_out, f.node_id] for f in cv.folds],
+                      "records": [[r["status"], r["node_id"]] for r in records],
+                      "n_inputs": len(seqs)}))
 """)
 
 
-def test_two_node_cluster_through_ray_address(two_nodes, tmp_path):
-    env = {**os.environ, "RAY_ADDRESS": two_nodes, "RAY_USAGE_STATS_ENABLED": "0"}
-    run = subprocess.run([sys.executable, "-c", CLIENT], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=600)
+def test_cross_validation_and_scoring_through_ray_address_use_both_nodes(two_nodes, tmp_path):
+    env = _cluster_env(RAY_ADDRESS=two_nodes)
+    run = subprocess.run([sys.executable, "-c", CLIENT, str(tmp_path / "cv")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["nodes"] == 2
     assert out["resources"]["CPU"] == 2
-    assert len({w["node_id"] for w in out["where"]}) == 2
+    assert [held_out for held_out, _ in out["folds"]] == ["s1", "s2"]
+    assert len({node for _, node in out["folds"]}) == 2
+    assert len(out["records"]) == out["n_inputs"]
+    assert {status for status, _ in out["records"]} == {"scored"}
+    assert len({node for _, node in out["records"]}) == 2

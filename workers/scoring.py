@@ -30,6 +30,9 @@ from model.sequence import Sequence, SequenceError
 from workers.cluster import capacity, ensure_ray, placement
 
 SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
+#: Every scoring actor is up (model loaded) before batches are handed out, so that work spreads
+#: over all of them rather than queueing on the first one ready.
+ACTORS_START_S = 600
 
 
 def local_model_dir(model_uri: str | Path) -> Path:
@@ -140,7 +143,9 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     if not rows:
         return []
     ensure_ray()
-    ray.data.DataContext.get_current().enable_progress_bars = progress
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    context.wait_for_min_actors_s = ACTORS_START_S
     place = placement(1, gpu_fraction)
     n_batches = math.ceil(len(rows) / batch_size)
     actors = concurrency or max(1, min(capacity(place), n_batches))
