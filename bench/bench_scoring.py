@@ -1,0 +1,125 @@
+"""Scoring throughput, repetitions per second, pictures excluded.
+
+Subject, end to end: a Parquet file of 2,048 repetitions (the dataset's row layout) is read,
+scored by the one scoring path (model.scoring.score: validate, normalise, classify and correct in
+batches of 512, feedback in words) and written out as a JSON report and a Parquet report.
+Variants on the same model, in the same run:
+  - the model's raw batched forward pass over the same repetitions, already normalised and
+    DCT-encoded (the ceiling: no I/O, normalisation or feedback);
+  - the same scoring without the file I/O (where the time goes);
+  - one session at a time: 64 uploaded session files (JSON, 3-5 repetitions each), every file
+    read, cut into repetitions and scored on its own (model.scoring.score_session) with its own
+    JSON report.
+`seconds` is the time per 1,000 repetitions, so the ratios compare rates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from bench import Row, median_seconds
+from bench.scoring_setup import bench_model, repetitions
+from model.dataset import from_table, to_table
+from model.formats import write_session
+from model.gcn import encode_poses
+from model.readers import read_session
+from model.saved import TrainedModel
+from model.scoring import RepResult, normalise_all, score, score_session
+from model.synth import exercise_labels, make_session
+
+N_REPS, N_SESSIONS, BATCH, REPEATS = 2048, 64, 512, 3
+REPORT_JSON_FIELDS = ("probabilities", "deviations", "cues", "frames")
+
+
+def report_table(rows: list[dict]) -> pa.Table:
+    """Report rows as an Arrow table: nested fields as JSON text."""
+    flat = [{k: json.dumps(v) if k in REPORT_JSON_FIELDS else v for k, v in r.items()}
+            for r in rows]
+    return pa.Table.from_pylist(flat)
+
+
+def write_reports(results: list[RepResult], stem: Path) -> None:
+    rows = [r.to_dict() for r in results]
+    stem.with_suffix(".json").write_text(json.dumps(rows))
+    pq.write_table(report_table(rows), stem.with_suffix(".parquet"))
+
+
+def make_sessions(folder: Path, n: int) -> None:
+    """Write n synthetic squat/lunge uploads (3-5 repetitions each) as JSON."""
+    for k in range(n):
+        exercise = ("squat", "lunge")[k % 2]
+        labels = list(itertools.islice(itertools.cycle(exercise_labels(exercise)), 3 + k % 3))
+        session, _ = make_session(f"u{k}", exercise, labels, seed=k)
+        write_session(session, folder / f"session-{k:03d}.json")
+
+
+def run(threads: int) -> list[Row]:
+    torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
+    try:
+        model = bench_model(threads)
+        seqs = list(repetitions(N_REPS))
+        pq.write_table(to_table(seqs), work / "batch.parquet")
+        make_sessions(work, N_SESSIONS)
+        timings, counts = measure(model, seqs, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    per_k = {name: t / counts[name] * 1000 for name, t in timings.items()}
+    subject = per_k["end to end: Parquet in -> score -> JSON + Parquet"]
+    return [Row("scoring throughput (per 1,000 reps)", name, t, t / subject,
+                f"{1000 / t:,.0f} reps/s over {counts[name]} reps")
+            for name, t in per_k.items()]
+
+
+def measure(model: TrainedModel, seqs: list, work: Path
+            ) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds of each variant and how many repetitions each call scores."""
+
+    def end_to_end() -> None:
+        batch = from_table(pq.read_table(work / "batch.parquet"))
+        results = score(model, batch, batch_size=BATCH)
+        assert all(r.ok for r in results) and len(results) == N_REPS
+        write_reports(results, work / "report")
+
+    poses, _ = normalise_all(model, seqs)
+    encoded = encode_poses(poses, model.gcn_config.n_dct)
+
+    @torch.no_grad()
+    def forward() -> None:
+        model.module.eval()
+        for start in range(0, len(encoded), BATCH):
+            model.module(encoded[start : start + BATCH])
+
+    session_reps: list[int] = []
+
+    def session_by_session() -> None:
+        scored = 0
+        for path in sorted(work.glob("session-*.json")):
+            results = score_session(model, read_session(path))
+            scored += len(results)
+            path.with_suffix(".report").write_text(json.dumps([r.to_dict() for r in results]))
+        session_reps.append(scored)
+
+    scored_probs = [list(r.probabilities.values()) for r in score(model, seqs[:8])]
+    raw_probs = np.exp(model.module(encoded[:8])[0].detach().numpy())
+    if not np.allclose(scored_probs, raw_probs, atol=1e-5):
+        raise AssertionError("score() and the raw forward pass disagree")
+    timings = {
+        "end to end: Parquet in -> score -> JSON + Parquet": median_seconds(end_to_end, REPEATS),
+        "score() alone, no file I/O": median_seconds(lambda: score(model, seqs, BATCH), REPEATS),
+        "raw batched forward pass (ceiling)": median_seconds(forward, REPEATS),
+        "one session at a time (score_session per file)": median_seconds(session_by_session,
+                                                                          REPEATS),
+    }
+    counts = {name: N_REPS for name in timings}
+    counts["one session at a time (score_session per file)"] = session_reps[-1]
+    return timings, counts
