@@ -1,0 +1,78 @@
+"""The whole nightly retrain, wall time, on the EC3D-sized synthetic dataset (long: minutes).
+
+model.synth.make_dataset(4, 8) (352 sequences; s4 is the gate subject) is written into the
+`ec3d` dataset of a scratch POSECOACH_HOME (its own lake and MLflow store), then
+flows.retrain.retrain_flow(profile="nightly") runs as the nightly job does: leave-one-subject-
+out cross-validation over s1-s3 on Ray (3 folds, each a full model and its judge, 50 epochs),
+the final model and judge on s1-s3, gate figures, MLflow run, registration, gate.
+Variants, from the same run: the sum of every epoch the final model and judge trained (their
+per-epoch times are in the saved model.json), and one epoch of each.
+Target: under 10 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench import Row
+from flows.retrain import retrain_flow
+from model.dataset import Dataset
+from model.settings import get_settings
+from model.synth import make_dataset
+
+DATASET, PROFILE, TARGET_S = "ec3d", "nightly", 600.0
+
+
+@contextmanager
+def scratch_home() -> Iterator[Path]:
+    """POSECOACH_HOME (and the default sqlite MLflow store under it) in a temporary folder."""
+    saved = {k: os.environ.get(k) for k in ("POSECOACH_HOME", "MLFLOW_TRACKING_URI")}
+    home = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
+    os.environ["POSECOACH_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def epoch_seconds(models: Path) -> dict[str, list[float]]:
+    """Per-epoch seconds of the final model and judge, from their model.json."""
+    out = {}
+    for card in sorted(models.rglob("model.json")):
+        meta = json.loads(card.read_text())["meta"]
+        out[card.parent.name] = [row["seconds"] for row in meta["history"]]
+    return out
+
+
+def run(threads: int) -> list[Row]:
+    with scratch_home() as home:
+        Dataset(DATASET).write(make_dataset(4, 8, seed=0))
+        began = time.perf_counter()
+        result = retrain_flow(dataset=DATASET, profile=PROFILE)
+        wall = time.perf_counter() - began
+        epochs = epoch_seconds(get_settings().models)
+    if not epochs:
+        raise RuntimeError(f"the retrain saved no model under {home}: {result}")
+    name = "nightly retrain, make_dataset(4, 8): 3-fold LOSO + final model and judge"
+    cv = result["cv_mean"].get("evaluation.micro", float("nan"))
+    rows = [Row(name, "retrain_flow wall time", wall, 1.0,
+                f"{'meets' if wall < TARGET_S else 'misses'} the {TARGET_S:.0f} s target; "
+                f"{result['status']}; CV micro {cv:.1%}")]
+    for model, seconds in epochs.items():
+        total = sum(seconds)
+        rows.append(Row(name, f"final {model}: all {len(seconds)} epochs", total, total / wall,
+                        f"{total / len(seconds):.2f} s per epoch (mean)"))
+    return rows
