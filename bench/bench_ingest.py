@@ -7,7 +7,10 @@ call. Variants, same sequences, same run:
     append: the merge reads the existing ids);
   - baseline: pyarrow.parquet.write_table of the same arrays (poses as a flat float32 list column
     with their shape, the identity columns), no validation, no merge, no log.
-Data: model.synth.make_dataset(4, 8), 352 EC3D-like sequences (a second seed for the append).
+  - validation alone (where the time goes).
+Data: model.synth.make_dataset(4, 8), 352 EC3D-like sequences (a second seed for the append),
+and the same ten times over (3,520, distinct repetition numbers): the merge's cost per commit
+is spread over more rows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,11 @@ from model.sequence import Sequence, validate
 from model.synth import make_dataset
 
 REPEATS = 5
+BATCHES = (1, 10)
+SUBJECT = "validate + Dataset.write (new table)"
+BASELINE = "raw pyarrow.parquet.write_table"
+NOTES = {SUBJECT: "merge on sequence_id, one Delta commit",
+         BASELINE: "no validation, merge or transaction log"}
 
 
 def raw_table(seqs: list[Sequence]) -> pa.Table:
@@ -44,45 +53,53 @@ def raw_table(seqs: list[Sequence]) -> pa.Table:
     })
 
 
-def run(threads: int) -> list[Row]:
-    seqs = make_dataset(4, 8, seed=0)
-    older = make_dataset(4, 8, seed=1)
+def copies(seqs: list[Sequence], times: int) -> list[Sequence]:
+    """`times` copies of seqs with distinct repetition numbers (so distinct sequence_ids)."""
+    return [replace(s, rep=s.rep + 1000 * k) for k in range(times) for s in seqs]
+
+
+def measure(seqs: list[Sequence], older: list[Sequence], root: Path) -> dict[str, float]:
+    """Median seconds of each variant on one batch."""
     n = len(seqs)
-    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     names = (f"t{i}" for i in itertools.count())
-    try:
-        def fresh() -> None:
-            result = Dataset(next(names), root=str(root)).write([validate(s) for s in seqs])
-            assert result.inserted == n, result
 
-        prefilled = []
-        for _ in range(REPEATS + 1):
-            prefilled.append(Dataset(next(names), root=str(root)))
-            prefilled[-1].write(older)
-        targets = iter(prefilled)
+    def fresh() -> None:
+        result = Dataset(next(names), root=str(root)).write([validate(s) for s in seqs])
+        assert result.inserted == n, result
 
-        def append() -> None:
-            result = next(targets).write([validate(s) for s in seqs])
-            assert result.inserted == n, result
+    prefilled = []
+    for _ in range(REPEATS + 1):
+        prefilled.append(Dataset(next(names), root=str(root)))
+        prefilled[-1].write(older)
+    targets = iter(prefilled)
 
-        def parquet() -> None:
-            pq.write_table(raw_table(seqs), root / f"{next(names)}.parquet")
+    def append() -> None:
+        result = next(targets).write([validate(s) for s in seqs])
+        assert result.inserted == n, result
 
-        timings = {
-            "validate + Dataset.write (new table)": median_seconds(fresh, REPEATS),
-            "validate + Dataset.write (append to 352 rows)": median_seconds(append, REPEATS),
-            "raw pyarrow.parquet.write_table": median_seconds(parquet, REPEATS),
-        }
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    subject = timings["validate + Dataset.write (new table)"]
-    notes = {
-        "validate + Dataset.write (new table)": "merge on sequence_id, one Delta commit",
-        "validate + Dataset.write (append to 352 rows)": "the merge reads the existing ids",
-        "raw pyarrow.parquet.write_table": "no validation, merge or transaction log",
+    def parquet() -> None:
+        pq.write_table(raw_table(seqs), root / f"{next(names)}.parquet")
+
+    return {
+        SUBJECT: median_seconds(fresh, REPEATS),
+        f"validate + Dataset.write (append to {len(older)} rows)": median_seconds(append, REPEATS),
+        f"validate alone ({n})": median_seconds(lambda: [validate(s) for s in seqs], REPEATS),
+        BASELINE: median_seconds(parquet, REPEATS),
     }
-    return [
-        Row(f"ingest {n} sequences", name, t, t / subject,
-            f"{n / t:,.0f} seq/s; {notes[name]}")
-        for name, t in timings.items()
-    ]
+
+
+def run(threads: int) -> list[Row]:
+    base, base_older = make_dataset(4, 8, seed=0), make_dataset(4, 8, seed=1)
+    rows = []
+    for times in BATCHES:
+        seqs, older = copies(base, times), copies(base_older, times)
+        root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+        try:
+            timings = measure(seqs, older, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        n = len(seqs)
+        rows += [Row(f"ingest {n} sequences", name, t, t / timings[SUBJECT],
+                     f"{n / t:,.0f} seq/s; {NOTES.get(name, '')}")
+                 for name, t in timings.items()]
+    return rows
