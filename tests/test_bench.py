@@ -1,0 +1,86 @@
+"""The benchmarks' own pieces (not their figures): the UI-PRMD baseline's features, the bench
+runner's discovery, the streamed scoring of bench_memory and the scoring report table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bench.__main__ import available
+from bench.bench_memory import chunks, score_streamed
+from bench.bench_scoring import report_table
+from bench.scoring_setup import repetitions
+from bench.uiprmd_baseline import FRAMES, PELVIS, features
+from model.readers import iter_sequences
+from model.settings import PROFILES
+from model.skeletons import get_skeleton
+from model.synth import make_dataset
+from model.train import TrainConfig, train
+
+UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
+
+
+@pytest.fixture(scope="module")
+def squat():
+    if not UIPRMD.is_dir():
+        pytest.skip(f"no UI-PRMD data at {UIPRMD}")
+    return next(s for s in iter_sequences(UIPRMD) if not isinstance(s, Exception))
+
+
+def test_runner_finds_every_benchmark():
+    assert {"uiprmd", "scoring", "retrain", "ingest", "memory", "softdtw"} <= set(available())
+
+
+def test_baseline_features_are_pelvis_centred_height_scaled_and_resampled(squat):
+    f = features(squat).reshape(FRAMES, -1, 3)
+    sk = get_skeleton("vicon39")
+    assert f.shape == (FRAMES, sk.n_joints, 3)
+    pelvis = f[:, [sk.index(j) for j in PELVIS]].mean(axis=1)
+    np.testing.assert_allclose(pelvis, 0.0, atol=1e-9)
+    bigger = replace(squat, poses=squat.poses * 1.3 + np.float32(250.0))
+    np.testing.assert_allclose(features(bigger), features(squat), atol=1e-5)
+    head_to_toe = f[0, sk.index("LFHD"), 2] - f[0, sk.index("LTOE"), 2]
+    assert 0.9 < head_to_toe <= 1.0 + 1e-9  # heights are head-to-lowest-foot in frame 0
+
+
+def test_baseline_refuses_other_skeletons():
+    seq = make_dataset(2, 1)[0]
+    with pytest.raises(ValueError, match="vicon39"):
+        features(seq)
+
+
+def test_chunks_cover_everything_once():
+    got = list(chunks(range(1030), 512))
+    assert [len(c) for c in got] == [512, 512, 6]
+    assert sum(got, []) == list(range(1030))
+
+
+def test_streamed_scoring_writes_one_row_per_repetition(tmp_path):
+    torch.set_num_threads(1)
+    config = replace(TrainConfig.from_profile(PROFILES["test"]), epochs=1, threads=1)
+    model = train(make_dataset(4, 1, seed=0), config, progress=False)
+    out = tmp_path / "report.parquet"
+    assert score_streamed(model, 600, out) == 600
+    table = pq.read_table(out)
+    assert table.num_rows == 600
+    assert table.column("rep").to_pylist() == list(range(600))
+    assert table.column("error").null_count == 600
+
+
+def test_report_table_keeps_nested_fields_as_json():
+    rows = [{"rep": 1, "probabilities": {"squat/correct": 0.9}, "cues": ["ok"],
+             "deviations": [], "frames": None, "error": None}]
+    table = report_table(rows)
+    assert table.column("probabilities").to_pylist() == ['{"squat/correct": 0.9}']
+    assert table.column("frames").to_pylist() == ["null"]
+
+
+def test_repetitions_have_distinct_ids():
+    pool = make_dataset(2, 1)
+    reps = list(repetitions(3 * len(pool), pool))
+    assert len({r.sequence_id for r in reps}) == len(reps)
