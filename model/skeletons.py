@@ -8,6 +8,7 @@ maps are marked `approximate`, and scoring reports it. Nothing is guessed silent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -39,15 +40,22 @@ class JointMap:
     sources: dict[str, tuple[str, ...]]
     approximate: tuple[str, ...] = ()
 
-    def apply(self, poses: np.ndarray) -> np.ndarray:
-        """Map (frames, source joints, 3) onto (frames, target joints, 3)."""
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """(target joints, source joints): each row averages the source joints it names."""
         src = SKELETONS[self.source]
         tgt = SKELETONS[self.target]
-        out = np.empty((poses.shape[0], tgt.n_joints, 3), dtype=poses.dtype)
+        w = np.zeros((tgt.n_joints, src.n_joints))
         for j, name in enumerate(tgt.joints):
             idx = [src.index(s) for s in self.sources[name]]
-            out[:, j] = poses[:, idx].mean(axis=1)
-        return out
+            w[j, idx] = 1.0 / len(idx)
+        return w
+
+    def apply(self, poses: np.ndarray) -> np.ndarray:
+        """Map (frames, source joints, 3) onto (frames, target joints, 3)."""
+        if self.source == self.target:
+            return poses
+        return self.weights.astype(poses.dtype) @ poses
 
 
 BODY25_NAMES = (
@@ -232,6 +240,7 @@ def get_skeleton(name: str) -> Skeleton:
     return SKELETONS[name]
 
 
+@cache
 def joint_map(source: str, target: str = CANONICAL) -> JointMap:
     """The map from `source` onto `target`; raises SkeletonError when there is none."""
     get_skeleton(source)
