@@ -11,6 +11,8 @@ import flows.cmd_ingest  # noqa: F401
 import flows.cmd_models  # noqa: F401
 import flows.cmd_paper  # noqa: F401
 import flows.cmd_retrain  # noqa: F401
+import flows.cmd_score  # noqa: F401
+import flows.cmd_serve  # noqa: F401
 import flows.cmd_synth  # noqa: F401
 from flows.app import app
 

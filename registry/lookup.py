@@ -36,10 +36,16 @@ def saved_model_dir(name: str, version: str | int, dest: str | Path) -> Path:
     """Download the saved model folder of a registered version into `dest`; return its path."""
     mv = get_version(name, version)
     out = Path(dest) / f"{name}-v{mv.version}"
-    folder = out / "artifacts" / "model_dir"
-    if not (folder / "model.json").exists():
+    if not _saved_folders(out):
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}",
                                             dst_path=str(out))
-    if not (folder / "model.json").exists():
-        raise RegistryError(f"{name} v{mv.version} holds no saved model folder (model_dir)")
-    return folder
+    found = _saved_folders(out)
+    if len(found) != 1:
+        raise RegistryError(f"{name} v{mv.version} holds {len(found)} saved model folders "
+                            "among its artifacts, expected one")
+    return found[0]
+
+
+def _saved_folders(out: Path) -> list[Path]:
+    """Folders holding a model.json under the pyfunc's artifacts (MLflow keeps the basename)."""
+    return sorted(p.parent for p in (out / "artifacts").glob("*/model.json"))

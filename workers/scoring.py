@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,12 +71,20 @@ def _json(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-class Scorer:
-    """A Ray Data worker: loads the model once, then scores batch after batch."""
+SessionHook = Callable[[Sequence, list[RepResult], TrainedModel], dict]
 
-    def __init__(self, model_uri: str, device: str = "cpu"):
+
+class Scorer:
+    """A Ray Data worker: loads the model once, then scores batch after batch.
+
+    `on_session`, when given, runs on the worker after each session is scored (the caller's
+    report writer, say) and returns fields added to that session's records; if it fails, the
+    session comes back as one "failed" record with the reason."""
+
+    def __init__(self, model_uri: str, device: str = "cpu", on_session: SessionHook | None = None):
         self.model = TrainedModel.load(local_model_dir(model_uri), device=device)
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.on_session = on_session
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         indices = [int(i) for i in batch["index"]]
@@ -117,7 +125,15 @@ class Scorer:
             return [{"input": path, "status": EMPTY, "session_id": session_id,
                      "error": f"{path}: no repetition found in the session",
                      "error_kind": "no_repetitions"}]
-        return [self.rep_record(path, r, session_id=session_id) for r in results]
+        extra: dict = {}
+        if self.on_session is not None:
+            try:
+                extra = self.on_session(session, results, self.model)
+            except Exception as exc:  # noqa: BLE001 - reported as the session's error record
+                return [{"input": path, "status": FAILED, "session_id": session_id,
+                         "error": f"{path}: {type(exc).__name__}: {exc}",
+                         "error_kind": "report_failed"}]
+        return [self.rep_record(path, r, session_id=session_id, **extra) for r in results]
 
 
 def input_rows(inputs: Iterable[str | Path | Sequence]) -> list[dict]:
@@ -136,7 +152,7 @@ def input_rows(inputs: Iterable[str | Path | Sequence]) -> list[dict]:
 def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
                 batch_size: int = 8, concurrency: int | None = None,
                 output: str | Path | None = None, gpu_fraction: float = 0.25,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, on_session: SessionHook | None = None) -> list[dict]:
     """Score session files (or dataset sequences) on Ray; one record per repetition or rejected
     input, in input order; also written as JSON lines to `output` when given."""
     rows = input_rows(inputs)
@@ -150,7 +166,8 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     n_batches = math.ceil(len(rows) / batch_size)
     actors = concurrency or max(1, min(capacity(place), n_batches))
     scored = ray.data.from_items(rows, override_num_blocks=n_batches).map_batches(
-        Scorer, fn_constructor_args=(str(model_dir), place.device), batch_size=batch_size,
+        Scorer, fn_constructor_args=(str(model_dir), place.device, on_session),
+        batch_size=batch_size,
         batch_format="numpy", concurrency=actors, num_cpus=place.num_cpus,
         num_gpus=place.num_gpus,
     )
