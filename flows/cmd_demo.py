@@ -1,9 +1,4 @@
-"""`posecoach demo`: the main job end to end on embedded defaults.
-
-For now: synthesise an EC3D-like dataset in EC3D's data_3D.pickle layout under
-`$POSECOACH_HOME/synth` and ingest it into the `ec3d` dataset. The same seed gives the same
-sequences, so a second run adds no rows.
-"""
+"""`posecoach demo`: the README's main command (see flows/demo.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +6,28 @@ from typing import Any
 
 import typer
 
+from flows import cmd_ingest, cmd_retrain, cmd_score
 from flows.app import app
-from flows.cmd_ingest import show_report
-from flows.cmd_synth import synthesize
-from flows.ingest import ingest_flow
+from flows.demo import demo_flow
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from model.settings import get_settings
 
 
 def show(result: dict[str, Any]) -> None:
     synth = result["synth"]
-    console.print(f"synthesised {synth['sequences']} repetitions of {synth['subjects']} subjects "
-                  f"into {synth['pickle']}")
-    show_report(result["ingest"])
+    console.rule("1. synthetic data")
+    console.print(f"{synth['sequences']} repetitions of {synth['subjects']} subjects "
+                  f"(synthetic, EC3D-like; not EC3D) in {synth['pickle']}")
+    console.rule("2. ingest")
+    cmd_ingest.show_report(result["ingest"])
+    console.rule("3. retrain")
+    cmd_retrain.show(result["retrain"])
+    console.rule("4. score uploads")
+    cmd_score.show(result["score"])
+    console.rule("where things are")
+    for key, value in result["where"].items():
+        console.print(f"{key}: {value}")
+    console.print(f"demo finished in {result['seconds']:.0f} s")
 
 
 @app.command("demo")
@@ -34,15 +37,11 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Synthesise an EC3D-like dataset and ingest it (a second run adds nothing)."""
-    settings = get_settings()
+    """Synthesise, ingest, retrain and promote, then score uploaded sessions (all local)."""
     try:
-        prof = settings.get_profile(profile)
-    except KeyError as e:
-        fail(str(e.args[0]), 2)
-    synth = synthesize(settings.home / "synth", prof.synth_subjects, prof.synth_reps, seed,
-                       "pickle", progress=not as_json)
-    report = ingest_flow([synth["pickle"]], dataset)
-    emit({"profile": prof.name, "synth": synth, "ingest": report.to_dict()}, as_json, show)
-    if not report.accounted:
-        fail("some inputs ended neither as rows nor as error records")
+        result = demo_flow(profile=profile, dataset=dataset, seed=seed, progress=not as_json)
+    except KeyError as exc:
+        fail(str(exc.args[0]), 2)
+    emit(result, as_json, show)
+    if not (result["ingest"]["accounted"] and result["score"]["accounted"]):
+        fail("some inputs ended neither as results nor as error records")

@@ -179,8 +179,10 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         seqs = load_sequences(dataset, version)
         train_seqs, gate_seqs = split_gate(seqs, spec.gate_subjects)
         if not gate_seqs:
-            raise RetrainError(f"dataset {dataset!r} v{version} has no sequences of its gate "
-                               f"subjects {list(spec.gate_subjects)}")
+            raise RetrainError(
+                f"dataset {dataset!r} v{version} has no sequences of its gate subjects "
+                f"{list(spec.gate_subjects)}; declare them with "
+                f"POSECOACH_GATE_SUBJECTS_{dataset.upper()}=subject,...")
         if len({s.subject for s in train_seqs}) < 2:
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
                                "subjects besides the gate subjects")

@@ -85,6 +85,19 @@ def _gate_from(env: dict[str, str] | os._Environ) -> GateSettings:
     return GateSettings(**values)
 
 
+def _datasets_from(env: dict[str, str] | os._Environ) -> dict[str, DatasetSpec]:
+    """DATASETS plus POSECOACH_GATE_SUBJECTS_<NAME>="s4,s5" declarations and overrides."""
+    out = dict(DATASETS)
+    prefix = "POSECOACH_GATE_SUBJECTS_"
+    for key, raw in env.items():
+        if key.startswith(prefix) and key != prefix:
+            name = key.removeprefix(prefix).lower()
+            skeleton = out[name].skeleton if name in out else "ec3d19"
+            subjects = tuple(s.strip() for s in raw.split(",") if s.strip())
+            out[name] = DatasetSpec(name, skeleton, subjects)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -139,6 +152,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         fps=float(env.get("POSECOACH_FPS", "30")),
         notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
         gate=_gate_from(env),
+        datasets=_datasets_from(env),
     )
 
 

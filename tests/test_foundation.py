@@ -210,3 +210,12 @@ def test_gate_margins_come_from_settings():
     assert s.gate.macro_margin == 0.1
     assert s.gate.class_floor is None
     assert s.gate.floor_macro == 0.5
+
+
+def test_gate_subjects_of_a_dataset_can_be_declared():
+    s = load_settings({"POSECOACH_GATE_SUBJECTS_UIPRMD": "s01", "POSECOACH_GATE_SUBJECTS_MINE":
+                       "a, b"})  # fmt: skip
+    assert s.get_dataset("uiprmd").gate_subjects == ("s01",)
+    assert s.get_dataset("mine").gate_subjects == ("a", "b")
+    assert s.get_dataset("ec3d").gate_subjects == ("s4",)
+    assert s.get_dataset("other").gate_subjects == ()
