@@ -9,7 +9,11 @@ Variants on the same model, in the same run:
   - the same scoring without the file I/O (where the time goes);
   - one session at a time: 64 uploaded session files (JSON, 3-5 repetitions each), every file
     read, cut into repetitions and scored on its own (model.scoring.score_session) with its own
-    JSON report.
+    JSON report;
+  - on Ray Data (workers.scoring.score_batch, what the score flow runs; one actor per CPU, the
+    model loaded once per actor, actor start-up included), records out as JSON + Parquet:
+    the 2,048 repetitions in batches of 512, and the 64 session files (the score flow's scoring
+    stage without its HTML pages and pictures).
 `seconds` is the time per 1,000 repetitions, so the ratios compare rates.
 """
 
@@ -35,9 +39,10 @@ from model.readers import read_session
 from model.saved import TrainedModel
 from model.scoring import RepResult, normalise_all, score, score_session
 from model.synth import exercise_labels, make_session
+from workers.scoring import SCORED, score_batch
 
-N_REPS, N_SESSIONS, BATCH, REPEATS = 2048, 64, 512, 3
-REPORT_JSON_FIELDS = ("probabilities", "deviations", "cues", "frames")
+N_REPS, N_SESSIONS, BATCH, REPEATS, RAY_REPEATS = 2048, 64, 512, 3, 1
+REPORT_JSON_FIELDS = ("probabilities", "deviations", "cues", "frames", "corrected")
 
 
 def report_table(rows: list[dict]) -> pa.Table:
@@ -70,6 +75,7 @@ def run(threads: int) -> list[Row]:
         seqs = list(repetitions(N_REPS))
         pq.write_table(to_table(seqs), work / "batch.parquet")
         make_sessions(work, N_SESSIONS)
+        model.save(work / "model")
         timings, counts = measure(model, seqs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -122,4 +128,24 @@ def measure(model: TrainedModel, seqs: list, work: Path
     }
     counts = {name: N_REPS for name in timings}
     counts["one session at a time (score_session per file)"] = session_reps[-1]
+    for name, inputs, batch in (
+        ("Ray Data score_batch, repetitions", seqs, BATCH),
+        ("Ray Data score_batch, session files (score flow core)",
+         sorted(work.glob("session-*.json")), 8),
+    ):
+        timings[name], counts[name] = ray_data(inputs, work, batch)
     return timings, counts
+
+
+def ray_data(inputs: list, work: Path, batch_size: int) -> tuple[float, int]:
+    """Median seconds of workers.scoring.score_batch + reports, and repetitions scored."""
+    scored: list[int] = []
+
+    def once() -> None:
+        records = score_batch(inputs, work / "model", batch_size=batch_size, progress=False)
+        ok = [r for r in records if r["status"] == SCORED]
+        (work / "ray-report.json").write_text(json.dumps(records))
+        pq.write_table(report_table(ok), work / "ray-report.parquet")
+        scored.append(len(ok))
+
+    return median_seconds(once, RAY_REPEATS), scored[-1]

@@ -138,6 +138,9 @@ def run(threads: int) -> list[Row]:
     torch.set_num_threads(threads)
     settings = get_settings()
     out_dir = settings.home / "bench"
+    if not SOURCE.is_dir():
+        raise FileNotFoundError(f"no UI-PRMD recordings at {SOURCE.resolve()} (the benchmark "
+                                "reads ../shared/data/ui-prmd next to the repository)")
     report = ingest_flow([str(SOURCE.resolve())], dataset=DATASET)
     if not report.accounted or report.rejected:
         raise RuntimeError(f"UI-PRMD ingest rejected inputs: {report.rejected_by_kind}")
