@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# System packages the tests use (headless Chromium renders the HTML reports), installed once.
-apt_packages=(chromium)
+# System packages the tests use (headless Chromium renders the HTML reports; PostgreSQL backs the
+# MLflow and Prefect servers of the integration tests), installed once.
+apt_packages=(chromium postgresql)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

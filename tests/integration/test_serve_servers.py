@@ -1,0 +1,136 @@
+"""`posecoach serve` against real servers: PostgreSQL, an MLflow server and a Prefect server on
+it (tests/integration/conftest.py). The retrain deployment's cron schedule is registered; one
+run of each deployment completes (a model version registered on the MLflow server, reports
+written); a failing run is Failed in Prefect and its notification arrives. Everything started
+here is stopped here, also on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from servers import spawn, stop, tool
+
+from model.dataset import Dataset
+from model.formats import write_session
+from model.synth import make_dataset, make_session
+
+pytestmark = pytest.mark.integration
+
+CRON, TIMEZONE = "15 3 * * *", "Europe/Zurich"
+RUN_TIMEOUT_S = 480
+
+
+class Inbox(BaseHTTPRequestHandler):
+    """Collects the JSON documents POSTed to it (the failure notifications)."""
+
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's required name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Inbox.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def inbox() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), Inbox)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(servers: dict[str, str], inbox: str) -> Iterator[dict]:
+    """Synthetic data in a fresh lake, uploads, then `posecoach serve` in a subprocess."""
+    folder = Path(servers["folder"])
+    env = {**os.environ, "POSECOACH_HOME": str(folder / "home"),
+           "MLFLOW_TRACKING_URI": servers["mlflow"], "PREFECT_API_URL": servers["prefect"],
+           "POSECOACH_PROFILE": "test", "POSECOACH_NOTIFY_URL": inbox,
+           "POSECOACH_GATE_FLOOR_MACRO": "0", "POSECOACH_GATE_FLOOR_CORRECTION": "0",
+           "POSECOACH_GATE_CLASS_FLOOR": "none", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    seqs = make_dataset(n_subjects=4, reps=1, seed=3, exercises=("squat", "lunge"))
+    Dataset("ec3d", root=str(folder / "home" / "lake")).write(seqs)
+    uploads = folder / "uploads"
+    uploads.mkdir()
+    for n, (exercise, labels) in enumerate([("squat", ["correct", "knees_inward"]),
+                                            ("lunge", ["correct"])]):
+        session, _ = make_session(f"u{n}", exercise, labels, seed=n)
+        write_session(session, uploads / f"session-{n}.json")
+    log = folder / "serve.log"
+    proc = spawn([tool("posecoach"), "serve", "--cron", CRON, "--timezone", TIMEZONE,
+                  "--profile", "test", "--uploads", str(uploads)], log, env)
+    try:
+        yield {"proc": proc, "log": log, "uploads": uploads, "home": folder / "home",
+               "prefect": servers["prefect"], "mlflow": servers["mlflow"]}
+    finally:
+        stop(proc, signal.SIGINT)
+
+
+def read_deployment(api: str, name: str, proc, log: Path, seconds: float = 180.0):
+    """The deployment once `posecoach serve` has registered it."""
+    deadline = time.monotonic() + seconds
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"posecoach serve exited: {log.read_text()[-3000:]}"
+            try:
+                return client.read_deployment_by_name(name)
+            except Exception:  # noqa: BLE001 - not registered yet
+                time.sleep(2)
+    raise TimeoutError(f"{name} was not registered in {seconds:.0f} s: {log.read_text()[-3000:]}")
+
+
+def run(api: str, name: str, **parameters: object):
+    with temporary_settings({PREFECT_API_URL: api}):
+        return run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT_S,
+                              poll_interval=3, as_subflow=False)
+
+
+def test_serve_registers_the_nightly_cron_and_both_deployments_run(served) -> None:
+    api = served["prefect"]
+    nightly = read_deployment(api, "retrain/nightly", served["proc"], served["log"])
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [
+        (CRON, TIMEZONE, True)]
+    assert nightly.global_concurrency_limit.limit == 1
+    assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    uploads = read_deployment(api, "score/uploads", served["proc"], served["log"])
+    assert uploads.parameters["path"] == str(served["uploads"])
+
+    failed = run(api, "retrain/nightly", dataset="nothing", profile="test")
+    assert failed.state.is_failed(), failed.state
+    notes = [n for n in Inbox.received if n["flow_run_id"] == str(failed.id)]
+    assert notes and notes[0]["flow"] == "retrain" and notes[0]["state"] == "FAILED"
+    assert "nothing" in notes[0]["message"] or "nothing" in json.dumps(notes[0]["parameters"])
+
+    retrained = run(api, "retrain/nightly", profile="test")
+    assert retrained.state.is_completed(), (retrained.state, served["log"].read_text()[-3000:])
+    client = MlflowClient(tracking_uri=served["mlflow"])
+    versions = client.search_model_versions("name='posecoach-ec3d'")
+    assert len(versions) == 1 and versions[0].tags["profile"] == "test"
+    assert client.get_model_version_by_alias("posecoach-ec3d", "champion").version == "1"
+
+    scored = run(api, "score/uploads", out=str(served["home"] / "reports"))
+    assert scored.state.is_completed(), (scored.state, served["log"].read_text()[-3000:])
+    reports = {p.stem: json.loads(p.read_text())
+               for p in (served["home"] / "reports").glob("*.json")}
+    assert sorted(reports) == ["synth-u0-squat-0", "synth-u1-lunge-1"]
+    for session_id, report in reports.items():
+        assert report["session_id"] == session_id and report["model"]["version"] == "1"
+        assert (served["home"] / "reports" / f"{session_id}.html").exists()
