@@ -71,18 +71,23 @@ def spread(per_fold: list[dict[str, float]]) -> dict[str, float]:
 
 def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
     """Per fold and over folds: the full model and its judge (the classification branch)."""
-    full, judge, corrected = [], [], []
+    full, judge, corrected, epochs = [], [], [], {"full": [], "judge": []}
     for fold in cv.folds:
         test = [s for s in seqs if s.subject == fold.held_out]
-        full.append(held_out_figures(TrainedModel.load(fold.model_dir), test))
-        judge.append(held_out_figures(TrainedModel.load(Path(fold.model_dir).parent / "judge"),
-                                      test))
+        models = {"full": TrainedModel.load(fold.model_dir),
+                  "judge": TrainedModel.load(Path(fold.model_dir).parent / "judge")}
+        full.append(held_out_figures(models["full"], test))
+        judge.append(held_out_figures(models["judge"], test))
         corrected.append(fold.metrics["evaluation"]["correction"]["independent"]["incorrect"])
+        for key, model in models.items():
+            epochs[key] += [row["seconds"] for row in model.meta["history"]]
     return {
         "full": {**spread(full), "folds": full,
                  "corrected_judged_correct": float(np.mean(corrected)),
-                 "corrected_judged_correct_std": float(np.std(corrected))},
-        "separated_classifier": {**spread(judge), "folds": judge},
+                 "corrected_judged_correct_std": float(np.std(corrected)),
+                 "epoch_seconds": float(np.mean(epochs["full"]))},
+        "separated_classifier": {**spread(judge), "folds": judge,
+                                 "epoch_seconds": float(np.mean(epochs["judge"]))},
     }
 
 
@@ -172,9 +177,11 @@ def run(threads: int) -> list[Row]:
     rows = [
         Row(name, "GCN full (nightly = paper settings)", cv_seconds, 1.0,
             f"{note(full)}; corrected incorrect judged correct "
-            f"{full['corrected_judged_correct']:.1%}; time: CV of model + judge on Ray"),
+            f"{full['corrected_judged_correct']:.1%}; {full['epoch_seconds']:.1f} s/epoch; "
+            "time: the CV of model + judge on Ray"),
         Row(name, "GCN classification branch (separated_classifier)", cv_seconds, 1.0,
-            f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds"),
+            f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds; "
+            f"{gcn['separated_classifier']['epoch_seconds']:.1f} s/epoch"),
     ]
     rows += [Row(name, f"baseline: {b}", f["seconds"], f["seconds"] / cv_seconds, note(f))
              for b, f in baselines.items()]
