@@ -10,7 +10,7 @@ from flows import cmd_ingest, cmd_retrain, cmd_score
 from flows.app import app
 from flows.demo import demo_flow
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
-from flows.output import console, emit, fail
+from flows.output import console, emit, fail, work
 
 
 def show(result: dict[str, Any]) -> None:
@@ -23,6 +23,7 @@ def show(result: dict[str, Any]) -> None:
     console.rule("3. retrain")
     cmd_retrain.show(result["retrain"])
     console.rule("4. score uploads")
+    console.print(f"scored with {result['scored_with']}")
     cmd_score.show(result["score"])
     console.rule("where things are")
     for key, value in result["where"].items():
@@ -39,7 +40,9 @@ def demo(
 ) -> None:
     """Synthesise, ingest, retrain and promote, then score uploaded sessions (all local)."""
     try:
-        result = demo_flow(profile=profile, dataset=dataset, seed=seed, progress=not as_json)
+        with work(as_json):
+            result = demo_flow(profile=profile, dataset=dataset, seed=seed,
+                               progress=not as_json)
     except KeyError as exc:
         fail(str(exc.args[0]), 2)
     emit(result, as_json, show)

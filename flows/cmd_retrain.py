@@ -9,7 +9,7 @@ from rich.table import Table
 
 from flows.app import app
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
-from flows.output import console, emit, fail
+from flows.output import console, emit, fail, work
 from flows.retrain import RetrainError, retrain_flow
 from registry.gate import default_actor
 
@@ -59,8 +59,9 @@ def retrain(
 ) -> None:
     """Cross-validate, train, register and (through the gate) promote a dataset's model."""
     try:
-        result = retrain_flow(dataset=dataset, profile=profile, seed=seed,
-                              actor=actor or default_actor())
+        with work(as_json):
+            result = retrain_flow(dataset=dataset, profile=profile, seed=seed,
+                                  actor=actor or default_actor())
     except (RetrainError, KeyError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from flows.app import app
 from flows.options import DatasetOpt, JsonOpt
-from flows.output import console, emit, fail
+from flows.output import console, emit, fail, work
 from flows.score import score_flow
 from registry.versions import RegistryError
 
@@ -47,7 +47,9 @@ def score(
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded."""
     try:
-        result = score_flow(path=path, dataset=dataset, version=version, out=out, model=model)
+        with work(as_json):
+            result = score_flow(path=path, dataset=dataset, version=version, out=out,
+                                model=model)
     except (RegistryError, FileNotFoundError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

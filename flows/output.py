@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 import typer
@@ -27,6 +28,17 @@ def emit(result: dict, as_json: bool, human: Callable[[dict], None]) -> None:
         sys.stdout.write(json.dumps(result, default=_default, indent=2) + "\n")
     else:
         human(result)
+
+
+@contextmanager
+def work(as_json: bool) -> Iterator[None]:
+    """Around a verb's work: with --json, whatever libraries print to stdout goes to stderr,
+    so that stdout holds the one JSON document alone."""
+    if not as_json:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -161,16 +161,3 @@ def test_cli_ingest_json_and_data_verbs(prefect_api: str, tmp_path: Path,
     assert runner.invoke(app, ["data", "versions", "--dataset", "nothing"]).exit_code != 0
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--dataset", "cli"])
     assert missing.exit_code != 0 and "no such file or folder" in " ".join(missing.output.split())
-
-
-def test_demo_twice_adds_nothing_the_second_time(prefect_api: str) -> None:
-    runner = CliRunner()
-    first = runner.invoke(app, ["demo", "--profile", "test", "--dataset", "demo", "--json"])
-    assert first.exit_code == 0, first.output
-    doc = json.loads(first.stdout)
-    assert doc["ingest"]["inserted"] == doc["synth"]["sequences"] > 0
-    second = json.loads(runner.invoke(app, ["demo", "--profile", "test", "--dataset", "demo",
-                                            "--json"]).stdout)
-    assert (second["ingest"]["inserted"], second["ingest"]["duplicates"]) == (
-        0, doc["synth"]["sequences"])
-    assert Dataset("demo").count() == doc["synth"]["sequences"]

@@ -162,6 +162,7 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
     context.wait_for_min_actors_s = ACTORS_START_S
+    context.print_on_execution_start = False
     place = placement(1, gpu_fraction)
     n_batches = math.ceil(len(rows) / batch_size)
     actors = concurrency or max(1, min(capacity(place), n_batches))
