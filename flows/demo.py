@@ -2,8 +2,10 @@
 
 Synthesise an EC3D-like dataset (EC3D's data_3D.pickle layout) -> ingest it -> retrain
 (cross-validation on local Ray, MLflow on sqlite, register, gate, promote) -> synthesise
-uploaded sessions, a few broken on purpose -> score them with the champion. The same seed gives
-the same data, so a second run ingests nothing new and the retrain skips the known version.
+uploaded sessions, a few broken on purpose -> score them with the champion (or, when the gate
+refused the very first model, with that version pinned, and the summary says so). The same
+seed gives the same data, so a second run ingests nothing new and the retrain skips the known
+version.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flows.ingest import ingest_flow
 from flows.retrain import retrain_flow
 from flows.score import score_flow
 from model.settings import get_settings
+from registry.versions import CHAMPION, alias_version, model_name
 
 UPLOADS = 6
 BROKEN = 3
@@ -36,7 +39,11 @@ def demo_flow(profile: str | None = None, dataset: str = "ec3d", seed: int = 0,
     retrain = retrain_flow(dataset=dataset, profile=prof.name, seed=seed)
     uploads = synthesize(settings.home / "uploads", 1, 1, seed + 1, "json", sessions=UPLOADS,
                          broken=BROKEN, progress=progress)
-    score = score_flow(path=str(settings.home / "uploads" / "sessions"), dataset=dataset)
+    pinned = None
+    if alias_version(model_name(dataset), CHAMPION) is None:
+        pinned = retrain["version"]
+    score = score_flow(path=str(settings.home / "uploads" / "sessions"), dataset=dataset,
+                       version=pinned)
     return {
         "profile": prof.name,
         "synth": {k: synth[k] for k in ("out", "sequences", "subjects", "pickle")},
@@ -44,6 +51,8 @@ def demo_flow(profile: str | None = None, dataset: str = "ec3d", seed: int = 0,
         "retrain": retrain,
         "uploads": {"sessions": len(uploads["sessions"]), "broken": len(uploads["broken"])},
         "score": score,
+        "scored_with": (f"version {pinned}, pinned: the gate refused it and there is no "
+                        "champion yet") if pinned else "the champion",
         "where": {
             "data": settings.lake,
             "reports": score["out"],
