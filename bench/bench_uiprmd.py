@@ -17,7 +17,9 @@ $POSECOACH_HOME/bench/; every figure goes to $POSECOACH_HOME/bench/uiprmd.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -140,6 +142,11 @@ def note(f: dict) -> str:
 
 
 def run(threads: int) -> list[Row]:
+    with contextlib.redirect_stdout(sys.stderr):  # progress bars; stdout stays for --json
+        return measure(threads)
+
+
+def measure(threads: int) -> list[Row]:
     torch.set_num_threads(threads)
     settings = get_settings()
     out_dir = settings.home / "bench"
