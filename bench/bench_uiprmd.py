@@ -160,7 +160,7 @@ def measure(threads: int) -> list[Row]:
     seqs = Dataset(DATASET).read(version=version)
     config = TrainConfig.from_profile(settings.get_profile(PROFILE), threads=1)
     began = time.perf_counter()
-    cv = cross_validate(seqs, config, threads_per_fold=1, workdir=out_dir / "uiprmd-cv")
+    cv = cross_validate(seqs, config, threads_per_fold=1)  # a fresh workdir: nothing reused
     cv_seconds = time.perf_counter() - began
     gcn = gcn_figures(cv, seqs)
     baselines = baseline_figures(seqs)
