@@ -120,11 +120,14 @@ class Evaluation:
 
 def summarize(classes: list[Class], true: np.ndarray, pred: np.ndarray | None,
               judged: dict[str, np.ndarray | None],
-              sdtw: tuple[np.ndarray, np.ndarray] | None = None) -> Evaluation:
+              sdtw: tuple[np.ndarray, np.ndarray] | None = None,
+              uncorrected: np.ndarray | None = None) -> Evaluation:
     """The figures from class indices (true, predicted: None for a model that does not
     classify), per judge whether each corrected motion was classified as its exercise's correct
     class (None: that judge is missing or does not classify), and each sequence's soft-DTW
-    divergence to its target before and after correction (NaN: no target)."""
+    divergence to its target before and after correction (NaN: no target); `uncorrected`, per
+    sequence whether the independent judge calls the input itself correct — the baseline that
+    correction has to improve on (correction["uncorrected"])."""
     true = np.asarray(true, dtype=np.int64)
     n_cls = len(classes)
     confusion = np.zeros((n_cls, n_cls), dtype=np.int64)
@@ -154,6 +157,10 @@ def summarize(classes: list[Class], true: np.ndarray, pred: np.ndarray | None,
             "macro": float(np.mean(per_class)) if rows else NAN,
             "incorrect": NAN if ok[j] is None else _share(ok[j], incorrect),
         }
+    if uncorrected is not None:
+        base = np.asarray(uncorrected, dtype=bool)
+        correction["uncorrected"] = {"all": _share(base, everyone),
+                                     "incorrect": _share(base, incorrect)}
     return Evaluation(
         classes=list(classes),
         confusion=confusion,
@@ -213,7 +220,8 @@ def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel
         ),
     }
     sdtw = divergence_to_targets(poses, inference.corrected, test_seqs)
-    return summarize(classes, true, pred, judged, sdtw)
+    uncorrected = None if judge is None else judged_correct(judge, poses, exercises, batch_size)
+    return summarize(classes, true, pred, judged, sdtw, uncorrected)
 
 
 def judge_predictions(judge: TrainedModel, model: TrainedModel, poses: list[np.ndarray],

@@ -69,7 +69,7 @@ class GateSettings:
     class_drop: float = 0.3
     class_floor: float | None = 0.0
     floor_macro: float = 0.5
-    floor_correction: float = 0.5
+    floor_correction: float = 0.25
 
     def to_dict(self) -> dict:
         return asdict(self)

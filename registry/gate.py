@@ -40,8 +40,9 @@ NIGHTLY_ACTOR = "nightly flow"
 def default_policy() -> GatePolicy:
     """The gate policy configured in model.settings (POSECOACH_GATE_* overrides): margins (how
     much worse than the champion is tolerated), the class-collapse rules and the first model's
-    floors. A class collapses when its accuracy is at or below `class_floor` (None: no absolute
-    check) or more than `class_drop` below the champion's."""
+    floors. Every candidate's independently judged correction must also beat the same judge's
+    verdict on the uncorrected inputs. A class collapses when its accuracy is at or below
+    `class_floor` (None: no absolute check) or more than `class_drop` below the champion's."""
     return get_settings().gate
 
 
@@ -53,6 +54,7 @@ class GateFigures:
     macro: float
     correction: float
     per_class: dict[str, float] = field(default_factory=dict)
+    uncorrected: float = math.nan
 
     @classmethod
     def from_evaluation(cls, figures: Mapping[str, Any]) -> GateFigures:
@@ -64,6 +66,7 @@ class GateFigures:
             macro=_number(figures.get("macro")),
             correction=_number(_dig(figures, "correction", "independent", "all")),
             per_class=per_class,
+            uncorrected=_number(_dig(figures, "correction", "uncorrected", "all")),
         )
 
     def has_nan(self) -> list[str]:
@@ -78,6 +81,7 @@ class GateFigures:
             return None if math.isnan(v) else v
 
         return {"macro": plain(self.macro), "correction": plain(self.correction),
+                "uncorrected": plain(self.uncorrected),
                 "per_class": {k: plain(v) for k, v in self.per_class.items()}}
 
 
@@ -115,6 +119,10 @@ def verdict(candidate: GateFigures, champion: GateFigures | None,
     if low:
         return Verdict(False, "class_collapse",
                        f"classes at or below accuracy {floor:.2f}: {', '.join(low)}")
+    if not math.isnan(candidate.uncorrected) and candidate.correction <= candidate.uncorrected:
+        return Verdict(False, "correction_helps", f"independent correction "
+                       f"{candidate.correction:.3f} does not improve on the uncorrected inputs "
+                       f"({candidate.uncorrected:.3f} judged correct as they are)")
     if champion is None:
         if candidate.macro < policy.floor_macro:
             return Verdict(False, "floor_macro", f"first model: macro accuracy "

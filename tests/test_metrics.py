@@ -37,6 +37,15 @@ def test_correction_success_over_all_macro_and_incorrect_only():
     assert [r.correction_independent for r in ev.per_class] == pytest.approx([0.5, 1 / 3, 1.0])
 
 
+def test_the_judge_on_uncorrected_inputs_is_the_baseline():
+    indep = np.array([True, False, False, False, True, True])
+    base = np.array([True, True, False, False, False, True])
+    ev = summarize(CLASSES, TRUE, PRED, {"self": SELF, "independent": indep}, uncorrected=base)
+    assert ev.correction["uncorrected"] == pytest.approx({"all": 3 / 6, "incorrect": 0.0})
+    back = Evaluation.from_dict(json.loads(json.dumps(ev.to_dict())))
+    assert back.correction["uncorrected"]["all"] == pytest.approx(0.5)
+
+
 def test_divergence_means_over_all_and_incorrect_sequences_with_a_target():
     before = np.array([0.0, 0.0, 4.0, 6.0, np.nan, 0.0])
     after = np.array([1.0, 0.5, 2.0, 1.0, np.nan, 0.3])

@@ -88,6 +88,20 @@ def test_first_model_needs_the_floors() -> None:
                    GatePolicy(floor_macro=0.0, floor_correction=0.0)).passed
 
 
+def test_a_correction_that_does_not_help_is_refused() -> None:
+    def with_baseline(correction: float, uncorrected: float) -> GateFigures:
+        figs = figures(0.9, correction)
+        figs["correction"]["uncorrected"] = {"all": uncorrected}
+        return GateFigures.from_evaluation(figs)
+
+    idle = verdict(with_baseline(0.30, 0.30), None)
+    assert not idle.passed and idle.rule == "correction_helps"
+    assert "0.300" in idle.reason
+    assert verdict(with_baseline(0.40, 0.30), None).passed
+    champ = GateFigures.from_evaluation(figures(0.80, 0.30))
+    assert verdict(with_baseline(0.30, 0.35), champ).rule == "correction_helps"
+
+
 @pytest.fixture(scope="module")
 def model_uri(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One packaged model (a tiny one-epoch training) logged to the run's store."""
