@@ -23,6 +23,7 @@ Variants (the paper's ablations, one code path):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -94,20 +95,41 @@ def nodes_to_poses(nodes: torch.Tensor) -> torch.Tensor:
     return nodes.unflatten(-1, (COORDS, nodes.shape[-1] // COORDS)).transpose(-1, -2)
 
 
+def by_length(lengths: Iterable[int]) -> dict[int, list[int]]:
+    """Indices of the items of each length, in order: the groups one DCT basis serves."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    return groups
+
+
 def encode_poses(poses: list[np.ndarray], n_dct: int) -> torch.Tensor:
-    """Normalised poses, each (frames, joints, 3) -> the GCN's inputs (N, nodes, n_dct)."""
-    return torch.cat([
-        dct_encode(poses_to_nodes(torch.from_numpy(np.asarray(p, dtype=np.float32)))[None], n_dct)
-        for p in poses
-    ])
+    """Normalised poses, each (frames, joints, 3) -> the GCN's inputs (N, nodes, n_dct).
+
+    Poses of one length are stacked and encoded in one matrix product.
+    """
+    if not poses:
+        return torch.zeros(0, 0, n_dct)
+    out = torch.empty(len(poses), COORDS * poses[0].shape[1], n_dct)
+    for idx in by_length(len(p) for p in poses).values():
+        stacked = np.stack([np.asarray(poses[i], dtype=np.float32) for i in idx])
+        out[idx] = dct_encode(poses_to_nodes(torch.from_numpy(stacked)), n_dct)
+    return out
 
 
 def decode_poses(coefs: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
-    """DCT coefficients (N, nodes, n_dct) -> poses (length, joints, 3) at each given length."""
-    return [
-        nodes_to_poses(dct_decode(c[None], n)[0]).cpu().numpy()
-        for c, n in zip(coefs, lengths, strict=True)
-    ]
+    """DCT coefficients (N, nodes, n_dct) -> poses (length, joints, 3) at each given length.
+
+    Coefficients decoded at one length share one matrix product.
+    """
+    if len(lengths) != len(coefs):
+        raise ValueError(f"{len(coefs)} coefficient sets for {len(lengths)} lengths")
+    out: list[np.ndarray] = [np.empty(0)] * len(lengths)
+    for length, idx in by_length(lengths).items():
+        group = nodes_to_poses(dct_decode(coefs[idx], length)).contiguous().cpu().numpy()
+        for k, i in enumerate(idx):
+            out[i] = group[k]
+    return out
 
 
 class GraphConv(nn.Module):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch_dct
 
 from model.dct import dct_decode, dct_encode, idct_basis
 from model.gcn import (
@@ -14,6 +16,8 @@ from model.gcn import (
     FeedbackGCN,
     GCNConfig,
     GraphConv,
+    decode_poses,
+    encode_poses,
     nodes_to_poses,
     poses_to_nodes,
 )
@@ -70,6 +74,40 @@ def test_idct_basis_is_the_decode_as_a_matrix(length: int):
     basis = idct_basis(length, 25, torch.float64)
     assert basis.shape == (length, 25)
     torch.testing.assert_close(basis @ coefs[1].T, dct_decode(coefs, length)[1])
+
+
+def test_dct_matches_torch_dct_at_any_length():
+    for length in (3, 25, 97):
+        x = torch.randn(2, length, 5, dtype=torch.float64)
+        padded = torch.cat([x, x[:, -1:].expand(-1, max(0, 25 - length), -1)], dim=1)
+        expected = torch_dct.dct(padded.transpose(1, 2), norm="ortho")[..., :25]
+        torch.testing.assert_close(dct_encode(x, 25), expected)
+        full = torch.nn.functional.pad(expected, (0, max(length, 25) - 25))
+        back = torch_dct.idct(full, norm="ortho").transpose(1, 2)[:, :length]
+        torch.testing.assert_close(dct_decode(expected, length), back)
+
+
+def test_idct_basis_hands_out_a_copy():
+    idct_basis(30, 10).zero_()
+    assert idct_basis(30, 10).abs().sum() > 0
+
+
+def test_poses_of_mixed_lengths_encode_and_decode_like_one_at_a_time():
+    g = torch.Generator().manual_seed(2)
+    poses = [torch.randn(n, JOINTS, 3, generator=g).numpy() for n in (40, 7, 40, 33, 7, 61)]
+    coefs = encode_poses(poses, 10)
+    assert coefs.shape == (len(poses), 3 * JOINTS, 10)
+    for c, p in zip(coefs, poses, strict=True):
+        alone = dct_encode(poses_to_nodes(torch.from_numpy(p))[None], 10)[0]
+        torch.testing.assert_close(c, alone)
+    lengths = [len(p) + 5 for p in poses]
+    decoded = decode_poses(coefs, lengths)
+    for d, c, n in zip(decoded, coefs, lengths, strict=True):
+        assert d.shape == (n, JOINTS, 3) and d.flags.c_contiguous
+        np.testing.assert_allclose(d, nodes_to_poses(dct_decode(c[None], n))[0].numpy(),
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="lengths"):
+        decode_poses(coefs, lengths[:-1])
 
 
 def test_nodes_are_coordinate_major_and_invertible():
