@@ -101,7 +101,7 @@ def joint_words(joint: str) -> str:
 
 def direction_words(vec: np.ndarray, joint: str) -> str:
     """A displacement (x forward, y left, z up) in body terms; in/out mirrored for left/right."""
-    x, y, z = (float(v) for v in vec)
+    x, y, z = vec.tolist()
     if joint.startswith("l_"):
         lateral = "outward" if y > 0 else "inward"
     elif joint.startswith("r_"):
@@ -124,8 +124,7 @@ def bottom_frame(poses: np.ndarray, exercise: str, skeleton: Skeleton) -> int | 
     """The deepest frame of a squat or lunge (ankles highest relative to the hips), else None."""
     if exercise == "plank":
         return None
-    ankles = [skeleton.index("l_ankle"), skeleton.index("r_ankle")]
-    height = poses[:, ankles, 2].mean(axis=1)
+    height = (poses[:, skeleton.index("l_ankle"), 2] + poses[:, skeleton.index("r_ankle"), 2]) / 2
     if float(height.max() - height.min()) < MIN_DEPTH_M:
         return None
     return int(np.argmax(height))
@@ -158,24 +157,25 @@ def joint_deviations(original: np.ndarray, corrected: np.ndarray, skeleton: Skel
     disp = corrected - original
     size = np.sqrt(np.einsum("tjc,tjc->tj", disp, disp))
     frames = size.argmax(axis=0)
-    peak = size[frames, np.arange(size.shape[1])]
-    order = np.argsort(-peak, kind="stable")
-    chosen = [int(j) for j in order[:top]]
-    wanted = [int(j) for j in order if skeleton.joints[j] in include]
-    if wanted and wanted[0] not in chosen:
-        chosen.append(wanted[0])
+    peak = size.max(axis=0)
+    order = np.argsort(-peak, kind="stable").tolist()
+    chosen = order[:top]
+    wanted = next((j for j in order if skeleton.joints[j] in include), None)
+    if wanted is not None and wanted not in chosen:
+        chosen.append(wanted)
+    held = np.count_nonzero(size[:, chosen] >= SUSTAINED * peak[chosen], axis=0)
+    sustained = (held / size.shape[0] >= 0.5).tolist()
     bottom = bottom_frame(original, exercise, skeleton)
     out = []
-    for j in chosen:
-        f = int(frames[j])
+    for j, f, cm, steady in zip(chosen, frames[chosen].tolist(),
+                                (peak[chosen] * scale * 100.0).tolist(), sustained, strict=True):
         name = skeleton.joints[j]
         out.append(Deviation(
             joint=name,
-            cm=float(peak[j] * scale * 100.0),
+            cm=cm,
             direction=direction_words(disp[f, j], name),
             frame=f,
-            moment=moment_words(f, original.shape[0], bottom, exercise, fps,
-                                sustained=bool(np.mean(size[:, j] >= SUSTAINED * peak[j]) >= 0.5)),
+            moment=moment_words(f, original.shape[0], bottom, exercise, fps, sustained=steady),
         ))
     return out
 

@@ -59,18 +59,19 @@ def fill_missing(poses: np.ndarray) -> np.ndarray:
 
 
 def resample(poses: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
-    """Linear resampling in time from fps_in to fps_out."""
+    """Linear resampling in time from fps_in to fps_out (every joint and axis at once)."""
     if abs(fps_in - fps_out) < 1e-9:
         return poses
     n_in = poses.shape[0]
     n_out = max(2, int(round((n_in - 1) * fps_out / fps_in)) + 1)
     t_in = np.arange(n_in) / fps_in
     t_out = np.linspace(0.0, t_in[-1], n_out)
-    flat = poses.reshape(n_in, -1)
-    out = np.empty((n_out, flat.shape[1]), dtype=poses.dtype)
-    for c in range(flat.shape[1]):
-        out[:, c] = np.interp(t_out, t_in, flat[:, c])
-    return out.reshape(n_out, *poses.shape[1:])
+    left = np.clip(np.searchsorted(t_in, t_out, side="right") - 1, 0, max(n_in - 2, 0))
+    right = np.minimum(left + 1, n_in - 1)
+    span = np.where(right > left, t_in[right] - t_in[left], 1.0)
+    weight = ((t_out - t_in[left]) / span).reshape(-1, *([1] * (poses.ndim - 1)))
+    out = poses[left] + weight * (poses[right] - poses[left])
+    return out.astype(poses.dtype, copy=False)
 
 
 def face_forward(poses: np.ndarray, l_hip: int, r_hip: int) -> np.ndarray:
@@ -102,7 +103,8 @@ def normalize(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     poses = fill_missing(poses)
     poses = joint_map(seq.skeleton, norm.skeleton).apply(poses)
     up = get_skeleton(seq.skeleton).up
-    poses = poses @ _UP_ROTATIONS[up].T
+    if up != "+z":
+        poses = poses @ _UP_ROTATIONS[up].T
     poses = resample(poses, seq.fps, norm.fps)
     sk = get_skeleton(norm.skeleton)
     poses = poses - poses[:, sk.index("mid_hip") : sk.index("mid_hip") + 1]

@@ -145,6 +145,7 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
     names = [class_name(c) for c in classes]
     probs = np.exp(inference.log_probs.astype(np.float64))
     best = probs.argmax(axis=1)
+    rounded = probs.round(6).tolist()
     threshold = threshold_of(model)
     classifies = has_classifier(model)
     skeleton = get_skeleton(model.normalization.skeleton)
@@ -167,7 +168,7 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
             confidence=confidence,
             unsure=unsure,
             exercise_mismatch=bool(exercise != seq.exercise) if classifies else None,
-            probabilities=dict(zip(names, probs[k].round(6).tolist(), strict=True)),
+            probabilities=dict(zip(names, rounded[k], strict=True)),
             cues=[coach_cue(label, deviations, bool(unsure))] if classifies else [],
             deviations=deviations,
             corrected=inference.corrected[k],

@@ -68,6 +68,24 @@ class Sequence:
         return replace(self, label=label)
 
 
+def _frame_ranges(poses: np.ndarray, src: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest coordinate of each frame (frames, 3), missing joints left out;
+    SequenceError when values are infinite or too many are missing."""
+    if np.isfinite(poses).all():
+        return poses.min(axis=1), poses.max(axis=1)
+    if np.isinf(poses).any():
+        raise SequenceError(src, "poses contain infinite values", "non_finite")
+    missing = np.isnan(poses).any(axis=2)
+    if missing.mean() > MAX_MISSING_FRACTION:
+        raise SequenceError(
+            src, f"{missing.mean():.0%} of joint positions are missing (NaN); "
+            f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite",
+        )
+    if missing.all(axis=0).any():
+        raise SequenceError(src, "a joint is missing (NaN) in every frame", "non_finite")
+    return np.nanmin(poses, axis=1), np.nanmax(poses, axis=1)
+
+
 def validate(seq: Sequence) -> Sequence:
     """Check a sequence; return it with float32 poses, or raise SequenceError."""
     src = seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}"
@@ -105,21 +123,12 @@ def validate(seq: Sequence) -> Sequence:
     if poses.shape[0] > MAX_SECONDS * seq.fps:
         raise SequenceError(src, f"{poses.shape[0]} frames is longer than {MAX_SECONDS} s",
                             "too_long")
-    if np.isinf(poses).any():
-        raise SequenceError(src, "poses contain infinite values", "non_finite")
-    missing = np.isnan(poses).any(axis=2)
-    if missing.mean() > MAX_MISSING_FRACTION:
-        raise SequenceError(
-            src, f"{missing.mean():.0%} of joint positions are missing (NaN); "
-            f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite",
-        )
-    if missing.all(axis=0).any():
-        raise SequenceError(src, "a joint is missing (NaN) in every frame", "non_finite")
-    metres = poses * UNITS[seq.units]
-    if np.nanmax(np.abs(metres)) > MAX_ABS_COORD_M:
+    low, high = _frame_ranges(poses, src)
+    low, high = low * UNITS[seq.units], high * UNITS[seq.units]
+    if max(np.nanmax(high), -np.nanmin(low)) > MAX_ABS_COORD_M:
         raise SequenceError(src, f"coordinates beyond {MAX_ABS_COORD_M:g} m (wrong units?)",
                             "absurd_coordinates")
-    extent = np.nanmax(np.nanmax(metres, axis=1) - np.nanmin(metres, axis=1))
+    extent = np.nanmax(high - low)
     if extent > MAX_BODY_EXTENT_M:
         raise SequenceError(
             src, f"body spans {extent:.1f} m in one frame (wrong units or joints?)",

@@ -141,6 +141,19 @@ def test_a_few_missing_joints_pass_and_are_filled():
     np.testing.assert_allclose(filled[11, 4], (clip[9, 4] + clip[13, 4]) / 2, atol=1e-6)
 
 
+def test_range_checks_hold_with_missing_joints_and_other_units():
+    clip = squat_clip()
+    clip[10:13, 4] = np.nan
+    assert validate(_seq(clip * 1000, units="mm")).poses.shape == clip.shape
+    with pytest.raises(SequenceError) as err:
+        validate(_seq(clip * 1000))
+    assert err.value.kind == "absurd_coordinates"
+    spread = clip.copy()
+    spread[20, 0] += 5.0  # one frame where the body spans more than 3.5 m
+    with pytest.raises(SequenceError, match="body spans"):
+        validate(_seq(spread))
+
+
 def test_sequence_id_ignores_label_but_not_poses():
     a = _seq(squat_clip(), label="correct")
     assert a.sequence_id == a.with_label("knees_inward").sequence_id
@@ -154,6 +167,17 @@ def test_resample_keeps_duration():
     out = resample(clip, 100.0, 30.0)
     assert out.shape[0] == 31
     np.testing.assert_allclose(out[-1], clip[-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("frames, fps_in, fps_out", [(101, 100.0, 30.0), (40, 30.0, 47.0)])
+def test_resample_interpolates_every_coordinate_linearly(frames, fps_in, fps_out):
+    clip = squat_clip(frames).astype(np.float64)
+    out = resample(clip, fps_in, fps_out)
+    t_in = np.arange(frames) / fps_in
+    t_out = np.linspace(0.0, t_in[-1], out.shape[0])
+    flat = clip.reshape(frames, -1)
+    expected = np.stack([np.interp(t_out, t_in, flat[:, c]) for c in range(flat.shape[1])], 1)
+    np.testing.assert_allclose(out.reshape(out.shape[0], -1), expected, atol=1e-12)
 
 
 def test_normalisation_removes_place_heading_units_and_rate():
