@@ -143,7 +143,10 @@ class GraphConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adjacency @ (x @ self.weight) + self.bias
+        """(B, nodes, in) -> (B, nodes, out), contiguous: one batched product with A broadcast
+        (a plain A @ y transposes y on the way and hands every later op strided memory)."""
+        adjacency = self.adjacency.expand(x.shape[0], -1, -1)
+        return torch.baddbmm(self.bias, adjacency, x @ self.weight)
 
 
 class GraphLayer(nn.Module):

@@ -124,6 +124,7 @@ def test_graph_conv_is_adjacency_times_x_w_plus_b_and_learns_the_adjacency():
     x = torch.randn(2, 5, 4)
     expected = torch.stack([conv.adjacency @ (xb @ conv.weight) + conv.bias for xb in x])
     torch.testing.assert_close(conv(x), expected)
+    assert conv(x).is_contiguous()
     conv(x).sum().backward()
     assert conv.adjacency.grad is not None and conv.adjacency.grad.abs().sum() > 0
 
