@@ -70,6 +70,7 @@ class GateSettings:
     class_floor: float | None = 0.0
     floor_macro: float = 0.5
     floor_correction: float = 0.25
+    min_correction_gain: float | None = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,8 +41,9 @@ def default_policy() -> GatePolicy:
     """The gate policy configured in model.settings (POSECOACH_GATE_* overrides): margins (how
     much worse than the champion is tolerated), the class-collapse rules and the first model's
     floors. Every candidate's independently judged correction must also beat the same judge's
-    verdict on the uncorrected inputs. A class collapses when its accuracy is at or below
-    `class_floor` (None: no absolute check) or more than `class_drop` below the champion's."""
+    verdict on the uncorrected inputs by more than `min_correction_gain` (None: no check).
+    A class collapses when its accuracy is at or below `class_floor` (None: no absolute check)
+    or more than `class_drop` below the champion's."""
     return get_settings().gate
 
 
@@ -119,10 +120,13 @@ def verdict(candidate: GateFigures, champion: GateFigures | None,
     if low:
         return Verdict(False, "class_collapse",
                        f"classes at or below accuracy {floor:.2f}: {', '.join(low)}")
-    if not math.isnan(candidate.uncorrected) and candidate.correction <= candidate.uncorrected:
+    gain = policy.min_correction_gain
+    if (gain is not None and not math.isnan(candidate.uncorrected)
+            and candidate.correction <= candidate.uncorrected + gain):
         return Verdict(False, "correction_helps", f"independent correction "
                        f"{candidate.correction:.3f} does not improve on the uncorrected inputs "
-                       f"({candidate.uncorrected:.3f} judged correct as they are)")
+                       f"({candidate.uncorrected:.3f} judged correct as they are) by more "
+                       f"than {gain:.3f}")
     if champion is None:
         if candidate.macro < policy.floor_macro:
             return Verdict(False, "floor_macro", f"first model: macro accuracy "

@@ -38,6 +38,7 @@ def flow_env(session_dir: Path, prefect_api: str, ray_local: None) -> Path:
     for key in ("FLOOR_MACRO", "FLOOR_CORRECTION"):
         mp.setenv(f"POSECOACH_GATE_{key}", "0")
     mp.setenv("POSECOACH_GATE_CLASS_FLOOR", "none")
+    mp.setenv("POSECOACH_GATE_MIN_CORRECTION_GAIN", "none")
     yield home
     mp.undo()
 

@@ -11,6 +11,7 @@ import pytest
 from model.labels import ec3d_classes
 from model.normalize import Normalization, normalize, resample
 from model.sequence import validate
+from model.settings import PROFILES
 from model.skeletons import EC3D_JOINTS
 from model.synth import (
     MAX_REP_S,
@@ -174,7 +175,8 @@ def test_synth_command_writes_what_its_summary_says(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     seqs = list(iter_sequences(Path(summary["pickle"])))
-    assert len(seqs) == summary["sequences"] == 3 * 11 * 2
+    test = PROFILES["test"]
+    assert len(seqs) == summary["sequences"] == test.synth_subjects * 11 * test.synth_reps
     assert sorted(Path(s["path"]).suffix for s in summary["sessions"]) == [
         ".json", ".npz", ".parquet"]
     truth = json.loads((tmp_path / "sessions.truth.json").read_text())

@@ -65,7 +65,8 @@ def served(servers: dict[str, str], inbox: str) -> Iterator[dict]:
            "MLFLOW_TRACKING_URI": servers["mlflow"], "PREFECT_API_URL": servers["prefect"],
            "POSECOACH_PROFILE": "test", "POSECOACH_NOTIFY_URL": inbox,
            "POSECOACH_GATE_FLOOR_MACRO": "0", "POSECOACH_GATE_FLOOR_CORRECTION": "0",
-           "POSECOACH_GATE_CLASS_FLOOR": "none", "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "POSECOACH_GATE_CLASS_FLOOR": "none", "POSECOACH_GATE_MIN_CORRECTION_GAIN": "none",
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
     seqs = make_dataset(n_subjects=4, reps=1, seed=3, exercises=("squat", "lunge"))
     Dataset("ec3d", root=str(folder / "home" / "lake")).write(seqs)
     uploads = folder / "uploads"
