@@ -45,17 +45,13 @@ def soft_dtw_divergence(
 ) -> Tensor:
     """sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2 per pair -> (B,); zero when x equals y.
 
-    The three terms of every pair run as one batch of 3B.
+    The self terms run on their own: sdtw(y, y) keeps nothing for a backward pass when y needs
+    no gradient, and a self term computes the gradient of one side only (see _KernelSoftDTW).
     """
     x_lens, y_lens = _check(x, y, x_lens, y_lens, gamma)
-    batch, width = x.shape[0], max(x.shape[1], y.shape[1])
-    xp, yp = _pad_time(x, width), _pad_time(y, width)
-    left = torch.cat([xp, xp, yp])
-    right = torch.cat([yp, xp, yp])
-    values = _sdtw(
-        left, right, torch.cat([x_lens, x_lens, y_lens]), torch.cat([y_lens, x_lens, y_lens]), gamma
-    )
-    xy, xx, yy = values[:batch], values[batch : 2 * batch], values[2 * batch :]
+    xy = _sdtw(x, y, x_lens, y_lens, gamma)
+    xx = _sdtw(x, x, x_lens, x_lens, gamma)
+    yy = _sdtw(y, y, y_lens, y_lens, gamma)
     return (xy - (xx + yy) / 2).to(x.dtype)
 
 
@@ -85,7 +81,8 @@ def _sdtw(x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) ->
     kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
     if kernel is None:
         return _SoftDTW.apply(squared_distances(x, y), x_lens, y_lens, gamma)
-    x64, y64 = x.to(torch.float64).contiguous(), y.to(torch.float64).contiguous()
+    x64 = x.to(torch.float64).contiguous()
+    y64 = x64 if y is x else y.to(torch.float64).contiguous()
     return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel)
 
 
@@ -145,10 +142,6 @@ def _lengths(lens: Tensor | Sequence[int] | None, seq: Tensor, name: str) -> Ten
     return out
 
 
-def _pad_time(seq: Tensor, frames: int) -> Tensor:
-    return torch.nn.functional.pad(seq, (0, 0, 0, frames - seq.shape[1]))
-
-
 def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Indices between the padded grid (n+1, m+1) and its anti-diagonal layout (n+m+1, n+1).
 
@@ -168,21 +161,35 @@ def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 class _KernelSoftDTW(torch.autograd.Function):
-    """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64."""
+    """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64.
+
+    R is kept for the backward pass only when an input needs a gradient, and only the gradients
+    asked for are computed. A self term (y is x) takes the gradient of one side twice: its
+    cost matrix, and so E, are symmetric.
+    """
 
     @staticmethod
     def forward(ctx, x, y, x_lens, y_lens, gamma, kernel):
-        values, probs = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma)
-        ctx.save_for_backward(probs, x, y, x_lens, y_lens)
-        ctx.kernel = kernel
+        need_x, need_y = ctx.needs_input_grad[:2]
+        values, kept = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma, need_x or need_y)
+        ctx.save_for_backward(kept, x, y, x_lens, y_lens)
+        ctx.gamma, ctx.kernel = gamma, kernel
+        ctx.same = x is y and torch.equal(x_lens, y_lens)
         return values
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        probs, x, y, x_lens, y_lens = ctx.saved_tensors
+        kept, x, y, x_lens, y_lens = ctx.saved_tensors
+        need_x, need_y = ctx.needs_input_grad[:2]
         grad = grad_out.to(torch.float64).contiguous()
-        grad_x, grad_y = ctx.kernel.sdtw_backward(probs, x, y, x_lens, y_lens, grad)
-        return grad_x, grad_y, None, None, None, None
+        if ctx.same:
+            grad_x, _ = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma,
+                                                 True, False)
+            return grad_x, grad_x, None, None, None, None
+        grad_x, grad_y = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma,
+                                                  need_x, need_y)
+        return (grad_x if need_x else None, grad_y if need_y else None,
+                None, None, None, None)
 
 
 class _SoftDTW(torch.autograd.Function):

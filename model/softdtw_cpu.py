@@ -85,52 +85,88 @@ static void to_lanes(const double* seq, int64_t B, int64_t T, int64_t D, int64_t
             }
 }
 
-// x (B, N, D), y (B, M, D) float64, lengths (B,) int64 -> values (B,),
-// probs (blocks, 3, (N+2)(M+2), L): each cell's soft-min probabilities (diagonal, up, left).
+// The lane cost |x_i - y_j|^2 of cells i <= nb, j <= mb into lane_cost ((N+2)(M+2) cells x L);
+// every other cell is zero.
+static void block_cost(const std::vector<double>& xs, const std::vector<double>& ys, int64_t D,
+                       int64_t W, int64_t nb, int64_t mb, std::vector<double>& lane_cost) {
+    std::fill(lane_cost.begin(), lane_cost.end(), 0.0);
+    for (int64_t i = 1; i <= nb; ++i)
+        for (int64_t j = 1; j <= mb; ++j) {
+            double* c = &lane_cost[(i * W + j) * L];
+            for (int64_t k = 0; k < D; ++k) {
+                const double* xi = &xs[((i - 1) * D + k) * L];
+                const double* yj = &ys[((j - 1) * D + k) * L];
+#pragma omp simd
+                for (int64_t l = 0; l < L; ++l) {
+                    const double diff = xi[l] - yj[l];
+                    c[l] += diff * diff;
+                }
+            }
+        }
+}
+
+// Lengths (0 past the batch) and the largest of them, for block blk.
+static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64_t blk,
+                          int64_t* lane_n, int64_t* lane_m, int64_t& nb, int64_t& mb) {
+    nb = 1;
+    mb = 1;
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t b = blk * L + l;
+        lane_n[l] = b < B ? nl[b] : 0;
+        lane_m[l] = b < B ? ml[b] : 0;
+        nb = std::max(nb, lane_n[l]);
+        mb = std::max(mb, lane_m[l]);
+    }
+}
+
+// gx (and with Y, gy) of a block from E: d cost_ij / d x_i = 2 (x_i - y_j) = -d cost_ij / d y_j.
+template <bool Y>
+static void accumulate(const std::vector<double>& E, const std::vector<double>& xs,
+                       const std::vector<double>& ys, int64_t D, int64_t W, int64_t nb,
+                       int64_t mb, std::vector<double>& gx, std::vector<double>& gy) {
+    std::fill(gx.begin(), gx.end(), 0.0);
+    if (Y) std::fill(gy.begin(), gy.end(), 0.0);
+    for (int64_t i = 1; i <= nb; ++i)
+        for (int64_t j = 1; j <= mb; ++j) {
+            const double* e = &E[(i * W + j) * L];
+            for (int64_t k = 0; k < D; ++k) {
+                const int64_t xi = ((i - 1) * D + k) * L, yj = ((j - 1) * D + k) * L;
+#pragma omp simd
+                for (int64_t l = 0; l < L; ++l) {
+                    const double term = 2.0 * e[l] * (xs[xi + l] - ys[yj + l]);
+                    gx[xi + l] += term;
+                    if (Y) gy[yj + l] -= term;
+                }
+            }
+        }
+}
+
+// x (B, N, D), y (B, M, D) float64, lengths (B,) int64 -> values (B,), and when keep_r,
+// R (blocks, (N+2)(M+2), L) for the backward pass (cells past a block's lengths hold BIG).
 std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_len,
-                                     at::Tensor m_len, double gamma) {
+                                     at::Tensor m_len, double gamma, bool keep_r) {
     const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = (B + L - 1) / L, W = M + 2, cells = (N + 2) * (M + 2);
     auto values = at::zeros({B}, x.options());
-    auto probs = at::zeros({blocks, 3, cells, L}, x.options());
+    auto kept = at::empty({keep_r ? blocks : 0, cells, L}, x.options());
     const double* X = x.data_ptr<double>();
     const double* Y = y.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     double* out = values.data_ptr<double>();
-    double* P = probs.data_ptr<double>();
+    double* K = kept.data_ptr<double>();
     const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         std::vector<double> R(cells * L), lane_cost(cells * L), xs(N * D * L), ys(M * D * L);
+        int64_t lane_n[L], lane_m[L];
         for (int64_t blk = begin; blk < end; ++blk) {
-            int64_t nb = 1, mb = 1;
-            for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
-                nb = std::max(nb, nl[blk * L + l]);
-                mb = std::max(mb, ml[blk * L + l]);
-            }
+            int64_t nb, mb;
+            block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
             to_lanes(X, B, N, D, blk, xs);
             to_lanes(Y, B, M, D, blk, ys);
-            std::fill(lane_cost.begin(), lane_cost.end(), 0.0);
-            for (int64_t i = 1; i <= nb; ++i)
-                for (int64_t j = 1; j <= mb; ++j) {
-                    double* c = &lane_cost[(i * W + j) * L];
-                    for (int64_t k = 0; k < D; ++k) {
-                        const double* xi = &xs[((i - 1) * D + k) * L];
-                        const double* yj = &ys[((j - 1) * D + k) * L];
-#pragma omp simd
-                        for (int64_t l = 0; l < L; ++l) {
-                            const double diff = xi[l] - yj[l];
-                            c[l] += diff * diff;
-                        }
-                    }
-                }
-            for (int64_t j = 0; j <= mb; ++j)
-                for (int64_t l = 0; l < L; ++l) R[j * L + l] = j == 0 ? 0.0 : BIG;
-            for (int64_t i = 1; i <= nb; ++i)
-                for (int64_t l = 0; l < L; ++l) R[i * W * L + l] = BIG;
-            double* Pd = P + (blk * 3 + 0) * cells * L;
-            double* Pu = P + (blk * 3 + 1) * cells * L;
-            double* Pl = P + (blk * 3 + 2) * cells * L;
+            block_cost(xs, ys, D, W, nb, mb, lane_cost);
+            std::fill(R.begin(), R.end(), BIG);
+            for (int64_t l = 0; l < L; ++l) R[l] = 0.0;
             for (int64_t i = 1; i <= nb; ++i) {
                 for (int64_t j = 1; j <= mb; ++j) {
                     const int64_t c = (i * W + j) * L, cd = ((i - 1) * W + j - 1) * L,
@@ -139,14 +175,10 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_le
                     for (int64_t l = 0; l < L; ++l) {
                         const double a = R[cd + l], u = R[cu + l], s = R[cl + l];
                         const double low = std::min(std::min(a, u), s);
-                        const double ea = exp_neg((low - a) * inv_gamma);
-                        const double eu = exp_neg((low - u) * inv_gamma);
-                        const double es = exp_neg((low - s) * inv_gamma);
-                        const double total = ea + eu + es, inv = 1.0 / total;
+                        const double total = exp_neg((low - a) * inv_gamma)
+                                             + exp_neg((low - u) * inv_gamma)
+                                             + exp_neg((low - s) * inv_gamma);
                         R[c + l] = lane_cost[c + l] + low - gamma * log_1_3(total);
-                        Pd[c + l] = ea * inv;
-                        Pu[c + l] = eu * inv;
-                        Pl[c + l] = es * inv;
                     }
                 }
             }
@@ -154,46 +186,45 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_le
                 const int64_t b = blk * L + l;
                 out[b] = R[(nl[b] * W + ml[b]) * L + l];
             }
+            if (keep_r) std::copy(R.begin(), R.end(), K + blk * cells * L);
         }
     });
-    return {values, probs};
+    return {values, kept};
 }
 
-// probs from sdtw_forward, grad (B,) -> gradients w.r.t. x (B, N, D) and y (B, M, D):
-// E = d value / d cost, then d cost_ij / d x_i = 2 (x_i - y_j) = -d cost_ij / d y_j.
-std::vector<at::Tensor> sdtw_backward(at::Tensor probs, at::Tensor x, at::Tensor y,
-                                      at::Tensor n_len, at::Tensor m_len, at::Tensor grad) {
+// R from sdtw_forward, grad (B,) -> gradients w.r.t. x (B, N, D) and y (B, M, D), each only
+// when asked for (else empty): E = d value / d cost by the backward recursion, each step weight
+// exp((R[next] - cost[next] - R[cell]) / gamma) recomputed from R and the cost.
+std::vector<at::Tensor> sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor y,
+                                      at::Tensor n_len, at::Tensor m_len, at::Tensor grad,
+                                      double gamma, bool need_x, bool need_y) {
     const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
-    const int64_t blocks = probs.size(0), W = M + 2, cells = (N + 2) * (M + 2);
-    auto grad_x = at::zeros({B, N, D}, x.options());
-    auto grad_y = at::zeros({B, M, D}, x.options());
+    const int64_t blocks = kept.size(0), W = M + 2, cells = (N + 2) * (M + 2);
+    auto grad_x = at::zeros({need_x ? B : 0, N, D}, x.options());
+    auto grad_y = at::zeros({need_y ? B : 0, M, D}, x.options());
     const double* X = x.data_ptr<double>();
     const double* Y = y.data_ptr<double>();
     double* GX = grad_x.data_ptr<double>();
     double* GY = grad_y.data_ptr<double>();
-    const double* P = probs.data_ptr<double>();
+    const double* K = kept.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     const double* g = grad.data_ptr<double>();
+    const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> E(cells * L), xs(N * D * L), ys(M * D * L), gx(N * D * L),
-            gy(M * D * L);
+        std::vector<double> E(cells * L), lane_cost(cells * L), xs(N * D * L), ys(M * D * L),
+            gx(N * D * L), gy(M * D * L);
         int64_t lane_n[L], lane_m[L];
         double lane_g[L];
         for (int64_t blk = begin; blk < end; ++blk) {
-            int64_t nb = 1, mb = 1;
-            for (int64_t l = 0; l < L; ++l) {
-                const int64_t b = blk * L + l;
-                lane_n[l] = b < B ? nl[b] : 0;
-                lane_m[l] = b < B ? ml[b] : 0;
-                lane_g[l] = b < B ? g[b] : 0.0;
-                nb = std::max(nb, lane_n[l]);
-                mb = std::max(mb, lane_m[l]);
-            }
+            int64_t nb, mb;
+            block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
+            for (int64_t l = 0; l < L; ++l) lane_g[l] = blk * L + l < B ? g[blk * L + l] : 0.0;
+            to_lanes(X, B, N, D, blk, xs);
+            to_lanes(Y, B, M, D, blk, ys);
+            block_cost(xs, ys, D, W, nb, mb, lane_cost);
+            const double* R = K + blk * cells * L;
             std::fill(E.begin(), E.end(), 0.0);
-            const double* Pd = P + (blk * 3 + 0) * cells * L;
-            const double* Pu = P + (blk * 3 + 1) * cells * L;
-            const double* Pl = P + (blk * 3 + 2) * cells * L;
             for (int64_t i = nb; i >= 1; --i) {
                 for (int64_t j = mb; j >= 1; --j) {
                     const int64_t c = (i * W + j) * L, cd = ((i + 1) * W + j + 1) * L,
@@ -201,36 +232,31 @@ std::vector<at::Tensor> sdtw_backward(at::Tensor probs, at::Tensor x, at::Tensor
 #pragma omp simd
                     for (int64_t l = 0; l < L; ++l) {
                         const double seed = (lane_n[l] == i && lane_m[l] == j) ? lane_g[l] : 0.0;
-                        E[c + l] = seed + E[cu + l] * Pu[cu + l] + E[cl + l] * Pl[cl + l]
-                                   + E[cd + l] * Pd[cd + l];
+                        const double r = R[c + l];
+                        const double wu = exp_neg(
+                            std::min(0.0, (R[cu + l] - lane_cost[cu + l] - r) * inv_gamma));
+                        const double wl = exp_neg(
+                            std::min(0.0, (R[cl + l] - lane_cost[cl + l] - r) * inv_gamma));
+                        const double wd = exp_neg(
+                            std::min(0.0, (R[cd + l] - lane_cost[cd + l] - r) * inv_gamma));
+                        E[c + l] = seed + E[cu + l] * wu + E[cl + l] * wl + E[cd + l] * wd;
                     }
                 }
             }
-            to_lanes(X, B, N, D, blk, xs);
-            to_lanes(Y, B, M, D, blk, ys);
-            std::fill(gx.begin(), gx.end(), 0.0);
-            std::fill(gy.begin(), gy.end(), 0.0);
-            for (int64_t i = 1; i <= nb; ++i)
-                for (int64_t j = 1; j <= mb; ++j) {
-                    const double* e = &E[(i * W + j) * L];
-                    for (int64_t k = 0; k < D; ++k) {
-                        const int64_t xi = ((i - 1) * D + k) * L, yj = ((j - 1) * D + k) * L;
-#pragma omp simd
-                        for (int64_t l = 0; l < L; ++l) {
-                            const double term = 2.0 * e[l] * (xs[xi + l] - ys[yj + l]);
-                            gx[xi + l] += term;
-                            gy[yj + l] -= term;
-                        }
-                    }
-                }
+            if (need_y)
+                accumulate<true>(E, xs, ys, D, W, nb, mb, gx, gy);
+            else
+                accumulate<false>(E, xs, ys, D, W, nb, mb, gx, gy);
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
-                for (int64_t t = 0; t < lane_n[l]; ++t)
-                    for (int64_t k = 0; k < D; ++k)
-                        GX[(b * N + t) * D + k] = gx[(t * D + k) * L + l];
-                for (int64_t t = 0; t < lane_m[l]; ++t)
-                    for (int64_t k = 0; k < D; ++k)
-                        GY[(b * M + t) * D + k] = gy[(t * D + k) * L + l];
+                if (need_x)
+                    for (int64_t t = 0; t < lane_n[l]; ++t)
+                        for (int64_t k = 0; k < D; ++k)
+                            GX[(b * N + t) * D + k] = gx[(t * D + k) * L + l];
+                if (need_y)
+                    for (int64_t t = 0; t < lane_m[l]; ++t)
+                        for (int64_t k = 0; k < D; ++k)
+                            GY[(b * M + t) * D + k] = gy[(t * D + k) * L + l];
             }
         }
     });

@@ -105,6 +105,40 @@ def test_divergence_matches_reference_terms(backend: str) -> None:
         assert got[b].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("y_needs_grad", [False, True])
+def test_divergence_gradients_match_reference_terms(backend: str, y_needs_grad: bool) -> None:
+    x, y, x_lens, y_lens = batch(seed=6, n=10, m=8)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.tensor(y, requires_grad=y_needs_grad)
+    soft_dtw_divergence(xt, yt, x_lens, y_lens, GAMMA).sum().backward()
+    assert (yt.grad is not None) == y_needs_grad
+    for b in range(len(x)):
+        n, m = x_lens[b], y_lens[b]
+        xb, yb = x[b, :n], y[b, :m]
+        _, gx_xy, gy_xy = reference(xb, yb, GAMMA)
+        _, gx_xx, gy_xx = reference(xb, xb, GAMMA)
+        _, gx_yy, gy_yy = reference(yb, yb, GAMMA)
+        np.testing.assert_allclose(xt.grad[b, :n].numpy(), gx_xy - (gx_xx + gy_xx) / 2,
+                                   **TOL[torch.float64])
+        assert not xt.grad[b, n:].any()
+        if y_needs_grad:
+            np.testing.assert_allclose(yt.grad[b, :m].numpy(), gy_xy - (gx_yy + gy_yy) / 2,
+                                       **TOL[torch.float64])
+
+
+def test_a_sequence_against_itself_at_other_lengths_gets_both_sides_gradients(backend) -> None:
+    x, _, x_lens, _ = batch(seed=7, n=9, m=9)
+    xt = torch.tensor(x, requires_grad=True)
+    other = np.maximum(x_lens - 2, 3)
+    soft_dtw(xt, xt, x_lens, other, GAMMA).sum().backward()
+    for b in range(len(x)):
+        _, grad_x, grad_y = reference(x[b, : x_lens[b]], x[b, : other[b]], GAMMA)
+        expected = np.zeros_like(x[b])
+        expected[: x_lens[b]] += grad_x
+        expected[: other[b]] += grad_y
+        np.testing.assert_allclose(xt.grad[b].numpy(), expected, **TOL[torch.float64])
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_divergence_is_zero_on_itself_symmetric_and_positive(backend: str, dtype) -> None:
     x, y, x_lens, y_lens = batch(seed=3, n=12, m=12)
