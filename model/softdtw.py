@@ -45,13 +45,23 @@ def soft_dtw_divergence(
 ) -> Tensor:
     """sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2 per pair -> (B,); zero when x equals y.
 
-    The self terms run on their own: sdtw(y, y) keeps nothing for a backward pass when y needs
-    no gradient, and a self term computes the gradient of one side only (see _KernelSoftDTW).
+    The three terms of every pair run as one batch of 3B. On the C++ kernel, sdtw(y, y) keeps
+    nothing for a backward pass when y needs no gradient (likewise sdtw(x, x)), and a self term
+    computes one side's gradient and takes it twice: its cost matrix, and so E, is symmetric.
     """
     x_lens, y_lens = _check(x, y, x_lens, y_lens, gamma)
-    xy = _sdtw(x, y, x_lens, y_lens, gamma)
-    xx = _sdtw(x, x, x_lens, x_lens, gamma)
-    yy = _sdtw(y, y, y_lens, y_lens, gamma)
+    batch, width = x.shape[0], max(x.shape[1], y.shape[1])
+    xp, yp = _pad_time(x, width), _pad_time(y, width)
+    left, right = torch.cat([xp, xp, yp]), torch.cat([yp, xp, yp])
+    left_lens, right_lens = torch.cat([x_lens, x_lens, y_lens]), torch.cat([y_lens, x_lens, y_lens])
+    grad_on = torch.is_grad_enabled()
+    x_grad, y_grad = grad_on and x.requires_grad, grad_on and y.requires_grad
+    flags = [[x_grad, x_grad, y_grad], [y_grad, False, False], [False, True, True]]
+    need_left, need_right, mirrored = (
+        torch.tensor(f, device=x.device).repeat_interleave(batch) for f in flags
+    )
+    values = _sdtw(left, right, left_lens, right_lens, gamma, need_left, need_right, mirrored)
+    xy, xx, yy = values[:batch], values[batch : 2 * batch], values[2 * batch :]
     return (xy - (xx + yy) / 2).to(x.dtype)
 
 
@@ -76,14 +86,24 @@ def pairwise_divergence(
     return cross - (self_x[:, None] + self_y[None, :]) / 2
 
 
-def _sdtw(x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) -> Tensor:
-    """Checked inputs -> (B,) float64, on the C++ kernel where it serves, else in torch."""
+def _sdtw(
+    x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float,
+    need_x: Tensor | None = None, need_y: Tensor | None = None, mirrored: Tensor | None = None,
+) -> Tensor:
+    """Checked inputs -> (B,) float64, on the C++ kernel where it serves, else in torch.
+
+    need_x / need_y / mirrored (B,) bool, for the kernel: which pairs want the gradient of their
+    x and y sides, and which are self terms (see _KernelSoftDTW); by default every pair wants
+    both, and none is a self term.
+    """
     kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
     if kernel is None:
         return _SoftDTW.apply(squared_distances(x, y), x_lens, y_lens, gamma)
-    x64 = x.to(torch.float64).contiguous()
-    y64 = x64 if y is x else y.to(torch.float64).contiguous()
-    return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel)
+    x64, y64 = x.to(torch.float64).contiguous(), y.to(torch.float64).contiguous()
+    every = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    flags = (every if need_x is None else need_x, every if need_y is None else need_y,
+             ~every if mirrored is None else mirrored)
+    return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel, *flags)
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
@@ -142,6 +162,10 @@ def _lengths(lens: Tensor | Sequence[int] | None, seq: Tensor, name: str) -> Ten
     return out
 
 
+def _pad_time(seq: Tensor, frames: int) -> Tensor:
+    return torch.nn.functional.pad(seq, (0, 0, 0, frames - seq.shape[1]))
+
+
 def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Indices between the padded grid (n+1, m+1) and its anti-diagonal layout (n+m+1, n+1).
 
@@ -163,33 +187,29 @@ def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
 class _KernelSoftDTW(torch.autograd.Function):
     """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64.
 
-    R is kept for the backward pass only when an input needs a gradient, and only the gradients
-    asked for are computed. A self term (y is x) takes the gradient of one side twice: its
-    cost matrix, and so E, are symmetric.
+    Per pair, need_x / need_y say whether its x or y side wants a gradient: R is kept only for
+    pairs that want one, and only the wanted gradients are computed. A `mirrored` pair is a
+    self term (its y is its x, same length): its right side's gradient equals its left side's,
+    so the left one is computed and counted twice, on x.
     """
 
     @staticmethod
-    def forward(ctx, x, y, x_lens, y_lens, gamma, kernel):
-        need_x, need_y = ctx.needs_input_grad[:2]
-        values, kept = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma, need_x or need_y)
-        ctx.save_for_backward(kept, x, y, x_lens, y_lens)
+    def forward(ctx, x, y, x_lens, y_lens, gamma, kernel, need_x, need_y, mirrored):
+        need_x = need_x & ctx.needs_input_grad[0]
+        need_y = need_y & ctx.needs_input_grad[1] & ~mirrored
+        values, kept = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma, need_x | need_y)
+        ctx.save_for_backward(kept, x, y, x_lens, y_lens, need_x, need_y, mirrored)
         ctx.gamma, ctx.kernel = gamma, kernel
-        ctx.same = x is y and torch.equal(x_lens, y_lens)
         return values
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        kept, x, y, x_lens, y_lens = ctx.saved_tensors
-        need_x, need_y = ctx.needs_input_grad[:2]
+        kept, x, y, x_lens, y_lens, need_x, need_y, mirrored = ctx.saved_tensors
         grad = grad_out.to(torch.float64).contiguous()
-        if ctx.same:
-            grad_x, _ = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma,
-                                                 True, False)
-            return grad_x, grad_x, None, None, None, None
         grad_x, grad_y = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma,
                                                   need_x, need_y)
-        return (grad_x if need_x else None, grad_y if need_y else None,
-                None, None, None, None)
+        grad_x[mirrored] *= 2
+        return grad_x, grad_y, None, None, None, None, None, None, None
 
 
 class _SoftDTW(torch.autograd.Function):

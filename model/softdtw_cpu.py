@@ -105,6 +105,13 @@ static void block_cost(const std::vector<double>& xs, const std::vector<double>&
         }
 }
 
+// Whether any pair of block blk has its flag set.
+static bool any_lane(const bool* flag, int64_t B, int64_t blk) {
+    for (int64_t l = 0; l < L && blk * L + l < B; ++l)
+        if (flag[blk * L + l]) return true;
+    return false;
+}
+
 // Lengths (0 past the batch) and the largest of them, for block blk.
 static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64_t blk,
                           int64_t* lane_n, int64_t* lane_m, int64_t& nb, int64_t& mb) {
@@ -141,14 +148,17 @@ static void accumulate(const std::vector<double>& E, const std::vector<double>& 
         }
 }
 
-// x (B, N, D), y (B, M, D) float64, lengths (B,) int64 -> values (B,), and when keep_r,
-// R (blocks, (N+2)(M+2), L) for the backward pass (cells past a block's lengths hold BIG).
+// x (B, N, D), y (B, M, D) float64, lengths (B,) int64, keep (B,) bool -> values (B,) and
+// R (blocks, (N+2)(M+2), L) for the backward pass, written only for blocks holding a pair to
+// keep (cells past a block's lengths hold BIG; the other blocks are never touched).
 std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_len,
-                                     at::Tensor m_len, double gamma, bool keep_r) {
+                                     at::Tensor m_len, double gamma, at::Tensor keep) {
     const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = (B + L - 1) / L, W = M + 2, cells = (N + 2) * (M + 2);
     auto values = at::zeros({B}, x.options());
-    auto kept = at::empty({keep_r ? blocks : 0, cells, L}, x.options());
+    const bool* keep_pair = keep.data_ptr<bool>();
+    const bool keep_any = keep.any().item<bool>();
+    auto kept = at::empty({keep_any ? blocks : 0, cells, L}, x.options());
     const double* X = x.data_ptr<double>();
     const double* Y = y.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
@@ -186,22 +196,25 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_le
                 const int64_t b = blk * L + l;
                 out[b] = R[(nl[b] * W + ml[b]) * L + l];
             }
-            if (keep_r) std::copy(R.begin(), R.end(), K + blk * cells * L);
+            if (any_lane(keep_pair, B, blk)) std::copy(R.begin(), R.end(), K + blk * cells * L);
         }
     });
     return {values, kept};
 }
 
-// R from sdtw_forward, grad (B,) -> gradients w.r.t. x (B, N, D) and y (B, M, D), each only
-// when asked for (else empty): E = d value / d cost by the backward recursion, each step weight
-// exp((R[next] - cost[next] - R[cell]) / gamma) recomputed from R and the cost.
+// R from sdtw_forward, grad (B,), need_x / need_y (B,) bool -> gradients w.r.t. x (B, N, D) and
+// y (B, M, D), computed for the pairs that need them (zero elsewhere): E = d value / d cost by
+// the backward recursion, each step weight exp((R[next] - cost[next] - R[cell]) / gamma)
+// recomputed from R and the cost.
 std::vector<at::Tensor> sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor y,
                                       at::Tensor n_len, at::Tensor m_len, at::Tensor grad,
-                                      double gamma, bool need_x, bool need_y) {
+                                      double gamma, at::Tensor need_x, at::Tensor need_y) {
     const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = kept.size(0), W = M + 2, cells = (N + 2) * (M + 2);
-    auto grad_x = at::zeros({need_x ? B : 0, N, D}, x.options());
-    auto grad_y = at::zeros({need_y ? B : 0, M, D}, x.options());
+    auto grad_x = at::zeros({B, N, D}, x.options());
+    auto grad_y = at::zeros({B, M, D}, x.options());
+    const bool* nx = need_x.data_ptr<bool>();
+    const bool* ny = need_y.data_ptr<bool>();
     const double* X = x.data_ptr<double>();
     const double* Y = y.data_ptr<double>();
     double* GX = grad_x.data_ptr<double>();
@@ -217,6 +230,8 @@ std::vector<at::Tensor> sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor 
         int64_t lane_n[L], lane_m[L];
         double lane_g[L];
         for (int64_t blk = begin; blk < end; ++blk) {
+            const bool block_x = any_lane(nx, B, blk), block_y = any_lane(ny, B, blk);
+            if (!block_x && !block_y) continue;
             int64_t nb, mb;
             block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
             for (int64_t l = 0; l < L; ++l) lane_g[l] = blk * L + l < B ? g[blk * L + l] : 0.0;
@@ -243,17 +258,17 @@ std::vector<at::Tensor> sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor 
                     }
                 }
             }
-            if (need_y)
+            if (block_y)
                 accumulate<true>(E, xs, ys, D, W, nb, mb, gx, gy);
             else
                 accumulate<false>(E, xs, ys, D, W, nb, mb, gx, gy);
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
-                if (need_x)
+                if (nx[b])
                     for (int64_t t = 0; t < lane_n[l]; ++t)
                         for (int64_t k = 0; k < D; ++k)
                             GX[(b * N + t) * D + k] = gx[(t * D + k) * L + l];
-                if (need_y)
+                if (ny[b])
                     for (int64_t t = 0; t < lane_m[l]; ++t)
                         for (int64_t k = 0; k < D; ++k)
                             GY[(b * M + t) * D + k] = gy[(t * D + k) * L + l];
