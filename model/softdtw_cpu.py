@@ -2,8 +2,11 @@
 
 Pairs are taken eight at a time and run in lockstep, one SIMD lane each, so that the cost, the
 recursion's exp and log, and the gradients w.r.t. x and y vectorise; groups of eight run in
-parallel on torch's intra-op threads. The forward pass keeps each cell's soft-min
-probabilities, so that the backward E-matrix recursion is only multiplies and adds.
+parallel on torch's intra-op threads. The forward pass keeps R (one grid a pair, and only for
+pairs whose gradient will be asked for); the backward E-matrix recursion recomputes each step's
+soft-min probability from R and the cost, which costs three exps a cell but writes and reads a
+third of the memory that stored probabilities would (on a loaded machine, fresh memory is what
+costs most).
 The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
 ~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
 cannot be built, `load()` returns None and model.softdtw runs its pure-torch recursion instead.
