@@ -34,7 +34,8 @@ from registry.versions import CHAMPION, alias_version, model_name, model_uri, re
 pytestmark = pytest.mark.integration
 
 DATASET = "ec3d"
-PERMISSIVE = GatePolicy(floor_macro=0.0, floor_correction=0.0, class_floor=None, class_drop=1.0)
+PERMISSIVE = GatePolicy(floor_macro=0.0, floor_correction=0.0, class_floor=None, class_drop=1.0,
+                        min_correction_gain=None)
 
 FRESH_PROCESS = """
 import pickle, sys
