@@ -105,9 +105,9 @@ def load_sequences(dataset: str, version: int) -> list[Sequence]:
 
 
 @task(name="cross-validate", **_retrying)
-def run_cross_validation(train_seqs: list[Sequence], config: TrainConfig,
-                         threads: int) -> dict:
-    return cross_validate(train_seqs, config, threads_per_fold=threads).to_dict()
+def run_cross_validation(train_seqs: list[Sequence], config: TrainConfig, threads: int,
+                         norm: Normalization) -> dict:
+    return cross_validate(train_seqs, config, threads_per_fold=threads, norm=norm).to_dict()
 
 
 @task(name="final-training", **_retrying)
@@ -187,11 +187,11 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
                                "subjects besides the gate subjects")
         config = TrainConfig.from_profile(prof, seed=seed, threads=prof.threads_per_fold)
-        cv = run_cross_validation(train_seqs, config, prof.threads_per_fold)
+        norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
+        cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
         meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name}
-        norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
         model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
                                           folder / "model", meta)
         judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from model.folds import loso_folds, run_fold
+from model.normalize import Normalization
 from model.sequence import Sequence
 from model.settings import get_settings
 from workers.cluster import Placement, capacity, ensure_ray, placement, where
@@ -99,7 +101,8 @@ def summarise(folds: list[FoldOutcome]) -> tuple[dict[str, float], dict[str, flo
 
 
 def fold_in_process(sequences: list[Sequence], held_out: str, train_subjects: list[str],
-                    config, fold_dir: Path, threads: int) -> dict:
+                    config, fold_dir: Path, threads: int,
+                    norm: Normalization = Normalization()) -> dict:
     """Run one fold in the current process (what each Ray task does); returns plain values."""
     config = replace(config, threads=threads)
     torch.set_num_threads(threads)
@@ -107,7 +110,7 @@ def fold_in_process(sequences: list[Sequence], held_out: str, train_subjects: li
     (fold_dir / PID_FILE).write_text(str(os.getpid()))
     train = [s for s in sequences if s.subject in set(train_subjects)]
     test = [s for s in sequences if s.subject == held_out]
-    result = run_fold(train, test, config, workdir=fold_dir, progress=False)
+    result = run_fold(train, test, config, workdir=fold_dir, norm=norm, progress=False)
     return {"metrics": result.to_dict(), "model_dir": str(result.model_dir), **where()}
 
 
@@ -123,7 +126,8 @@ def default_workdir() -> Path:
 def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None = None,
                    max_retries: int = 2, threads_per_fold: int = 1,
                    workdir: str | Path | None = None, max_concurrent: int | None = None,
-                   gpu_fraction: float = 0.5, progress: bool = True) -> CVResult:
+                   gpu_fraction: float = 0.5, progress: bool = True,
+                   norm: Normalization = Normalization()) -> CVResult:
     """Leave-one-subject-out folds over `subjects` (default: every subject in `sequences`).
 
     Folds run concurrently up to the cluster's capacity (or `max_concurrent`); each is retried
@@ -142,7 +146,7 @@ def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None
     data_ref = ray.put([s for s in sequences if s.subject in set(subjects)])
     log.info("cross-validation: %d folds, up to %d at a time, workdir %s",
              len(plan), limit, workdir)
-    runner = _FoldRunner(data_ref, config, workdir, threads_per_fold, place, max_retries)
+    runner = _FoldRunner(data_ref, config, workdir, threads_per_fold, place, max_retries, norm)
     outcomes = runner.run(plan, limit, progress)
     mean, std = summarise(outcomes)
     return CVResult(folds=outcomes, mean=mean, std=std)
@@ -152,7 +156,8 @@ class _FoldRunner:
     """Submits folds, keeps at most `limit` in flight, retries lost workers, reports progress."""
 
     def __init__(self, data_ref, config, workdir: Path, threads: int, place: Placement,
-                 max_retries: int):
+                 max_retries: int, norm: Normalization):
+        self.norm = norm
         self.data_ref = data_ref
         self.config = config
         self.workdir = workdir
@@ -165,7 +170,7 @@ class _FoldRunner:
         self.attempts[held_out] = self.attempts.get(held_out, 0) + 1
         return _fold_task.options(**self.place.options()).remote(
             self.data_ref, held_out, list(train_subjects), self.config,
-            self.workdir / f"fold-{held_out}", self.threads,
+            self.workdir / f"fold-{held_out}", self.threads, self.norm,
         )
 
     def run(self, plan: list[tuple[str, list[str]]], limit: int,
@@ -175,7 +180,7 @@ class _FoldRunner:
         done: dict[str, FoldOutcome] = {}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        with Progress(*columns, disable=not progress) as bar:
+        with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
             task = bar.add_task("cross-validation", total=len(plan))
             try:
                 while queue or pending:
