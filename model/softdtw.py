@@ -6,9 +6,11 @@
 A batch holds pairs of different lengths: x (B, N, D) and y (B, M, D) are padded, and x_lens /
 y_lens give each pair's true lengths. The recursion runs along anti-diagonals, vectorised over the
 batch and the diagonal, in float64 whatever the input dtype (gamma = 0.01 turns float32 rounding
-of R into visible errors). The backward pass is the analytic E-matrix recursion, not autograd
-through the loop. On CPU the recursion runs in a small C++ kernel (model/softdtw_cpu.py) when it
-builds; elsewhere (CUDA, or no compiler) in plain torch along anti-diagonals.
+of R into visible errors). The cost matrices are matrix products in torch; the backward pass
+is the analytic E-matrix recursion (E = d sdtw / d cost), not autograd through the loop, and
+the gradients w.r.t. x and y are matrix products of E again. On CPU the recursion runs in a
+small C++ kernel (model/softdtw_cpu.py) when it builds; elsewhere (CUDA, or no compiler) in
+plain torch along anti-diagonals.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def soft_dtw(
     return _sdtw(x, y, x_lens, y_lens, gamma).to(x.dtype)
 
 
+def soft_dtw_self(
+    x: Tensor, lens: Tensor | Sequence[int] | None = None, gamma: float = 0.01
+) -> Tensor:
+    """sdtw(x[b, :lens[b]], x[b, :lens[b]]) per sequence -> (B,), x's dtype; the same values as
+    soft_dtw(x, x, lens, lens), cheaper: the cost matrix, and so R and E, are symmetric."""
+    lens, _ = _check(x, x, lens, lens, gamma)
+    return _sdtw_self(x, lens, gamma).to(x.dtype)
+
+
 def soft_dtw_divergence(
     x: Tensor,
     y: Tensor,
@@ -43,25 +54,15 @@ def soft_dtw_divergence(
     y_lens: Tensor | Sequence[int] | None = None,
     gamma: float = 0.01,
 ) -> Tensor:
-    """sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2 per pair -> (B,); zero when x equals y.
+    """sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2 per pair -> (B,); zero (to rounding) when x
+    equals y.
 
-    The three terms of every pair run as one batch of 3B. On the C++ kernel, sdtw(y, y) keeps
-    nothing for a backward pass when y needs no gradient (likewise sdtw(x, x)), and a self term
-    computes one side's gradient and takes it twice: its cost matrix, and so E, is symmetric.
+    A term whose side needs no gradient (sdtw(y, y) for a fixed target) keeps nothing for a
+    backward pass.
     """
     x_lens, y_lens = _check(x, y, x_lens, y_lens, gamma)
-    batch, width = x.shape[0], max(x.shape[1], y.shape[1])
-    xp, yp = _pad_time(x, width), _pad_time(y, width)
-    left, right = torch.cat([xp, xp, yp]), torch.cat([yp, xp, yp])
-    left_lens, right_lens = torch.cat([x_lens, x_lens, y_lens]), torch.cat([y_lens, x_lens, y_lens])
-    grad_on = torch.is_grad_enabled()
-    x_grad, y_grad = grad_on and x.requires_grad, grad_on and y.requires_grad
-    flags = [[x_grad, x_grad, y_grad], [y_grad, False, False], [False, True, True]]
-    need_left, need_right, mirrored = (
-        torch.tensor(f, device=x.device).repeat_interleave(batch) for f in flags
-    )
-    values = _sdtw(left, right, left_lens, right_lens, gamma, need_left, need_right, mirrored)
-    xy, xx, yy = values[:batch], values[batch : 2 * batch], values[2 * batch :]
+    xy = _sdtw(x, y, x_lens, y_lens, gamma)
+    xx, yy = _sdtw_self(x, x_lens, gamma), _sdtw_self(y, y_lens, gamma)
     return (xy - (xx + yy) / 2).to(x.dtype)
 
 
@@ -86,31 +87,29 @@ def pairwise_divergence(
     return cross - (self_x[:, None] + self_y[None, :]) / 2
 
 
-def _sdtw(
-    x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float,
-    need_x: Tensor | None = None, need_y: Tensor | None = None, mirrored: Tensor | None = None,
-) -> Tensor:
-    """Checked inputs -> (B,) float64, on the C++ kernel where it serves, else in torch.
-
-    need_x / need_y / mirrored (B,) bool, for the kernel: which pairs want the gradient of their
-    x and y sides, and which are self terms (see _KernelSoftDTW); by default every pair wants
-    both, and none is a self term.
-    """
+def _sdtw(x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) -> Tensor:
+    """Checked inputs -> (B,) float64: the C++ kernel where it serves, else torch."""
     kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
     if kernel is None:
         return _SoftDTW.apply(squared_distances(x, y), x_lens, y_lens, gamma)
-    x64, y64 = x.to(torch.float64).contiguous(), y.to(torch.float64).contiguous()
-    every = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    flags = (every if need_x is None else need_x, every if need_y is None else need_y,
-             ~every if mirrored is None else mirrored)
-    return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel, *flags)
+    return _KernelSoftDTW.apply(x.to(torch.float64), y.to(torch.float64), x_lens, y_lens, gamma,
+                                kernel)
+
+
+def _sdtw_self(x: Tensor, lens: Tensor, gamma: float) -> Tensor:
+    """sdtw(x, x) of checked inputs -> (B,) float64."""
+    kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
+    if kernel is None:
+        return _SoftDTW.apply(squared_distances(x, x), lens, lens, gamma)
+    return _KernelSelfSoftDTW.apply(x.to(torch.float64), lens, gamma, kernel)
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
     """|x_i - y_j|^2 for every frame pair -> (B, N, M) float64 (differentiable)."""
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
-    sq = (x64 * x64).sum(-1)[:, :, None] + (y64 * y64).sum(-1)[:, None, :]
-    return (sq - 2 * torch.bmm(x64, y64.transpose(1, 2))).clamp_min(0)
+    cost = torch.bmm(x64, y64.transpose(1, 2)).mul_(-2)
+    cost.add_((x64 * x64).sum(-1).unsqueeze(2)).add_((y64 * y64).sum(-1).unsqueeze(1))
+    return cost.clamp_min_(0)
 
 
 def _batched_sdtw(pairs: list[tuple[Tensor, Tensor]], gamma: float, batch_size: int) -> Tensor:
@@ -187,29 +186,55 @@ def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
 class _KernelSoftDTW(torch.autograd.Function):
     """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64.
 
-    Per pair, need_x / need_y say whether its x or y side wants a gradient: R is kept only for
-    pairs that want one, and only the wanted gradients are computed. A `mirrored` pair is a
-    self term (its y is its x, same length): its right side's gradient equals its left side's,
-    so the left one is computed and counted twice, on x.
+    The kernel gives E = d value / d cost; the gradients are then matrix products:
+    d/dx_i = 2 (sum_j E_ij x_i - sum_j E_ij y_j), and likewise for y. R is kept for the backward
+    pass only when x or y wants a gradient.
     """
 
     @staticmethod
-    def forward(ctx, x, y, x_lens, y_lens, gamma, kernel, need_x, need_y, mirrored):
-        need_x = need_x & ctx.needs_input_grad[0]
-        need_y = need_y & ctx.needs_input_grad[1] & ~mirrored
-        values, kept = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma, need_x | need_y)
-        ctx.save_for_backward(kept, x, y, x_lens, y_lens, need_x, need_y, mirrored)
+    def forward(ctx, x, y, x_lens, y_lens, gamma, kernel):
+        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        cost = squared_distances(x, y)
+        values, kept = kernel.sdtw_forward(cost, x_lens, y_lens, gamma, keep, False)
+        ctx.save_for_backward(kept, cost, x, y, x_lens, y_lens)
         ctx.gamma, ctx.kernel = gamma, kernel
         return values
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        kept, x, y, x_lens, y_lens, need_x, need_y, mirrored = ctx.saved_tensors
+        kept, cost, x, y, x_lens, y_lens = ctx.saved_tensors
         grad = grad_out.to(torch.float64).contiguous()
-        grad_x, grad_y = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma,
-                                                  need_x, need_y)
-        grad_x[mirrored] *= 2
-        return grad_x, grad_y, None, None, None, None, None, None, None
+        e = ctx.kernel.sdtw_backward(kept, cost, x_lens, y_lens, grad, ctx.gamma, False)
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = 2 * (e.sum(2, keepdim=True) * x - torch.bmm(e, y))
+        if ctx.needs_input_grad[1]:
+            grad_y = 2 * (e.sum(1).unsqueeze(2) * y - torch.bmm(e.transpose(1, 2), x))
+        return grad_x, grad_y, None, None, None, None
+
+
+class _KernelSelfSoftDTW(torch.autograd.Function):
+    """sdtw(x, x) of float64 x (B, N, D) on the C++ kernel -> (B,) float64.
+
+    The cost is symmetric, and so are R and E: the kernel computes half of each grid, and both
+    sides' gradients are equal: d/dx_i = 4 (sum_j E_ij x_i - (E x)_i).
+    """
+
+    @staticmethod
+    def forward(ctx, x, lens, gamma, kernel):
+        cost = squared_distances(x, x)
+        keep = ctx.needs_input_grad[0]
+        values, kept = kernel.sdtw_forward(cost, lens, lens, gamma, keep, True)
+        ctx.save_for_backward(kept, cost, x, lens)
+        ctx.gamma, ctx.kernel = gamma, kernel
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        kept, cost, x, lens = ctx.saved_tensors
+        grad = grad_out.to(torch.float64).contiguous()
+        e = ctx.kernel.sdtw_backward(kept, cost, lens, lens, grad, ctx.gamma, True)
+        return 4 * (e.sum(2, keepdim=True) * x - torch.bmm(e, x)), None, None, None
 
 
 class _SoftDTW(torch.autograd.Function):

@@ -32,7 +32,7 @@ from model.normalize import Normalization, normalize
 from model.saved import TrainedModel
 from model.sequence import Sequence, SequenceError
 from model.settings import Profile
-from model.softdtw import soft_dtw
+from model.softdtw import soft_dtw, soft_dtw_self
 from model.targets import pair_targets
 
 CHECKPOINT = "last.pt"
@@ -142,8 +142,7 @@ def self_terms(motions: torch.Tensor, lengths: torch.Tensor, gamma: float,
     """sdtw(m, m) of every padded motion (N, T, F) -> (N,) float64."""
     m = motions.double()
     return torch.cat([
-        soft_dtw(m[i : i + chunk], m[i : i + chunk], lengths[i : i + chunk],
-                 lengths[i : i + chunk], gamma)
+        soft_dtw_self(m[i : i + chunk], lengths[i : i + chunk], gamma)
         for i in range(0, len(m), chunk)
     ])
 
@@ -156,7 +155,7 @@ def divergence_to_targets(
     with the targets' constant self terms sdtw(y, y) given (computed once, in prepare)."""
     x = x.double()
     xy = soft_dtw(x, y.double(), x_lens, y_lens, gamma)
-    return xy - (soft_dtw(x, x, x_lens, x_lens, gamma) + y_self) / 2
+    return xy - (soft_dtw_self(x, x_lens, gamma) + y_self) / 2
 
 
 def smoothness(motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model import softdtw
-from model.softdtw import pairwise_divergence, soft_dtw, soft_dtw_divergence
+from model.softdtw import pairwise_divergence, soft_dtw, soft_dtw_divergence, soft_dtw_self
 
 GAMMA = 0.01
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-6, atol=2e-5)}
@@ -140,10 +140,28 @@ def test_a_sequence_against_itself_at_other_lengths_gets_both_sides_gradients(ba
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_self_terms_match_reference(backend: str, dtype: torch.dtype) -> None:
+    x, _, x_lens, _ = batch(seed=5, n=13)
+    x = x.astype(np.float32).astype(np.float64)
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    weights = torch.tensor([1.0, -0.5, 2.0, 0.25], dtype=dtype)
+    values = soft_dtw_self(xt, x_lens, GAMMA)
+    (values * weights).sum().backward()
+    for b in range(len(x)):
+        n = x_lens[b]
+        value, grad_x, grad_y = reference(x[b, :n], x[b, :n], GAMMA)
+        torch.testing.assert_close(values[b].item(), value, **TOL[dtype])
+        got = xt.grad[b].double().numpy()
+        np.testing.assert_allclose(got[:n], weights[b].item() * (grad_x + grad_y), **TOL[dtype])
+        assert not got[n:].any(), "padding must get no gradient"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_divergence_is_zero_on_itself_symmetric_and_positive(backend: str, dtype) -> None:
     x, y, x_lens, y_lens = batch(seed=3, n=12, m=12)
     xt, yt = torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=dtype)
-    assert torch.equal(soft_dtw_divergence(xt, xt, x_lens, x_lens), torch.zeros(4, dtype=dtype))
+    itself = soft_dtw_divergence(xt, xt, x_lens, x_lens)
+    torch.testing.assert_close(itself, torch.zeros(4, dtype=dtype), rtol=0, atol=1e-12)
     forward = soft_dtw_divergence(xt, yt, x_lens, y_lens)
     backward = soft_dtw_divergence(yt, xt, y_lens, x_lens)
     torch.testing.assert_close(forward, backward, **TOL[dtype])
