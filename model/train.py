@@ -42,7 +42,13 @@ _RESUMABLE_CHANGES = ("device", "threads")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training's settings; the defaults are the paper's (the `nightly` profile)."""
+    """One training's settings; the defaults are the paper's (the `nightly` profile).
+
+    `motion_only` (not in the paper): the network never sees a repetition's mean pose, the DCT
+    coefficient 0 of every trajectory, which carries the body's build and standing posture
+    rather than the movement; corrections are still added to the whole input (see
+    `ignore_mean_pose`).
+    """
 
     variant: str = "full"
     epochs: int = 50
@@ -60,6 +66,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     gamma: float = 0.01
+    motion_only: bool = False
 
     def __post_init__(self) -> None:
         get_variant(self.variant)
@@ -273,6 +280,16 @@ def load_checkpoint(path: Path, identity: dict) -> dict | None:
     return ckpt
 
 
+def ignore_mean_pose(module: FeedbackGCN) -> None:
+    """Hold the trunk's weights on DCT coefficient 0 (each trajectory's mean) at zero, so that
+    nothing downstream sees the mean pose: the row starts at zero and its gradient is zeroed,
+    so Adam never moves it. The saved weights carry it; inference needs no flag."""
+    weight = module.trunk.conv.weight
+    with torch.no_grad():
+        weight[0].zero_()
+    weight.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:1]), grad[1:]]))
+
+
 def normalise_labelled(
     sequences: list[Sequence], norm: Normalization
 ) -> list[np.ndarray]:
@@ -383,6 +400,8 @@ def train(
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
     module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)
+    if config.motion_only:
+        ignore_mean_pose(module)
     run = Run.start(module, config, device, wrap)
     identity = checkpoint_identity(config, classes, data_fingerprint(sequences))
     ckpt_path = None

@@ -202,3 +202,19 @@ def test_unlabelled_or_too_few_sequences_are_refused(toy):
         train(toy[:1], TINY, progress=False)
     with pytest.raises(ValueError, match="no batch of two or more per worker"):
         train(toy, TINY, progress=False, shard=(0, 8))
+
+
+def test_motion_only_ignores_the_mean_pose_and_still_corrects_the_whole_input(toy):
+    model = train(toy, replace(TINY, motion_only=True), progress=False)
+    assert torch.count_nonzero(model.module.trunk.conv.weight[0]) == 0
+    assert torch.count_nonzero(model.module.trunk.conv.weight[1:]) > 0
+    poses = [normalize(s, Normalization())[0] for s in toy[:4]]
+    offset = np.random.default_rng(0).normal(0.0, 0.2, (1, poses[0].shape[1], 3))
+    shifted = [(p + offset).astype(np.float32) for p in poses]
+    plain, moved = model.infer(poses), model.infer(shifted)
+    np.testing.assert_allclose(moved.log_probs, plain.log_probs, atol=1e-5)
+    for a, b in zip(plain.corrected, moved.corrected, strict=True):
+        np.testing.assert_allclose(b - a, np.broadcast_to(offset, a.shape), atol=1e-4)
+    seen = train(toy, TINY, progress=False)
+    assert not np.allclose(seen.infer(shifted).log_probs, seen.infer(poses).log_probs,
+                           atol=1e-5)
