@@ -59,6 +59,26 @@ static inline double exp_neg(double x) {
     return p * __builtin_bit_cast(double, scale_bits);
 }
 
+// exp(x) for x <= 0 at float precision: the same reduction, a degree-7 polynomial.
+static inline float exp_neg(float x) {
+    x = std::max(x, -87.0f);
+    const float shifter = 12582912.0f;  // 1.5 * 2^23
+    float kf = x * 1.44269504f + shifter;
+    const int32_t kbits = __builtin_bit_cast(int32_t, kf);
+    kf -= shifter;
+    const float r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t scale_bits = (kbits - 0x4B400000 + 127) << 23;
+    return p * __builtin_bit_cast(float, scale_bits);
+}
+
 // log(t) for t in [1, 3]: t = 2^e f with f in [0.75, 1.5], log f = 2 atanh(s), s = (f-1)/(f+1).
 static inline double log_1_3(double t) {
     const double high = t > 1.5 ? 1.0 : 0.0;  // arithmetic, not a branch: it vectorises
@@ -80,6 +100,21 @@ static inline double log_1_3(double t) {
     return 2.0 * s * p + high * 0.6931471805599453;
 }
 
+// log(t) for t in [1, 3] at float precision: the same series, to s^10.
+static inline float log_1_3(float t) {
+    const float high = t > 1.5f ? 1.0f : 0.0f;
+    const float f = t * (1.0f - 0.5f * high);
+    const float s = (f - 1.0f) / (f + 1.0f);
+    const float s2 = s * s;
+    float p = 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return 2.0f * s * p + high * 0.693147181f;
+}
+
 // Lengths (0 past the batch) and the largest of them, for block blk.
 static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64_t blk,
                           int64_t* lane_n, int64_t* lane_m, int64_t& nb, int64_t& mb) {
@@ -94,24 +129,42 @@ static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64
     }
 }
 
-// The cost of block blk's pairs, cells i <= nb, j <= mb, into lanes: out[(i W + j) L + l]
-// (1-based cells; zero past a pair's own lengths and past the batch).
+// The cost of block blk's pairs, cells i <= nb, j <= mb (j <= i if symmetric), into lanes:
+// out[(i W + j) L + l] (1-based cells; zero past a pair's own lengths and past the batch).
 static void lane_cost(const double* cost, int64_t B, int64_t N, int64_t M, int64_t blk,
-                      int64_t nb, int64_t mb, const int64_t* lane_n, const int64_t* lane_m,
-                      std::vector<double>& out) {
+                      int64_t nb, int64_t mb, bool symmetric, const int64_t* lane_n,
+                      const int64_t* lane_m, std::vector<double>& out) {
     const int64_t W = M + 2;
     for (int64_t l = 0; l < L; ++l) {
         const int64_t b = blk * L + l;
         for (int64_t i = 1; i <= nb; ++i) {
             const double* row = cost + (b * N + i - 1) * M;
-            for (int64_t j = 1; j <= mb; ++j)
+            for (int64_t j = 1; j <= (symmetric ? i : mb); ++j)
                 out[(i * W + j) * L + l] = (i <= lane_n[l] && j <= lane_m[l]) ? row[j - 1] : 0.0;
         }
     }
 }
 
-// R[i, j] = cost[i, j] + softmin(R[i-1, j-1], R[i-1, j], R[i, j-1]) for every lane of one cell;
-// on the diagonal of a symmetric grid, R[i-1, i] is read as its mirror R[i, i-1].
+// Sets the frame of a block's grid, rows 0 and nb + 1 and columns 0 and mb + 1, to value, and
+// its corner (0, 0) to corner; the recursions read nothing else that they did not write.
+static void frame(double* grid, int64_t W, int64_t nb, int64_t mb, double value, double corner) {
+    for (int64_t j = 0; j <= mb + 1; ++j)
+        for (int64_t l = 0; l < L; ++l) {
+            grid[j * L + l] = value;
+            grid[((nb + 1) * W + j) * L + l] = value;
+        }
+    for (int64_t i = 0; i <= nb + 1; ++i)
+        for (int64_t l = 0; l < L; ++l) {
+            grid[(i * W) * L + l] = value;
+            grid[(i * W + mb + 1) * L + l] = value;
+        }
+    for (int64_t l = 0; l < L; ++l) grid[l] = corner;
+}
+
+// R[i, j] = cost[i, j] + softmin(R[i-1, j-1], R[i-1, j], R[i, j-1]) for every lane of one cell,
+// the soft-min's exp and log at the precision of F; on the diagonal of a symmetric grid,
+// R[i-1, i] is read as its mirror R[i, i-1].
+template <typename F>
 static inline void forward_cell(double* R, const double* C, int64_t W, int64_t i, int64_t j,
                                 bool mirror, double gamma, double inv_gamma) {
     const int64_t c = (i * W + j) * L, cd = ((i - 1) * W + j - 1) * L, cl = (i * W + j - 1) * L,
@@ -120,14 +173,16 @@ static inline void forward_cell(double* R, const double* C, int64_t W, int64_t i
     for (int64_t l = 0; l < L; ++l) {
         const double a = R[cd + l], u = R[cu + l], s = R[cl + l];
         const double low = std::min(std::min(a, u), s);
-        const double total = exp_neg((low - a) * inv_gamma) + exp_neg((low - u) * inv_gamma)
-                             + exp_neg((low - s) * inv_gamma);
-        R[c + l] = C[c + l] + low - gamma * log_1_3(total);
+        const F total = exp_neg(F((low - a) * inv_gamma)) + exp_neg(F((low - u) * inv_gamma))
+                        + exp_neg(F((low - s) * inv_gamma));
+        R[c + l] = C[c + l] + low - gamma * double(log_1_3(total));
     }
 }
 
-// E[i, j] = seed + sum over the successors s of E[s] exp((R[s] - cost[s] - R[i, j]) / gamma);
-// on the diagonal of a symmetric grid, the successor (i, i+1) is read as its mirror (i+1, i).
+// E[i, j] = seed + sum over the successors s of E[s] exp((R[s] - cost[s] - R[i, j]) / gamma),
+// the exp at the precision of F; on the diagonal of a symmetric grid, the successor (i, i+1) is
+// read as its mirror (i+1, i).
+template <typename F>
 static inline void backward_cell(double* E, const double* R, const double* C, int64_t W,
                                  int64_t i, int64_t j, bool mirror, const int64_t* lane_n,
                                  const int64_t* lane_m, const double* lane_g, double inv_gamma) {
@@ -137,10 +192,10 @@ static inline void backward_cell(double* E, const double* R, const double* C, in
     for (int64_t l = 0; l < L; ++l) {
         const double seed = (lane_n[l] == i && lane_m[l] == j) ? lane_g[l] : 0.0;
         const double r = R[c + l];
-        const double wu = exp_neg(std::min(0.0, (R[cu + l] - C[cu + l] - r) * inv_gamma));
-        const double wl = exp_neg(std::min(0.0, (R[cl + l] - C[cl + l] - r) * inv_gamma));
-        const double wd = exp_neg(std::min(0.0, (R[cd + l] - C[cd + l] - r) * inv_gamma));
-        E[c + l] = seed + E[cu + l] * wu + E[cl + l] * wl + E[cd + l] * wd;
+        const F wu = exp_neg(F(std::min(0.0, (R[cu + l] - C[cu + l] - r) * inv_gamma)));
+        const F wl = exp_neg(F(std::min(0.0, (R[cl + l] - C[cl + l] - r) * inv_gamma)));
+        const F wd = exp_neg(F(std::min(0.0, (R[cd + l] - C[cd + l] - r) * inv_gamma)));
+        E[c + l] = seed + E[cu + l] * double(wu) + E[cl + l] * double(wl) + E[cd + l] * double(wd);
     }
 }
 
@@ -149,9 +204,10 @@ static inline void backward_cell(double* E, const double* R, const double* C, in
 // Rows go in strips of S; within a strip the cells of one anti-diagonal are independent, so
 // their exp/log chains overlap instead of each cell waiting for its left neighbour. A symmetric
 // call (self terms: cost[b] symmetric, n_len == m_len) computes the lower triangle j <= i only:
-// R is symmetric too.
+// R is symmetric too. R is float64 always; precise = false evaluates the soft-min's exp and log
+// in float (for float32 inputs: their relative error, ~1e-7, reaches R multiplied by gamma).
 std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tensor m_len,
-                                     double gamma, bool keep, bool symmetric) {
+                                     double gamma, bool keep, bool symmetric, bool precise) {
     const int64_t B = cost.size(0), N = cost.size(1), M = cost.size(2);
     const int64_t blocks = (B + L - 1) / L, W = M + 2, cells = (N + 2) * (M + 2);
     auto values = at::zeros({B}, cost.options());
@@ -163,29 +219,32 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tens
     double* K = kept.data_ptr<double>();
     const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> R(cells * L), C(cells * L);
+        std::vector<double> scratch(keep ? 0 : cells * L), C(cells * L);
         int64_t lane_n[L], lane_m[L];
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb, mb;
             block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
-            lane_cost(CO, B, N, M, blk, nb, mb, lane_n, lane_m, C);
-            std::fill(R.begin(), R.end(), BIG);
-            for (int64_t l = 0; l < L; ++l) R[l] = 0.0;
+            lane_cost(CO, B, N, M, blk, nb, mb, symmetric, lane_n, lane_m, C);
+            double* R = keep ? K + blk * cells * L : scratch.data();
+            frame(R, W, nb, mb, BIG, 0.0);
             for (int64_t i0 = 1; i0 <= nb; i0 += S) {
                 const int64_t rows = std::min(S, nb - i0 + 1);
                 for (int64_t t = 1; t < mb + rows; ++t)
                     for (int64_t s = 0; s < rows; ++s) {
                         const int64_t i = i0 + s, j = t - s, last = symmetric ? i : mb;
-                        if (j >= 1 && j <= last)
-                            forward_cell(R.data(), C.data(), W, i, j, symmetric && j == i, gamma,
-                                         inv_gamma);
+                        if (j < 1 || j > last) continue;
+                        if (precise)
+                            forward_cell<double>(R, C.data(), W, i, j, symmetric && j == i, gamma,
+                                                 inv_gamma);
+                        else
+                            forward_cell<float>(R, C.data(), W, i, j, symmetric && j == i, gamma,
+                                                inv_gamma);
                     }
             }
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
                 out[b] = R[(nl[b] * W + ml[b]) * L + l];
             }
-            if (keep) std::copy(R.begin(), R.end(), K + blk * cells * L);
         }
     });
     return {values, kept};
@@ -193,9 +252,9 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tens
 
 // R from sdtw_forward, cost, grad (B,) -> E = grad * d value / d cost (B, N, M), by the
 // backward recursion in strips of S rows (zero past each pair's lengths); a symmetric call
-// computes the lower triangle and mirrors it.
+// computes the lower triangle and mirrors it; precise as in sdtw_forward.
 at::Tensor sdtw_backward(at::Tensor kept, at::Tensor cost, at::Tensor n_len, at::Tensor m_len,
-                         at::Tensor grad, double gamma, bool symmetric) {
+                         at::Tensor grad, double gamma, bool symmetric, bool precise) {
     const int64_t B = cost.size(0), N = cost.size(1), M = cost.size(2);
     const int64_t blocks = kept.size(0), W = M + 2, cells = (N + 2) * (M + 2);
     auto grad_cost = at::zeros({B, N, M}, cost.options());
@@ -214,17 +273,23 @@ at::Tensor sdtw_backward(at::Tensor kept, at::Tensor cost, at::Tensor n_len, at:
             int64_t nb, mb;
             block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
             for (int64_t l = 0; l < L; ++l) lane_g[l] = blk * L + l < B ? g[blk * L + l] : 0.0;
-            lane_cost(CO, B, N, M, blk, nb, mb, lane_n, lane_m, C);
+            lane_cost(CO, B, N, M, blk, nb, mb, symmetric, lane_n, lane_m, C);
             const double* R = K + blk * cells * L;
-            std::fill(E.begin(), E.end(), 0.0);
+            frame(E.data(), W, nb, mb, 0.0, 0.0);
             for (int64_t i0 = nb; i0 >= 1; i0 -= S) {
                 const int64_t rows = std::min(S, i0);
                 for (int64_t u = mb; u > -rows; --u)
                     for (int64_t s = 0; s < rows; ++s) {
                         const int64_t i = i0 - s, j = u + s, last = symmetric ? i : mb;
-                        if (j >= 1 && j <= last)
-                            backward_cell(E.data(), R, C.data(), W, i, j, symmetric && j == i,
-                                          lane_n, lane_m, lane_g, inv_gamma);
+                        if (j < 1 || j > last) continue;
+                        if (precise)
+                            backward_cell<double>(E.data(), R, C.data(), W, i, j,
+                                                  symmetric && j == i, lane_n, lane_m, lane_g,
+                                                  inv_gamma);
+                        else
+                            backward_cell<float>(E.data(), R, C.data(), W, i, j,
+                                                 symmetric && j == i, lane_n, lane_m, lane_g,
+                                                 inv_gamma);
                     }
             }
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
