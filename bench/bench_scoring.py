@@ -5,7 +5,9 @@ scored by the one scoring path (model.scoring.score: validate, normalise, classi
 batches of 512, feedback in words) and written out as a JSON report and a Parquet report.
 Variants on the same model, in the same run:
   - the model's raw batched forward pass over the same repetitions, already normalised and
-    DCT-encoded (the ceiling: no I/O, normalisation or feedback);
+    DCT-encoded (the ceiling: no I/O, normalisation or feedback), as scoring runs it (the
+    network folded for inference, TrainedModel.folded), and as the module itself computes it
+    (FeedbackGCN.forward in eval mode, what training runs);
   - the same scoring without the file I/O (where the time goes);
   - one session at a time: 64 uploaded session files (JSON, 3-5 repetitions each), every file
     read, cut into repetitions and scored on its own (model.scoring.score_session) with its own
@@ -99,8 +101,14 @@ def measure(model: TrainedModel, seqs: list, work: Path
     poses, _ = normalise_all(model, seqs)
     encoded = encode_poses(poses, model.gcn_config.n_dct)
 
-    @torch.no_grad()
+    net = model.folded()
+
     def forward() -> None:
+        for start in range(0, len(encoded), BATCH):
+            net(encoded[start : start + BATCH])
+
+    @torch.no_grad()
+    def module_forward() -> None:
         model.module.eval()
         for start in range(0, len(encoded), BATCH):
             model.module(encoded[start : start + BATCH])
@@ -123,6 +131,7 @@ def measure(model: TrainedModel, seqs: list, work: Path
         "end to end: Parquet in -> score -> JSON + Parquet": median_seconds(end_to_end, REPEATS),
         "score() alone, no file I/O": median_seconds(lambda: score(model, seqs, BATCH), REPEATS),
         "raw batched forward pass (ceiling)": median_seconds(forward, REPEATS),
+        "module forward, eval mode (unfolded)": median_seconds(module_forward, REPEATS),
         "one session at a time (score_session per file)": median_seconds(session_by_session,
                                                                           REPEATS),
     }

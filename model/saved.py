@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.gcn import FeedbackGCN, GCNConfig, decode_poses, encode_poses
+from model.gcn import FeedbackGCN, FoldedGCN, GCNConfig, decode_poses, encode_poses
 from model.labels import Class
 from model.normalize import Normalization, normalize
 from model.sequence import Sequence
@@ -69,6 +69,8 @@ class TrainedModel:
     normalization: Normalization
     meta: dict = field(default_factory=dict)
     unsure_threshold: float | None = None
+    _folded: tuple[list[torch.Tensor], list[int], FoldedGCN] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def gcn_config(self) -> GCNConfig:
@@ -140,7 +142,19 @@ class TrainedModel:
                     f"poses[{i}] has shape {p.shape}; the model expects (frames, {joints}, 3)"
                 )
 
-    @torch.no_grad()
+    def folded(self) -> FoldedGCN:
+        """The module's forward pass folded for inference (model.gcn.FoldedGCN), kept until a
+        weight or statistic changes: a new tensor, or an in-place update (which raises the
+        tensor's version counter, as autograd relies on)."""
+        state = list(self.module.state_dict(keep_vars=True).values())
+        versions = [t._version for t in state]
+        if (self._folded is None or versions != self._folded[1]
+                or any(a is not b for a, b in zip(state, self._folded[0], strict=False))
+                or len(state) != len(self._folded[0])):
+            self._folded = (state, versions, FoldedGCN(self.module))
+        return self._folded[2]
+
+    @torch.inference_mode()
     def infer(
         self, poses: list[np.ndarray], batch_size: int = 256,
         fed_classes: Seq[int] | None = None,
@@ -151,7 +165,7 @@ class TrainedModel:
         input); other variants feed back their own prediction at inference.
         """
         self._check_poses(poses)
-        self.module.eval()
+        net = self.folded()
         cfg = self.gcn_config
         n_classes = cfg.n_classes
         if not poses:
@@ -165,7 +179,7 @@ class TrainedModel:
             if fed_classes is not None:
                 idx = torch.as_tensor(list(fed_classes[start : start + batch_size]))
                 fed = torch.nn.functional.one_hot(idx, n_classes).float().to(self.device)
-            lp, d = self.module(x, fed)
+            lp, d = net(x, fed)
             log_probs.append(lp.cpu().numpy())
             deltas.append(d.cpu().numpy())
             corrected += decode_poses(x + d, [len(p) for p in chunk])

@@ -12,8 +12,10 @@ import torch_dct
 
 from model.dct import dct_decode, dct_encode, idct_basis
 from model.gcn import (
+    BLOCK,
     VARIANTS,
     FeedbackGCN,
+    FoldedGCN,
     GCNConfig,
     GraphConv,
     decode_poses,
@@ -182,6 +184,29 @@ def test_separated_corrector_uses_the_given_label_else_none_and_has_no_classifie
     assert not torch.allclose(given, other)
     torch.testing.assert_close(none, zeros)
     torch.testing.assert_close(log_probs, torch.full_like(log_probs, -torch.log(torch.tensor(4.0))))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_folded_forward_pass_gives_the_module_s_eval_outputs(variant: str):
+    torch.manual_seed(0)
+    # hidden 64: the corrector's 65 features after the fed-back label take the split product
+    model = FeedbackGCN(GCNConfig(n_nodes=3 * JOINTS, n_classes=CLASSES, n_dct=10, hidden=64,
+                                  variant=variant))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # batch norm statistics and affine terms far from 0 and 1
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            for t in (norm.running_mean, norm.weight, norm.bias):
+                t.copy_(torch.randn(t.shape, generator=g))
+            norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=g) + 0.5)
+    model.eval()
+    x, onehot = inputs(batch=2 * BLOCK + 3)
+    folded = FoldedGCN(model)
+    for label in (None, onehot):
+        with torch.no_grad():
+            expected = model(x, label)
+        for got, want in zip(folded(x, label), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert folded(x[:0])[0].shape == (0, CLASSES)
 
 
 def test_bad_configurations_are_refused():

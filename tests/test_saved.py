@@ -3,6 +3,7 @@ and nothing unpickled on the way."""
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import subprocess
@@ -64,6 +65,20 @@ def test_infer_gives_classes_and_corrections_at_each_input_length(trained, poses
     np.testing.assert_allclose(whole.log_probs, out.log_probs, rtol=1e-5, atol=1e-6)
     empty = trained.infer([])
     assert empty.log_probs.shape == (0, 2) and empty.corrected == []
+
+
+def test_infer_follows_weights_changed_after_the_first_call(trained, poses):
+    model = copy.deepcopy(trained)
+    net = model.folded()
+    assert model.folded() is net  # kept while nothing changes
+    before = model.infer(poses).log_probs
+    with torch.no_grad():
+        model.module.classifier.out.bias.add_(torch.tensor([0.0, 50.0]))
+    assert (model.infer(poses).log_probs.argmax(1) == 1).all()
+    model.module.classifier.out.bias = torch.nn.Parameter(torch.tensor([50.0, 0.0]))
+    assert (model.infer(poses).log_probs.argmax(1) == 0).all()
+    model.module.load_state_dict(trained.module.state_dict())
+    np.testing.assert_array_equal(model.infer(poses).log_probs, before)
 
 
 def test_reloaded_model_gives_identical_results(trained, poses, tmp_path: Path):
