@@ -190,7 +190,8 @@ class _KernelSoftDTW(torch.autograd.Function):
     """Soft-DTW of float64 x (B, N, D), y (B, M, D) on the C++ kernel -> (B,) float64.
 
     The kernel gives E = d value / d cost; the gradients are then matrix products:
-    d/dx_i = 2 (sum_j E_ij x_i - sum_j E_ij y_j), and likewise for y. R is kept for the backward
+    d/dx_i = 2 (sum_j E_ij x_i - sum_j E_ij y_j), and likewise for y (for float32 inputs the
+    product E y runs in float32). R is kept for the backward
     pass only when x or y wants a gradient.
     """
 
@@ -211,9 +212,9 @@ class _KernelSoftDTW(torch.autograd.Function):
                                      ctx.precise)
         grad_x = grad_y = None
         if ctx.needs_input_grad[0]:
-            grad_x = 2 * (e.sum(2, keepdim=True) * x - torch.bmm(e, y))
+            grad_x = 2 * (e.sum(2, keepdim=True) * x - _product(e, y, ctx.precise))
         if ctx.needs_input_grad[1]:
-            grad_y = 2 * (e.sum(1).unsqueeze(2) * y - torch.bmm(e.transpose(1, 2), x))
+            grad_y = 2 * (e.sum(1).unsqueeze(2) * y - _product(e.transpose(1, 2), x, ctx.precise))
         return grad_x, grad_y, None, None, None, None, None
 
 
@@ -238,7 +239,15 @@ class _KernelSelfSoftDTW(torch.autograd.Function):
         kept, cost, x, lens = ctx.saved_tensors
         grad = grad_out.to(torch.float64).contiguous()
         e = ctx.kernel.sdtw_backward(kept, cost, lens, lens, grad, ctx.gamma, True, ctx.precise)
-        return 4 * (e.sum(2, keepdim=True) * x - torch.bmm(e, x)), None, None, None, None
+        grad = 4 * (e.sum(2, keepdim=True) * x - _product(e, x, ctx.precise))
+        return grad, None, None, None, None
+
+
+def _product(e: Tensor, seq: Tensor, precise: bool) -> Tensor:
+    """e @ seq in float64, or (for float32 inputs, whose gradients end in float32) in float32."""
+    if precise:
+        return torch.bmm(e, seq)
+    return torch.bmm(e.to(torch.float32), seq.to(torch.float32)).to(torch.float64)
 
 
 class _SoftDTW(torch.autograd.Function):
