@@ -5,13 +5,13 @@
 
 A batch holds pairs of different lengths: x (B, N, D) and y (B, M, D) are padded, and x_lens /
 y_lens give each pair's true lengths. R and E are float64 whatever the input dtype (gamma = 0.01
-turns float32 rounding of R into visible errors); on the C++ kernel, float32 inputs have the
-soft-min's exp and log evaluated at float32 precision, whose relative error (~1e-7) reaches R
-multiplied by gamma. The cost matrices are matrix products in torch; the backward pass is the
-analytic E-matrix recursion (E = d sdtw / d cost), not autograd through the loop, and the
-gradients w.r.t. x and y are matrix products of E again. On CPU the recursion runs in a small C++
-kernel (model/softdtw_cpu.py) when it builds; elsewhere (CUDA, or no compiler) in plain torch,
-along anti-diagonals vectorised over the batch and the diagonal.
+turns float32 rounding of R into visible errors). The backward pass is the analytic E-matrix
+recursion (E = d sdtw / d cost), not autograd through the loop; the gradients w.r.t. x and y are
+matrix products of E. On CPU the recursion runs in a small C++ kernel (model/softdtw_cpu.py)
+when it builds: it sums each cell's cost from the differences, and for float32 inputs takes the
+cost, exp and log in float32, whose relative error (~1e-7) reaches R multiplied by gamma.
+Elsewhere (CUDA, or no compiler) the cost is a matrix product and the recursion runs in plain
+torch along anti-diagonals, vectorised over the batch and the diagonal, all in float64.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def _sdtw(x: Tensor, y: Tensor, x_lens: Tensor, y_lens: Tensor, gamma: float) ->
     if kernel is None:
         return _SoftDTW.apply(squared_distances(x, y), x_lens, y_lens, gamma)
     precise = x.dtype == torch.float64 or y.dtype == torch.float64
-    return _KernelSoftDTW.apply(x.to(torch.float64), y.to(torch.float64), x_lens, y_lens, gamma,
-                                kernel, precise)
+    x64, y64 = x.to(torch.float64).contiguous(), y.to(torch.float64).contiguous()
+    return _KernelSoftDTW.apply(x64, y64, x_lens, y_lens, gamma, kernel, precise)
 
 
 def _sdtw_self(x: Tensor, lens: Tensor, gamma: float) -> Tensor:
@@ -103,8 +103,8 @@ def _sdtw_self(x: Tensor, lens: Tensor, gamma: float) -> Tensor:
     kernel = softdtw_cpu.load() if x.device.type == "cpu" else None
     if kernel is None:
         return _SoftDTW.apply(squared_distances(x, x), lens, lens, gamma)
-    return _KernelSelfSoftDTW.apply(x.to(torch.float64), lens, gamma, kernel,
-                                    x.dtype == torch.float64)
+    x64 = x.to(torch.float64).contiguous()
+    return _KernelSelfSoftDTW.apply(x64, lens, gamma, kernel, x.dtype == torch.float64)
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
@@ -198,17 +198,16 @@ class _KernelSoftDTW(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, x_lens, y_lens, gamma, kernel, precise):
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        cost = squared_distances(x, y)
-        values, kept = kernel.sdtw_forward(cost, x_lens, y_lens, gamma, keep, False, precise)
-        ctx.save_for_backward(kept, cost, x, y, x_lens, y_lens)
+        values, kept = kernel.sdtw_forward(x, y, x_lens, y_lens, gamma, keep, False, precise)
+        ctx.save_for_backward(kept, x, y, x_lens, y_lens)
         ctx.gamma, ctx.kernel, ctx.precise = gamma, kernel, precise
         return values
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        kept, cost, x, y, x_lens, y_lens = ctx.saved_tensors
+        kept, x, y, x_lens, y_lens = ctx.saved_tensors
         grad = grad_out.to(torch.float64).contiguous()
-        e = ctx.kernel.sdtw_backward(kept, cost, x_lens, y_lens, grad, ctx.gamma, False,
+        e = ctx.kernel.sdtw_backward(kept, x, y, x_lens, y_lens, grad, ctx.gamma, False,
                                      ctx.precise)
         grad_x = grad_y = None
         if ctx.needs_input_grad[0]:
@@ -227,18 +226,17 @@ class _KernelSelfSoftDTW(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, lens, gamma, kernel, precise):
-        cost = squared_distances(x, x)
         keep = ctx.needs_input_grad[0]
-        values, kept = kernel.sdtw_forward(cost, lens, lens, gamma, keep, True, precise)
-        ctx.save_for_backward(kept, cost, x, lens)
+        values, kept = kernel.sdtw_forward(x, x, lens, lens, gamma, keep, True, precise)
+        ctx.save_for_backward(kept, x, lens)
         ctx.gamma, ctx.kernel, ctx.precise = gamma, kernel, precise
         return values
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        kept, cost, x, lens = ctx.saved_tensors
+        kept, x, lens = ctx.saved_tensors
         grad = grad_out.to(torch.float64).contiguous()
-        e = ctx.kernel.sdtw_backward(kept, cost, lens, lens, grad, ctx.gamma, True, ctx.precise)
+        e = ctx.kernel.sdtw_backward(kept, x, x, lens, lens, grad, ctx.gamma, True, ctx.precise)
         grad = 4 * (e.sum(2, keepdim=True) * x - _product(e, x, ctx.precise))
         return grad, None, None, None, None
 

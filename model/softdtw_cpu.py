@@ -1,13 +1,15 @@
 """The CPU kernel of the soft-DTW recursion: C++ built once with torch.utils.cpp_extension.
 
-It takes the cost matrices (computed by torch as matrix products; their gradient flows back to x
-and y through torch's autograd) and runs the R recursion forward and the E recursion backward.
-Pairs go eight at a time in lockstep, one SIMD lane each, so that the exp and log of the
-soft-min vectorise; groups of eight run in parallel on torch's intra-op threads. Within a group,
-rows go in strips of four whose cells advance along anti-diagonals: the four cells in flight are
-independent, so their exp/log chains overlap instead of each cell waiting for its left
-neighbour. The forward pass keeps R (only when a gradient will be asked for); the backward pass
-recomputes each step's soft-min probability from R and the cost, three exps a cell.
+Pairs go eight at a time in lockstep, one SIMD lane each: their frames are copied into lanes,
+each cell's cost |x_i - y_j|^2 is summed from the differences four cells at a time, and the
+soft-min's exp and log vectorise; groups of eight run in parallel on torch's intra-op threads.
+Within a group, rows go in strips of four whose cells advance along anti-diagonals: the four
+cells in flight are independent, so their exp/log chains overlap instead of each cell waiting
+for its left neighbour. Self terms (sdtw(x, x)) compute the lower triangle of their symmetric
+grids only. The forward pass keeps R (float64, only when a gradient will be asked for); the
+backward pass recomputes the cost and each step's soft-min probability from R, three exps a
+cell, and returns E = d value / d cost; the gradients w.r.t. x and y are then matrix products
+in torch. precise = False (float32 inputs) takes the cost, exp and log in float.
 The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
 ~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
 cannot be built, `load()` returns None and model.softdtw runs its pure-torch recursion instead.
@@ -129,18 +131,48 @@ static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64
     }
 }
 
-// The cost of block blk's pairs, cells i <= nb, j <= mb (j <= i if symmetric), into lanes:
-// out[(i W + j) L + l] (1-based cells; zero past a pair's own lengths and past the batch).
-static void lane_cost(const double* cost, int64_t B, int64_t N, int64_t M, int64_t blk,
+// Copies pair blk * L + l of seq (B, T, D) into lanes, as F: out[(t D + k) L + l]; zero past
+// the batch. out has room for J more frames, left zero, which the cost tiles may read.
+template <typename F>
+static void to_lanes(const double* seq, int64_t B, int64_t T, int64_t D, int64_t blk,
+                     std::vector<F>& out) {
+    std::fill(out.begin(), out.end(), F(0));
+    for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
+        const double* src = seq + (blk * L + l) * T * D;
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t k = 0; k < D; ++k) out[(t * D + k) * L + l] = F(src[t * D + k]);
+    }
+}
+
+constexpr int64_t J = 4;  // cost cells a tile: independent sums, so their FMA chains overlap
+
+// The cost |x_i - y_j|^2 of a block's cells i <= nb, j <= mb (j <= i if symmetric), summed in
+// F from the differences (no cancellation), into lanes: C[(i W + j) L + l] (1-based cells;
+// zero past a pair's own lengths).
+template <typename F>
+static void lane_cost(const std::vector<F>& xs, const std::vector<F>& ys, int64_t D, int64_t W,
                       int64_t nb, int64_t mb, bool symmetric, const int64_t* lane_n,
-                      const int64_t* lane_m, std::vector<double>& out) {
-    const int64_t W = M + 2;
-    for (int64_t l = 0; l < L; ++l) {
-        const int64_t b = blk * L + l;
-        for (int64_t i = 1; i <= nb; ++i) {
-            const double* row = cost + (b * N + i - 1) * M;
-            for (int64_t j = 1; j <= (symmetric ? i : mb); ++j)
-                out[(i * W + j) * L + l] = (i <= lane_n[l] && j <= lane_m[l]) ? row[j - 1] : 0.0;
+                      const int64_t* lane_m, std::vector<F>& C) {
+    for (int64_t i = 1; i <= nb; ++i) {
+        const int64_t last = symmetric ? i : mb;
+        for (int64_t j0 = 1; j0 <= last; j0 += J) {
+            F acc[J][L] = {};
+            for (int64_t k = 0; k < D; ++k) {
+                const F* xi = &xs[((i - 1) * D + k) * L];
+#pragma GCC unroll 4
+                for (int64_t jj = 0; jj < J; ++jj) {
+                    const F* yj = &ys[((j0 + jj - 1) * D + k) * L];
+#pragma omp simd
+                    for (int64_t l = 0; l < L; ++l) {
+                        const F d = xi[l] - yj[l];
+                        acc[jj][l] += d * d;
+                    }
+                }
+            }
+            for (int64_t jj = 0; jj < J && j0 + jj <= last; ++jj)
+                for (int64_t l = 0; l < L; ++l)
+                    C[(i * W + j0 + jj) * L + l] =
+                        (i <= lane_n[l] && j0 + jj <= lane_m[l]) ? acc[jj][l] : F(0);
         }
     }
 }
@@ -165,7 +197,7 @@ static void frame(double* grid, int64_t W, int64_t nb, int64_t mb, double value,
 // the soft-min's exp and log at the precision of F; on the diagonal of a symmetric grid,
 // R[i-1, i] is read as its mirror R[i, i-1].
 template <typename F>
-static inline void forward_cell(double* R, const double* C, int64_t W, int64_t i, int64_t j,
+static inline void forward_cell(double* R, const F* C, int64_t W, int64_t i, int64_t j,
                                 bool mirror, double gamma, double inv_gamma) {
     const int64_t c = (i * W + j) * L, cd = ((i - 1) * W + j - 1) * L, cl = (i * W + j - 1) * L,
                   cu = mirror ? cl : ((i - 1) * W + j) * L;
@@ -175,7 +207,7 @@ static inline void forward_cell(double* R, const double* C, int64_t W, int64_t i
         const double low = std::min(std::min(a, u), s);
         const F total = exp_neg(F((low - a) * inv_gamma)) + exp_neg(F((low - u) * inv_gamma))
                         + exp_neg(F((low - s) * inv_gamma));
-        R[c + l] = C[c + l] + low - gamma * double(log_1_3(total));
+        R[c + l] = double(C[c + l]) + low - gamma * double(log_1_3(total));
     }
 }
 
@@ -183,7 +215,7 @@ static inline void forward_cell(double* R, const double* C, int64_t W, int64_t i
 // the exp at the precision of F; on the diagonal of a symmetric grid, the successor (i, i+1) is
 // read as its mirror (i+1, i).
 template <typename F>
-static inline void backward_cell(double* E, const double* R, const double* C, int64_t W,
+static inline void backward_cell(double* E, const double* R, const F* C, int64_t W,
                                  int64_t i, int64_t j, bool mirror, const int64_t* lane_n,
                                  const int64_t* lane_m, const double* lane_g, double inv_gamma) {
     const int64_t c = (i * W + j) * L, cd = ((i + 1) * W + j + 1) * L, cu = ((i + 1) * W + j) * L,
@@ -192,55 +224,77 @@ static inline void backward_cell(double* E, const double* R, const double* C, in
     for (int64_t l = 0; l < L; ++l) {
         const double seed = (lane_n[l] == i && lane_m[l] == j) ? lane_g[l] : 0.0;
         const double r = R[c + l];
-        const F wu = exp_neg(F(std::min(0.0, (R[cu + l] - C[cu + l] - r) * inv_gamma)));
-        const F wl = exp_neg(F(std::min(0.0, (R[cl + l] - C[cl + l] - r) * inv_gamma)));
-        const F wd = exp_neg(F(std::min(0.0, (R[cd + l] - C[cd + l] - r) * inv_gamma)));
+        const F wu = exp_neg(F(std::min(0.0, (R[cu + l] - double(C[cu + l]) - r) * inv_gamma)));
+        const F wl = exp_neg(F(std::min(0.0, (R[cl + l] - double(C[cl + l]) - r) * inv_gamma)));
+        const F wd = exp_neg(F(std::min(0.0, (R[cd + l] - double(C[cd + l]) - r) * inv_gamma)));
         E[c + l] = seed + E[cu + l] * double(wu) + E[cl + l] * double(wl) + E[cd + l] * double(wd);
     }
 }
 
-// cost (B, N, M) float64, lengths (B,) int64 -> values (B,) and, if keep, R
-// (blocks, (N+2)(M+2), L) for the backward pass.
-// Rows go in strips of S; within a strip the cells of one anti-diagonal are independent, so
-// their exp/log chains overlap instead of each cell waiting for its left neighbour. A symmetric
-// call (self terms: cost[b] symmetric, n_len == m_len) computes the lower triangle j <= i only:
-// R is symmetric too. R is float64 always; precise = false evaluates the soft-min's exp and log
-// in float (for float32 inputs: their relative error, ~1e-7, reaches R multiplied by gamma).
-std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tensor m_len,
-                                     double gamma, bool keep, bool symmetric, bool precise) {
-    const int64_t B = cost.size(0), N = cost.size(1), M = cost.size(2);
+// One block's R: rows in strips of S, within a strip the cells of one anti-diagonal in turn.
+template <typename F>
+static void forward_block(double* R, const F* C, int64_t W, int64_t nb, int64_t mb,
+                          bool symmetric, double gamma) {
+    const double inv_gamma = 1.0 / gamma;
+    frame(R, W, nb, mb, BIG, 0.0);
+    for (int64_t i0 = 1; i0 <= nb; i0 += S) {
+        const int64_t rows = std::min(S, nb - i0 + 1);
+        for (int64_t t = 1; t < mb + rows; ++t)
+            for (int64_t s = 0; s < rows; ++s) {
+                const int64_t i = i0 + s, j = t - s, last = symmetric ? i : mb;
+                if (j >= 1 && j <= last)
+                    forward_cell<F>(R, C, W, i, j, symmetric && j == i, gamma, inv_gamma);
+            }
+    }
+}
+
+// One block's E, from the last strip of rows back to the first.
+template <typename F>
+static void backward_block(double* E, const double* R, const F* C, int64_t W, int64_t nb,
+                           int64_t mb, bool symmetric, const int64_t* lane_n,
+                           const int64_t* lane_m, const double* lane_g, double gamma) {
+    const double inv_gamma = 1.0 / gamma;
+    frame(E, W, nb, mb, 0.0, 0.0);
+    for (int64_t i0 = nb; i0 >= 1; i0 -= S) {
+        const int64_t rows = std::min(S, i0);
+        for (int64_t u = mb; u > -rows; --u)
+            for (int64_t s = 0; s < rows; ++s) {
+                const int64_t i = i0 - s, j = u + s, last = symmetric ? i : mb;
+                if (j >= 1 && j <= last)
+                    backward_cell<F>(E, R, C, W, i, j, symmetric && j == i, lane_n, lane_m,
+                                     lane_g, inv_gamma);
+            }
+    }
+}
+
+// x (B, N, D), y (B, M, D) float64, lengths (B,) int64 -> values (B,) and, if keep, R
+// (blocks, (N+2)(M+2), L) for the backward pass. Cost, exp and log in F; R in float64.
+template <typename F>
+static std::vector<at::Tensor> forward(at::Tensor x, at::Tensor y, at::Tensor n_len,
+                                       at::Tensor m_len, double gamma, bool keep,
+                                       bool symmetric) {
+    const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = (B + L - 1) / L, W = M + 2, cells = (N + 2) * (M + 2);
-    auto values = at::zeros({B}, cost.options());
-    auto kept = at::empty({keep ? blocks : 0, cells, L}, cost.options());
-    const double* CO = cost.data_ptr<double>();
+    auto values = at::zeros({B}, x.options());
+    auto kept = at::empty({keep ? blocks : 0, cells, L}, x.options());
+    const double* X = x.data_ptr<double>();
+    const double* Y = y.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     double* out = values.data_ptr<double>();
     double* K = kept.data_ptr<double>();
-    const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> scratch(keep ? 0 : cells * L), C(cells * L);
+        std::vector<double> scratch(keep ? 0 : cells * L);
+        std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
         int64_t lane_n[L], lane_m[L];
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb, mb;
             block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
-            lane_cost(CO, B, N, M, blk, nb, mb, symmetric, lane_n, lane_m, C);
+            to_lanes(X, B, N, D, blk, xs);
+            to_lanes(Y, B, M, D, blk, ys);
+            lane_cost(xs, ys, D, W, nb, mb, symmetric, lane_n, lane_m, C);
             double* R = keep ? K + blk * cells * L : scratch.data();
-            frame(R, W, nb, mb, BIG, 0.0);
-            for (int64_t i0 = 1; i0 <= nb; i0 += S) {
-                const int64_t rows = std::min(S, nb - i0 + 1);
-                for (int64_t t = 1; t < mb + rows; ++t)
-                    for (int64_t s = 0; s < rows; ++s) {
-                        const int64_t i = i0 + s, j = t - s, last = symmetric ? i : mb;
-                        if (j < 1 || j > last) continue;
-                        if (precise)
-                            forward_cell<double>(R, C.data(), W, i, j, symmetric && j == i, gamma,
-                                                 inv_gamma);
-                        else
-                            forward_cell<float>(R, C.data(), W, i, j, symmetric && j == i, gamma,
-                                                inv_gamma);
-                    }
-            }
+            forward_block(R, C.data(), W, nb, mb, symmetric, gamma);
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
                 out[b] = R[(nl[b] * W + ml[b]) * L + l];
@@ -250,48 +304,35 @@ std::vector<at::Tensor> sdtw_forward(at::Tensor cost, at::Tensor n_len, at::Tens
     return {values, kept};
 }
 
-// R from sdtw_forward, cost, grad (B,) -> E = grad * d value / d cost (B, N, M), by the
-// backward recursion in strips of S rows (zero past each pair's lengths); a symmetric call
-// computes the lower triangle and mirrors it; precise as in sdtw_forward.
-at::Tensor sdtw_backward(at::Tensor kept, at::Tensor cost, at::Tensor n_len, at::Tensor m_len,
-                         at::Tensor grad, double gamma, bool symmetric, bool precise) {
-    const int64_t B = cost.size(0), N = cost.size(1), M = cost.size(2);
+// R from forward, x, y, grad (B,) -> E = grad * d value / d cost (B, N, M), zero past each
+// pair's lengths; a symmetric call computes the lower triangle and mirrors it.
+template <typename F>
+static at::Tensor backward(at::Tensor kept, at::Tensor x, at::Tensor y, at::Tensor n_len,
+                           at::Tensor m_len, at::Tensor grad, double gamma, bool symmetric) {
+    const int64_t B = x.size(0), N = x.size(1), M = y.size(1), D = x.size(2);
     const int64_t blocks = kept.size(0), W = M + 2, cells = (N + 2) * (M + 2);
-    auto grad_cost = at::zeros({B, N, M}, cost.options());
-    const double* CO = cost.data_ptr<double>();
+    auto grad_cost = at::zeros({B, N, M}, x.options());
+    const double* X = x.data_ptr<double>();
+    const double* Y = y.data_ptr<double>();
     double* G = grad_cost.data_ptr<double>();
     const double* K = kept.data_ptr<double>();
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     const double* g = grad.data_ptr<double>();
-    const double inv_gamma = 1.0 / gamma;
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<double> E(cells * L), C(cells * L);
+        std::vector<double> E(cells * L);
+        std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
         int64_t lane_n[L], lane_m[L];
         double lane_g[L];
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb, mb;
             block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
             for (int64_t l = 0; l < L; ++l) lane_g[l] = blk * L + l < B ? g[blk * L + l] : 0.0;
-            lane_cost(CO, B, N, M, blk, nb, mb, symmetric, lane_n, lane_m, C);
-            const double* R = K + blk * cells * L;
-            frame(E.data(), W, nb, mb, 0.0, 0.0);
-            for (int64_t i0 = nb; i0 >= 1; i0 -= S) {
-                const int64_t rows = std::min(S, i0);
-                for (int64_t u = mb; u > -rows; --u)
-                    for (int64_t s = 0; s < rows; ++s) {
-                        const int64_t i = i0 - s, j = u + s, last = symmetric ? i : mb;
-                        if (j < 1 || j > last) continue;
-                        if (precise)
-                            backward_cell<double>(E.data(), R, C.data(), W, i, j,
-                                                  symmetric && j == i, lane_n, lane_m, lane_g,
-                                                  inv_gamma);
-                        else
-                            backward_cell<float>(E.data(), R, C.data(), W, i, j,
-                                                 symmetric && j == i, lane_n, lane_m, lane_g,
-                                                 inv_gamma);
-                    }
-            }
+            to_lanes(X, B, N, D, blk, xs);
+            to_lanes(Y, B, M, D, blk, ys);
+            lane_cost(xs, ys, D, W, nb, mb, symmetric, lane_n, lane_m, C);
+            backward_block(E.data(), K + blk * cells * L, C.data(), W, nb, mb, symmetric,
+                           lane_n, lane_m, lane_g, gamma);
             for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
                 const int64_t b = blk * L + l;
                 for (int64_t i = 1; i <= lane_n[l]; ++i)
@@ -303,6 +344,23 @@ at::Tensor sdtw_backward(at::Tensor kept, at::Tensor cost, at::Tensor n_len, at:
         }
     });
     return grad_cost;
+}
+
+// The entry points. symmetric: self terms (y is x, m_len is n_len), whose cost, R and E are
+// symmetric, computed on the lower triangle j <= i. precise = false (float32 inputs) computes
+// the cost, exp and log in float: relative errors ~1e-7, which reach R multiplied by gamma.
+std::vector<at::Tensor> sdtw_forward(at::Tensor x, at::Tensor y, at::Tensor n_len,
+                                     at::Tensor m_len, double gamma, bool keep, bool symmetric,
+                                     bool precise) {
+    return precise ? forward<double>(x, y, n_len, m_len, gamma, keep, symmetric)
+                   : forward<float>(x, y, n_len, m_len, gamma, keep, symmetric);
+}
+
+at::Tensor sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor y, at::Tensor n_len,
+                         at::Tensor m_len, at::Tensor grad, double gamma, bool symmetric,
+                         bool precise) {
+    return precise ? backward<double>(kept, x, y, n_len, m_len, grad, gamma, symmetric)
+                   : backward<float>(kept, x, y, n_len, m_len, grad, gamma, symmetric);
 }
 """.replace("LANES_VALUE", str(LANES)).replace("STRIP_VALUE", str(STRIP))
 

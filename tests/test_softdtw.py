@@ -161,7 +161,8 @@ def test_divergence_is_zero_on_itself_symmetric_and_positive(backend: str, dtype
     x, y, x_lens, y_lens = batch(seed=3, n=12, m=12)
     xt, yt = torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=dtype)
     itself = soft_dtw_divergence(xt, xt, x_lens, x_lens)
-    torch.testing.assert_close(itself, torch.zeros(4, dtype=dtype), rtol=0, atol=1e-12)
+    rounding = {torch.float64: 1e-12, torch.float32: 1e-7}[dtype]  # float32: cost and exp in float
+    torch.testing.assert_close(itself, torch.zeros(4, dtype=dtype), rtol=0, atol=rounding)
     forward = soft_dtw_divergence(xt, yt, x_lens, y_lens)
     backward = soft_dtw_divergence(yt, xt, y_lens, x_lens)
     torch.testing.assert_close(forward, backward, **TOL[dtype])
