@@ -16,7 +16,8 @@ model without one uses the floor.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +44,8 @@ class Deviation:
     moment: str
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"joint": self.joint, "cm": self.cm, "direction": self.direction,
+                "frame": self.frame, "moment": self.moment}
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,9 @@ def joint_words(joint: str) -> str:
     return " ".join(words)
 
 
-def direction_words(vec: np.ndarray, joint: str) -> str:
+def direction_words(vec: Iterable[float], joint: str) -> str:
     """A displacement (x forward, y left, z up) in body terms; in/out mirrored for left/right."""
-    x, y, z = vec.tolist()
+    x, y, z = map(float, vec)
     if joint.startswith("l_"):
         lateral = "outward" if y > 0 else "inward"
     elif joint.startswith("r_"):
@@ -118,16 +120,6 @@ def direction_words(vec: np.ndarray, joint: str) -> str:
         return "nowhere"
     words = [w for size, w in parts if size >= SECONDARY_SHARE * biggest]
     return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
-
-
-def bottom_frame(poses: np.ndarray, exercise: str, skeleton: Skeleton) -> int | None:
-    """The deepest frame of a squat or lunge (ankles highest relative to the hips), else None."""
-    if exercise == "plank":
-        return None
-    height = (poses[:, skeleton.index("l_ankle"), 2] + poses[:, skeleton.index("r_ankle"), 2]) / 2
-    if float(height.max() - height.min()) < MIN_DEPTH_M:
-        return None
-    return int(np.argmax(height))
 
 
 def moment_words(frame: int, n_frames: int, bottom: int | None, exercise: str,
@@ -154,30 +146,71 @@ def joint_deviations(original: np.ndarray, corrected: np.ndarray, skeleton: Skel
                      include: tuple[str, ...] = ()) -> list[Deviation]:
     """The `top` joints the correction moves most, largest first, plus the one of `include`
     that moves most when it is not among them. Both arrays normalised, same length."""
-    disp = corrected - original
+    return many_joint_deviations([original], [corrected], skeleton, [exercise], fps, [scale],
+                                 [include], top)[0]
+
+
+def many_joint_deviations(originals: list[np.ndarray], correcteds: list[np.ndarray],
+                          skeleton: Skeleton, exercises: list[str], fps: float,
+                          scales: list[float], includes: list[tuple[str, ...]],
+                          top: int = TOP_JOINTS) -> list[list[Deviation]]:
+    """joint_deviations of many repetitions: the arithmetic over all their frames at once
+    (frames of every repetition one after another, reduced per repetition), the words one
+    repetition at a time."""
+    if not originals:
+        return []
+    lengths = np.array([len(o) for o in originals])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    original = np.concatenate(originals)
+    disp = np.concatenate(correcteds) - original
     size = np.sqrt(np.einsum("tjc,tjc->tj", disp, disp))
-    frames = size.argmax(axis=0)
-    peak = size.max(axis=0)
-    order = np.argsort(-peak, kind="stable").tolist()
-    chosen = order[:top]
-    wanted = next((j for j in order if skeleton.joints[j] in include), None)
-    if wanted is not None and wanted not in chosen:
-        chosen.append(wanted)
-    held = np.count_nonzero(size[:, chosen] >= SUSTAINED * peak[chosen], axis=0)
-    sustained = (held / size.shape[0] >= 0.5).tolist()
-    bottom = bottom_frame(original, exercise, skeleton)
+    peak = np.maximum.reduceat(size, starts, axis=0)
+    at_peak = np.repeat(peak, lengths, axis=0)
+    frames = _first(size == at_peak, starts) - starts[:, None]
+    held = np.add.reduceat(size >= SUSTAINED * at_peak, starts, axis=0, dtype=np.intp)
+    # per repetition and joint: the displacement at the peak, centimetres, whether it is held
+    vectors = disp[starts[:, None] + frames, np.arange(size.shape[1])].tolist()
+    cms = (peak * np.asarray(scales, np.float32)[:, None] * np.float32(100.0)).tolist()
+    steady = (held / lengths[:, None] >= 0.5).tolist()
+    orders = np.argsort(-peak, axis=1, kind="stable").tolist()
+    bottoms = _bottom_frames(original, starts, skeleton)
     out = []
-    for j, f, cm, steady in zip(chosen, frames[chosen].tolist(),
-                                (peak[chosen] * scale * 100.0).tolist(), sustained, strict=True):
-        name = skeleton.joints[j]
-        out.append(Deviation(
-            joint=name,
-            cm=cm,
-            direction=direction_words(disp[f, j], name),
-            frame=f,
-            moment=moment_words(f, original.shape[0], bottom, exercise, fps, sustained=steady),
-        ))
+    for k, (order, peak_frames) in enumerate(zip(orders, frames.tolist(), strict=True)):
+        chosen = order[:top]
+        wanted = next((j for j in order if skeleton.joints[j] in includes[k]), None)
+        if wanted is not None and wanted not in chosen:
+            chosen.append(wanted)
+        exercise = exercises[k]
+        bottom = None if exercise == "plank" else bottoms[k]
+        out.append([
+            Deviation(
+                joint=skeleton.joints[j],
+                cm=cms[k][j],
+                direction=direction_words(vectors[k][j], skeleton.joints[j]),
+                frame=peak_frames[j],
+                moment=moment_words(peak_frames[j], int(lengths[k]), bottom, exercise, fps,
+                                    sustained=steady[k][j]),
+            )
+            for j in chosen
+        ])
     return out
+
+
+def _first(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Index of the first True of each column in each run of rows starting at `starts`."""
+    rows = np.arange(len(mask)).reshape(-1, *([1] * (mask.ndim - 1)))
+    return np.minimum.reduceat(np.where(mask, rows, len(mask)), starts, axis=0)
+
+
+def _bottom_frames(poses: np.ndarray, starts: np.ndarray, skeleton: Skeleton) -> list[int | None]:
+    """The deepest frame of each repetition of a squat or lunge (ankles highest relative to the
+    hips), None where the ankles move less than MIN_DEPTH_M; poses of all one after another."""
+    height = (poses[:, skeleton.index("l_ankle"), 2] + poses[:, skeleton.index("r_ankle"), 2]) / 2
+    highest = np.maximum.reduceat(height, starts)
+    depth = highest - np.minimum.reduceat(height, starts)
+    deepest = _first(height == np.repeat(highest, np.diff(starts, append=len(height))), starts)
+    return [None if d < MIN_DEPTH_M else int(f - s)
+            for d, f, s in zip(depth.tolist(), deepest.tolist(), starts.tolist(), strict=True)]
 
 
 def cue_joints(label: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from model.feedback import (
     Deviation,
     coach_cue,
     cue_joints,
-    joint_deviations,
+    many_joint_deviations,
     unsure_threshold,
 )
 from model.gcn import get_variant
@@ -127,8 +127,18 @@ def _error_result(seq: Sequence, exc: SequenceError) -> RepResult:
 
 def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = BATCH_SIZE,
           ) -> list[RepResult]:
-    """Score repetitions; one RepResult per input, in order, errors included."""
+    """Score repetitions; one RepResult per input, in order, errors included.
+
+    Inputs go through in batches of `batch_size`: validated and normalised, classified and
+    corrected, then put in words, one batch at a time."""
     sequences = list(sequences)
+    results: list[RepResult] = []
+    for start in range(0, len(sequences), batch_size):
+        results += _score_batch(model, sequences[start : start + batch_size])
+    return results
+
+
+def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
     results: list[RepResult | None] = [None] * len(sequences)
     ready, poses, scales = [], [], []
     for i, seq in enumerate(sequences):
@@ -140,7 +150,7 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
         ready.append(i)
         poses.append(p)
         scales.append(s)
-    inference = model.infer(poses, batch_size=batch_size)
+    inference = model.infer(poses, batch_size=max(1, len(poses)))
     classes: list[Class] = [tuple(c) for c in model.classes]
     names = [class_name(c) for c in classes]
     probs = np.exp(inference.log_probs.astype(np.float64))
@@ -148,15 +158,17 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
     rounded = probs.round(6).tolist()
     threshold = threshold_of(model)
     classifies = has_classifier(model)
-    skeleton = get_skeleton(model.normalization.skeleton)
-    fps = model.normalization.fps
-    for k, i in enumerate(ready):
-        seq = sequences[i]
-        exercise, label = classes[best[k]] if classifies else (seq.exercise, None)
+    labels = [classes[b][1] for b in best.tolist()] if classifies else [None] * len(ready)
+    ready_seqs = [sequences[i] for i in ready]
+    deviations = many_joint_deviations(
+        poses, inference.corrected, get_skeleton(model.normalization.skeleton),
+        [seq.exercise for seq in ready_seqs], model.normalization.fps, scales,
+        [cue_joints(label or "") for label in labels],
+    )
+    for k, (i, seq) in enumerate(zip(ready, ready_seqs, strict=True)):
+        exercise, label = classes[best[k]][0] if classifies else seq.exercise, labels[k]
         confidence = float(probs[k, best[k]]) if classifies else None
         unsure = bool(confidence < threshold) if classifies else None
-        deviations = joint_deviations(poses[k], inference.corrected[k], skeleton, seq.exercise,
-                                      fps, scales[k], include=cue_joints(label or ""))
         results[i] = RepResult(
             sequence_id=seq.sequence_id,
             source=seq.source,
@@ -169,8 +181,8 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
             unsure=unsure,
             exercise_mismatch=bool(exercise != seq.exercise) if classifies else None,
             probabilities=dict(zip(names, rounded[k], strict=True)),
-            cues=[coach_cue(label, deviations, bool(unsure))] if classifies else [],
-            deviations=deviations,
+            cues=[coach_cue(label, deviations[k], bool(unsure))] if classifies else [],
+            deviations=deviations[k],
             corrected=inference.corrected[k],
             scale=scales[k],
             frames=seq.meta.get("frames"),

@@ -15,6 +15,7 @@ from model.feedback import (
     direction_words,
     joint_deviations,
     joint_words,
+    many_joint_deviations,
     unsure_threshold,
 )
 from model.labels import EC3D_LABEL_NAMES
@@ -104,6 +105,36 @@ def test_include_adds_the_cue_joint_when_not_on_top():
     assert devs[-1].joint == "r_knee"
     cue = coach_cue("knees_inward", devs)
     assert cue == ("knees drift inward: push them out over your toes, about 4 cm at the bottom")
+
+
+def test_many_repetitions_at_once_each_as_alone():
+    """Repetitions of other lengths, exercises, scales and cue joints side by side: nothing
+    crosses from one to the next (peaks, frames, bottoms, held displacements)."""
+    base = squat_like()
+    shallow = base[:40].copy()
+    shallow[:, [SK.index("l_ankle"), SK.index("r_ankle")], 2] = -0.9  # no depth: no bottom
+    pairs = [
+        (base, moved(base, "l_knee", BOTTOM, (0.0, 0.06, 0.0))),
+        (shallow, moved(shallow, "neck", 0, (0.2, 0.0, 0.0))),  # biggest peak of all, frame 0
+        (base[:70], base[:70] + np.float32(0.03)),  # every joint held throughout
+        (base, moved(moved(base, "r_heel", N - 1, (0.0, 0.0, -0.05)),  # on the last frame
+                     "l_knee", BOTTOM + 10, (0.0, 0.08, 0.0))),
+    ]
+    exercises = ["squat", "lunge", "plank", "squat"]
+    scales = [1.0, 1.3, 0.8, 1.1]
+    includes = [cue_joints("knees_inward"), (), cue_joints("arched_back"), ("nose",)]
+    together = many_joint_deviations([o for o, _ in pairs], [c for _, c in pairs], SK,
+                                     exercises, 30.0, scales, includes)
+    alone = [joint_deviations(o, c, SK, ex, 30.0, scale, include=inc)
+             for (o, c), ex, scale, inc in zip(pairs, exercises, scales, includes, strict=True)]
+    assert together == alone
+    assert together[1][0].joint == "neck" and together[1][0].frame == 0
+    assert together[1][0].moment == "throughout"  # no bottom in a shallow repetition
+    assert [(d.joint, d.moment) for d in together[3][:2]] == [("l_knee", "at the bottom"),
+                                                              ("r_heel", "at the end")]
+    assert together[3][1].frame == N - 1
+    assert {d.moment for d in together[2]} == {"throughout the hold"}
+    assert many_joint_deviations([], [], SK, [], 30.0, [], []) == []
 
 
 def test_plank_moments_are_times():
