@@ -48,11 +48,15 @@ class Normalization:
 
 
 def fill_missing(poses: np.ndarray) -> np.ndarray:
-    """Linear interpolation over time of NaN joint positions (nearest value at the ends)."""
+    """Linear interpolation over time of NaN joint positions (nearest value at the ends); a
+    copy, or `poses` itself when nothing is missing."""
+    lost = np.flatnonzero(np.isnan(poses.reshape(poses.shape[0], -1)).any(axis=0))
+    if not lost.size:
+        return poses
     out = poses.copy()
     t = np.arange(poses.shape[0])
     flat = out.reshape(poses.shape[0], -1)
-    for c in np.flatnonzero(np.isnan(flat).any(axis=0)):
+    for c in lost:
         ok = ~np.isnan(flat[:, c])
         flat[:, c] = np.interp(t, t[ok], flat[ok, c])
     return out
@@ -81,7 +85,7 @@ def face_forward(poses: np.ndarray, l_hip: int, r_hip: int) -> np.ndarray:
     rot = np.pi / 2 - angle
     c, s = np.cos(rot), np.sin(rot)
     rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=poses.dtype)
-    return poses @ rz.T
+    return (poses.reshape(-1, 3) @ rz.T).reshape(poses.shape)
 
 
 def body_size(poses: np.ndarray, skeleton: str) -> float:
