@@ -29,6 +29,7 @@ STRIP = 4
 SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -117,28 +118,41 @@ static inline float log_1_3(float t) {
     return 2.0f * s * p + high * 0.693147181f;
 }
 
-// Lengths (0 past the batch) and the largest of them, for block blk.
-static void block_lengths(const int64_t* nl, const int64_t* ml, int64_t B, int64_t blk,
-                          int64_t* lane_n, int64_t* lane_m, int64_t& nb, int64_t& mb) {
+// The pairs sorted by their lengths, so that a block's pairs have similar grids: block blk
+// holds pairs order[blk * L + l].
+static std::vector<int64_t> by_size(const int64_t* nl, const int64_t* ml, int64_t B) {
+    std::vector<int64_t> order(B);
+    for (int64_t b = 0; b < B; ++b) order[b] = b;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) {
+        return nl[p] != nl[q] ? nl[p] < nl[q] : ml[p] < ml[q];
+    });
+    return order;
+}
+
+// Block blk's pairs (-1 past the batch), their lengths (0 there) and the largest lengths.
+static void block_pairs(const std::vector<int64_t>& order, const int64_t* nl, const int64_t* ml,
+                        int64_t blk, int64_t* pair, int64_t* lane_n, int64_t* lane_m,
+                        int64_t& nb, int64_t& mb) {
+    const int64_t B = order.size();
     nb = 1;
     mb = 1;
     for (int64_t l = 0; l < L; ++l) {
-        const int64_t b = blk * L + l;
-        lane_n[l] = b < B ? nl[b] : 0;
-        lane_m[l] = b < B ? ml[b] : 0;
+        pair[l] = blk * L + l < B ? order[blk * L + l] : -1;
+        lane_n[l] = pair[l] >= 0 ? nl[pair[l]] : 0;
+        lane_m[l] = pair[l] >= 0 ? ml[pair[l]] : 0;
         nb = std::max(nb, lane_n[l]);
         mb = std::max(mb, lane_m[l]);
     }
 }
 
-// Copies pair blk * L + l of seq (B, T, D) into lanes, as F: out[(t D + k) L + l]; zero past
-// the batch. out has room for J more frames, left zero, which the cost tiles may read.
+// Copies each lane's pair of seq (B, T, D) into lanes, as F: out[(t D + k) L + l]; zero for
+// lanes past the batch. out has room for J more frames, left zero, which the cost tiles read.
 template <typename F>
-static void to_lanes(const double* seq, int64_t B, int64_t T, int64_t D, int64_t blk,
+static void to_lanes(const double* seq, int64_t T, int64_t D, const int64_t* pair,
                      std::vector<F>& out) {
     std::fill(out.begin(), out.end(), F(0));
-    for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
-        const double* src = seq + (blk * L + l) * T * D;
+    for (int64_t l = 0; l < L && pair[l] >= 0; ++l) {
+        const double* src = seq + pair[l] * T * D;
         for (int64_t t = 0; t < T; ++t)
             for (int64_t k = 0; k < D; ++k) out[(t * D + k) * L + l] = F(src[t * D + k]);
     }
@@ -283,22 +297,21 @@ static std::vector<at::Tensor> forward(at::Tensor x, at::Tensor y, at::Tensor n_
     const int64_t* ml = m_len.data_ptr<int64_t>();
     double* out = values.data_ptr<double>();
     double* K = kept.data_ptr<double>();
+    const std::vector<int64_t> order = by_size(nl, ml, B);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         std::vector<double> scratch(keep ? 0 : cells * L);
         std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
-        int64_t lane_n[L], lane_m[L];
+        int64_t pair[L], lane_n[L], lane_m[L];
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb, mb;
-            block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
-            to_lanes(X, B, N, D, blk, xs);
-            to_lanes(Y, B, M, D, blk, ys);
+            block_pairs(order, nl, ml, blk, pair, lane_n, lane_m, nb, mb);
+            to_lanes(X, N, D, pair, xs);
+            to_lanes(Y, M, D, pair, ys);
             lane_cost(xs, ys, D, W, nb, mb, symmetric, lane_n, lane_m, C);
             double* R = keep ? K + blk * cells * L : scratch.data();
             forward_block(R, C.data(), W, nb, mb, symmetric, gamma);
-            for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
-                const int64_t b = blk * L + l;
-                out[b] = R[(nl[b] * W + ml[b]) * L + l];
-            }
+            for (int64_t l = 0; l < L && pair[l] >= 0; ++l)
+                out[pair[l]] = R[(lane_n[l] * W + lane_m[l]) * L + l];
         }
     });
     return {values, kept};
@@ -319,22 +332,23 @@ static at::Tensor backward(at::Tensor kept, at::Tensor x, at::Tensor y, at::Tens
     const int64_t* nl = n_len.data_ptr<int64_t>();
     const int64_t* ml = m_len.data_ptr<int64_t>();
     const double* g = grad.data_ptr<double>();
+    const std::vector<int64_t> order = by_size(nl, ml, B);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
         std::vector<double> E(cells * L);
         std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
-        int64_t lane_n[L], lane_m[L];
+        int64_t pair[L], lane_n[L], lane_m[L];
         double lane_g[L];
         for (int64_t blk = begin; blk < end; ++blk) {
             int64_t nb, mb;
-            block_lengths(nl, ml, B, blk, lane_n, lane_m, nb, mb);
-            for (int64_t l = 0; l < L; ++l) lane_g[l] = blk * L + l < B ? g[blk * L + l] : 0.0;
-            to_lanes(X, B, N, D, blk, xs);
-            to_lanes(Y, B, M, D, blk, ys);
+            block_pairs(order, nl, ml, blk, pair, lane_n, lane_m, nb, mb);
+            for (int64_t l = 0; l < L; ++l) lane_g[l] = pair[l] >= 0 ? g[pair[l]] : 0.0;
+            to_lanes(X, N, D, pair, xs);
+            to_lanes(Y, M, D, pair, ys);
             lane_cost(xs, ys, D, W, nb, mb, symmetric, lane_n, lane_m, C);
             backward_block(E.data(), K + blk * cells * L, C.data(), W, nb, mb, symmetric,
                            lane_n, lane_m, lane_g, gamma);
-            for (int64_t l = 0; l < L && blk * L + l < B; ++l) {
-                const int64_t b = blk * L + l;
+            for (int64_t l = 0; l < L && pair[l] >= 0; ++l) {
+                const int64_t b = pair[l];
                 for (int64_t i = 1; i <= lane_n[l]; ++i)
                     for (int64_t j = 1; j <= (symmetric ? i : lane_m[l]); ++j) {
                         G[(b * N + i - 1) * M + j - 1] = E[(i * W + j) * L + l];
