@@ -3,10 +3,12 @@
 A small kinematic body (segment lengths from a height of 1.5-2.0 m) moves through a repetition
 whose shape depends on the subject's style (tempo, depth, trunk lean, stance, toe-out, arms) and
 on the mistake (its size drawn per repetition, down to borderline cases that look nearly
-correct). Legs are solved by two-link inverse kinematics between ankle and hip, the trunk and
-arms by angles. Joints then jitter like triangulated OpenPose (1-3 cm), a few frames lose joints
-(NaN), and every repetition is turned to a random heading and moved to a random place on the
-floor (z up, metres). Everything is deterministic from the seed.
+correct). Subjects differ only within the range of correct form, and a mistake always lies
+beyond the far edge of that range, whoever makes it: a correct repetition of one subject never
+looks like another subject's mistake. Legs are solved by two-link inverse kinematics between
+ankle and hip, the trunk and arms by angles. Joints then jitter like triangulated OpenPose
+(1-3 cm), a few frames lose joints (NaN), and every repetition is turned to a random heading and
+moved to a random place on the floor (z up, metres). Everything is deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ CANONICAL = "ec3d19"
 SYNTH_FPS = 30.0
 MIN_REP_S, MAX_REP_S = 1.5, 4.0
 _J = {name: i for i, name in enumerate(EC3D_JOINTS)}
+
+# Correct form: the range subjects' styles are drawn from, and each repetition's wobble about
+# its subject's style (clipped at 3 sigma).
+STANCE = (1.3, 1.9)  # ankles apart, in hip half-widths
+TOE_OUT_DEG = (5.0, 25.0)
+KNEE_OUT = (0.0, 0.4)  # knees pushed out past the toe line (pole of the knee)
+KNEE_GAIN = 0.3  # how far knee_out turns the knee's pole sideways
+LEAN_DEG = (15.0, 40.0)  # trunk lean at the bottom of a squat
+DEPTH = (0.36, 0.48)  # squat: hips drop, in leg lengths
+LUNGE_DEPTH = (0.28, 0.36)  # lunge: hips drop, in leg lengths
+KNEE_FORWARD = (-0.03, 0.05)  # lunge: hips forward at the bottom, in leg lengths (per repetition)
+PLANK_OFFSET = (-0.03, 0.04)  # plank: hips off the ankle-shoulder line, metres (+ hunched)
+WOBBLE = 0.04  # relative (knee_out: absolute)
+PLANK_WOBBLE = 0.01  # metres
+_W = 3 * WOBBLE
 
 
 def exercise_labels(exercise: str) -> tuple[str, ...]:
@@ -93,12 +110,13 @@ class Style:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Style:
         return cls(
-            tempo_s=rng.uniform(1.8, 3.4), stance=rng.uniform(1.3, 1.9),
-            toe_out=np.radians(rng.uniform(5, 25)), lean=np.radians(rng.uniform(15, 40)),
-            depth=rng.uniform(0.36, 0.48), hip_back=rng.uniform(0.15, 0.3),
-            knee_out=rng.uniform(0.0, 0.4), arm_reach=np.radians(rng.uniform(40, 95)),
+            tempo_s=rng.uniform(1.8, 3.4), stance=rng.uniform(*STANCE),
+            toe_out=np.radians(rng.uniform(*TOE_OUT_DEG)),
+            lean=np.radians(rng.uniform(*LEAN_DEG)),
+            depth=rng.uniform(*DEPTH), hip_back=rng.uniform(0.15, 0.3),
+            knee_out=rng.uniform(*KNEE_OUT), arm_reach=np.radians(rng.uniform(40, 95)),
             hold=rng.uniform(0.0, 0.25), step=rng.uniform(0.85, 1.15),
-            lunge_depth=rng.uniform(0.28, 0.36), plank_offset=rng.uniform(-0.03, 0.04),
+            lunge_depth=rng.uniform(*LUNGE_DEPTH), plank_offset=rng.uniform(*PLANK_OFFSET),
             noise=rng.uniform(0.006, 0.017),
         )  # fmt: skip
 
@@ -121,7 +139,7 @@ class Form:
     """What one repetition does: the style with its mistake applied (all scalars)."""
 
     stance: float
-    valgus: float
+    knee_line: float  # sideways part of the knees' pole: toe-out plus knees pushed out
     depth: float
     lean: float
     lunge_depth: float
@@ -130,38 +148,57 @@ class Form:
     front_left: float
 
 
+@dataclass(frozen=True)
+class Mistake:
+    """A mistake moves one Form value to `edge + size * m` for a severity m in [0.1, 1]: `edge`
+    is the far end of that value over every subject's correct repetitions, so even a borderline
+    mistake lies just outside what any subject does right."""
+
+    field: str
+    edge: float
+    size: float
+
+
+MISTAKES: dict[tuple[str, str], Mistake] = {
+    ("squat", "feet_too_wide"): Mistake("stance", STANCE[1] * (1 + _W), 1.7),
+    ("squat", "knees_inward"): Mistake(
+        "knee_line", np.tan(np.radians(TOE_OUT_DEG[0])) + KNEE_GAIN * (KNEE_OUT[0] - _W), -0.6),
+    ("squat", "not_low_enough"): Mistake("depth", DEPTH[0] * (1 - _W), -0.19),
+    ("squat", "front_bent"): Mistake("lean", np.radians(LEAN_DEG[1]) * (1 + _W), np.radians(36)),
+    ("lunge", "not_low_enough"): Mistake("lunge_depth", LUNGE_DEPTH[0] * (1 - _W), -0.14),
+    ("lunge", "knee_passes_toe"): Mistake("knee_forward", KNEE_FORWARD[1], 0.28),
+    ("plank", "arched_back"): Mistake("plank_offset", PLANK_OFFSET[0] - 3 * PLANK_WOBBLE, -0.14),
+    ("plank", "hunched_back"): Mistake("plank_offset", PLANK_OFFSET[1] + 3 * PLANK_WOBBLE, 0.18),
+}
+
+
 def severity(rng: np.random.Generator) -> float:
-    """Size of a mistake in (0.1, 1]: mostly clear, a tail of borderline ones."""
+    """Size of a mistake in [0.1, 1]: mostly clear, a tail of borderline ones."""
     return float(np.clip(rng.beta(1.6, 1.3) * 0.95 + 0.08, 0.1, 1.0))
 
 
 def make_form(exercise: str, label: str, style: Style, rng: np.random.Generator) -> Form:
-    """The style of a subject with the mistake `label` applied at a random size."""
+    """The style of a subject, wobbling per repetition, with the mistake `label` at a random
+    size."""
+    if label != CORRECT and (exercise, label) not in MISTAKES:
+        raise ValueError(f"the generator has no {exercise!r} mistake {label!r}")
     m = severity(rng) if label != CORRECT else 0.0
-    wobble = rng.normal(0.0, 0.04, size=4)
+    wobble = np.clip(rng.normal(0.0, WOBBLE, size=4), -_W, _W)
     form = Form(
         stance=style.stance * (1 + wobble[0]),
-        valgus=style.knee_out + wobble[1],
+        knee_line=np.tan(style.toe_out) + KNEE_GAIN * (style.knee_out + wobble[1]),
         depth=style.depth * (1 + wobble[2]),
         lean=style.lean * (1 + wobble[3]),
         lunge_depth=style.lunge_depth * (1 + wobble[2]),
-        knee_forward=rng.uniform(-0.03, 0.05),
-        plank_offset=style.plank_offset + rng.normal(0.0, 0.01),
+        knee_forward=rng.uniform(*KNEE_FORWARD),
+        plank_offset=style.plank_offset + np.clip(rng.normal(0.0, PLANK_WOBBLE),
+                                                  -3 * PLANK_WOBBLE, 3 * PLANK_WOBBLE),
         front_left=float(rng.random() < 0.5),
     )
-    changes = {
-        ("squat", "feet_too_wide"): {"stance": form.stance + 1.9 * m},
-        ("squat", "knees_inward"): {"valgus": form.valgus - 2.0 * m},
-        ("squat", "not_low_enough"): {"depth": form.depth * (1 - 0.65 * m)},
-        ("squat", "front_bent"): {"lean": form.lean + np.radians(45) * m},
-        ("lunge", "not_low_enough"): {"lunge_depth": form.lunge_depth * (1 - 0.65 * m)},
-        ("lunge", "knee_passes_toe"): {"knee_forward": form.knee_forward + 0.3 * m},
-        ("plank", "arched_back"): {"plank_offset": form.plank_offset - 0.16 * m},
-        ("plank", "hunched_back"): {"plank_offset": form.plank_offset + 0.2 * m},
-    }
-    if label != CORRECT and (exercise, label) not in changes:
-        raise ValueError(f"the generator has no {exercise!r} mistake {label!r}")
-    return replace(form, **changes.get((exercise, label), {}))
+    if label == CORRECT:
+        return form
+    mistake = MISTAKES[(exercise, label)]
+    return replace(form, **{mistake.field: mistake.edge + mistake.size * m})
 
 
 def phase(n: int, hold: float, rng: np.random.Generator) -> np.ndarray:
@@ -243,7 +280,7 @@ def squat_poses(s: np.ndarray, f: dict[str, np.ndarray], body: Body, style: Styl
     for side, sign in (("l", 1.0), ("r", -1.0)):
         hip = mid_hip + _vec(0.0, sign * body.hip_half, 0.0, n)
         ankle = _vec(0.0, sign * body.hip_half * f["stance"], body.ankle_h, n)
-        pole = _vec(1.0, sign * (np.tan(style.toe_out) + 0.3 * f["valgus"]), 0.0, n)
+        pole = _vec(1.0, sign * f["knee_line"], 0.0, n)
         out[:, _J[f"{side}_hip"]] = hip
         out[:, _J[f"{side}_ankle"]] = ankle
         out[:, _J[f"{side}_knee"]] = two_link(ankle, hip, body.shank, body.thigh, pole)

@@ -16,10 +16,12 @@ from model.skeletons import EC3D_JOINTS
 from model.synth import (
     MAX_REP_S,
     MIN_REP_S,
+    MISTAKES,
     SYNTH_FPS,
     Subject,
     exercise_labels,
     make_dataset,
+    make_form,
     make_session,
 )
 
@@ -101,6 +103,25 @@ def test_mistakes_change_the_motion_the_way_their_names_say(small):
     assert f[("lunge", "not_low_enough", "hip_height")] > f[("lunge", "correct", "hip_height")]
     assert f[("plank", "arched_back", "plank_hips")] < f[("plank", "correct", "plank_hips")]
     assert f[("plank", "hunched_back", "plank_hips")] > f[("plank", "correct", "plank_hips")]
+
+
+@pytest.mark.parametrize(("exercise", "label"), sorted(MISTAKES))
+def test_a_correct_repetition_of_any_subject_never_looks_like_a_mistake(exercise, label):
+    """Subjects differ within the correct range, and every subject's mistake lies beyond that
+    range's edge, the mildest ones close to it."""
+    mistake = MISTAKES[(exercise, label)]
+    rng = np.random.default_rng(7)
+    people = [Subject.make(f"p{k}", seed) for k in range(60) for seed in (0, 1)]
+
+    def beyond_edge(form_label: str) -> np.ndarray:
+        values = [getattr(make_form(exercise, form_label, p.style, rng), mistake.field)
+                  for p in people]
+        return np.sign(mistake.size) * (np.array(values) - mistake.edge)
+
+    correct, wrong = beyond_edge("correct"), beyond_edge(label)
+    size = abs(mistake.size)
+    assert correct.max() <= 0 and np.ptp(correct) > 0.2 * size
+    assert wrong.min() > 0 and wrong.min() < 0.25 * size and wrong.max() > 0.8 * size
 
 
 def test_learnable_across_subjects_but_not_trivially(small):
