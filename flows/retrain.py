@@ -14,7 +14,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,8 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         if len({s.subject for s in train_seqs}) < 2:
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
                                "subjects besides the gate subjects")
-        config = TrainConfig.from_profile(prof, seed=seed, threads=prof.threads_per_fold)
+        config = replace(TrainConfig.from_profile(prof, seed=seed, threads=prof.threads_per_fold),
+                         motion_only=spec.motion_only)
         norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
         cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]

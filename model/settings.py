@@ -9,7 +9,7 @@ MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 EXERCISES: tuple[str, ...] = ("squat", "lunge", "plank")
@@ -47,16 +47,19 @@ PROFILES: dict[str, Profile] = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named dataset: its skeleton and the subjects kept for the promotion gate only."""
+    """A named dataset: its skeleton, the subjects kept for the promotion gate only, and whether
+    its models are blind to the mean pose (TrainConfig.motion_only; UI-PRMD: measured in
+    README, "Real data: UI-PRMD deep squats")."""
 
     name: str
     skeleton: str
     gate_subjects: tuple[str, ...]
+    motion_only: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "ec3d": DatasetSpec("ec3d", "ec3d19", ("s4",)),
-    "uiprmd": DatasetSpec("uiprmd", "ec3d19", ("s09", "s10")),
+    "uiprmd": DatasetSpec("uiprmd", "ec3d19", ("s09", "s10"), motion_only=True),
 }
 
 
@@ -93,9 +96,9 @@ def _datasets_from(env: dict[str, str] | os._Environ) -> dict[str, DatasetSpec]:
     for key, raw in env.items():
         if key.startswith(prefix) and key != prefix:
             name = key.removeprefix(prefix).lower()
-            skeleton = out[name].skeleton if name in out else "ec3d19"
             subjects = tuple(s.strip() for s in raw.split(",") if s.strip())
-            out[name] = DatasetSpec(name, skeleton, subjects)
+            known = out.get(name, DatasetSpec(name, "ec3d19", ()))
+            out[name] = replace(known, gate_subjects=subjects)
     return out
 
 

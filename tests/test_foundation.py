@@ -243,3 +243,12 @@ def test_gate_subjects_of_a_dataset_can_be_declared():
     assert s.get_dataset("mine").gate_subjects == ("a", "b")
     assert s.get_dataset("ec3d").gate_subjects == ("s4",)
     assert s.get_dataset("other").gate_subjects == ()
+
+
+def test_uiprmd_models_are_blind_to_the_mean_pose_even_with_other_gate_subjects():
+    assert load_settings({}).get_dataset("uiprmd").motion_only
+    s = load_settings({"POSECOACH_GATE_SUBJECTS_UIPRMD": "s01"})
+    assert s.get_dataset("uiprmd").motion_only
+    assert s.get_dataset("uiprmd").skeleton == "ec3d19"
+    assert not s.get_dataset("ec3d").motion_only
+    assert not s.get_dataset("other").motion_only
