@@ -67,6 +67,13 @@ def test_nightly_profile_holds_the_papers_hyperparameters():
     assert (p.beta, p.smooth_weight, p.epochs, p.n_dct, p.hidden) == (1.0, 1e-3, 50, 25, 256)
 
 
+def test_demo_profile_is_ec3d_sized_and_ends_with_a_low_learning_rate():
+    p = load_settings({}).get_profile("demo")
+    assert p.synth_subjects * 11 * p.synth_reps == 352  # EC3D: 4 subjects x 11 classes x 8
+    last_epoch_lr = p.lr * p.lr_decay ** ((p.epochs - 1) // p.lr_step)
+    assert last_epoch_lr < 0.1 * p.lr
+
+
 def test_canonical_skeleton_is_ec3d_subset_of_body25():
     sk = get_skeleton("ec3d19")
     assert sk.n_joints == 19
