@@ -18,6 +18,10 @@ Variants (the paper's ablations, one code path):
   back. At inference it is fed the label the caller passes in `true_onehot` (for example the
   prediction of a separate classifier) and, when none is passed, a zero vector (no feedback).
   It has no classifier: its log-probabilities are uniform.
+
+Training runs FeedbackGCN itself; inference (TrainedModel.infer, hence scoring) runs FoldedGCN,
+the same trained network in eval mode rearranged for speed (see "Inference" below), whose
+outputs equal the module's up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -250,8 +254,8 @@ class FeedbackGCN(nn.Module):
     ) -> torch.Tensor | None:
         """The one-hot label the correction branch receives."""
         predicted = fed_back(self.variant, log_probs, true_onehot)
-        if self.variant.feedback != "curriculum" or true_onehot is None or not self.training \
-                or teacher_prob <= 0.0:
+        taught = self.training and teacher_prob > 0.0 and true_onehot is not None
+        if self.variant.feedback != "curriculum" or not taught:
             return predicted
         use_true = torch.rand(log_probs.shape[0], 1, device=log_probs.device) < teacher_prob
         return torch.where(use_true, true_onehot.to(log_probs.dtype), predicted)
@@ -278,11 +282,12 @@ def fed_back(variant: Variant, log_probs: torch.Tensor,
 
 BLOCK = 16  # samples per block of the folded forward pass
 ALIGN = 8  # a wide product's output width is split into a multiple of ALIGN and the rest
-WIDE = 64  # (an output row of 257 floats runs at two thirds of the speed of 256)
+WIDE = 64  # (a product with output rows of 257 floats runs at 3/4 of the speed of 256)
 
 
 class _FoldedConv:
-    """A graph convolution's products A (X W) on node-major X; its bias goes to the layer."""
+    """A graph convolution on node-major X (nodes, B, features): A (X W) + b when called;
+    `products` leaves the bias to a layer that folds it into its shift."""
 
     def __init__(self, conv: GraphConv):
         weight = conv.weight.detach()
@@ -392,7 +397,9 @@ class _FoldedCorrector:
         self.before = _FoldedBlock(corrector.before)
         self.after = _FoldedBlock(corrector.after)
         self.out = _FoldedConv(corrector.out)
-        self.feedback = corrector.feedback
+        linear = corrector.feedback
+        self.feedback = None if linear is None else (linear.weight.detach(),
+                                                     linear.bias.detach()[:, None])
 
     def __call__(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
         if self.feedback is None:
@@ -401,8 +408,8 @@ class _FoldedCorrector:
             n, b, f = h.shape
             y = h.new_empty(n, b, f + 1)
             self.before(h, out=y[..., :f])
-            torch.addmm(self.feedback.bias.detach()[:, None], self.feedback.weight.detach(),
-                        label.T, out=y[..., f])
+            weight, bias = self.feedback
+            torch.addmm(bias, weight, label.T, out=y[..., f])
         return self.out(self.after(y))
 
 
