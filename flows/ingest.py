@@ -29,10 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flows.output import console
 from model.dataset import Dataset, WriteResult
 from model.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
-from model.sequence import Sequence, SequenceError, validate
+from model.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
 ERRORS_FILE = "_errors.jsonl"
+VALIDATE_BATCH = 1024  # sequences checked at once (model.sequence.validate_many)
 
 
 @dataclass(frozen=True)
@@ -188,17 +189,20 @@ def _describe(seq: Sequence) -> str:
 
 @task(name="validate", cache_policy=NONE)
 def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection]]:
-    """Keep the sequences that pass model.sequence.validate; the others become rejections."""
+    """Keep the sequences that pass model.sequence.validate_many; the others become rejections."""
     good: list[Sequence] = []
     bad: list[Rejection] = []
     with _progress() as bar:
         job = bar.add_task("validate", total=len(read.sequences))
-        for path, seq in read.sequences:
-            try:
-                good.append(validate(seq))
-            except SequenceError as exc:
-                bad.append(Rejection(path, _describe(seq), exc.kind, exc.reason))
-            bar.advance(job)
+        for start in range(0, len(read.sequences), VALIDATE_BATCH):
+            batch = read.sequences[start:start + VALIDATE_BATCH]
+            checked = validate_many(seq for _, seq in batch)
+            for (path, seq), result in zip(batch, checked, strict=True):
+                if isinstance(result, SequenceError):
+                    bad.append(Rejection(path, _describe(seq), result.kind, result.reason))
+                else:
+                    good.append(result)
+            bar.advance(job, len(batch))
     return good, bad
 
 

@@ -9,6 +9,7 @@ SequenceError that names the input and the problem.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -22,6 +23,7 @@ MAX_SECONDS = 30 * 60
 MAX_MISSING_FRACTION = 0.2
 MAX_BODY_EXTENT_M = 3.5
 MAX_ABS_COORD_M = 100.0
+CHECK_BATCH_VALUES = 1 << 20  # coordinates validate_many checks at once (4 MiB of float32)
 
 
 class SequenceError(ValueError):
@@ -68,27 +70,13 @@ class Sequence:
         return replace(self, label=label)
 
 
-def _frame_ranges(poses: np.ndarray, src: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest coordinate of each frame (frames, 3), missing joints left out;
-    SequenceError when values are infinite or too many are missing."""
-    if np.isfinite(poses).all():
-        return poses.min(axis=1), poses.max(axis=1)
-    if np.isinf(poses).any():
-        raise SequenceError(src, "poses contain infinite values", "non_finite")
-    missing = np.isnan(poses).any(axis=2)
-    if missing.mean() > MAX_MISSING_FRACTION:
-        raise SequenceError(
-            src, f"{missing.mean():.0%} of joint positions are missing (NaN); "
-            f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite",
-        )
-    if missing.all(axis=0).any():
-        raise SequenceError(src, "a joint is missing (NaN) in every frame", "non_finite")
-    return np.nanmin(poses, axis=1), np.nanmax(poses, axis=1)
+def _source(seq: Sequence) -> str:
+    return seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}"
 
 
-def validate(seq: Sequence) -> Sequence:
-    """Check a sequence; return it with float32 poses, or raise SequenceError."""
-    src = seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}"
+def _checked_poses(seq: Sequence) -> np.ndarray:
+    """The checks of fields and shape; the poses as float32 (frames, joints, 3)."""
+    src = _source(seq)
     if seq.skeleton not in SKELETONS:
         raise SequenceError(src, f"unknown skeleton {seq.skeleton!r}", "unknown_skeleton")
     if seq.exercise not in EXERCISES:
@@ -123,15 +111,115 @@ def validate(seq: Sequence) -> Sequence:
     if poses.shape[0] > MAX_SECONDS * seq.fps:
         raise SequenceError(src, f"{poses.shape[0]} frames is longer than {MAX_SECONDS} s",
                             "too_long")
-    low, high = _frame_ranges(poses, src)
-    low, high = low * UNITS[seq.units], high * UNITS[seq.units]
-    if max(np.nanmax(high), -np.nanmin(low)) > MAX_ABS_COORD_M:
-        raise SequenceError(src, f"coordinates beyond {MAX_ABS_COORD_M:g} m (wrong units?)",
-                            "absurd_coordinates")
-    extent = np.nanmax(high - low)
-    if extent > MAX_BODY_EXTENT_M:
-        raise SequenceError(
-            src, f"body spans {extent:.1f} m in one frame (wrong units or joints?)",
-            "absurd_coordinates",
-        )
-    return replace(seq, poses=poses, fps=float(seq.fps), subject=str(seq.subject))
+    return poses
+
+
+def _over_joints(poses: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """op (fmin or fmax) over the joints of each frame: (frames, joints, 3) -> (frames, 3).
+
+    Halves the joint axis at each step, so every call works on long runs of memory; a plain
+    reduction over the middle axis runs an inner loop of 3 values per joint and frame."""
+    while poses.shape[1] > 1:
+        n = poses.shape[1]
+        half = (n + 1) // 2
+        poses = op(poses[:, :half], poses[:, n - half:])
+    return poses[:, 0]
+
+
+def _over_axes(values: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """op (fmin or fmax) over the 3 coordinates of each frame: (frames, 3) -> (frames,)."""
+    return op(op(values[:, 0], values[:, 1]), values[:, 2])
+
+
+def _value_errors(poses: list[np.ndarray], scales: list[float]) -> list[tuple[str, str] | None]:
+    """The checks of values over sequences with the same number of joints, all at once:
+    (reason, kind) of each sequence's first failure, or None when it passes.
+
+    `scales` turns each sequence's units into metres."""
+    frames = np.array([len(p) for p in poses])
+    starts = np.concatenate([[0], np.cumsum(frames)[:-1]])
+    stacked = np.concatenate(poses) if len(poses) > 1 else poses[0]
+    n_joints = stacked.shape[1]
+    errors: list[tuple[str, str] | None] = [None] * len(poses)
+    finite = np.isfinite(stacked)
+    if not finite.all():
+        bad_frame = ~finite.reshape(len(stacked), -1).all(axis=1)
+        nonfinite = np.logical_or.reduceat(bad_frame, starts)
+        infinite = np.logical_or.reduceat(np.isinf(stacked).reshape(len(stacked), -1).any(axis=1),
+                                          starts)
+        nan = np.isnan(stacked)
+        missing = nan[..., 0] | nan[..., 1] | nan[..., 2]
+        fraction = np.add.reduceat(missing.sum(axis=1), starts) / (frames * n_joints)
+        lost_joint = np.logical_and.reduceat(missing, starts, axis=0).any(axis=1)
+        for i in np.flatnonzero(nonfinite):
+            if infinite[i]:
+                errors[i] = ("poses contain infinite values", "non_finite")
+            elif fraction[i] > MAX_MISSING_FRACTION:
+                errors[i] = (f"{fraction[i]:.0%} of joint positions are missing (NaN); "
+                             f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite")
+            elif lost_joint[i]:
+                errors[i] = ("a joint is missing (NaN) in every frame", "non_finite")
+    scale = np.repeat(np.asarray(scales, np.float32), frames)[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite poses failed above already
+        low = _over_joints(stacked, np.fmin) * scale
+        high = _over_joints(stacked, np.fmax) * scale
+        farthest = np.fmax.reduceat(
+            np.fmax(_over_axes(high, np.fmax), -_over_axes(low, np.fmin)), starts)
+        extent = np.fmax.reduceat(_over_axes(high - low, np.fmax), starts)
+    for i in np.flatnonzero((farthest > MAX_ABS_COORD_M) | (extent > MAX_BODY_EXTENT_M)):
+        if errors[i] is not None:
+            continue
+        if farthest[i] > MAX_ABS_COORD_M:
+            errors[i] = (f"coordinates beyond {MAX_ABS_COORD_M:g} m (wrong units?)",
+                         "absurd_coordinates")
+        else:
+            errors[i] = (f"body spans {extent[i]:.1f} m in one frame (wrong units or joints?)",
+                         "absurd_coordinates")
+    return errors
+
+
+def validate_many(seqs: Iterable[Sequence]) -> list[Sequence | SequenceError]:
+    """validate() over a batch: for each input, in order, the checked sequence or its error.
+
+    The checks of values run over the poses of many sequences at once (about
+    CHECK_BATCH_VALUES coordinates a time), not sequence by sequence."""
+    seqs = list(seqs)
+    out: list[Sequence | SequenceError | None] = [None] * len(seqs)
+    by_joints: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for i, seq in enumerate(seqs):
+        try:
+            poses = _checked_poses(seq)
+        except SequenceError as exc:
+            out[i] = exc
+            continue
+        by_joints.setdefault(poses.shape[1], []).append((i, poses))
+    for group in by_joints.values():
+        for batch in _batches(group):
+            found = _value_errors([p for _, p in batch], [UNITS[seqs[i].units] for i, _ in batch])
+            for (i, poses), error in zip(batch, found, strict=True):
+                seq = seqs[i]
+                out[i] = (SequenceError(_source(seq), *error) if error else
+                          replace(seq, poses=poses, fps=float(seq.fps), subject=str(seq.subject)))
+    return out
+
+
+def _batches(group: list[tuple[int, np.ndarray]]) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Consecutive runs of the group with about CHECK_BATCH_VALUES coordinates each."""
+    batch: list[tuple[int, np.ndarray]] = []
+    size = 0
+    for item in group:
+        batch.append(item)
+        size += item[1].size
+        if size >= CHECK_BATCH_VALUES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def validate(seq: Sequence) -> Sequence:
+    """Check a sequence; return it with float32 poses, or raise SequenceError."""
+    [checked] = validate_many([seq])
+    if isinstance(checked, SequenceError):
+        raise checked
+    return checked

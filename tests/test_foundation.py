@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from model import sequence as sequence_module
 from model.labels import classes_from, correct_class, ec3d_classes
 from model.normalize import Normalization, body_size, fill_missing, normalize, resample
-from model.sequence import Sequence, SequenceError, validate
+from model.sequence import Sequence, SequenceError, validate, validate_many
 from model.settings import load_settings
 from model.skeletons import (
     EC3D_JOINTS,
@@ -159,6 +160,39 @@ def test_range_checks_hold_with_missing_joints_and_other_units():
     spread[20, 0] += 5.0  # one frame where the body spans more than 3.5 m
     with pytest.raises(SequenceError, match="body spans"):
         validate(_seq(spread))
+
+
+@pytest.mark.parametrize("batch_values", [sequence_module.CHECK_BATCH_VALUES, 8000])
+def test_validate_many_judges_each_sequence_of_a_mixed_batch_on_its_own(monkeypatch, batch_values):
+    monkeypatch.setattr(sequence_module, "CHECK_BATCH_VALUES", batch_values)
+    clip = squat_clip()
+    holes, lost, many, spread = clip.copy(), clip.copy(), clip.copy(), clip.copy()
+    holes[10:13, 4] = np.nan
+    lost[:, 7] = np.nan
+    many[:, :6] = np.nan
+    spread[20, 0] += 5.0
+    inf = clip.copy()
+    inf[3, 3, 1] = np.inf
+    batch = [_seq(clip), _seq(clip * 1000), _seq(holes * 1000, units="mm"), _seq(lost),
+             _seq(clip[:5]), _seq(spread), _seq(inf), _seq(many),
+             _seq(clip[:, :17], skeleton="coco17"), _seq(clip[:, :17] * 100, skeleton="coco17"),
+             _seq(clip.astype(np.float64) * 100, units="cm", rep=9)]
+    got = validate_many(batch)
+    kinds = [r.kind if isinstance(r, SequenceError) else None for r in got]
+    assert kinds == [None, "absurd_coordinates", None, "non_finite", "too_few_frames",
+                     "absurd_coordinates", "non_finite", "non_finite", None,
+                     "absurd_coordinates", None]
+    assert "32% of joint positions are missing" in got[7].reason
+    assert "body spans 6.5 m" in got[5].reason
+    for seq, result in zip(batch, got, strict=True):
+        try:
+            alone = validate(seq)
+        except SequenceError as err:
+            assert (err.kind, str(err)) == (result.kind, str(result))
+            continue
+        assert result.poses.dtype == np.float32 and result.rep == seq.rep
+        np.testing.assert_array_equal(result.poses, alone.poses)
+        np.testing.assert_array_equal(result.poses, seq.poses.astype(np.float32))
 
 
 def test_sequence_id_ignores_label_but_not_poses():
