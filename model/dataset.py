@@ -3,9 +3,13 @@
 A dataset lives at `<settings.lake>/<name>` (a local path or an object-store URI). Every commit
 is atomic (Delta's transaction log: a writer killed at any moment leaves the table as before or
 as after) and numbered; any version can be read back. Writing merges on `sequence_id`, so
-re-ingesting the same data adds nothing and a changed label updates its row in a new version.
-Concurrent writers are serialised by Delta's optimistic concurrency: a commit that conflicts
-with another one is retried, with backoff, against the new state of the table.
+re-ingesting the same data adds nothing and a changed label updates its row in a new version:
+a write reads the ids and labels already in its partitions (two columns), then appends only the
+new sequences (or merges them with the relabelled ones) in one commit.
+Concurrent writers are serialised by Delta's optimistic concurrency: every commit that decided
+what to write from what it read carries a token (a Delta txn action) per partition it read, so
+two such commits on the same partitions conflict, and the later one is retried, with backoff,
+against the new state of the table.
 
 Deleting a subject removes their rows from the current version; their data files stay on disk
 for time travel until `vacuum(retention_hours=0)` (or `delete_subject(..., purge=True)`) removes
@@ -27,8 +31,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import Transaction
 
 from model.sequence import Sequence, SequenceError
 from model.settings import get_settings
@@ -37,6 +42,7 @@ MAX_COMMIT_ATTEMPTS = 30
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 2.0
 PARTITION_COLUMN = "exercise"
+PARTITION_TOKEN = "posecoach.dataset.partition:"
 
 SCHEMA = pa.schema(
     [
@@ -95,15 +101,19 @@ def _retry_commit(action: Callable[[], T], what: str) -> T:
             time.sleep(delay * (0.5 + random.random()))
 
 
-def to_table(seqs: Iterable[Sequence], ingested_at: datetime | None = None) -> pa.Table:
-    """Sequences as rows of the dataset's schema (poses flat, their shape alongside)."""
+def to_table(seqs: Iterable[Sequence], ingested_at: datetime | None = None,
+             ids: list[str] | None = None) -> pa.Table:
+    """Sequences as rows of the dataset's schema (poses flat, their shape alongside).
+
+    `ids` are the sequences' sequence_id when the caller has them already (each is a hash of
+    the poses)."""
     seqs = list(seqs)
     now = ingested_at or datetime.now(UTC)
     poses = [np.ascontiguousarray(s.poses, dtype=np.float32) for s in seqs]
     flat = np.concatenate([p.reshape(-1) for p in poses]) if poses else np.empty(0, np.float32)
     offsets = np.concatenate([[0], np.cumsum([p.size for p in poses])]).astype(np.int32)
     columns = {
-        "sequence_id": [s.sequence_id for s in seqs],
+        "sequence_id": ids if ids is not None else [s.sequence_id for s in seqs],
         "subject": [str(s.subject) for s in seqs],
         "exercise": [s.exercise for s in seqs],
         "label": [s.label for s in seqs],
@@ -138,14 +148,28 @@ def from_table(table: pa.Table) -> list[Sequence]:
     return out
 
 
-def _unique(table: pa.Table) -> tuple[pa.Table, int]:
-    """Keep the first row of each sequence_id; also return how many repeats were dropped."""
-    ids = table.column("sequence_id").to_pylist()
-    first: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        first.setdefault(sid, i)
-    keep = sorted(first.values())
-    return table.take(pa.array(keep, pa.int64())), len(ids) - len(keep)
+def _partition_tokens(exercises: Iterable[str], read_version: int) -> list[Transaction]:
+    """One Delta application transaction (txn action) per exercise partition a commit read.
+
+    Delta fails a commit when a commit made since its read version carries a txn with the same
+    app id, so two writes that read the same partition and decided from what they read conflict
+    and the later one is re-run on the new state. Without it two appends never conflict; deletes
+    and restores already conflict with a concurrent append (deltalake 1.6 does not mark appends
+    as blind)."""
+    return [Transaction(PARTITION_TOKEN + exercise, read_version + 1)
+            for exercise in sorted(set(exercises))]
+
+
+def _labels(table: DeltaTable, exercises: Iterable[str]) -> dict[str, str | None]:
+    """sequence_id -> label of every row in these exercises' partitions (two columns read).
+
+    Read with deltalake's own engine: a pyarrow dataset scan here left writer processes
+    aborting at exit now and then ("terminate called without an active exception")."""
+    wanted = ", ".join(_sql_str(exercise) for exercise in sorted(set(exercises)))
+    rows = pa.table(QueryBuilder().register("t", table).execute(
+        f"SELECT sequence_id, label FROM t WHERE {PARTITION_COLUMN} IN ({wanted})"))
+    return dict(zip(rows.column("sequence_id").to_pylist(), rows.column("label").to_pylist(),
+                    strict=True))
 
 
 class Dataset:
@@ -198,30 +222,51 @@ class Dataset:
     def write(self, seqs: Iterable[Sequence], note: str | None = None) -> WriteResult:
         """Merge sequences on sequence_id: new ones are inserted, changed labels updated.
 
-        `note` is kept in the commit (shown by `history()`), e.g. what was ingested.
+        One commit, or none when nothing changes. The ids (and labels) of the rows already in
+        the batch's partitions are read first; only new and relabelled sequences are written:
+        appended when there are only new ones, merged when labels change. The commit carries
+        a token per partition read, so a concurrent write to the same partitions makes it
+        conflict and re-run. `note` is kept in the commit (shown by `history()`), e.g. what was
+        ingested.
         """
-        source, repeats = _unique(to_table(seqs))
-        if source.num_rows == 0:
+        unique: dict[str, Sequence] = {}
+        given = 0
+        for seq in seqs:
+            given += 1
+            unique.setdefault(seq.sequence_id, seq)
+        repeats = given - len(unique)
+        if not unique:
             return WriteResult(0, repeats, 0, self.version())
         self._create()
-        commit = CommitProperties(custom_metadata={"userMetadata": note}) if note else None
+        exercises = {seq.exercise for seq in unique.values()}
+        ingested_at = datetime.now(UTC)
 
-        def merge() -> dict[str, Any]:
-            return (
-                self.table()
-                .merge(source, "t.sequence_id = s.sequence_id AND t.exercise = s.exercise",
-                       source_alias="s", target_alias="t", commit_properties=commit)
-                .when_matched_update(
-                    updates={"label": "s.label"}, predicate="t.label IS DISTINCT FROM s.label")
-                .when_not_matched_insert_all()
-                .execute()
-            )
+        def commit() -> WriteResult:
+            table = self.table()
+            present = _labels(table, exercises)
+            new = [sid for sid in unique if sid not in present]
+            relabelled = [sid for sid in unique
+                          if sid in present and present[sid] != unique[sid].label]
+            duplicates = len(unique) - len(new) - len(relabelled) + repeats
+            if not new and not relabelled:
+                return WriteResult(0, duplicates, 0, table.version())
+            ids = new + relabelled
+            source = to_table([unique[sid] for sid in ids], ingested_at, ids)
+            props = CommitProperties(
+                custom_metadata={"userMetadata": note} if note else None,
+                app_transactions=_partition_tokens(exercises, table.version()))
+            if relabelled:
+                (table.merge(source, "t.sequence_id = s.sequence_id AND t.exercise = s.exercise",
+                             source_alias="s", target_alias="t", streamed_exec=False,
+                             commit_properties=props)
+                 .when_matched_update(updates={"label": "s.label"})
+                 .when_not_matched_insert_all()
+                 .execute())
+            else:
+                write_deltalake(table, source, mode="append", commit_properties=props)
+            return WriteResult(len(new), duplicates, len(relabelled), table.version())
 
-        metrics = _retry_commit(merge, f"merge into {self.uri}")
-        inserted = int(metrics["num_target_rows_inserted"])
-        updated = int(metrics["num_target_rows_updated"])
-        duplicates = source.num_rows - inserted - updated + repeats
-        return WriteResult(inserted, duplicates, updated, self.version())
+        return _retry_commit(commit, f"write into {self.uri}")
 
     def read_table(self, exercise: str | Iterable[str] | None = None,
                    subjects: Iterable[str] | None = None, labels: Iterable[str] | None = None,
@@ -274,7 +319,8 @@ class Dataset:
                 "version": commit["version"],
                 "time": datetime.fromtimestamp(commit["timestamp"] / 1000, UTC).isoformat(),
                 "operation": commit.get("operation", ""),
-                "inserted": int(metrics.get("num_target_rows_inserted", 0) or 0),
+                "inserted": int(metrics.get("num_target_rows_inserted")
+                                or metrics.get("num_added_rows") or 0),
                 "updated": int(metrics.get("num_target_rows_updated", 0) or 0),
                 "deleted": int(metrics.get("num_deleted_rows", 0) or 0),
                 "note": commit.get("userMetadata") or "",

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deltalake import DeltaTable
 
+from model import dataset as dataset_module
 from model.dataset import Dataset
 from model.sequence import Sequence, SequenceError
 
@@ -176,3 +178,101 @@ def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     ids = table.column("sequence_id").to_pylist()
     assert len(ids) == len(set(ids)) == 2 * 6 * 5 + 3 * 4
     assert sorted(set(table.column("subject").to_pylist())) == ["a", "b", "both"]
+
+
+def _racing(monkeypatch: pytest.MonkeyPatch, before_first_read) -> list[int]:
+    """Make another writer commit (`before_first_read()`) between a write's read of the ids
+    and its commit, once; return a list that counts the reads."""
+    reads: list[int] = []
+    read = dataset_module._labels
+
+    def labels(table, exercises):
+        reads.append(table.version())
+        present = read(table, exercises)
+        if len(reads) == 1:
+            before_first_read()
+        return present
+
+    monkeypatch.setattr(dataset_module, "_labels", labels)
+    return reads
+
+
+def test_a_write_overtaken_on_its_partition_is_rerun_and_adds_no_duplicate(
+        ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds.write([make("s1", 0)])
+    batch = [make("s1", i) for i in range(1, 4)]
+    other = Dataset(ds.name, root=ds.root)
+    reads = _racing(monkeypatch, lambda: other.write(batch[:2]))
+    result = ds.write(batch)
+    assert len(reads) == 3 and reads[2] == reads[0] + 1  # read, the other's read, re-read
+    assert (result.inserted, result.duplicates) == (1, 2)
+    assert result.version == reads[0] + 2
+    ids = ds.read_table(columns=["sequence_id"]).column("sequence_id").to_pylist()
+    assert sorted(ids) == sorted({s.sequence_id for s in [make("s1", 0), *batch]})
+
+
+def test_a_write_overtaken_on_another_partition_commits_without_rerun(
+        ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds.write([make("s1", 0)])
+    other = Dataset(ds.name, root=ds.root)
+    reads = _racing(monkeypatch, lambda: other.write([make("s1", 0, "plank", "arched_back")]))
+    result = ds.write([make("s1", 1)])
+    assert len(reads) == 2 and result.inserted == 1 and result.version == reads[0] + 2
+    assert ds.count() == 3
+
+
+def test_a_delete_between_a_writes_read_and_commit_makes_it_rerun(
+        ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds.write([make("s1", 0)])
+    other = Dataset(ds.name, root=ds.root)
+    reads = _racing(monkeypatch, lambda: other.delete_subject("s1"))
+    result = ds.write([make("s1", 0), make("s1", 1)])
+    assert len(reads) == 2 and reads[1] == reads[0] + 1
+    assert (result.inserted, result.duplicates) == (2, 0)
+    assert sorted(s.rep for s in ds.read()) == [0, 1]
+
+
+def test_new_and_relabelled_sequences_go_in_one_commit(ds: Dataset) -> None:
+    first = ds.write([make("s1", i) for i in range(3)])
+    result = ds.write([make("s1", 0, label="knees_inward"), make("s1", 1), make("s1", 7)])
+    assert (result.inserted, result.duplicates, result.updated) == (1, 1, 1)
+    assert result.version == first.version + 1
+    assert {s.rep: s.label for s in ds.read()} == {0: "knees_inward", 1: "correct",
+                                                   2: "correct", 7: "correct"}
+    assert (ds.history()[0]["inserted"], ds.history()[0]["updated"]) == (1, 1)
+
+
+def _commit_overtaken(monkeypatch: pytest.MonkeyPatch, method: str, other_commit) -> list[int]:
+    """Make `other_commit()` run just before DeltaTable.<method> commits, the first time;
+    return the versions the method was called at."""
+    calls: list[int] = []
+    original = getattr(DeltaTable, method)
+
+    def overtaken(table, *args, **kwargs):
+        calls.append(table.version())
+        if len(calls) == 1:
+            other_commit()
+        return original(table, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, method, overtaken)
+    return calls
+
+
+def test_an_ingest_before_a_delete_commits_makes_the_delete_rerun(
+        ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds.write([make("s1", 0)])
+    other = Dataset(ds.name, root=ds.root)
+    calls = _commit_overtaken(monkeypatch, "delete", lambda: other.write([make("s1", 1)]))
+    gone = ds.delete_subject("s1")
+    assert len(calls) == 2 and calls[1] == calls[0] + 1
+    assert gone["deleted"] == 2 and ds.count() == 0
+
+
+def test_an_ingest_before_a_restore_commits_leaves_no_duplicate(
+        ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    v1 = ds.write([make("s1", 0)]).version
+    ds.delete_subject("s1")
+    other = Dataset(ds.name, root=ds.root)
+    calls = _commit_overtaken(monkeypatch, "restore", lambda: other.write([make("s1", 0)]))
+    ds.restore(v1)
+    assert len(calls) == 2 and [s.rep for s in ds.read()] == [0]

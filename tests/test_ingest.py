@@ -149,7 +149,9 @@ def test_cli_ingest_json_and_data_verbs(prefect_api: str, tmp_path: Path,
     runner = CliRunner()
     versions = json.loads(runner.invoke(app, ["data", "versions", "--dataset", "cli",
                                               "--json"]).stdout)
-    assert versions["rows"] == len(seqs) and versions["history"][0]["operation"] == "MERGE"
+    assert versions["rows"] == len(seqs)
+    assert (versions["history"][0]["operation"], versions["history"][0]["inserted"]) == (
+        "WRITE", len(seqs))
     v_full = versions["version"]
     deleted = runner.invoke(app, ["data", "delete-subject", "s1", "--dataset", "cli", "--json"])
     assert json.loads(deleted.stdout)["deleted"] == len(seqs)
