@@ -1,10 +1,12 @@
 """Ingest throughput: sequences per second into a dataset against a raw Parquet write.
 
-Subject: validate every sequence (model.sequence.validate) and merge them into a Delta dataset
-(model.dataset.Dataset.write: to Arrow, merge on sequence_id, one commit), a fresh table each
-call. Variants, same sequences, same run:
+Subject: validate the sequences (model.sequence.validate_many, as the ingest flow does) and merge
+them into a Delta dataset (model.dataset.Dataset.write: read the ids already there, append the
+new rows, one commit), a fresh table each call. Variants, same sequences, same run:
   - the same write into a table that already holds another batch of the same size (the daily
-    append: the merge reads the existing ids);
+    append: the write reads the existing ids);
+  - the same write again into a table that holds these sequences (re-ingest: nothing new, no
+    commit);
   - baseline: pyarrow.parquet.write_table of the same arrays (poses as a flat float32 list column
     with their shape, the identity columns), no validation, no merge, no log.
   - validation alone (where the time goes).
@@ -27,14 +29,14 @@ import pyarrow.parquet as pq
 
 from bench import Row, median_seconds
 from model.dataset import Dataset
-from model.sequence import Sequence, validate
+from model.sequence import Sequence, SequenceError, validate_many
 from model.synth import make_dataset
 
 REPEATS = 5
 BATCHES = (1, 10)
-SUBJECT = "validate + Dataset.write (new table)"
+SUBJECT = "validate_many + Dataset.write (new table)"
 BASELINE = "raw pyarrow.parquet.write_table"
-NOTES = {SUBJECT: "merge on sequence_id, one Delta commit",
+NOTES = {SUBJECT: "dedupe on sequence_id, one Delta commit",
          BASELINE: "no validation, merge or transaction log"}
 
 
@@ -58,13 +60,22 @@ def copies(seqs: list[Sequence], times: int) -> list[Sequence]:
     return [replace(s, rep=s.rep + 1000 * k) for k in range(times) for s in seqs]
 
 
+def checked(seqs: list[Sequence]) -> list[Sequence]:
+    """The sequences as validate_many returns them; every one must pass."""
+    out = validate_many(seqs)
+    assert not any(isinstance(s, SequenceError) for s in out)
+    return out
+
+
 def measure(seqs: list[Sequence], older: list[Sequence], root: Path) -> dict[str, float]:
     """Median seconds of each variant on one batch."""
     n = len(seqs)
     names = (f"t{i}" for i in itertools.count())
+    written: list[Dataset] = []
 
     def fresh() -> None:
-        result = Dataset(next(names), root=str(root)).write([validate(s) for s in seqs])
+        written.append(Dataset(next(names), root=str(root)))
+        result = written[-1].write(checked(seqs))
         assert result.inserted == n, result
 
     prefilled = []
@@ -74,16 +85,27 @@ def measure(seqs: list[Sequence], older: list[Sequence], root: Path) -> dict[str
     targets = iter(prefilled)
 
     def append() -> None:
-        result = next(targets).write([validate(s) for s in seqs])
+        result = next(targets).write(checked(seqs))
         assert result.inserted == n, result
+
+    again = iter(written)
+
+    def reingest() -> None:
+        target = next(again)
+        version = target.version()
+        result = target.write(checked(seqs))
+        assert (result.duplicates, result.version) == (n, version), result
 
     def parquet() -> None:
         pq.write_table(raw_table(seqs), root / f"{next(names)}.parquet")
 
     return {
         SUBJECT: median_seconds(fresh, REPEATS),
-        f"validate + Dataset.write (append to {len(older)} rows)": median_seconds(append, REPEATS),
-        f"validate alone ({n})": median_seconds(lambda: [validate(s) for s in seqs], REPEATS),
+        f"validate_many + Dataset.write (append to {len(older)} rows)":
+            median_seconds(append, REPEATS),
+        "validate_many + Dataset.write (re-ingest, all duplicates)":
+            median_seconds(reingest, REPEATS),
+        f"validate_many alone ({n})": median_seconds(lambda: checked(seqs), REPEATS),
         BASELINE: median_seconds(parquet, REPEATS),
     }
 
