@@ -88,7 +88,7 @@ def _checked_poses(seq: Sequence) -> np.ndarray:
         raise SequenceError(
             src, f"unknown units {seq.units!r} (known: {', '.join(UNITS)})", "unknown_units"
         )
-    if not (isinstance(seq.fps, int | float) and np.isfinite(seq.fps) and 1 <= seq.fps <= 1000):
+    if not (isinstance(seq.fps, int | float) and 1 <= seq.fps <= 1000):  # NaN, inf fail too
         raise SequenceError(src, f"frame rate {seq.fps!r} is not between 1 and 1000", "bad_fps")
     if not str(seq.subject):
         raise SequenceError(src, "no subject", "no_subject")
@@ -135,41 +135,34 @@ def _value_errors(poses: list[np.ndarray], scales: list[float]) -> list[tuple[st
     """The checks of values over sequences with the same number of joints, all at once:
     (reason, kind) of each sequence's first failure, or None when it passes.
 
-    `scales` turns each sequence's units into metres."""
+    `scales` turns each sequence's units into metres. Missing joints (NaN) are left out of the
+    ranges; an infinite value makes its frame's range, and so the sequence's, infinite."""
     frames = np.array([len(p) for p in poses])
     starts = np.concatenate([[0], np.cumsum(frames)[:-1]])
     stacked = np.concatenate(poses) if len(poses) > 1 else poses[0]
-    n_joints = stacked.shape[1]
-    errors: list[tuple[str, str] | None] = [None] * len(poses)
-    finite = np.isfinite(stacked)
-    if not finite.all():
-        bad_frame = ~finite.reshape(len(stacked), -1).all(axis=1)
-        nonfinite = np.logical_or.reduceat(bad_frame, starts)
-        infinite = np.logical_or.reduceat(np.isinf(stacked).reshape(len(stacked), -1).any(axis=1),
-                                          starts)
-        nan = np.isnan(stacked)
-        missing = nan[..., 0] | nan[..., 1] | nan[..., 2]
-        fraction = np.add.reduceat(missing.sum(axis=1), starts) / (frames * n_joints)
-        lost_joint = np.logical_and.reduceat(missing, starts, axis=0).any(axis=1)
-        for i in np.flatnonzero(nonfinite):
-            if infinite[i]:
-                errors[i] = ("poses contain infinite values", "non_finite")
-            elif fraction[i] > MAX_MISSING_FRACTION:
-                errors[i] = (f"{fraction[i]:.0%} of joint positions are missing (NaN); "
-                             f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite")
-            elif lost_joint[i]:
-                errors[i] = ("a joint is missing (NaN) in every frame", "non_finite")
     scale = np.repeat(np.asarray(scales, np.float32), frames)[:, None]
-    with np.errstate(invalid="ignore", over="ignore"):  # infinite poses failed above already
+    with np.errstate(invalid="ignore"):  # inf - inf where a frame holds infinite values
         low = _over_joints(stacked, np.fmin) * scale
         high = _over_joints(stacked, np.fmax) * scale
         farthest = np.fmax.reduceat(
             np.fmax(_over_axes(high, np.fmax), -_over_axes(low, np.fmin)), starts)
         extent = np.fmax.reduceat(_over_axes(high - low, np.fmax), starts)
-    for i in np.flatnonzero((farthest > MAX_ABS_COORD_M) | (extent > MAX_BODY_EXTENT_M)):
-        if errors[i] is not None:
-            continue
-        if farthest[i] > MAX_ABS_COORD_M:
+    nan = np.isnan(stacked)
+    missing = nan[..., 0] | nan[..., 1] | nan[..., 2]
+    fraction = np.add.reduceat(missing.sum(axis=1), starts) / (frames * stacked.shape[1])
+    lost_joint = np.logical_and.reduceat(missing, starts, axis=0).any(axis=1)
+    errors: list[tuple[str, str] | None] = [None] * len(poses)
+    failing = ((farthest > MAX_ABS_COORD_M) | (extent > MAX_BODY_EXTENT_M)
+               | (fraction > MAX_MISSING_FRACTION) | lost_joint)
+    for i in np.flatnonzero(failing):
+        if np.isinf(farthest[i]):
+            errors[i] = ("poses contain infinite values", "non_finite")
+        elif fraction[i] > MAX_MISSING_FRACTION:
+            errors[i] = (f"{fraction[i]:.0%} of joint positions are missing (NaN); "
+                         f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite")
+        elif lost_joint[i]:
+            errors[i] = ("a joint is missing (NaN) in every frame", "non_finite")
+        elif farthest[i] > MAX_ABS_COORD_M:
             errors[i] = (f"coordinates beyond {MAX_ABS_COORD_M:g} m (wrong units?)",
                          "absurd_coordinates")
         else:
