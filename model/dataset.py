@@ -125,7 +125,8 @@ def to_table(seqs: Iterable[Sequence], ingested_at: datetime | None = None,
         "n_frames": [p.shape[0] for p in poses],
         "n_joints": [p.shape[1] for p in poses],
         "poses": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())),
-        "meta": [json.dumps(s.meta, default=str, sort_keys=True) for s in seqs],
+        "meta": [json.dumps(s.meta, default=str, sort_keys=True) if s.meta else "{}"
+                 for s in seqs],
         "ingested_at": [now] * len(seqs),
     }
     return pa.table(columns, schema=SCHEMA)
