@@ -20,6 +20,7 @@ deltalake's runtime does not survive fork(): processes that use this module star
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -238,12 +239,12 @@ class Dataset:
         repeats = given - len(unique)
         if not unique:
             return WriteResult(0, repeats, 0, self.version())
-        self._create()
+        snapshots = itertools.chain([self._create()], iter(self.table, None))  # fresh on retry
         exercises = {seq.exercise for seq in unique.values()}
         ingested_at = datetime.now(UTC)
 
         def commit() -> WriteResult:
-            table = self.table()
+            table = next(snapshots)
             present = _labels(table, exercises)
             new = [sid for sid in unique if sid not in present]
             relabelled = [sid for sid in unique

@@ -61,7 +61,7 @@ class Sequence:
     def sequence_id(self) -> str:
         """Hash of the poses as received, skeleton, fps, subject, exercise and rep (not label)."""
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.poses, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.poses, dtype=np.float32))  # its bytes, no copy
         h.update(str(self.poses.shape).encode())
         h.update(f"|{self.skeleton}|{float(self.fps):g}|{self.subject}|{self.exercise}|{self.rep}".encode())
         return h.hexdigest()[:32]
