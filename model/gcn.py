@@ -280,7 +280,7 @@ def fed_back(variant: Variant, log_probs: torch.Tensor,
 # the classifier's pooling, 1x3 convolution and graph weights folded into one product per
 # channel pair; and the batch cut into blocks small enough for the activations to stay in cache.
 
-BLOCK = 16  # samples per block of the folded forward pass
+BLOCK = 32  # samples per block of the folded forward pass
 ALIGN = 8  # a wide product's output width is split into a multiple of ALIGN and the rest
 WIDE = 64  # (a product with output rows of 257 floats runs at 3/4 of the speed of 256)
 

@@ -30,7 +30,7 @@ from model.labels import Class, class_name
 from model.normalize import Normalization, normalize
 from model.saved import TrainedModel
 from model.segment import HOLD_EXERCISES, segment
-from model.sequence import Sequence, SequenceError, validate
+from model.sequence import Sequence, SequenceError, validate, validate_many
 from model.skeletons import SkeletonError, get_skeleton
 
 BATCH_SIZE = 512
@@ -97,7 +97,11 @@ def has_classifier(model: TrainedModel) -> bool:
 
 def prepare(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     """Validate and normalise one sequence; SequenceError names it when it can't be."""
-    seq = validate(seq)
+    return _normalised(validate(seq), norm)
+
+
+def _normalised(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
+    """Normalise a validated sequence; SequenceError when its skeleton does not map."""
     try:
         return normalize(seq, norm)
     except SkeletonError as exc:
@@ -139,11 +143,15 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
 
 
 def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
+    """score() of one batch: validated together (model.sequence.validate_many), normalised one
+    by one, classified and corrected together, deviations measured together, then words."""
     results: list[RepResult | None] = [None] * len(sequences)
     ready, poses, scales = [], [], []
-    for i, seq in enumerate(sequences):
+    for i, (seq, checked) in enumerate(zip(sequences, validate_many(sequences), strict=True)):
         try:
-            p, s = prepare(seq, model.normalization)
+            if isinstance(checked, SequenceError):
+                raise checked
+            p, s = _normalised(checked, model.normalization)
         except SequenceError as exc:
             results[i] = _error_result(seq, exc)
             continue
