@@ -275,10 +275,11 @@ def fed_back(variant: Variant, log_probs: torch.Tensor,
 
 # Inference. The same network rearranged for speed, with the same results up to float32
 # rounding: batch norm and the graph convolution's bias folded into one scale and shift per
-# node and feature; activations laid out node-major, (nodes, B, features), so that X W and A Y
-# are each one matrix product over the whole batch; the cheaper order of A (X W) = (A X) W;
-# the classifier's pooling, 1x3 convolution and graph weights folded into one product per
-# channel pair; and the batch cut into blocks small enough for the activations to stay in cache.
+# node and feature; X W as one matrix product over the whole batch, A Y as one batched product;
+# the cheaper order of A (X W) = (A X) W; the products after the fed-back label (257 features)
+# split into 256 + 1 output columns; the classifier's pooling, 1x3 convolution and graph
+# weights folded into one product; and the batch cut into blocks small enough for the
+# activations to stay in cache.
 
 BLOCK = 32  # samples per block of the folded forward pass
 ALIGN = 8  # a wide product's output width is split into a multiple of ALIGN and the rest
@@ -286,8 +287,8 @@ WIDE = 64  # (a product with output rows of 257 floats runs at 3/4 of the speed 
 
 
 class _FoldedConv:
-    """A graph convolution on node-major X (nodes, B, features): A (X W) + b when called;
-    `products` leaves the bias to a layer that folds it into its shift."""
+    """A graph convolution on X (B, nodes, features): A (X W) + b when called; `products`
+    leaves the bias to a layer that folds it into its shift."""
 
     def __init__(self, conv: GraphConv):
         weight = conv.weight.detach()
@@ -303,9 +304,8 @@ class _FoldedConv:
             self.weights.append(weight[:, main:].contiguous())
 
     def mix(self, y: torch.Tensor) -> torch.Tensor:
-        """A Y for node-major Y (nodes, B, features)."""
-        n, b, f = y.shape
-        return (self.adjacency @ y.view(n, b * f)).view(n, b, f)
+        """A Y for every sample of Y (B, nodes, features)."""
+        return torch.bmm(self.adjacency.expand(y.shape[0], -1, -1), y)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """A (X W) + b."""
@@ -313,7 +313,7 @@ class _FoldedConv:
         return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).add_(self.bias)
 
     def products(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """A (X W) for node-major X (nodes, B, in), as parts along the output features."""
+        """A (X W) as parts along the output features."""
         if self.adjacency_first:
             ax = self.mix(x).flatten(0, 1)
             return [(ax @ w).view(*x.shape[:2], w.shape[1]) for w in self.weights]
@@ -327,9 +327,8 @@ class _FoldedLayer:
     def __init__(self, layer: GraphLayer):
         self.conv = _FoldedConv(layer.conv)
         norm = layer.norm
-        shape = (self.conv.adjacency.shape[0], 1, self.conv.out_features)
-        scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
-        self.scale = scale.view(shape)
+        shape = (self.conv.adjacency.shape[0], self.conv.out_features)
+        self.scale = (norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)).view(shape)
         self.shift = ((self.conv.bias - norm.running_mean.view(shape)) * self.scale
                       + norm.bias.detach().view(shape))
 
@@ -344,7 +343,7 @@ class _FoldedLayer:
         start = 0
         for part in parts:
             cols = slice(start, start + part.shape[-1])
-            torch.addcmul(self.shift[..., cols], part, self.scale[..., cols], out=out[..., cols])
+            torch.addcmul(self.shift[:, cols], part, self.scale[:, cols], out=out[..., cols])
             start = cols.stop
         return out.relu_()
 
@@ -359,8 +358,9 @@ class _FoldedBlock:
 
 
 class _FoldedClassifier:
-    """Pool by 2, the 1x3 convolution and the graph layer's weights as one product from each
-    input channel to all output channels; then A, scale, shift, ReLU, linear, log-softmax."""
+    """Pool by 2, the 1x3 convolution and the graph layer's weights as one product from the
+    three input channels to the three output channels; then A, scale, shift, ReLU, linear,
+    log-softmax."""
 
     def __init__(self, classifier: Classifier, cfg: GCNConfig):
         half = cfg.hidden // 2
@@ -374,22 +374,23 @@ class _FoldedClassifier:
                                         conv.weight.detach(), padding=conv.padding)
         response = response.view(COORDS, half, COORDS, half)
         pooled = 0.5 * torch.einsum("igof,fd->igod", response, weight)  # pool = half the pair sum
-        self.weight = pooled.reshape(COORDS, half, COORDS * cfg.n_dct).contiguous()
+        self.weight = pooled.reshape(COORDS * half, COORDS * cfg.n_dct)
         self.constant = (conv.bias.detach()[:, None] * weight.sum(0)).view(COORDS, 1, cfg.n_dct)
-        out = classifier.out
-        self.out_weight = out.weight.detach().view(cfg.n_classes, cfg.n_nodes, cfg.n_dct)
-        self.out_bias = out.bias.detach()
+        self.out_weight = classifier.out.weight.detach().T
+        self.out_bias = classifier.out.bias.detach()
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        n, b, f = h.shape
-        rows = n // COORDS * b
-        channels = h.view(COORDS, rows, f)
-        pairs = channels[..., 0::2] + channels[..., 1::2]
-        xw = torch.bmm(pairs, self.weight).view(COORDS, rows, COORDS, self.n_dct).sum(0)
-        xw = (xw.transpose(0, 1) + self.constant).reshape(n, b, self.n_dct)
+        b, n, f = h.shape
+        joints = n // COORDS
+        channels = h.view(b, COORDS, joints, f)
+        # pairs[b, j, c, g]: the sum of features 2g and 2g + 1 of channel c at joint j
+        pairs = h.new_empty(b, joints, COORDS, f // 2)
+        torch.add(channels[..., 0::2], channels[..., 1::2], out=pairs.transpose(1, 2))
+        xw = pairs.view(b * joints, COORDS * (f // 2)) @ self.weight
+        xw = xw.view(b, joints, COORDS, self.n_dct).transpose(1, 2) + self.constant
+        xw = xw.reshape(b, n, self.n_dct)
         y = self.layer.finish([self.layer.conv.mix(xw)])
-        logits = torch.einsum("nbd,cnd->bc", y, self.out_weight) + self.out_bias
-        return torch.log_softmax(logits, dim=-1)
+        return torch.log_softmax(torch.addmm(self.out_bias, y.flatten(1), self.out_weight), -1)
 
 
 class _FoldedCorrector:
@@ -398,18 +399,18 @@ class _FoldedCorrector:
         self.after = _FoldedBlock(corrector.after)
         self.out = _FoldedConv(corrector.out)
         linear = corrector.feedback
-        self.feedback = None if linear is None else (linear.weight.detach(),
-                                                     linear.bias.detach()[:, None])
+        self.feedback = None if linear is None else (linear.weight.detach().T,
+                                                     linear.bias.detach())
 
     def __call__(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
         if self.feedback is None:
             y = self.before(h)
         else:
-            n, b, f = h.shape
-            y = h.new_empty(n, b, f + 1)
+            b, n, f = h.shape
+            y = h.new_empty(b, n, f + 1)
             self.before(h, out=y[..., :f])
             weight, bias = self.feedback
-            torch.addmm(bias, weight, label.T, out=y[..., f])
+            torch.addmm(bias, label, weight, out=y[..., f])
         return self.out(self.after(y))
 
 
@@ -442,7 +443,7 @@ class FoldedGCN:
 
     def _block(self, x: torch.Tensor, true_onehot: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(x.transpose(0, 1).contiguous())
+        h = self.trunk(x.contiguous())
         if self.classifier is not None:
             log_probs = self.classifier(h)
         else:
@@ -450,5 +451,4 @@ class FoldedGCN:
             log_probs = x.new_full((x.shape[0], n_classes), -math.log(n_classes))
         if self.corrector is None:
             return log_probs, torch.zeros_like(x)
-        deltas = self.corrector(h, fed_back(self.variant, log_probs, true_onehot))
-        return log_probs, deltas.transpose(0, 1).contiguous()
+        return log_probs, self.corrector(h, fed_back(self.variant, log_probs, true_onehot))
