@@ -2,7 +2,8 @@
 
 Pairs go eight at a time in lockstep, one SIMD lane each: their frames are copied into lanes,
 each cell's cost |x_i - y_j|^2 is summed from the differences four cells at a time, and the
-soft-min's exp and log vectorise; groups of eight run in parallel on torch's intra-op threads.
+soft-min's exp and log vectorise; groups of eight run in parallel on torch's intra-op threads
+(OpenMP: the build needs -fopenmp, without it at::parallel_for runs serially), largest first.
 Within a group, rows go in strips of four whose cells advance along anti-diagonals: the four
 cells in flight are independent, so their exp/log chains overlap instead of each cell waiting
 for its left neighbour. Self terms (sdtw(x, x)) compute the lower triangle of their symmetric
@@ -30,6 +31,7 @@ SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -143,6 +145,17 @@ static void block_pairs(const std::vector<int64_t>& order, const int64_t* nl, co
         nb = std::max(nb, lane_n[l]);
         mb = std::max(mb, lane_m[l]);
     }
+}
+
+// Blocks are shared out as torch's threads ask for them, the largest (the last, pairs being
+// sorted by length) first, so that no thread is left with the two largest.
+static int64_t workers(int64_t blocks) {
+    return std::max<int64_t>(1, std::min<int64_t>(blocks, at::get_num_threads()));
+}
+
+static int64_t next_block(std::atomic<int64_t>& taken, int64_t blocks) {
+    const int64_t k = taken.fetch_add(1);
+    return k < blocks ? blocks - 1 - k : -1;
 }
 
 // Copies each lane's pair of seq (B, T, D) into lanes, as F: out[(t D + k) L + l]; zero for
@@ -298,11 +311,12 @@ static std::vector<at::Tensor> forward(at::Tensor x, at::Tensor y, at::Tensor n_
     double* out = values.data_ptr<double>();
     double* K = kept.data_ptr<double>();
     const std::vector<int64_t> order = by_size(nl, ml, B);
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::atomic<int64_t> taken{0};
+    at::parallel_for(0, workers(blocks), 1, [&](int64_t, int64_t) {
         std::vector<double> scratch(keep ? 0 : cells * L);
         std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
         int64_t pair[L], lane_n[L], lane_m[L];
-        for (int64_t blk = begin; blk < end; ++blk) {
+        for (int64_t blk; (blk = next_block(taken, blocks)) >= 0;) {
             int64_t nb, mb;
             block_pairs(order, nl, ml, blk, pair, lane_n, lane_m, nb, mb);
             to_lanes(X, N, D, pair, xs);
@@ -333,12 +347,13 @@ static at::Tensor backward(at::Tensor kept, at::Tensor x, at::Tensor y, at::Tens
     const int64_t* ml = m_len.data_ptr<int64_t>();
     const double* g = grad.data_ptr<double>();
     const std::vector<int64_t> order = by_size(nl, ml, B);
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::atomic<int64_t> taken{0};
+    at::parallel_for(0, workers(blocks), 1, [&](int64_t, int64_t) {
         std::vector<double> E(cells * L);
         std::vector<F> C(cells * L), xs((N + J) * D * L), ys((M + J) * D * L);
         int64_t pair[L], lane_n[L], lane_m[L];
         double lane_g[L];
-        for (int64_t blk = begin; blk < end; ++blk) {
+        for (int64_t blk; (blk = next_block(taken, blocks)) >= 0;) {
             int64_t nb, mb;
             block_pairs(order, nl, ml, blk, pair, lane_n, lane_m, nb, mb);
             for (int64_t l = 0; l < L; ++l) lane_g[l] = pair[l] >= 0 ? g[pair[l]] : 0.0;
@@ -378,7 +393,7 @@ at::Tensor sdtw_backward(at::Tensor kept, at::Tensor x, at::Tensor y, at::Tensor
 }
 """.replace("LANES_VALUE", str(LANES)).replace("STRIP_VALUE", str(STRIP))
 
-FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 
 
 @cache
@@ -393,6 +408,7 @@ def load() -> ModuleType | None:
             cpp_sources=[SOURCE],
             functions=["sdtw_forward", "sdtw_backward"],
             extra_cflags=FLAGS,
+            extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except (RuntimeError, OSError, ImportError) as exc:

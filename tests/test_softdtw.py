@@ -188,6 +188,30 @@ def test_pairwise_divergence_matches_pair_by_pair(backend: str) -> None:
             assert table[i, j].item() == pytest.approx(one.item(), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_blocks_of_pairs_match_reference_on_each_thread_count(threads: int) -> None:
+    """37 pairs: five blocks of lanes of different sizes, shared out among the threads."""
+    if softdtw.softdtw_cpu.load() is None:
+        pytest.skip("C++ kernel could not be built here")
+    x, y, x_lens, y_lens = batch(seed=8, n=16, m=12, dim=3, pairs=37)
+    xt = torch.tensor(x, requires_grad=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        values = soft_dtw_divergence(xt, torch.tensor(y), x_lens, y_lens, GAMMA)
+        values.sum().backward()
+    finally:
+        torch.set_num_threads(before)
+    for b in range(len(x)):
+        n, m = x_lens[b], y_lens[b]
+        xy, grad_xy, _ = reference(x[b, :n], y[b, :m], GAMMA)
+        xx, grad_xx, grad_xx_other = reference(x[b, :n], x[b, :n], GAMMA)
+        yy, _, _ = reference(y[b, :m], y[b, :m], GAMMA)
+        assert values[b].item() == pytest.approx(xy - (xx + yy) / 2, rel=1e-9, abs=1e-9)
+        expected = grad_xy - (grad_xx + grad_xx_other) / 2
+        np.testing.assert_allclose(xt.grad[b, :n].numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
 def test_bad_inputs_are_refused_with_the_argument_named() -> None:
     x = torch.zeros(2, 5, 3)
     with pytest.raises(ValueError, match="x_lens must lie in 1..5"):
