@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 from dataclasses import replace
@@ -75,6 +76,25 @@ def test_batching_does_not_change_results(model, test_seqs):
         assert a.predicted == b.predicted
         assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
         assert np.allclose(a.corrected, b.corrected, atol=1e-4)
+
+
+def test_scoring_leaves_the_cycle_collector_as_it_found_it(model, test_seqs, monkeypatch):
+    assert gc.isenabled()
+    assert score(model, test_seqs[:2])[0].ok and gc.isenabled()
+    gc.disable()
+    try:
+        score(model, test_seqs[:2])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forward pass failed")
+
+    monkeypatch.setattr(type(model), "infer", broken)
+    with pytest.raises(RuntimeError, match="forward pass failed"):
+        score(model, test_seqs[:2])
+    assert gc.isenabled()
 
 
 def test_bad_inputs_get_errors_and_nothing_is_lost(model, test_seqs):
