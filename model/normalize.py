@@ -7,7 +7,9 @@ on its mid-hip; the whole sequence turned about the vertical so that the mean hi
 left hip) points along +y, which makes the body face +x; optionally divided by body size (the
 median of neck-to-mid-hip plus hip-knee-ankle lengths, relative to a 0.9 m reference) so that
 people of different heights look alike. The scale is returned so that corrections can be given
-back in real centimetres.
+back in real centimetres. `normalize_many` normalises many sequences in one call, the per-frame
+steps over all their frames at once (what training and scoring use); `normalize` is the same
+code for one sequence.
 """
 
 from __future__ import annotations
@@ -78,16 +80,6 @@ def resample(poses: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
     return out.astype(poses.dtype, copy=False)
 
 
-def face_forward(poses: np.ndarray, l_hip: int, r_hip: int) -> np.ndarray:
-    """Turn about +z so that the mean right-to-left hip line points along +y."""
-    line = (poses[:, l_hip] - poses[:, r_hip]).mean(axis=0)
-    angle = np.arctan2(line[1], line[0])
-    rot = np.pi / 2 - angle
-    c, s = np.cos(rot), np.sin(rot)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=poses.dtype)
-    return (poses.reshape(-1, 3) @ rz.T).reshape(poses.shape)
-
-
 def body_size(poses: np.ndarray, skeleton: str) -> float:
     """Median over frames of neck-to-mid-hip plus the mean hip-knee-ankle length, in metres."""
     sk = get_skeleton(skeleton)
@@ -103,18 +95,73 @@ def body_size(poses: np.ndarray, skeleton: str) -> float:
 
 def normalize(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     """Return the sequence as the model sees it, (frames, joints, 3) float32, and the body scale."""
-    poses = np.asarray(seq.poses, dtype=np.float64) * UNITS[seq.units]
-    poses = fill_missing(poses)
-    poses = joint_map(seq.skeleton, norm.skeleton).apply(poses)
-    up = get_skeleton(seq.skeleton).up
+    return normalize_many([seq], norm)[0]
+
+
+def normalize_many(seqs: list[Sequence], norm: Normalization) -> list[tuple[np.ndarray, float]]:
+    """normalize() of each sequence, in order. The per-frame steps run over the frames of all
+    sequences with the same skeleton, units and rate at once; a sequence's result does not
+    depend on the others. SkeletonError when a skeleton does not map onto the model's."""
+    out: list[tuple[np.ndarray, float]] = [None] * len(seqs)  # type: ignore[list-item]
+    groups: dict[tuple, list[int]] = {}
+    for k, seq in enumerate(seqs):
+        groups.setdefault((seq.skeleton, seq.units, float(seq.fps)), []).append(k)
+    for (skeleton, units, fps), members in groups.items():
+        chunks = [np.asarray(seqs[k].poses, dtype=np.float64) for k in members]
+        results = _normalize_group(chunks, skeleton, units, fps, norm)
+        for k, result in zip(members, results, strict=True):
+            out[k] = result
+    return out
+
+
+def _normalize_group(chunks: list[np.ndarray], skeleton: str, units: str, fps: float,
+                     norm: Normalization) -> list[tuple[np.ndarray, float]]:
+    """The normalisation of sequences sharing a skeleton, units and rate, frames concatenated."""
+    jm = joint_map(skeleton, norm.skeleton)
+    up = get_skeleton(skeleton).up
+    lengths = [len(c) for c in chunks]
+    poses = np.concatenate(chunks)
+    poses *= UNITS[units]
+    _fill_lost(poses, lengths)
+    poses = jm.apply(poses)
     if up != "+z":
         poses = poses @ _UP_ROTATIONS[up].T
-    poses = resample(poses, seq.fps, norm.fps)
+    if abs(fps - norm.fps) >= 1e-9:
+        parts = [resample(c, fps, norm.fps) for c in _split(poses, lengths)]
+        lengths = [len(c) for c in parts]
+        poses = np.concatenate(parts)
     sk = get_skeleton(norm.skeleton)
-    poses = poses - poses[:, sk.index("mid_hip") : sk.index("mid_hip") + 1]
-    poses = face_forward(poses, sk.index("l_hip"), sk.index("r_hip"))
-    scale = 1.0
+    mid = sk.index("mid_hip")
+    poses -= poses[:, mid : mid + 1].copy()
+    poses = _face_forward(poses, lengths, sk.index("l_hip"), sk.index("r_hip"))
+    scales = [1.0] * len(lengths)
     if norm.scale_by_body:
-        scale = body_size(poses, norm.skeleton) / REFERENCE_BODY_M
-        poses = poses / scale
-    return poses.astype(np.float32), scale
+        parts = _split(poses, lengths)
+        scales = [body_size(c, norm.skeleton) / REFERENCE_BODY_M for c in parts]
+        poses = np.concatenate([c / scale for c, scale in zip(parts, scales, strict=True)])
+    return list(zip(_split(poses.astype(np.float32), lengths), scales, strict=True))
+
+
+def _fill_lost(poses: np.ndarray, lengths: list[int]) -> None:
+    """fill_missing, in place, on the sequences (runs of `lengths` frames) that lost joints."""
+    lost = np.isnan(poses).any(axis=(1, 2))
+    if not lost.any():
+        return
+    ends = np.cumsum(lengths)
+    for k in np.flatnonzero(np.logical_or.reduceat(lost, ends - lengths)):
+        poses[ends[k] - lengths[k] : ends[k]] = fill_missing(poses[ends[k] - lengths[k] : ends[k]])
+
+
+def _split(poses: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    return np.split(poses, np.cumsum(lengths)[:-1])
+
+
+def _face_forward(poses: np.ndarray, lengths: list[int], l_hip: int, r_hip: int) -> np.ndarray:
+    """Turn each sequence (consecutive runs of `lengths` frames) about +z, in place, so that its
+    mean right-to-left hip line points along +y."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
+    line = np.add.reduceat(poses[:, l_hip] - poses[:, r_hip], starts, axis=0)
+    turn = np.repeat(np.exp(1j * (np.pi / 2 - np.arctan2(line[:, 1], line[:, 0]))), lengths)
+    horizontal = poses[..., :2].view(np.complex128)  # x + iy of each joint: turned by a product
+    horizontal *= turn[:, None, None]
+    return poses

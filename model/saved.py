@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from model.gcn import FeedbackGCN, FoldedGCN, GCNConfig, decode_poses, encode_poses
 from model.labels import Class
-from model.normalize import Normalization, normalize
+from model.normalize import Normalization, normalize_many
 from model.sequence import Sequence
 from model.skeletons import get_skeleton
 
@@ -187,4 +187,5 @@ class TrainedModel:
 
     def classify_and_correct(self, sequences: list[Sequence], batch_size: int = 256) -> Inference:
         """infer() on sequences, normalised the model's way first."""
-        return self.infer([normalize(s, self.normalization)[0] for s in sequences], batch_size)
+        return self.infer([p for p, _ in normalize_many(sequences, self.normalization)],
+                          batch_size)

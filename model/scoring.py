@@ -29,11 +29,11 @@ from model.feedback import (
 )
 from model.gcn import get_variant
 from model.labels import Class, class_name
-from model.normalize import Normalization, normalize
+from model.normalize import Normalization, normalize, normalize_many
 from model.saved import TrainedModel
 from model.segment import HOLD_EXERCISES, segment
 from model.sequence import Sequence, SequenceError, validate, validate_many
-from model.skeletons import SkeletonError, get_skeleton
+from model.skeletons import SkeletonError, get_skeleton, joint_map
 
 BATCH_SIZE = 512
 HOLD_KEY = "hold_seconds"
@@ -104,20 +104,34 @@ def prepare(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
 
 def _normalised(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     """Normalise a validated sequence; SequenceError when its skeleton does not map."""
+    error = _unmapped(seq, norm)
+    if error is not None:
+        raise error
+    return normalize(seq, norm)
+
+
+def _unmapped(seq: Sequence, norm: Normalization) -> SequenceError | None:
+    """The error for a sequence whose skeleton does not map onto the model's; None if it does."""
     try:
-        return normalize(seq, norm)
+        joint_map(seq.skeleton, norm.skeleton)
     except SkeletonError as exc:
         src = seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}"
-        raise SequenceError(
+        return SequenceError(
             src, f"skeleton {seq.skeleton!r} cannot be scored by a model trained on "
             f"{norm.skeleton!r}: {exc}", "skeleton_mismatch",
-        ) from exc
+        )
+    return None
 
 
 def normalise_all(model: TrainedModel, seqs: list[Sequence]) -> tuple[list[np.ndarray],
                                                                       list[float]]:
     """Normalise sequences known to be valid (training or test data); raises on the first bad."""
-    pairs = [prepare(s, model.normalization) for s in seqs]
+    checked = [validate(s) for s in seqs]
+    for seq in checked:
+        error = _unmapped(seq, model.normalization)
+        if error is not None:
+            raise error
+    pairs = normalize_many(checked, model.normalization)
     return [p for p, _ in pairs], [s for _, s in pairs]
 
 
@@ -161,21 +175,20 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
-    """score() of one batch: validated together (model.sequence.validate_many), normalised one
-    by one, classified and corrected together, deviations measured together, then words."""
+    """score() of one batch: validated together (model.sequence.validate_many), normalised
+    together, classified and corrected together, deviations measured together, then words."""
     results: list[RepResult | None] = [None] * len(sequences)
-    ready, poses, scales = [], [], []
+    ready, valid = [], []
     for i, (seq, checked) in enumerate(zip(sequences, validate_many(sequences), strict=True)):
-        try:
-            if isinstance(checked, SequenceError):
-                raise checked
-            p, s = _normalised(checked, model.normalization)
-        except SequenceError as exc:
-            results[i] = _error_result(seq, exc)
+        error = (checked if isinstance(checked, SequenceError)
+                 else _unmapped(checked, model.normalization))
+        if error is not None:
+            results[i] = _error_result(seq, error)
             continue
         ready.append(i)
-        poses.append(p)
-        scales.append(s)
+        valid.append(checked)
+    normalised = normalize_many(valid, model.normalization)
+    poses, scales = [p for p, _ in normalised], [s for _, s in normalised]
     inference = model.infer(poses, batch_size=max(1, len(poses)))
     classes: list[Class] = [tuple(c) for c in model.classes]
     names = [class_name(c) for c in classes]

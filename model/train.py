@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from model.dct import idct_basis
 from model.gcn import FeedbackGCN, GCNConfig, encode_poses, get_variant, poses_to_nodes
 from model.labels import Class, classes_from
-from model.normalize import Normalization, normalize
+from model.normalize import Normalization, normalize_many
 from model.saved import TrainedModel
 from model.sequence import Sequence, SequenceError
 from model.settings import Profile
@@ -294,13 +294,11 @@ def normalise_labelled(
     sequences: list[Sequence], norm: Normalization
 ) -> list[np.ndarray]:
     """Normalised poses of labelled sequences; SequenceError for an unlabelled one."""
-    out = []
     for s in sequences:
         if s.label is None:
             src = s.source or f"{s.subject}/{s.exercise}/{s.rep}"
             raise SequenceError(src, "no label: training needs labelled sequences", "no_label")
-        out.append(normalize(s, norm)[0])
-    return out
+    return [poses for poses, _ in normalize_many(sequences, norm)]
 
 
 @dataclass

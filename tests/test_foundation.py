@@ -9,7 +9,14 @@ import pytest
 
 from model import sequence as sequence_module
 from model.labels import classes_from, correct_class, ec3d_classes
-from model.normalize import Normalization, body_size, fill_missing, normalize, resample
+from model.normalize import (
+    Normalization,
+    body_size,
+    fill_missing,
+    normalize,
+    normalize_many,
+    resample,
+)
 from model.sequence import Sequence, SequenceError, validate, validate_many
 from model.settings import load_settings
 from model.skeletons import (
@@ -237,6 +244,42 @@ def test_normalisation_removes_place_heading_units_and_rate():
     assert np.abs(ref[:, hip]).max() < 1e-6
     assert ref[0, EC3D_JOINTS.index("l_hip"), 1] > 0
     assert ref[0, EC3D_JOINTS.index("l_big_toe"), 0] > 0
+
+
+@pytest.mark.parametrize("scale_by_body", [False, True])
+def test_normalising_many_at_once_gives_each_sequence_its_own_result(scale_by_body):
+    """Mixed skeletons, units, rates, headings and lost joints in one call: every result is
+    the one-sequence result, bit for bit, whatever else is in the batch and in what order."""
+    kin = get_skeleton("kinect2")
+    as_kinect = np.zeros((50, kin.n_joints, 3), dtype=np.float32)
+    for target, sources in JOINT_MAPS["kinect2"].sources.items():
+        for s in sources:
+            as_kinect[:, kin.index(s)] = squat_clip(50)[:, EC3D_JOINTS.index(target)]
+    angle = 0.7
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                    [0, 0, 1]], dtype=np.float32)  # fmt: skip
+    lost = squat_clip(45).copy()
+    lost[10:14, EC3D_JOINTS.index("l_knee")] = np.nan
+    seqs = [
+        _seq(squat_clip(60)),
+        _seq(resample(squat_clip(70) @ rot.T * 1000, 30.0, 60.0), units="mm", fps=60.0),
+        _seq(as_kinect[..., [0, 2, 1]] * np.array([1, 1, -1], dtype=np.float32),
+             skeleton="kinect2"),
+        _seq(squat_clip(80) * 1.1 + np.float32(0.5)),
+        _seq(lost),
+    ]
+    norm = Normalization(scale_by_body=scale_by_body)
+    alone = [normalize(s, norm) for s in seqs]
+    together = normalize_many(seqs, norm)
+    backwards = normalize_many(seqs[::-1], norm)[::-1]
+    for (a, sa), (b, sb), (c, sc) in zip(alone, together, backwards, strict=True):
+        assert a.dtype == np.float32 and a.shape == b.shape == c.shape
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+        assert sa == sb == sc
+    assert together[1][0].shape[0] == 70  # resampled from 60 fps to 30
+    assert not np.isnan(together[4][0]).any()
+    assert (together[3][1] > together[0][1]) == scale_by_body
 
 
 def test_up_axis_of_source_skeleton_is_turned_to_z():
