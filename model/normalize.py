@@ -107,8 +107,7 @@ def normalize_many(seqs: list[Sequence], norm: Normalization) -> list[tuple[np.n
     for k, seq in enumerate(seqs):
         groups.setdefault((seq.skeleton, seq.units, float(seq.fps)), []).append(k)
     for (skeleton, units, fps), members in groups.items():
-        chunks = [np.asarray(seqs[k].poses, dtype=np.float64) for k in members]
-        results = _normalize_group(chunks, skeleton, units, fps, norm)
+        results = _normalize_group([seqs[k].poses for k in members], skeleton, units, fps, norm)
         for k, result in zip(members, results, strict=True):
             out[k] = result
     return out
@@ -120,7 +119,7 @@ def _normalize_group(chunks: list[np.ndarray], skeleton: str, units: str, fps: f
     jm = joint_map(skeleton, norm.skeleton)
     up = get_skeleton(skeleton).up
     lengths = [len(c) for c in chunks]
-    poses = np.concatenate(chunks)
+    poses = np.concatenate(chunks, dtype=np.float64)  # one copy, converted on the way
     poses *= UNITS[units]
     _fill_lost(poses, lengths)
     poses = jm.apply(poses)
@@ -133,7 +132,7 @@ def _normalize_group(chunks: list[np.ndarray], skeleton: str, units: str, fps: f
     sk = get_skeleton(norm.skeleton)
     mid = sk.index("mid_hip")
     poses -= poses[:, mid : mid + 1].copy()
-    poses = _face_forward(poses, lengths, sk.index("l_hip"), sk.index("r_hip"))
+    _face_forward(poses, lengths, sk.index("l_hip"), sk.index("r_hip"))
     scales = [1.0] * len(lengths)
     if norm.scale_by_body:
         parts = _split(poses, lengths)
@@ -156,7 +155,7 @@ def _split(poses: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
     return np.split(poses, np.cumsum(lengths)[:-1])
 
 
-def _face_forward(poses: np.ndarray, lengths: list[int], l_hip: int, r_hip: int) -> np.ndarray:
+def _face_forward(poses: np.ndarray, lengths: list[int], l_hip: int, r_hip: int) -> None:
     """Turn each sequence (consecutive runs of `lengths` frames) about +z, in place, so that its
     mean right-to-left hip line points along +y."""
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
@@ -164,4 +163,3 @@ def _face_forward(poses: np.ndarray, lengths: list[int], l_hip: int, r_hip: int)
     turn = np.repeat(np.exp(1j * (np.pi / 2 - np.arctan2(line[:, 1], line[:, 0]))), lengths)
     horizontal = poses[..., :2].view(np.complex128)  # x + iy of each joint: turned by a product
     horizontal *= turn[:, None, None]
-    return poses
