@@ -19,9 +19,9 @@ import tempfile
 from dataclasses import replace
 
 from bench import Row, median_seconds
+from model.data.synth import make_dataset
+from model.learn.train import TrainConfig
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import TrainConfig
 from workers.cluster import ensure_ray
 from workers.cv import CVResult, cross_validate
 

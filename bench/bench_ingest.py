@@ -1,8 +1,8 @@
 """Ingest throughput: sequences per second into a dataset against a raw Parquet write.
 
-Subject: validate the sequences (model.sequence.validate_many, as the ingest flow does) and merge
-them into a Delta dataset (model.dataset.Dataset.write: read the ids already there, append the
-new rows, one commit), a fresh table each call. Variants, same sequences, same run:
+Subject: validate the sequences (model.data.sequence.validate_many, as the ingest flow does) and
+merge them into a Delta dataset (model.data.dataset.Dataset.write: read the ids already there,
+append the new rows, one commit), a fresh table each call. Variants, same sequences, same run:
   - the same write into a table that already holds another batch of the same size (the daily
     append: the write reads the existing ids);
   - the same write again into a table that holds these sequences (re-ingest: nothing new, no
@@ -10,7 +10,7 @@ new rows, one commit), a fresh table each call. Variants, same sequences, same r
   - baseline: pyarrow.parquet.write_table of the same arrays (poses as a flat float32 list column
     with their shape, the identity columns), no validation, no merge, no log.
   - validation alone (where the time goes).
-Data: model.synth.make_dataset(4, 8), 352 EC3D-like sequences (a second seed for the append),
+Data: model.data.synth.make_dataset(4, 8), 352 EC3D-like sequences (a second seed for the append),
 and the same ten times over (3,520, distinct repetition numbers): the merge's cost per commit
 is spread over more rows.
 """
@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import Row, median_seconds
-from model.dataset import Dataset
-from model.sequence import Sequence, SequenceError, validate_many
-from model.synth import make_dataset
+from model.data.dataset import Dataset
+from model.data.sequence import Sequence, SequenceError, validate_many
+from model.data.synth import make_dataset
 
 REPEATS = 5
 BATCHES = (1, 10)

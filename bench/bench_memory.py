@@ -3,8 +3,9 @@
 Each measurement runs in a fresh subprocess (`python -m bench.bench_memory MODE N MODEL_DIR`)
 and reports its peak resident set (resource.getrusage ru_maxrss) after scoring N repetitions
 that are generated lazily (bench.scoring_setup.repetitions) and written as a Parquet report:
-  - `whole`: the scoring path as it is, model.scoring.score over the whole iterable (it makes a
-    list of the inputs and returns every result, corrected motions included), then the report;
+  - `whole`: the scoring path as it is, model.serve.scoring.score over the whole iterable (it
+    makes a list of the inputs and returns every result, corrected motions included), then the
+    report;
   - `streamed`: the same iterable cut into chunks of 512 repetitions, each chunk scored, appended
     to the Parquet report (pyarrow ParquetWriter) and dropped.
 The model has the `test` profile's architecture (hidden 32) so that the runs take minutes:
@@ -31,8 +32,8 @@ import torch
 from bench import Row
 from bench.bench_scoring import report_table
 from bench.scoring_setup import bench_model, repetitions
-from model.saved import TrainedModel
-from model.scoring import RepResult, score
+from model.learn.saved import TrainedModel
+from model.serve.scoring import RepResult, score
 
 SIZES = (4_000, 40_000)
 MODES = ("streamed", "whole")

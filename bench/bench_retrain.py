@@ -1,6 +1,6 @@
 """The whole nightly retrain, wall time, on the EC3D-sized synthetic dataset (long: minutes).
 
-model.synth.make_dataset(4, 8) (352 sequences; s4 is the gate subject) is written into the
+model.data.synth.make_dataset(4, 8) (352 sequences; s4 is the gate subject) is written into the
 `ec3d` dataset of a scratch POSECOACH_HOME (its own lake and MLflow store), then
 flows.retrain.retrain_flow(profile="nightly") runs as the nightly job does: leave-one-subject-
 out cross-validation over s1-s3 on Ray (3 folds, each a full model and its judge, 50 epochs),
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from bench import Row
 from flows.retrain import retrain_flow
-from model.dataset import Dataset
+from model.data.dataset import Dataset
+from model.data.synth import make_dataset
 from model.settings import get_settings
-from model.synth import make_dataset
 
 DATASET, PROFILE, TARGET_S = "ec3d", "nightly", 600.0
 

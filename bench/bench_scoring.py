@@ -1,8 +1,8 @@
 """Scoring throughput, repetitions per second, pictures excluded.
 
 Subject, end to end: a Parquet file of 2,048 repetitions (the dataset's row layout) is read,
-scored by the one scoring path (model.scoring.score: validate, normalise, classify and correct in
-batches of 512, feedback in words) and written out as a JSON report and a Parquet report.
+scored by the one scoring path (model.serve.scoring.score: validate, normalise, classify and
+correct in batches of 512, feedback in words) and written out as a JSON report and a Parquet report.
 Variants on the same model, in the same run:
   - the model's raw batched forward pass over the same repetitions, already normalised and
     DCT-encoded (the ceiling: no I/O, normalisation or feedback), as scoring runs it (the
@@ -10,8 +10,8 @@ Variants on the same model, in the same run:
     (FeedbackGCN.forward in eval mode, what training runs);
   - the same scoring without the file I/O (where the time goes);
   - one session at a time: 64 uploaded session files (JSON, 3-5 repetitions each), every file
-    read, cut into repetitions and scored on its own (model.scoring.score_session) with its own
-    JSON report;
+    read, cut into repetitions and scored on its own (model.serve.scoring.score_session) with
+    its own JSON report;
   - on Ray Data (workers.scoring.score_batch, what the score flow runs; one actor per CPU, the
     model loaded once per actor, actor start-up included), records out as JSON + Parquet:
     the 2,048 repetitions in batches of 512, and the 64 session files (the score flow's scoring
@@ -34,13 +34,13 @@ import torch
 
 from bench import Row, median_seconds
 from bench.scoring_setup import bench_model, repetitions
-from model.dataset import from_table, to_table
-from model.formats import write_session
-from model.gcn import encode_poses
-from model.readers import read_session
-from model.saved import TrainedModel
-from model.scoring import RepResult, normalise_all, score, score_session
-from model.synth import exercise_labels, make_session
+from model.data.dataset import from_table, to_table
+from model.data.formats import write_session
+from model.data.readers import read_session
+from model.data.synth import exercise_labels, make_session
+from model.learn.gcn import encode_poses
+from model.learn.saved import TrainedModel
+from model.serve.scoring import RepResult, normalise_all, score, score_session
 from workers.scoring import SCORED, score_batch
 
 N_REPS, N_SESSIONS, BATCH, REPEATS, RAY_REPEATS = 2048, 64, 512, 3, 1

@@ -1,6 +1,6 @@
 """Soft-DTW divergence, forward + backward, for a batch of 32 pairs of 100-130 frames x 57 values.
 
-Subject: model.softdtw.soft_dtw_divergence (one call for the batch). Baselines, on the same
+Subject: model.learn.softdtw.soft_dtw_divergence (one call for the batch). Baselines, on the same
 inputs and in the same run:
   (a) numba: a numba-compiled recursion (forward R, backward E) called per pair and per term,
       three terms a pair, as the paper's code computes the divergence;
@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from tslearn.metrics import SoftDTWLossPyTorch
 
 from bench import Row, median_seconds
-from model.softdtw import soft_dtw_divergence
+from model.learn.softdtw import soft_dtw_divergence
 
 PAIRS, MIN_FRAMES, MAX_FRAMES, VALUES, GAMMA = 32, 100, 130, 57, 0.01
 REPEATS = 5

@@ -35,15 +35,15 @@ from sklearn.metrics import roc_auc_score
 from bench import Row
 from bench.uiprmd_baseline import CLASSIFIERS, loso
 from flows.ingest import ingest_flow
-from model.dataset import Dataset
-from model.metrics import judged_correct
-from model.plots import plot_correction
-from model.saved import TrainedModel
-from model.scoring import normalise_all
-from model.sequence import Sequence
+from model.data.dataset import Dataset
+from model.data.sequence import Sequence
+from model.data.skeletons import get_skeleton
+from model.learn.metrics import judged_correct
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig
+from model.serve.plots import plot_correction
+from model.serve.scoring import normalise_all
 from model.settings import get_settings
-from model.skeletons import get_skeleton
-from model.train import TrainConfig
 from registry.tracking import client, log_training_run
 from workers.cv import CVResult, cross_validate
 

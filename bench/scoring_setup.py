@@ -12,11 +12,11 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 
-from model.saved import TrainedModel
-from model.sequence import Sequence
+from model.data.sequence import Sequence
+from model.data.synth import make_dataset
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
 from model.settings import get_settings
-from model.synth import make_dataset
-from model.train import TrainConfig, train
 
 POOL_SUBJECTS, POOL_REPS = 4, 8
 

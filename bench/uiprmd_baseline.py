@@ -19,10 +19,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from model.normalize import resample
-from model.sequence import UNITS, Sequence
+from model.data.normalize import resample
+from model.data.sequence import UNITS, Sequence
+from model.data.skeletons import get_skeleton
 from model.settings import CORRECT
-from model.skeletons import get_skeleton
 
 FRAMES = 50
 PELVIS = ("LASI", "RASI", "LPSI", "RPSI")

@@ -13,8 +13,8 @@ from flows.app import app, data_app
 from flows.ingest import IngestReport, ingest_flow, quarantine_dir
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
-from model.dataset import Dataset
-from model.sequence import SequenceError
+from model.data.dataset import Dataset
+from model.data.sequence import SequenceError
 
 
 def _declared(**options: Any) -> dict[str, Any]:

@@ -19,14 +19,14 @@ from rich.table import Table
 from flows.app import app
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from model.ec3d_pickle import read_ec3d_pickle
-from model.folds import fit, judge_config_for
-from model.gcn import VARIANTS
-from model.metrics import Evaluation, evaluate
-from model.plots import plot_confusion
-from model.sequence import Sequence, SequenceError, validate
+from model.data.ec3d_pickle import read_ec3d_pickle
+from model.data.sequence import Sequence, SequenceError, validate
+from model.learn.folds import fit, judge_config_for
+from model.learn.gcn import VARIANTS
+from model.learn.metrics import Evaluation, evaluate
+from model.learn.train import TrainConfig
+from model.serve.plots import plot_confusion
 from model.settings import Profile, get_settings
-from model.train import TrainConfig
 
 TRAIN_SUBJECTS = ("s1", "s2", "s3")
 TEST_SUBJECTS = ("s4",)

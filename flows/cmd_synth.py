@@ -22,16 +22,16 @@ from rich.table import Table
 from flows.app import app
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from model.ec3d_pickle import write_ec3d_pickle
-from model.formats import (
+from model.data.ec3d_pickle import write_ec3d_pickle
+from model.data.formats import (
     write_sequence_csv,
     write_sequence_npz,
     write_sequences_json,
     write_session,
 )
-from model.sequence import Sequence
+from model.data.sequence import Sequence
+from model.data.synth import exercise_labels, make_dataset, make_session, write_broken_sessions
 from model.settings import EXERCISES, get_settings
-from model.synth import exercise_labels, make_dataset, make_session, write_broken_sessions
 
 LABELLED_WRITERS = {
     "json": lambda seq, path: write_sequences_json([seq], path),

@@ -27,13 +27,13 @@ from prefect.cache_policies import NONE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.output import console
-from model.dataset import Dataset, WriteResult
-from model.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
-from model.sequence import Sequence, SequenceError, validate_many
+from model.data.dataset import Dataset, WriteResult
+from model.data.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
+from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
 ERRORS_FILE = "_errors.jsonl"
-VALIDATE_BATCH = 1024  # sequences checked at once (model.sequence.validate_many)
+VALIDATE_BATCH = 1024  # sequences checked at once (model.data.sequence.validate_many)
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def _describe(seq: Sequence) -> str:
 
 @task(name="validate", cache_policy=NONE)
 def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection]]:
-    """Keep the sequences that pass model.sequence.validate_many; the others become rejections."""
+    """Keep the sequences that pass validate_many; the others become rejections."""
     good: list[Sequence] = []
     bad: list[Rejection] = []
     with _progress() as bar:

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from model import storage
-from model.plots import plot_correction
-from model.saved import TrainedModel
-from model.scoring import RepResult, prepare
-from model.sequence import Sequence
+from model.data import storage
+from model.data.sequence import Sequence
+from model.data.skeletons import Skeleton, get_skeleton
+from model.learn.saved import TrainedModel
+from model.serve.plots import plot_correction
+from model.serve.scoring import RepResult, prepare
 from model.settings import CORRECT
-from model.skeletons import Skeleton, get_skeleton
 
 SCHEMA = "posecoach.report/1"
 

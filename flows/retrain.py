@@ -22,15 +22,15 @@ import ray.exceptions
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from model.dataset import Dataset
-from model.folds import judge_config_for
-from model.metrics import evaluate
-from model.normalize import Normalization
-from model.plots import plot_confusion
-from model.saved import TrainedModel
-from model.sequence import Sequence
+from model.data.dataset import Dataset
+from model.data.normalize import Normalization
+from model.data.sequence import Sequence
+from model.learn.folds import judge_config_for
+from model.learn.metrics import evaluate
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig
+from model.serve.plots import plot_confusion
 from model.settings import get_settings
-from model.train import TrainConfig
 from registry.gate import NIGHTLY_ACTOR, promote
 from registry.lookup import find_versions, saved_model_dir
 from registry.pyfunc import log_packaged_model

@@ -26,10 +26,10 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows.reports import ModelInfo, write_session
-from model import storage
-from model.saved import TrainedModel
-from model.scoring import RepResult
-from model.sequence import Sequence
+from model.data import storage
+from model.data.sequence import Sequence
+from model.learn.saved import TrainedModel
+from model.serve.scoring import RepResult
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version

@@ -1,0 +1,1 @@
+"""posecoach's ground floor: the settings, and the rooms data/, learn/ and serve/."""

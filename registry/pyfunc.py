@@ -39,9 +39,9 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 import model as model_package
-from model.saved import TrainedModel
-from model.scoring import RepResult, score, score_session
-from model.sequence import Sequence, SequenceError
+from model.data.sequence import Sequence, SequenceError
+from model.learn.saved import TrainedModel
+from model.serve.scoring import RepResult, score, score_session
 
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
 REQUIREMENTS = ("mlflow", "torch", "torch-dct", "numpy", "scipy", "pandas", "safetensors", "tqdm")

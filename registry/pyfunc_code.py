@@ -7,7 +7,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from model.saved import TrainedModel
+from model.learn.saved import TrainedModel
 from registry.pyfunc import predict_frame
 
 

@@ -18,8 +18,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from model.labels import class_name
-from model.saved import code_version as saved_code_version
+from model.data.labels import class_name
+from model.learn.saved import code_version as saved_code_version
 from model.settings import get_settings
 
 SKIPPED_FIGURES = frozenset({"per_class", "confusion", "classes"})
@@ -143,7 +143,7 @@ def log_training_run(
 ) -> str:
     """Log one training run and return its run id.
 
-    `folds` are the cross-validation fold figures (one dict each, as model.metrics'
+    `folds` are the cross-validation fold figures (one dict each, as model.learn.metrics'
     Evaluation.to_dict()), logged per fold (step = fold index, `cv.<name>`) and as mean and
     standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
     is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics.

@@ -16,11 +16,11 @@ from bench.bench_memory import chunks, score_streamed
 from bench.bench_scoring import report_table
 from bench.scoring_setup import repetitions
 from bench.uiprmd_baseline import FRAMES, PELVIS, features
-from model.readers import iter_sequences
+from model.data.readers import iter_sequences
+from model.data.skeletons import get_skeleton
+from model.data.synth import make_dataset
+from model.learn.train import TrainConfig, train
 from model.settings import PROFILES
-from model.skeletons import get_skeleton
-from model.synth import make_dataset
-from model.train import TrainConfig, train
 
 UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 

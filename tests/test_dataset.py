@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
-from model import dataset as dataset_module
-from model.dataset import Dataset
-from model.sequence import Sequence, SequenceError
+from model.data import dataset as dataset_module
+from model.data.dataset import Dataset
+from model.data.sequence import Sequence, SequenceError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from model.dataset import Dataset
-    from model.sequence import Sequence
+    from model.data.dataset import Dataset
+    from model.data.sequence import Sequence
 
     root, tag, batches, size, frames = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     shared = len(sys.argv) > 6

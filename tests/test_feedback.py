@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.feedback import (
+from model.data.labels import EC3D_LABEL_NAMES
+from model.data.skeletons import get_skeleton
+from model.serve.feedback import (
     CUES,
     GOOD_CUE,
     UNSURE_FLOOR,
@@ -18,9 +20,7 @@ from model.feedback import (
     many_joint_deviations,
     unsure_threshold,
 )
-from model.labels import EC3D_LABEL_NAMES
 from model.settings import CORRECT
-from model.skeletons import get_skeleton
 
 SK = get_skeleton("ec3d19")
 N = 100

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.retrain import RetrainError, dataset_lock, retrain_flow, retry_helps
-from model.normalize import Normalization, normalize
-from model.segment import segment
-from model.sequence import validate
-from model.synth import make_session
+from model.data.normalize import Normalization, normalize
+from model.data.sequence import validate
+from model.data.synth import make_session
+from model.serve.segment import segment
 from registry.versions import CHALLENGER, CHAMPION, alias_version, list_versions, model_name
 
 DATASET = "flowtest"

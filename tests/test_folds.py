@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from model.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
-from model.metrics import Evaluation, evaluate
-from model.saved import TrainedModel
+from model.data.synth import make_dataset
+from model.learn.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
+from model.learn.metrics import Evaluation, evaluate
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import TrainConfig
 
 CONFIG = replace(TrainConfig.from_profile(PROFILES["test"], threads=1), epochs=2)
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.ec3d_pickle import safe_load, write_ec3d_pickle
-from model.formats import (
+from model.data.ec3d_pickle import safe_load, write_ec3d_pickle
+from model.data.formats import (
     write_sequence_csv,
     write_sequence_npz,
     write_sequences_json,
     write_session,
 )
-from model.readers import iter_sequences, read_session
-from model.sequence import Sequence, SequenceError
-from model.synth import make_dataset, make_session
+from model.data.readers import iter_sequences, read_session
+from model.data.sequence import Sequence, SequenceError
+from model.data.synth import make_dataset, make_session
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from model import sequence as sequence_module
-from model.labels import classes_from, correct_class, ec3d_classes
-from model.normalize import (
+from model.data import sequence as sequence_module
+from model.data.labels import classes_from, correct_class, ec3d_classes
+from model.data.normalize import (
     Normalization,
     body_size,
     fill_missing,
@@ -17,9 +17,8 @@ from model.normalize import (
     normalize_many,
     resample,
 )
-from model.sequence import Sequence, SequenceError, validate, validate_many
-from model.settings import load_settings
-from model.skeletons import (
+from model.data.sequence import Sequence, SequenceError, validate, validate_many
+from model.data.skeletons import (
     EC3D_JOINTS,
     JOINT_MAPS,
     SKELETONS,
@@ -27,6 +26,7 @@ from model.skeletons import (
     get_skeleton,
     joint_map,
 )
+from model.settings import load_settings
 
 
 def standing_pose(height: float = 1.8) -> np.ndarray:

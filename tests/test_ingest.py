@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ingest import ingest_flow, quarantine_dir, read_errors
-from model.dataset import Dataset
-from model.formats import write_sequence_csv, write_sequence_npz, write_sequences_json
-from model.sequence import Sequence
-from model.synth import make_dataset
+from model.data.dataset import Dataset
+from model.data.formats import write_sequence_csv, write_sequence_npz, write_sequences_json
+from model.data.sequence import Sequence
+from model.data.synth import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,14 +21,14 @@ import ray
 import torch
 from deltalake import DeltaTable, write_deltalake
 
-from model import storage
-from model.dataset import Dataset, to_table
-from model.normalize import normalize
-from model.saved import TrainedModel
-from model.sequence import SequenceError
+from model.data import storage
+from model.data.dataset import Dataset, to_table
+from model.data.normalize import normalize
+from model.data.sequence import SequenceError
+from model.data.synth import make_dataset
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.ec3d_pickle import write_ec3d_pickle
-from model.synth import make_dataset
+from model.data.ec3d_pickle import write_ec3d_pickle
+from model.data.synth import make_dataset
 
 runner = CliRunner()
 

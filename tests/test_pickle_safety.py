@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.ec3d_pickle import read_ec3d_pickle, safe_load, write_ec3d_pickle
-from model.readers import iter_sequences
-from model.sequence import SequenceError
-from model.synth import make_dataset
+from model.data.ec3d_pickle import read_ec3d_pickle, safe_load, write_ec3d_pickle
+from model.data.readers import iter_sequences
+from model.data.sequence import SequenceError
+from model.data.synth import make_dataset
 
 
 class _Payload:

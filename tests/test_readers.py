@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.formats import write_sequence_csv, write_sequence_npz, write_sequences_json
-from model.readers import iter_sequences, read_session
-from model.sequence import SequenceError, validate
-from model.synth import make_dataset, write_broken_sessions
+from model.data.formats import write_sequence_csv, write_sequence_npz, write_sequences_json
+from model.data.readers import iter_sequences, read_session
+from model.data.sequence import SequenceError, validate
+from model.data.synth import make_dataset, write_broken_sessions
 
 UIPRMD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ui-prmd"
 

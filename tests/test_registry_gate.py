@@ -14,9 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
+from model.data.synth import make_dataset, make_session
+from model.learn.train import TrainConfig, train
 from model.settings import get_settings
-from model.synth import make_dataset, make_session
-from model.train import TrainConfig, train
 from registry.gate import GateFigures, GatePolicy, champion_history, promote, rollback, verdict
 from registry.pyfunc import log_packaged_model
 from registry.tracking import code_version, log_training_run
@@ -37,7 +37,7 @@ CLASSES = ("squat/correct", "squat/knees_inward", "plank/correct")
 
 def figures(macro: float | None, correction: float | None,
             per_class: tuple[float | None, ...] = (0.8, 0.7, 0.9)) -> dict:
-    """Gate figures shaped like model.metrics' Evaluation.to_dict()."""
+    """Gate figures shaped like model.learn.metrics' Evaluation.to_dict()."""
     return {
         "micro": macro,
         "macro": macro,

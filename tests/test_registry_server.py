@@ -20,12 +20,12 @@ import torch
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
-from model.metrics import evaluate
-from model.plots import plot_confusion
-from model.saved import TrainedModel
+from model.data.synth import make_dataset, make_session
+from model.learn.metrics import evaluate
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
+from model.serve.plots import plot_confusion
 from model.settings import get_settings
-from model.synth import make_dataset, make_session
-from model.train import TrainConfig, train
 from registry.gate import GatePolicy, promote, rollback
 from registry.pyfunc import log_packaged_model, predict_frame, to_frame
 from registry.tracking import code_version, fold_summary, log_training_run

@@ -16,9 +16,9 @@ import pytest
 import torch
 from test_train import TINY, toy_sequences
 
-from model.normalize import normalize
-from model.saved import CARD, WEIGHTS, TrainedModel
-from model.train import train
+from model.data.normalize import normalize
+from model.learn.saved import CARD, WEIGHTS, TrainedModel
+from model.learn.train import train
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_a_fresh_process_reloads_the_same_model(trained, poses, tmp_path: Path):
     np.savez(tmp_path / "in.npz", *poses)
     script = (
         "import sys, numpy as np, torch\n"
-        "from model.saved import TrainedModel\n"
+        "from model.learn.saved import TrainedModel\n"
         "torch.set_num_threads(1)  # identical results need identical thread counts\n"
         "m = TrainedModel.load(sys.argv[1])\n"
         "data = np.load(sys.argv[2])\n"

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from model.feedback import UNSURE_FLOOR
-from model.labels import class_name
-from model.normalize import Normalization, normalize
-from model.plots import plot_correction
-from model.saved import TrainedModel
-from model.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
-from model.sequence import SequenceError
+from model.data.labels import class_name
+from model.data.normalize import Normalization, normalize
+from model.data.sequence import SequenceError
+from model.data.skeletons import get_skeleton
+from model.data.synth import make_dataset, make_session, to_skeleton
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
+from model.serve.feedback import UNSURE_FLOOR
+from model.serve.plots import plot_correction
+from model.serve.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
 from model.settings import PROFILES
-from model.skeletons import get_skeleton
-from model.synth import make_dataset, make_session, to_skeleton
-from model.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.segment import cycle_repetitions, hold_windows, segment
-from model.skeletons import EC3D_JOINTS
+from model.data.skeletons import EC3D_JOINTS
+from model.serve.segment import cycle_repetitions, hold_windows, segment
 from tests.test_foundation import standing_pose
 
 LOWER = [EC3D_JOINTS.index(j) for j in ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe",

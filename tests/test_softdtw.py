@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import softdtw
-from model.softdtw import pairwise_divergence, soft_dtw, soft_dtw_divergence, soft_dtw_self
+from model.learn import softdtw
+from model.learn.softdtw import pairwise_divergence, soft_dtw, soft_dtw_divergence, soft_dtw_self
 
 GAMMA = 0.01
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-6, atol=2e-5)}

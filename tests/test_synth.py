@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.labels import ec3d_classes
-from model.normalize import Normalization, normalize, resample
-from model.sequence import validate
-from model.settings import PROFILES
-from model.skeletons import EC3D_JOINTS
-from model.synth import (
+from model.data.labels import ec3d_classes
+from model.data.normalize import Normalization, normalize, resample
+from model.data.sequence import validate
+from model.data.skeletons import EC3D_JOINTS
+from model.data.synth import (
     MAX_REP_S,
     MIN_REP_S,
     MISTAKES,
@@ -24,6 +23,7 @@ from model.synth import (
     make_form,
     make_session,
 )
+from model.settings import PROFILES
 
 J = {name: i for i, name in enumerate(EC3D_JOINTS)}
 
@@ -189,7 +189,7 @@ def test_synth_command_writes_what_its_summary_says(tmp_path):
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from model.readers import iter_sequences, read_session
+    from model.data.readers import iter_sequences, read_session
 
     result = CliRunner().invoke(app, ["synth", str(tmp_path), "--profile", "test", "--seed", "3",
                                       "--sessions", "3", "--broken", "2", "--json"])

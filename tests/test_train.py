@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.normalize import Normalization, normalize
-from model.sequence import Sequence, SequenceError
-from model.settings import PROFILES
-from model.skeletons import get_skeleton
-from model.softdtw import soft_dtw_divergence
-from model.targets import NO_TARGET, pair_targets
-from model.train import (
+from model.data.normalize import Normalization, normalize
+from model.data.sequence import Sequence, SequenceError
+from model.data.skeletons import get_skeleton
+from model.learn.softdtw import soft_dtw_divergence
+from model.learn.targets import NO_TARGET, pair_targets
+from model.learn.train import (
     CHECKPOINT,
     TrainConfig,
     divergence_to_targets,
@@ -23,6 +22,7 @@ from model.train import (
     smoothness,
     train,
 )
+from model.settings import PROFILES
 
 torch.set_num_threads(1)
 UPPER = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",

@@ -152,8 +152,8 @@ CLIENT = textwrap.dedent("""
     from dataclasses import replace
     import ray
     from model.settings import PROFILES
-    from model.synth import make_dataset
-    from model.train import TrainConfig
+    from model.data.synth import make_dataset
+    from model.learn.train import TrainConfig
     from workers.cluster import ensure_ray
     from workers.cv import cross_validate
     from workers.scoring import score_batch

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.folds import loso_folds, run_fold
+from model.data.synth import make_dataset
+from model.learn.folds import loso_folds, run_fold
+from model.learn.train import TrainConfig
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import TrainConfig
 from workers.cv import CVResult, FoldError, FoldOutcome, cross_validate, scalar_figures, summarise
 
 torch.set_num_threads(1)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.data.synth import make_dataset
+from model.learn.train import CHECKPOINT, TrainConfig
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import CHECKPOINT, TrainConfig
 from workers.cv import PID_FILE, FoldError, cross_validate
 
 torch.set_num_threads(1)

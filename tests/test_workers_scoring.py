@@ -1,5 +1,5 @@
 """workers.scoring: Ray Data batch scoring of uploaded session files and of dataset sequences,
-through model.scoring's one path, every bad input accounted for."""
+through model.serve.scoring's one path, every bad input accounted for."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.formats import write_session
-from model.readers import read_session
-from model.saved import TrainedModel
-from model.scoring import calibrate, score, score_session
+from model.data.formats import write_session
+from model.data.readers import read_session
+from model.data.synth import make_dataset, make_session
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
+from model.serve.scoring import calibrate, score, score_session
 from model.settings import PROFILES
-from model.synth import make_dataset, make_session
-from model.train import TrainConfig, train
 from workers.scoring import REJECTED, SCORED, row_sequence, score_batch, sequence_row
 
 torch.set_num_threads(1)

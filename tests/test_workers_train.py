@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.normalize import normalize
-from model.scoring import calibrate
+from model.data.normalize import normalize
+from model.data.synth import make_dataset
+from model.learn.train import TrainConfig, train
+from model.serve.scoring import calibrate
 from model.settings import PROFILES
-from model.synth import make_dataset
-from model.train import TrainConfig, train
 from workers.train import state_checksum, train_final
 
 torch.set_num_threads(1)

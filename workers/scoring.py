@@ -23,10 +23,10 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 
-from model.readers import read_session
-from model.saved import TrainedModel
-from model.scoring import RepResult, score, score_session
-from model.sequence import Sequence, SequenceError
+from model.data.readers import read_session
+from model.data.sequence import Sequence, SequenceError
+from model.learn.saved import TrainedModel
+from model.serve.scoring import RepResult, score, score_session
 from workers.cluster import capacity, ensure_ray, placement
 
 SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"

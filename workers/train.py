@@ -1,7 +1,7 @@
 """The final training on all training subjects, as Ray work.
 
-One worker: model.train.train in one Ray worker process (a whole GPU where the cluster has GPUs,
-`config.threads` CPUs otherwise), retried from its checkpoint folder when that process dies.
+One worker: model.learn.train.train in one Ray worker process (a whole GPU where the cluster has
+GPUs, `config.threads` CPUs otherwise), retried from its checkpoint folder when that process dies.
 Several workers: Ray Train's TorchTrainer runs the same training loop data-parallel, every rank
 a DistributedDataParallel replica (NCCL on GPUs, gloo on CPUs) that takes its share of every
 batch, so the gradient of each step is that of the whole batch. Ray Train V2's controller
@@ -24,12 +24,12 @@ import torch
 from ray.train.torch import TorchTrainer
 from torch.nn.parallel import DistributedDataParallel
 
-from model.normalize import Normalization
-from model.saved import TrainedModel
-from model.scoring import calibrate
-from model.sequence import Sequence
+from model.data.normalize import Normalization
+from model.data.sequence import Sequence
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
+from model.serve.scoring import calibrate
 from model.settings import get_settings
-from model.train import TrainConfig, train
 from workers.cluster import ensure_ray, placement
 
 

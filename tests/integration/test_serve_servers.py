@@ -22,9 +22,9 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from servers import spawn, stop, tool
 
-from model.dataset import Dataset
-from model.formats import write_session
-from model.synth import make_dataset, make_session
+from model.data.dataset import Dataset
+from model.data.formats import write_session
+from model.data.synth import make_dataset, make_session
 
 pytestmark = pytest.mark.integration
 

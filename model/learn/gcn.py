@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.dct import dct_decode, dct_encode
+from model.learn.dct import dct_decode, dct_encode
 
 COORDS = 3
 

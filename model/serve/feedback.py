@@ -9,7 +9,7 @@ A displacement held at 80 % of its peak or more over at least half the frames is
 "Unsure": a prediction whose confidence is below a threshold chosen on the training data by
 `unsure_threshold` — the highest confidence at or below which the training-set predictions are
 mostly (more than half) wrong, and never below `UNSURE_FLOOR` (a prediction the model itself gives
-less than even odds). model.scoring.calibrate (called by the fold) chooses it and stores
+less than even odds). model.serve.scoring.calibrate (called by the fold) chooses it and stores
 it in the saved model (TrainedModel.unsure_threshold, "unsure_threshold" in model.json); a
 model without one uses the floor.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.data.skeletons import Skeleton
 from model.settings import CORRECT
-from model.skeletons import Skeleton
 
 UNSURE_FLOOR = 0.5
 TOP_JOINTS = 3

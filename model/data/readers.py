@@ -14,15 +14,15 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from model.ec3d_pickle import read_ec3d_pickle
-from model.formats import (
+from model.data.ec3d_pickle import read_ec3d_pickle
+from model.data.formats import (
     SEQUENCE_FIELDS,
     SESSION_READERS,
     read_sequence_csv,
     read_sequence_npz,
     read_sequences_json,
 )
-from model.sequence import Sequence, SequenceError
+from model.data.sequence import Sequence, SequenceError
 
 MANIFEST = "posecoach.json"
 DECLARABLE = (*SEQUENCE_FIELDS, "layout", "pattern")

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.gcn import FeedbackGCN, FoldedGCN, GCNConfig, decode_poses, encode_poses
-from model.labels import Class
-from model.normalize import Normalization, normalize_many
-from model.sequence import Sequence
-from model.skeletons import get_skeleton
+from model.data.labels import Class
+from model.data.normalize import Normalization, normalize_many
+from model.data.sequence import Sequence
+from model.data.skeletons import get_skeleton
+from model.learn.gcn import FeedbackGCN, FoldedGCN, GCNConfig, decode_poses, encode_poses
 
 if TYPE_CHECKING:
-    from model.train import TrainConfig
+    from model.learn.train import TrainConfig
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -113,7 +113,7 @@ class TrainedModel:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TrainedModel:
         """Rebuild a saved model (eval mode) from its folder; JSON and safetensors only."""
-        from model.train import TrainConfig
+        from model.learn.train import TrainConfig
 
         folder = Path(folder)
         for name in (CARD, WEIGHTS):
@@ -143,7 +143,7 @@ class TrainedModel:
                 )
 
     def folded(self) -> FoldedGCN:
-        """The module's forward pass folded for inference (model.gcn.FoldedGCN), kept until a
+        """The module's forward pass folded for inference (model.learn.gcn.FoldedGCN), kept until a
         weight or statistic changes: a new tensor, or an in-place update (which raises the
         tensor's version counter, as autograd relies on)."""
         state = list(self.module.state_dict(keep_vars=True).values())

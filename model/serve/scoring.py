@@ -19,7 +19,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.feedback import (
+from model.data.labels import Class, class_name
+from model.data.normalize import Normalization, normalize, normalize_many
+from model.data.sequence import Sequence, SequenceError, validate, validate_many
+from model.data.skeletons import SkeletonError, get_skeleton, joint_map
+from model.learn.gcn import get_variant
+from model.learn.saved import TrainedModel
+from model.serve.feedback import (
     UNSURE_FLOOR,
     Deviation,
     coach_cue,
@@ -27,13 +33,7 @@ from model.feedback import (
     many_joint_deviations,
     unsure_threshold,
 )
-from model.gcn import get_variant
-from model.labels import Class, class_name
-from model.normalize import Normalization, normalize, normalize_many
-from model.saved import TrainedModel
-from model.segment import HOLD_EXERCISES, segment
-from model.sequence import Sequence, SequenceError, validate, validate_many
-from model.skeletons import SkeletonError, get_skeleton, joint_map
+from model.serve.segment import HOLD_EXERCISES, segment
 
 BATCH_SIZE = 512
 HOLD_KEY = "hold_seconds"
@@ -175,7 +175,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
-    """score() of one batch: validated together (model.sequence.validate_many), normalised
+    """score() of one batch: validated together (model.data.sequence.validate_many), normalised
     together, classified and corrected together, deviations measured together, then words."""
     results: list[RepResult | None] = [None] * len(sequences)
     ready, valid = [], []
@@ -231,7 +231,7 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
 
 def score_session(model: TrainedModel, session: Sequence, hold_window: int | None = None,
                   batch_size: int = BATCH_SIZE) -> list[RepResult]:
-    """Cut a continuous session into repetitions (model.segment) and score each one.
+    """Cut a continuous session into repetitions (model.serve.segment) and score each one.
 
     A hold (plank) is cut into windows of `hold_window` frames at the session's rate; by default
     as long as the model's training holds (meta["hold_seconds"], set by `calibrate`), else 3 s.

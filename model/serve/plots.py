@@ -15,11 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.labels import class_name  # noqa: E402
-from model.skeletons import Skeleton  # noqa: E402
+from model.data.labels import class_name  # noqa: E402
+from model.data.skeletons import Skeleton  # noqa: E402
 
 if TYPE_CHECKING:
-    from model.metrics import Evaluation
+    from model.learn.metrics import Evaluation
 
 Target = str | Path | BinaryIO
 ORIGINAL_COLOUR = "tab:red"

@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model.sequence import Sequence, SequenceError
-from model.skeletons import get_skeleton
+from model.data.sequence import Sequence, SequenceError
+from model.data.skeletons import get_skeleton
 
 SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep")
 SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise")

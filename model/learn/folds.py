@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from model.metrics import Evaluation, evaluate
-from model.normalize import Normalization
-from model.saved import TrainedModel
-from model.scoring import calibrate
-from model.sequence import Sequence
-from model.train import TrainConfig, train
+from model.data.normalize import Normalization
+from model.data.sequence import Sequence
+from model.learn.metrics import Evaluation, evaluate
+from model.learn.saved import TrainedModel
+from model.learn.train import TrainConfig, train
+from model.serve.scoring import calibrate
 
 JUDGE_VARIANT = "separated_classifier"
 JUDGE_SEED_OFFSET = 1000
@@ -63,7 +63,7 @@ class FoldResult:
 def fit(train_seqs: list[Sequence], config: TrainConfig, workdir: Path | None, name: str,
         norm: Normalization = Normalization(), progress: bool = True) -> TrainedModel:
     """Train one model (checkpoints under workdir/checkpoints/name), calibrate it on its
-    training data (model.scoring.calibrate), and save it to workdir/name when there is one."""
+    training data (model.serve.scoring.calibrate), and save it to workdir/name when there is one."""
     ckpt = None if workdir is None else workdir / "checkpoints" / name
     model = train(train_seqs, config, norm=norm, checkpoint_dir=ckpt, progress=progress)
     calibrate(model, train_seqs)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model.formats import write_session
-from model.labels import EC3D_LABEL_NAMES, EC3D_LABELS
-from model.normalize import _UP_ROTATIONS
-from model.sequence import Sequence
+from model.data.formats import write_session
+from model.data.labels import EC3D_LABEL_NAMES, EC3D_LABELS
+from model.data.normalize import _UP_ROTATIONS
+from model.data.sequence import Sequence
+from model.data.skeletons import EC3D_JOINTS, get_skeleton
 from model.settings import CORRECT, EXERCISES
-from model.skeletons import EC3D_JOINTS, get_skeleton
 
 CANONICAL = "ec3d19"
 SYNTH_FPS = 30.0

@@ -13,7 +13,8 @@ cell, and returns E = d value / d cost; the gradients w.r.t. x and y are then ma
 in torch. precise = False (float32 inputs) takes the cost, exp and log in float.
 The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
 ~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
-cannot be built, `load()` returns None and model.softdtw runs its pure-torch recursion instead.
+cannot be built, `load()` returns None and model.learn.softdtw runs its pure-torch recursion
+instead.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from model import softdtw_cpu
+from model.learn import softdtw_cpu
 
 BIG = 1e10
 """Stands for +inf outside the grid: finite, so that the soft-min never computes inf - inf."""

@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.dct import idct_basis
-from model.gcn import FeedbackGCN, GCNConfig, encode_poses, get_variant, poses_to_nodes
-from model.labels import Class, classes_from
-from model.normalize import Normalization, normalize_many
-from model.saved import TrainedModel
-from model.sequence import Sequence, SequenceError
+from model.data.labels import Class, classes_from
+from model.data.normalize import Normalization, normalize_many
+from model.data.sequence import Sequence, SequenceError
+from model.learn.dct import idct_basis
+from model.learn.gcn import FeedbackGCN, GCNConfig, encode_poses, get_variant, poses_to_nodes
+from model.learn.saved import TrainedModel
+from model.learn.softdtw import soft_dtw, soft_dtw_self
+from model.learn.targets import pair_targets
 from model.settings import Profile
-from model.softdtw import soft_dtw, soft_dtw_self
-from model.targets import pair_targets
 
 CHECKPOINT = "last.pt"
 # Settings that may differ between a checkpoint and the run resuming it.

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.data.skeletons import SKELETONS
 from model.settings import EXERCISES
-from model.skeletons import SKELETONS
 
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 MIN_FRAMES = 10

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.labels import Class, class_name, classes_from
-from model.saved import TrainedModel
-from model.scoring import BATCH_SIZE, has_classifier, normalise_all
-from model.sequence import Sequence
+from model.data.labels import Class, class_name, classes_from
+from model.data.sequence import Sequence
+from model.learn.saved import TrainedModel
+from model.learn.softdtw import soft_dtw_divergence
+from model.learn.targets import NO_TARGET, pair_targets
+from model.serve.scoring import BATCH_SIZE, has_classifier, normalise_all
 from model.settings import CORRECT
-from model.softdtw import soft_dtw_divergence
-from model.targets import NO_TARGET, pair_targets
 
 JUDGES = ("self", "independent")
 NAN = float("nan")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.skeletons import get_skeleton
+from model.data.skeletons import get_skeleton
 
 HOLD_EXERCISES = ("plank",)
 MIN_REP_SECONDS = 0.5

@@ -1,7 +1,7 @@
 """The one normalisation, used identically in training and scoring.
 
 In order: units to metres; missing joints (NaN) filled by linear interpolation in time; the
-source skeleton mapped onto the model's (joint maps in model.skeletons); the declared up axis
+source skeleton mapped onto the model's (joint maps in model.data.skeletons); the declared up axis
 turned to +z; frames resampled to the model's rate (linear interpolation); every frame centred
 on its mid-hip; the whole sequence turned about the vertical so that the mean hip line (right to
 left hip) points along +y, which makes the body face +x; optionally divided by body size (the
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from model.sequence import UNITS, Sequence
-from model.skeletons import get_skeleton, joint_map
+from model.data.sequence import UNITS, Sequence
+from model.data.skeletons import get_skeleton, joint_map
 
 REFERENCE_BODY_M = 0.9
 

@@ -6,10 +6,10 @@ Layout: a dict with
 - `labels`: one row per frame, (exercise, subject, label id, rep, frame). A sequence is one
   (exercise, subject, label id, rep); `frame` orders its frames.
 
-Exercise: an id (0 squat, 1 lunge, 2 plank, model.labels.EC3D_EXERCISE_IDS) or a name
-("squat", "Lunges", ...). Subject: a number n, read as "s{n}". Label ids as in model.labels
+Exercise: an id (0 squat, 1 lunge, 2 plank, model.data.labels.EC3D_EXERCISE_IDS) or a name
+("squat", "Lunges", ...). Subject: a number n, read as "s{n}". Label ids as in model.data.labels
 (1 correct ... 8 hunched back, 10 unknown). The reader keeps EC3D's 19 joints
-(model.skeletons.EC3D_BODY25_INDICES); the writer puts NaN in the 6 BODY_25 slots EC3D lacks
+(model.data.skeletons.EC3D_BODY25_INDICES); the writer puts NaN in the 6 BODY_25 slots EC3D lacks
 (eyes, ears, small toes) and writes exercise ids, subject numbers and 0-based frame numbers.
 
 A pickle can run code when loaded. This one is read only by an unpickler that admits plain
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
-from model.sequence import UNITS, Sequence, SequenceError
-from model.skeletons import BODY25_NAMES, EC3D_BODY25_INDICES
+from model.data.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
+from model.data.sequence import UNITS, Sequence, SequenceError
+from model.data.skeletons import BODY25_NAMES, EC3D_BODY25_INDICES
 
 LABEL_COLUMNS = ("exercise", "subject", "label", "rep", "frame")
 _EXERCISE_NAMES = {name: ex_id for ex_id, name in EC3D_EXERCISE_IDS.items()}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.sequence import Sequence
+from model.data.sequence import Sequence
+from model.learn.softdtw import pairwise_divergence
 from model.settings import CORRECT
-from model.softdtw import pairwise_divergence
 
 NO_TARGET = -1
 

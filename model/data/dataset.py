@@ -36,7 +36,7 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalak
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import Transaction
 
-from model.sequence import Sequence, SequenceError
+from model.data.sequence import Sequence, SequenceError
 from model.settings import get_settings
 
 MAX_COMMIT_ATTEMPTS = 30

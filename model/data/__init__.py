@@ -1,0 +1,1 @@
+"""Reading data: sequences, skeletons, normalisation, file formats, datasets, synthetic data."""

@@ -1,0 +1,1 @@
+"""Learning: the GCN and its folded form, DCT, soft-DTW, training, folds, metrics, saved models."""
