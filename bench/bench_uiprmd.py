@@ -38,10 +38,10 @@ from flows.ingest import ingest_flow
 from model.data.dataset import Dataset
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
-from model.learn.metrics import judged_correct
+from model.evaluate.metrics import judged_correct
+from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig
-from model.serve.plots import plot_correction
 from model.serve.scoring import normalise_all
 from model.settings import get_settings
 from registry.tracking import client, log_training_run

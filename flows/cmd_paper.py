@@ -21,11 +21,11 @@ from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.sequence import Sequence, SequenceError, validate
-from model.learn.folds import fit, judge_config_for
+from model.evaluate.folds import fit, judge_config_for
+from model.evaluate.metrics import Evaluation, evaluate
+from model.evaluate.plots import plot_confusion
 from model.learn.gcn import VARIANTS
-from model.learn.metrics import Evaluation, evaluate
 from model.learn.train import TrainConfig
-from model.serve.plots import plot_confusion
 from model.settings import Profile, get_settings
 
 TRAIN_SUBJECTS = ("s1", "s2", "s3")

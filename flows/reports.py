@@ -21,8 +21,8 @@ import numpy as np
 from model.data import storage
 from model.data.sequence import Sequence
 from model.data.skeletons import Skeleton, get_skeleton
+from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
-from model.serve.plots import plot_correction
 from model.serve.scoring import RepResult, prepare
 from model.settings import CORRECT
 

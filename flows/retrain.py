@@ -25,11 +25,11 @@ from prefect.cache_policies import NONE
 from model.data.dataset import Dataset
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
-from model.learn.folds import judge_config_for
-from model.learn.metrics import evaluate
+from model.evaluate.folds import judge_config_for
+from model.evaluate.metrics import evaluate
+from model.evaluate.plots import plot_confusion
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig
-from model.serve.plots import plot_confusion
 from model.settings import get_settings
 from registry.gate import NIGHTLY_ACTOR, promote
 from registry.lookup import find_versions, saved_model_dir

@@ -59,7 +59,7 @@ class GateFigures:
 
     @classmethod
     def from_evaluation(cls, figures: Mapping[str, Any]) -> GateFigures:
-        """Read model.learn.metrics' Evaluation.to_dict(); a figure absent or None reads as NaN."""
+        """Read the metrics' Evaluation.to_dict(); a figure absent or None reads as NaN."""
         per_class = {
             row["class"]: _number(row.get("accuracy")) for row in figures.get("per_class") or []
         }

@@ -143,7 +143,7 @@ def log_training_run(
 ) -> str:
     """Log one training run and return its run id.
 
-    `folds` are the cross-validation fold figures (one dict each, as model.learn.metrics'
+    `folds` are the cross-validation fold figures (one dict each, as model.evaluate.metrics'
     Evaluation.to_dict()), logged per fold (step = fold index, `cv.<name>`) and as mean and
     standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
     is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics.

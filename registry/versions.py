@@ -52,7 +52,7 @@ def register_candidate(
     """Register a logged model as a new version of `posecoach-<dataset>`, alias `challenger`.
 
     `cv` is the cross-validation summary (mean / std per figure); `gate` the candidate's own
-    gate-subject figures (model.learn.metrics' Evaluation.to_dict()), kept for `models list` and as
+    gate-subject figures (Evaluation.to_dict()), kept for `models list` and as
     the fallback figures of `models promote`. Returns the version number.
     """
     version_tags = {

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model.data.synth import make_dataset
-from model.learn.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
-from model.learn.metrics import Evaluation, evaluate
+from model.evaluate.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
+from model.evaluate.metrics import Evaluation, evaluate
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig
 from model.settings import PROFILES

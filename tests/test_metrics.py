@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from model.learn.metrics import Evaluation, summarize
-from model.serve.plots import plot_confusion
+from model.evaluate.metrics import Evaluation, summarize
+from model.evaluate.plots import plot_confusion
 
 CLASSES = [("squat", "correct"), ("squat", "knees_inward"), ("lunge", "correct")]
 TRUE = np.array([0, 0, 1, 1, 1, 2])

@@ -37,7 +37,7 @@ CLASSES = ("squat/correct", "squat/knees_inward", "plank/correct")
 
 def figures(macro: float | None, correction: float | None,
             per_class: tuple[float | None, ...] = (0.8, 0.7, 0.9)) -> dict:
-    """Gate figures shaped like model.learn.metrics' Evaluation.to_dict()."""
+    """Gate figures shaped like model.evaluate.metrics' Evaluation.to_dict()."""
     return {
         "micro": macro,
         "macro": macro,

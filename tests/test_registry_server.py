@@ -21,10 +21,10 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
 from model.data.synth import make_dataset, make_session
-from model.learn.metrics import evaluate
+from model.evaluate.metrics import evaluate
+from model.evaluate.plots import plot_confusion
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig, train
-from model.serve.plots import plot_confusion
 from model.settings import get_settings
 from registry.gate import GatePolicy, promote, rollback
 from registry.pyfunc import log_packaged_model, predict_frame, to_frame

@@ -16,10 +16,10 @@ from model.data.normalize import Normalization, normalize
 from model.data.sequence import SequenceError
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset, make_session, to_skeleton
+from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig, train
 from model.serve.feedback import UNSURE_FLOOR
-from model.serve.plots import plot_correction
 from model.serve.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
 from model.settings import PROFILES
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model.data.synth import make_dataset
-from model.learn.folds import loso_folds, run_fold
+from model.evaluate.folds import loso_folds, run_fold
 from model.learn.train import TrainConfig
 from model.settings import PROFILES
 from workers.cv import CVResult, FoldError, FoldOutcome, cross_validate, scalar_figures, summarise

@@ -1,7 +1,8 @@
 """Leave-one-subject-out cross-validation with every fold as a Ray task.
 
-Each fold calls model.learn.folds.run_fold in a Ray worker process (a GPU fraction where the cluster
-has GPUs, `threads_per_fold` CPUs otherwise) and checkpoints under `workdir/fold-<subject>/`.
+Each fold calls model.evaluate.folds.run_fold in a Ray worker process (a GPU fraction where the
+cluster has GPUs, `threads_per_fold` CPUs otherwise) and checkpoints under
+`workdir/fold-<subject>/`.
 A fold whose worker process dies (killed, out of memory, node lost) is submitted again and
 resumes from its last checkpoint, at most `max_retries` times; an exception raised by the fold's
 own code is not retried. Either way a fold that cannot finish fails the whole cross-validation
@@ -27,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
-from model.learn.folds import loso_folds, run_fold
+from model.evaluate.folds import loso_folds, run_fold
 from model.settings import get_settings
 from workers.cluster import Placement, capacity, ensure_ray, placement, where
 

@@ -1,1 +1,1 @@
-"""Learning: the GCN and its folded form, DCT, soft-DTW, training, folds, metrics, saved models."""
+"""Learning: the GCN and its folded form, DCT, soft-DTW, targets, training, the saved model."""

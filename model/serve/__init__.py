@@ -1,1 +1,1 @@
-"""Serving: the one scoring path, segmentation of sessions, feedback in words, pictures."""
+"""Serving: the one scoring path, segmentation of sessions, feedback in words."""

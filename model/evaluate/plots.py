@@ -19,7 +19,7 @@ from model.data.labels import class_name  # noqa: E402
 from model.data.skeletons import Skeleton  # noqa: E402
 
 if TYPE_CHECKING:
-    from model.learn.metrics import Evaluation
+    from model.evaluate.metrics import Evaluation
 
 Target = str | Path | BinaryIO
 ORIGINAL_COLOUR = "tab:red"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
-from model.learn.metrics import Evaluation, evaluate
+from model.evaluate.metrics import Evaluation, evaluate
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig, train
 from model.serve.scoring import calibrate
