@@ -21,7 +21,8 @@ from model.data.labels import Class
 from model.data.normalize import Normalization, normalize_many
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
-from model.learn.gcn import FeedbackGCN, FoldedGCN, GCNConfig, decode_poses, encode_poses
+from model.learn.folded import FoldedGCN
+from model.learn.gcn import FeedbackGCN, GCNConfig, decode_poses, encode_poses
 
 if TYPE_CHECKING:
     from model.learn.train import TrainConfig
@@ -143,7 +144,7 @@ class TrainedModel:
                 )
 
     def folded(self) -> FoldedGCN:
-        """The module's forward pass folded for inference (model.learn.gcn.FoldedGCN), kept until a
+        """The module's forward pass folded for inference (FoldedGCN), kept until a
         weight or statistic changes: a new tensor, or an in-place update (which raises the
         tensor's version counter, as autograd relies on)."""
         state = list(self.module.state_dict(keep_vars=True).values())
