@@ -40,7 +40,7 @@ from model.data.readers import read_session
 from model.data.synth import exercise_labels, make_session
 from model.learn.gcn import encode_poses
 from model.learn.saved import TrainedModel
-from model.serve.scoring import RepResult, normalise_all, score, score_session
+from model.serve.scoring import RepResult, normalize_valid, score, score_session
 from workers.scoring import SCORED, score_batch
 
 N_REPS, N_SESSIONS, BATCH, REPEATS, RAY_REPEATS = 2048, 64, 512, 3, 1
@@ -98,7 +98,7 @@ def measure(model: TrainedModel, seqs: list, work: Path
         assert all(r.ok for r in results) and len(results) == N_REPS
         write_reports(results, work / "report")
 
-    poses, _ = normalise_all(model, seqs)
+    poses, _ = normalize_valid(model, seqs)
     encoded = encode_poses(poses, model.gcn_config.n_dct)
 
     net = model.folded()

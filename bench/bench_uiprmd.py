@@ -42,7 +42,7 @@ from model.evaluate.metrics import judged_correct
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
 from model.learn.train import TrainConfig
-from model.serve.scoring import normalise_all
+from model.serve.scoring import normalize_valid
 from model.settings import get_settings
 from registry.tracking import client, log_training_run
 from workers.cv import CVResult, cross_validate
@@ -59,7 +59,7 @@ BETA = 0.1
 
 def held_out_figures(model: TrainedModel, seqs: list[Sequence]) -> dict[str, float]:
     """Accuracy, balanced accuracy and AUC of P(incorrect) of one model on one subject."""
-    poses, _ = normalise_all(model, seqs)
+    poses, _ = normalize_valid(model, seqs)
     log_probs = model.infer(poses).log_probs
     classes = [tuple(c) for c in model.classes]
     bad = classes.index(("squat", INCORRECT))
@@ -109,7 +109,7 @@ def draw_correction(cv: CVResult, seqs: list[Sequence], path: Path) -> dict:
         model = TrainedModel.load(fold.model_dir)
         judge = TrainedModel.load(Path(fold.model_dir).parent / "judge")
         bad = [s for s in seqs if s.subject == fold.held_out and s.label == INCORRECT]
-        poses, _ = normalise_all(model, bad)
+        poses, _ = normalize_valid(model, bad)
         corrected = model.infer(poses).corrected
         ok = judged_correct(judge, corrected, [s.exercise for s in bad])
         if ok.any() or fold is cv.folds[-1]:

@@ -106,10 +106,6 @@ VICON39_NAMES = (
 )  # fmt: skip
 
 
-def _bones_present(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((a, b) for a, b in _EC3D_BONES if a in names and b in names)
-
-
 SKELETONS: dict[str, Skeleton] = {
     "ec3d19": Skeleton("ec3d19", EC3D_JOINTS, _EC3D_BONES, up="+z"),
     "body25": Skeleton("body25", BODY25_NAMES, _EC3D_BONES, up="+z"),

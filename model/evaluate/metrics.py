@@ -29,7 +29,7 @@ from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
 from model.learn.softdtw import soft_dtw_divergence
 from model.learn.targets import NO_TARGET, pair_targets
-from model.serve.scoring import BATCH_SIZE, has_classifier, normalise_all
+from model.serve.scoring import BATCH_SIZE, has_classifier, normalize_valid
 from model.settings import CORRECT
 
 JUDGES = ("self", "independent")
@@ -199,7 +199,7 @@ def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel
         raise ValueError(
             f"the judge normalises as {judge.normalization}, the model as {model.normalization}"
         )
-    poses, _ = normalise_all(model, test_seqs)
+    poses, _ = normalize_valid(model, test_seqs)
     known = [tuple(c) for c in model.classes]
     extra = [c for c in classes_from((s.exercise, s.label) for s in test_seqs) if c not in known]
     classes = known + extra

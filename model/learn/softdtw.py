@@ -164,10 +164,6 @@ def _lengths(lens: Tensor | Sequence[int] | None, seq: Tensor, name: str) -> Ten
     return out
 
 
-def _pad_time(seq: Tensor, frames: int) -> Tensor:
-    return torch.nn.functional.pad(seq, (0, 0, 0, frames - seq.shape[1]))
-
-
 def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Indices between the padded grid (n+1, m+1) and its anti-diagonal layout (n+m+1, n+1).
 

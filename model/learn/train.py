@@ -290,7 +290,7 @@ def ignore_mean_pose(module: FeedbackGCN) -> None:
     weight.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:1]), grad[1:]]))
 
 
-def normalise_labelled(
+def normalize_labelled(
     sequences: list[Sequence], norm: Normalization
 ) -> list[np.ndarray]:
     """Normalised poses of labelled sequences; SequenceError for an unlabelled one."""
@@ -394,7 +394,7 @@ def train(
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    poses = normalise_labelled(sequences, norm)
+    poses = normalize_labelled(sequences, norm)
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
     module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)

@@ -99,10 +99,10 @@ def has_classifier(model: TrainedModel) -> bool:
 
 def prepare(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     """Validate and normalise one sequence; SequenceError names it when it can't be."""
-    return _normalised(validate(seq), norm)
+    return _normalized(validate(seq), norm)
 
 
-def _normalised(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
+def _normalized(seq: Sequence, norm: Normalization) -> tuple[np.ndarray, float]:
     """Normalise a validated sequence; SequenceError when its skeleton does not map."""
     error = _unmapped(seq, norm)
     if error is not None:
@@ -123,7 +123,7 @@ def _unmapped(seq: Sequence, norm: Normalization) -> SequenceError | None:
     return None
 
 
-def normalise_all(model: TrainedModel, seqs: list[Sequence]) -> tuple[list[np.ndarray],
+def normalize_valid(model: TrainedModel, seqs: list[Sequence]) -> tuple[list[np.ndarray],
                                                                       list[float]]:
     """Normalise sequences known to be valid (training or test data); raises on the first bad."""
     checked = [validate(s) for s in seqs]
@@ -260,7 +260,7 @@ def calibrate(model: TrainedModel, train_seqs: list[Sequence],
               batch_size: int = BATCH_SIZE) -> float:
     """What scoring learns from the model's training data, stored in the model: the "unsure"
     threshold (returned) and the median length of its holds in seconds (meta["hold_seconds"])."""
-    poses, _ = normalise_all(model, train_seqs)
+    poses, _ = normalize_valid(model, train_seqs)
     log_probs = model.infer(poses, batch_size=batch_size).log_probs
     classes: list[Class] = [tuple(c) for c in model.classes]
     true = np.array([classes.index((s.exercise, s.label)) for s in train_seqs])
