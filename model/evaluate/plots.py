@@ -51,6 +51,26 @@ def plot_confusion(evaluation: Evaluation, path: Target, synthetic: bool = False
     return _save(fig, path)
 
 
+def plot_reliability(curves: dict[str, list[tuple[float, float, int]]], path: Target,
+                     synthetic: bool = False) -> Target:
+    """Reliability diagrams (accuracy against mean confidence per bin, as
+    model.evaluate.calibration.reliability gives them), one line per named curve."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, bins in curves.items():
+        if bins:
+            conf, acc, counts = zip(*bins, strict=True)
+            ax.plot(conf, acc, marker="o", label=f"{name} ({sum(counts)} predictions)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(_title("held-out reliability", synthetic))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 VIEWS = (("side (facing right)", 0), ("front", 1))
 
 

@@ -1,0 +1,80 @@
+"""Temperature scaling: fitted on held-out predictions, it lowers the ECE of an overconfident
+model on predictions it was not fitted on, and never changes the predicted class."""
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from model.evaluate.calibration import (
+    Held,
+    calibrate_folds,
+    figures,
+    fit_temperature,
+    reliability,
+    scaled,
+)
+
+
+def overconfident(n: int, classes: int = 4, sharpness: float = 6.0, seed: int = 0) -> Held:
+    """Predictions right about 70 % of the time whose logits are stretched `sharpness` times."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    logits = rng.normal(0.0, 1.0, (n, classes))
+    logits[np.arange(n), true] += 1.2
+    return Held(log_softmax(sharpness * logits, axis=1), true)
+
+
+def test_temperature_lowers_ece_on_a_split_it_was_not_fitted_on():
+    fit, held_out = overconfident(2000, seed=1), overconfident(2000, seed=2)
+    t = fit_temperature(fit)
+    assert t > 2.0  # the model is overconfident: the fitted temperature softens it
+    before = figures(np.exp(held_out.log_probs), held_out.true)
+    after = figures(scaled(held_out.log_probs, t), held_out.true)
+    assert after["ece"] < 0.05 < before["ece"]
+    assert after["nll"] < before["nll"] and after["brier"] < before["brier"]
+    assert (scaled(held_out.log_probs, t).argmax(1) == held_out.log_probs.argmax(1)).all()
+
+
+def test_cross_fitted_figures_use_no_fold_on_itself():
+    folds = [overconfident(400, seed=s) for s in range(5)]
+    cal = calibrate_folds(folds)
+    assert cal.after["ece"] < cal.before["ece"]
+    assert cal.after["n"] == cal.before["n"] == 2000
+    # a fold's cross-fitted figure depends on the other folds only: changing the scores of
+    # fold 0 leaves the temperature applied to fold 0 as it was.
+    changed = [overconfident(400, sharpness=1.0, seed=9), *folds[1:]]
+    others_t = fit_temperature(Held.pooled(folds[1:]))
+    assert fit_temperature(Held.pooled(changed[1:])) == pytest.approx(others_t)
+
+
+def test_a_calibrated_model_keeps_its_temperature_near_one():
+    rng = np.random.default_rng(3)
+    n, classes = 4000, 3
+    logits = rng.normal(0.0, 2.0, (n, classes))
+    probs = np.exp(log_softmax(logits, axis=1))
+    true = np.array([rng.choice(classes, p=p) for p in probs])  # labels drawn from the model
+    assert fit_temperature(Held(np.log(probs), true)) == pytest.approx(1.0, abs=0.1)
+
+
+def test_figures_of_perfect_and_reliability_bins():
+    probs = np.eye(3)[[0, 1, 2, 0]]
+    f = figures(probs, np.array([0, 1, 2, 0]))
+    assert f["ece"] == pytest.approx(0.0) and f["brier"] == pytest.approx(0.0)
+    bins = reliability(np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45]]), np.array([0, 1, 0]))
+    assert [c for _, _, c in bins] == [2, 1]  # 0.55 and 0.6 share a bin, 0.9 has its own
+    assert bins[0][1] == pytest.approx(0.5)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        Held(np.zeros((3, 2)), np.zeros(4, int))
+
+
+def test_reliability_diagram_is_a_png(tmp_path):
+    from model.evaluate.plots import plot_reliability
+
+    held = overconfident(300)
+    path = plot_reliability({"before": reliability(np.exp(held.log_probs), held.true),
+                             "after": reliability(scaled(held.log_probs, 3.0), held.true)},
+                            tmp_path / "reliability.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
