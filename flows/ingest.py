@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.output import console
 from model.data.dataset import Dataset, WriteResult
+from model.data.names import safe_file_name
 from model.data.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
@@ -231,14 +232,16 @@ def _write_errors(folder: Path, records: list[dict[str, Any]]) -> None:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _quarantine_copy(path: Path, folder: Path) -> Path:
-    """Copy a rejected file into the quarantine folder; same bytes reuse the existing copy."""
-    target = folder / path.name
+    """Copy a rejected file into the quarantine folder under a safe name (its own when plain);
+    same bytes reuse the existing copy."""
+    target = folder / safe_file_name(path.name)
     if target.exists() and _digest(target) != _digest(path):
-        target = folder / f"{path.stem}-{_digest(path)[:8]}{path.suffix}"
+        target = target.with_name(f"{target.stem}-{_digest(path)[:8]}{target.suffix}")
     if not target.exists():
         shutil.copy2(path, target)
     return target

@@ -9,7 +9,6 @@ one self-contained file.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections import Counter
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model.data import storage
+from model.data.names import html_text, safe_name
 from model.data.sequence import Sequence
 from model.data.skeletons import Skeleton, get_skeleton
 from model.evaluate.plots import plot_correction
@@ -102,7 +102,7 @@ def originals(model: TrainedModel, session: Sequence, results: list[RepResult]) 
 def render_html(report: dict, originals: list[np.ndarray], corrected: list[np.ndarray],
                 skeleton: Skeleton) -> str:
     """A self-contained HTML page for one session report."""
-    esc = html.escape
+    esc = html_text
     s = report["summary"]
     mistakes = ", ".join(f"{esc(k)} x{v}" for k, v in s["mistakes"].items()) or "none"
     warn = ""
@@ -122,7 +122,7 @@ def render_html(report: dict, originals: list[np.ndarray], corrected: list[np.nd
         f"mistakes: {mistakes}</p>",
         warn,
         f"<p class='model'>model {esc(report['model']['name'])} v{esc(report['model']['version'])}"
-        f" &middot; dataset version {report['model']['dataset_version']}</p>",
+        f" &middot; dataset version {esc(report['model']['dataset_version'])}</p>",
     ]
     for rep, orig, corr in zip(report["repetitions"], originals, corrected, strict=True):
         cls = "ok" if rep["mistake"] == CORRECT else "bad"
@@ -133,7 +133,7 @@ def render_html(report: dict, originals: list[np.ndarray], corrected: list[np.nd
         parts += [
             "<div class='rep'>",
             f"<h2>Repetition {rep['index'] + 1}: <span class='{cls}'>"
-            f"{esc(str(rep['mistake']))}</span>{conf}</h2>",
+            f"{esc(rep['mistake'])}</span>{conf}</h2>",
             f"<ul>{cues}</ul>",
             f"<p class='bad'>{esc(rep['error'])}</p>" if rep["error"] else
             f"<img alt='repetition {rep['index'] + 1}: original red, corrected green' "
@@ -146,10 +146,13 @@ def render_html(report: dict, originals: list[np.ndarray], corrected: list[np.nd
 
 def write_session(out: str, session: Sequence, results: list[RepResult], model: TrainedModel,
                   info: ModelInfo) -> dict[str, str]:
-    """Write <out>/<session>.json, .html and .npz (the corrected motions, the model's normalised
-    frame, one array per repetition); `out` is a folder path or an object-store URI."""
-    session_id = session.meta.get("session_id") or session.source
-    uris = {kind: storage.join(out, f"{session_id}.{kind}") for kind in ("json", "html", "npz")}
+    """Write <out>/<name>.json, .html and .npz (the corrected motions, the model's normalised
+    frame, one array per repetition); `out` is a folder path or an object-store URI.
+
+    <name> is the session id made safe (model.data.names.safe_name: one plain file name, distinct
+    per session id); the JSON keeps the session id as uploaded."""
+    name = safe_name(session.meta.get("session_id") or session.source)
+    uris = {kind: storage.join(out, f"{name}.{kind}") for kind in ("json", "html", "npz")}
     corrected = [r.corrected for r in results]
     report = session_report(session, results, info, uris["npz"])
     buf = io.BytesIO()

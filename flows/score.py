@@ -11,7 +11,6 @@ same prefix duplicates nothing: sessions in = reports + skipped + errors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import Counter, defaultdict
@@ -80,7 +79,7 @@ class ScoreSummary:
 
 
 def digest(uri: str) -> str:
-    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+    return storage.sha256(uri)
 
 
 def ledger_key(file_digest: str, info: ModelInfo) -> str:

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from model.data.labels import class_name
+from model.data.names import metric_key
 from model.learn.saved import code_version as saved_code_version
 from model.settings import get_settings
 
@@ -146,7 +147,8 @@ def log_training_run(
     `folds` are the cross-validation fold figures (one dict each, as model.evaluate.metrics'
     Evaluation.to_dict()), logged per fold (step = fold index, `cv.<name>`) and as mean and
     standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
-    is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics.
+    is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics
+    (a class name that is not plain as model.data.names.metric_key makes it).
     """
     experiment_id = ensure_experiment(dataset)
     folds = list(folds)
@@ -176,7 +178,8 @@ def log_training_run(
                 mlflow.log_dict({"per_class": rows}, "per_class.json")
                 mlflow.log_text(per_class_csv(rows), "per_class.csv")
                 _log_figures("gate.class", {
-                    f"{row['class']}.{k}": float(v) for row in rows for k, v in row.items()
+                    f"{metric_key(row['class'])}.{k}": float(v) for row in rows
+                    for k, v in row.items()
                     if k != "class" and isinstance(v, int | float)
                 })
         if confusion_png is not None:

@@ -36,6 +36,7 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalak
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import Transaction
 
+from model.data.names import safe_file_name, sql_text
 from model.data.sequence import Sequence, SequenceError
 from model.settings import get_settings
 
@@ -79,11 +80,6 @@ class WriteResult:
     def to_dict(self) -> dict[str, Any]:
         return {"inserted": self.inserted, "duplicates": self.duplicates,
                 "updated": self.updated, "version": self.version}
-
-
-def _sql_str(value: str) -> str:
-    """A SQL string literal, quotes escaped."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _retry_commit(action: Callable[[], T], what: str) -> T:
@@ -167,7 +163,7 @@ def _labels(table: DeltaTable, exercises: Iterable[str]) -> dict[str, str | None
 
     Read with deltalake's own engine: a pyarrow dataset scan here left writer processes
     aborting at exit now and then ("terminate called without an active exception")."""
-    wanted = ", ".join(_sql_str(exercise) for exercise in sorted(set(exercises)))
+    wanted = ", ".join(sql_text(exercise) for exercise in sorted(set(exercises)))
     rows = pa.table(QueryBuilder().register("t", table).execute(
         f"SELECT sequence_id, label FROM t WHERE {PARTITION_COLUMN} IN ({wanted})"))
     return dict(zip(rows.column("sequence_id").to_pylist(), rows.column("label").to_pylist(),
@@ -179,8 +175,9 @@ class Dataset:
 
     def __init__(self, name: str, root: str | None = None,
                  storage_options: dict[str, str] | None = None):
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"dataset name {name!r} must be a plain non-empty name")
+        if not name or safe_file_name(name) != name:
+            raise ValueError(f"dataset name {name!r} must be a plain name (ASCII letters, digits, "
+                             "'.', '_', '-'; not hidden)")
         self.name = name
         self.root = str(root or get_settings().lake).rstrip("/")
         self.uri = f"{self.root}/{name}"
@@ -239,8 +236,13 @@ class Dataset:
         repeats = given - len(unique)
         if not unique:
             return WriteResult(0, repeats, 0, self.version())
-        snapshots = itertools.chain([self._create()], iter(self.table, None))  # fresh on retry
         exercises = {seq.exercise for seq in unique.values()}
+        unsafe = sorted(e for e in exercises if safe_file_name(e) != e)
+        if unsafe:
+            raise SequenceError(self.uri, f"exercise {unsafe[0]!r} cannot name a partition "
+                                          "folder (validate sequences before writing)",
+                                "unsafe_name")
+        snapshots = itertools.chain([self._create()], iter(self.table, None))  # fresh on retry
         ingested_at = datetime.now(UTC)
 
         def commit() -> WriteResult:
@@ -340,7 +342,7 @@ class Dataset:
             rows = self.read_table(subjects=[subject], version=table.version(),
                                    columns=["sequence_id"]).num_rows
             if rows:
-                table.delete(f"subject = {_sql_str(subject)}")
+                table.delete(f"subject = {sql_text(subject)}")
             return rows
 
         deleted = _retry_commit(delete, f"delete subject {subject}")

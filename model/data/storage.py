@@ -9,6 +9,7 @@ write goes to a temporary file renamed into place, so a reader never sees half a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +32,16 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
 
 
 def join(base: str | Path, *parts: str) -> str:
-    """`base` and `parts` joined with "/", the scheme of `base` kept."""
+    """`base` and `parts` joined with "/", the scheme of `base` kept; ValueError for a part that
+    would climb out of `base` (a `.` or `..` segment, a backslash, a NUL: names from uploads go
+    through model.data.names first)."""
+    for part in parts:
+        if "\\" in part or "\x00" in part or {".", ".."} & set(part.split("/")):
+            raise ValueError(f"{part!r} is not a plain name under {base}")
+    return _joined(base, *parts)
+
+
+def _joined(base: str | Path, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
@@ -66,6 +76,22 @@ def read_bytes(uri: str | Path) -> bytes:
         return stream.read()
 
 
+def sha256(uri: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file or object, read in chunks (memory stays bounded for any size)."""
+    fs, path = resolve(uri)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def size(uri: str | Path) -> int:
+    """The size in bytes of a file or object."""
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).size
+
+
 def read_text(uri: str | Path) -> str:
     return read_bytes(uri).decode("utf-8")
 
@@ -85,7 +111,7 @@ def list_files(uri: str | Path, suffixes: tuple[str, ...] | None = None) -> list
         if entry.type != pafs.FileType.File or name.startswith((".", "_")):
             continue
         if suffixes is None or name.lower().endswith(suffixes):
-            found.append(join(uri, entry.path[len(path):]))
+            found.append(_joined(uri, entry.path[len(path):]))
     return sorted(found)
 
 

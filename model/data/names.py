@@ -1,0 +1,94 @@
+"""The one place where values from uploads and labelled files are made safe to use as names.
+
+Anything a file says (a session id, a subject, a label, a file's own name) is data, not a name:
+before it becomes part of a path, an object key, a file name, an MLflow key, SQL or HTML it goes
+through one of these.
+
+- `safe_name`: a slug of the value (ASCII letters, digits, `_`, `-`, `.`) plus a short hash of
+  the original, so it is never empty, never `.` or `..`, never hidden (`.`/`_` first), bounded in
+  length, one path segment, and distinct for distinct values even when their slugs are equal.
+- `safe_file_name`: a file name kept as it is when it is already plain, else `safe_name` of its
+  stem with its (sanitised) suffix.
+- `metric_key`: an MLflow metric or tag key part: kept when plain, else `safe_name`.
+- `html_text`: text escaped for HTML (attributes included), control characters replaced.
+- `sql_text`: a SQL string literal.
+
+The original value is kept where it is data (a report's JSON, a dataset row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+
+HASH_CHARS = 12
+MAX_SLUG = 48
+MAX_PLAIN_FILE = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_PLAIN_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SUFFIX_PART = re.compile(r"[a-z0-9]{1,8}")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_/]{1,200}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def short_hash(value: object) -> str:
+    """The first HASH_CHARS hex digits of the SHA-256 of the value's text (lone surrogates too)."""
+    data = _text(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+
+
+def slug(value: object, max_len: int = MAX_SLUG) -> str:
+    """ASCII letters, digits, `.`, `_` and `-` of the value (accents dropped, runs of anything
+    else as one `_`), without leading or trailing `.`, `_`, `-`; possibly empty."""
+    ascii_text = unicodedata.normalize("NFKD", _text(value)).encode("ascii", "ignore").decode()
+    return _UNSAFE.sub("_", ascii_text)[:max_len].strip("._-")
+
+
+def safe_name(value: object) -> str:
+    """One safe path segment for any value: `<slug>-<hash>` (`x-<hash>` when no slug is left)."""
+    return f"{slug(value) or 'x'}-{short_hash(value)}"
+
+
+def safe_file_name(name: object) -> str:
+    """A file name kept when plain (ASCII, not hidden, at most MAX_PLAIN_FILE characters), else
+    `safe_name` of its stem plus its suffix (`.json`, `.json.gz`) when that suffix is plain."""
+    text = _text(name)
+    if len(text) <= MAX_PLAIN_FILE and _PLAIN_FILE.fullmatch(text) and text.strip(".") == text:
+        return text
+    return safe_name(text) + _suffix(text)
+
+
+def _suffix(name: str) -> str:
+    """The last two (or one) `.suffix` parts of a name when they are short and plain, else ""."""
+    parts = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].lower().split(".")[1:]
+    for n in (2, 1):
+        if len(parts) >= n and all(_SUFFIX_PART.fullmatch(p) for p in parts[-n:]):
+            return "." + ".".join(parts[-n:])
+    return ""
+
+
+def metric_key(value: object) -> str:
+    """A part of an MLflow metric or tag key: kept when only letters, digits, `_` and `/`, else
+    `safe_name` (whose `-` no kept key has, so the two never meet)."""
+    text = _text(value)
+    return text if _PLAIN_KEY.fullmatch(text) else safe_name(text)
+
+
+def html_text(value: object) -> str:
+    """Text for an HTML page (element content or a quoted attribute): `& < > " '` escaped and
+    control characters shown as U+FFFD."""
+    return html.escape(_CONTROL.sub("\ufffd", _text(value)), quote=True)
+
+
+def sql_text(value: object) -> str:
+    """A SQL string literal of the value: quotes doubled; NUL refused (no SQL string holds it)."""
+    text = _text(value)
+    if "\x00" in text:
+        raise ValueError(f"{text!r}: a NUL character cannot be part of a SQL string")
+    return "'" + text.replace("'", "''") + "'"
