@@ -1,0 +1,75 @@
+"""Drift: a batch with stances 30 % wider raises drift on stance width; a batch of the same
+size from the same subjects does not; a changed class mix is seen."""
+
+import numpy as np
+import pytest
+
+from model.data.normalize import Normalization, normalize_many
+from model.data.skeletons import get_skeleton
+from model.data.synth import make_dataset
+from model.evaluate.drift import Observation, compare, mix_psi, movement_features, psi
+
+NORM = Normalization()
+JOINTS = get_skeleton("ec3d19").joints
+LEGS = [i for i, j in enumerate(JOINTS) if any(k in j for k in ("ankle", "knee", "toe", "heel"))]
+
+
+def observations(seqs, widen: float = 1.0, label=None) -> list[Observation]:
+    out = []
+    for s, (poses, _) in zip(seqs, normalize_many(seqs, NORM), strict=True):
+        poses = poses.copy()
+        poses[:, LEGS, 1] *= widen  # y runs across the body once it faces +x
+        out.append(Observation(s.exercise, label or s.label,
+                               movement_features(poses, JOINTS, NORM.fps)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def halves():
+    seqs = make_dataset(4, 8, seed=0)
+    return ([s for s in seqs if s.rep % 2 == 0], [s for s in seqs if s.rep % 2 == 1])
+
+
+def test_wider_stance_drifts_and_the_same_population_does_not(halves):
+    train_seqs, later = halves
+    train = observations(train_seqs)
+    same = compare(train, observations(later))
+    wide = compare(train, observations(later, widen=1.3))
+    assert [d.drifted for d in same] == [[], [], []]
+    assert all("stance_m" in d.drifted for d in wide)
+    squat = next(d for d in wide if d.exercise == "squat")
+    stance = next(f for f in squat.features if f.feature == "stance_m")
+    assert stance.scored_median == pytest.approx(1.3 * stance.train_median, rel=0.15)
+
+
+def test_a_changed_class_mix_is_drift(halves):
+    train_seqs, later = halves
+    train = observations(train_seqs)
+    squats = [s for s in later if s.exercise == "squat"]
+    all_inward = compare(train, observations(squats, label="knees_inward"))
+    squat = next(d for d in all_inward if d.exercise == "squat")
+    assert "class mix" in squat.drifted and squat.scored_mix == {"knees_inward": len(squats)}
+    assert {d.exercise: d.n_scored for d in all_inward} == {"lunge": 0, "plank": 0, "squat": len(squats)}
+
+
+def test_psi_is_zero_for_one_distribution_and_large_for_a_shift():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    assert psi(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert psi(x, x + 1.0) > 0.25 > psi(x, rng.normal(size=5000))
+    assert mix_psi({"a": 10, "b": 10}, {"a": 10, "b": 10}) == pytest.approx(0.0)
+
+
+def test_features_of_a_known_motion():
+    frames = 60
+    poses = np.zeros((frames, len(JOINTS), 3))
+    idx = {j: i for i, j in enumerate(JOINTS)}
+    poses[:, idx["l_ankle"]] = [0.0, 0.2, -0.9]
+    poses[:, idx["r_ankle"]] = [0.0, -0.2, -0.9]
+    poses[:, idx["neck"]] = [0.5, 0.0, 0.5]  # 45 degrees from the vertical
+    poses[:, idx["l_ankle"], 2] += np.linspace(0.0, 0.4, frames)  # hips 0.4 m lower at the end
+    f = movement_features(poses, JOINTS, 30.0)
+    assert f["duration_s"] == pytest.approx(2.0)
+    assert f["stance_m"] == pytest.approx(0.4)
+    assert f["depth_m"] == pytest.approx(0.2)  # the mean of the two ankles moved by 0.2
+    assert f["trunk_lean_deg"] == pytest.approx(45.0)
