@@ -2,7 +2,8 @@
 
 Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
 Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
-POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), POSECOACH_NOTIFY_URL,
+POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), POSECOACH_LIMIT_<FIELD>
+(InputLimits), POSECOACH_NOTIFY_URL,
 MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 """
 
@@ -82,14 +83,30 @@ class GateSettings:
         return asdict(self)
 
 
-def _gate_from(env: dict[str, str] | os._Environ) -> GateSettings:
-    """GateSettings with POSECOACH_GATE_<FIELD> overrides ("none" clears class_floor)."""
+@dataclass(frozen=True)
+class InputLimits:
+    """What one input file may hold, checked before it is read whole (model.data.formats):
+    its size on disk and once decompressed, its frames and its coordinates."""
+
+    max_file_mb: int = 256
+    max_text_mb: int = 128
+    max_frames: int = 1_000_000
+    max_values: int = 50_000_000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _numbers_from(cls: type, prefix: str, env: dict[str, str] | os._Environ) -> object:
+    """A dataclass of numbers with <prefix><FIELD> overrides ("none" clears a field)."""
+    defaults = cls()
     values: dict[str, float | None] = {}
-    for name in GateSettings.__dataclass_fields__:
-        raw = env.get(f"POSECOACH_GATE_{name.upper()}")
+    for name in cls.__dataclass_fields__:
+        raw = env.get(f"{prefix}{name.upper()}")
         if raw is not None:
-            values[name] = None if raw.lower() == "none" else float(raw)
-    return GateSettings(**values)
+            kind = int if isinstance(getattr(defaults, name), int) else float
+            values[name] = None if raw.lower() == "none" else kind(float(raw))
+    return cls(**values)
 
 
 def _datasets_from(env: dict[str, str] | os._Environ) -> dict[str, DatasetSpec]:
@@ -117,6 +134,7 @@ class Settings:
     fps: float = 30.0
     notify_url: str | None = None
     gate: GateSettings = field(default_factory=GateSettings)
+    limits: InputLimits = field(default_factory=InputLimits)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
     datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
 
@@ -158,7 +176,8 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         profile=env.get("POSECOACH_PROFILE", "demo"),
         fps=float(env.get("POSECOACH_FPS", "30")),
         notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
-        gate=_gate_from(env),
+        gate=_numbers_from(GateSettings, "POSECOACH_GATE_", env),
+        limits=_numbers_from(InputLimits, "POSECOACH_LIMIT_", env),
         datasets=_datasets_from(env),
     )
 
@@ -174,6 +193,7 @@ __all__ = [
     "PROFILES",
     "DatasetSpec",
     "GateSettings",
+    "InputLimits",
     "Profile",
     "Settings",
     "get_settings",

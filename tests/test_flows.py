@@ -82,7 +82,8 @@ def test_score_writes_reports_errors_and_skips_on_rerun(demo_runs, flow_env):
     assert score["accounted"] and score["repetitions"] >= 3 * sessions
     assert {e["kind"] for e in score["error_records"]} <= {
         "bad_json", "wrong_joint_count", "unknown_skeleton", "unreadable", "non_finite",
-        "too_few_frames", "unknown_units", "absurd_coordinates", "unknown_exercise"}
+        "too_few_frames", "unknown_units", "absurd_coordinates", "unknown_exercise", "no_joints",
+        "collapsed", "no_motion"}
     assert all(e["reason"].startswith(e["input"]) for e in score["error_records"])
     out = Path(score["out"])
     for uri in score["report_files"]:

@@ -134,7 +134,9 @@ def _seq(poses, **kw):
         (dict(poses=squat_clip()[..., :2]), "bad_shape"),
         (dict(poses=squat_clip() * 1000), "absurd_coordinates"),
         (dict(poses=np.full((40, 19, 3), np.inf, np.float32)), "non_finite"),
-        (dict(poses=np.full((40, 19, 3), np.nan, np.float32)), "non_finite"),
+        (dict(poses=np.full((40, 19, 3), np.nan, np.float32)), "no_joints"),
+        (dict(poses=np.zeros((40, 19, 3), np.float32)), "collapsed"),
+        (dict(poses=np.repeat(squat_clip()[:1], 40, axis=0)), "no_motion"),
         (dict(poses=np.array([["a"] * 3] * 19 * 40).reshape(40, 19, 3)), "bad_dtype"),
     ],
 )

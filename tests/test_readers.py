@@ -123,8 +123,8 @@ def test_pattern_that_does_not_match_is_an_error(tmp_path, seqs):
 
 
 def test_every_broken_upload_is_a_clear_session_error(tmp_path):
-    written = write_broken_sessions(tmp_path, 10, seed=2)
-    assert len({w["problem"] for w in written}) == 10
+    written = write_broken_sessions(tmp_path, 12, seed=2)
+    assert len({w["problem"] for w in written}) == 12
     for w in written:
         with pytest.raises(SequenceError) as err:
             validate(read_session(Path(w["path"])))

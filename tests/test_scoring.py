@@ -105,7 +105,7 @@ def test_bad_inputs_get_errors_and_nothing_is_lost(model, test_seqs):
     assert len(results) == 3
     assert results[1].ok
     assert results[0].error_kind == "too_few_frames" and "upload-short.json" in results[0].error
-    assert results[2].error_kind == "non_finite" and "upload-blank.json" in results[2].error
+    assert results[2].error_kind == "no_joints" and "upload-blank.json" in results[2].error
     assert results[0].to_dict()["predicted"] is None
 
 

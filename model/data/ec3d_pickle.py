@@ -12,8 +12,14 @@ Exercise: an id (0 squat, 1 lunge, 2 plank, model.data.labels.EC3D_EXERCISE_IDS)
 (model.data.skeletons.EC3D_BODY25_INDICES); the writer puts NaN in the 6 BODY_25 slots EC3D lacks
 (eyes, ears, small toes) and writes exercise ids, subject numbers and 0-based frame numbers.
 
+EC3D's poses come from OpenPose, which writes (0, 0, 0) for a joint it lost: the reader makes
+those joints NaN (lost) unless told otherwise. A subject, exercise, label, rep or frame that is
+null or empty in the labels rows is an error naming the field.
+
 A pickle can run code when loaded. This one is read only by an unpickler that admits plain
-containers and numpy arrays; any other global it asks for is refused before anything runs.
+containers and numpy arrays; any other global it asks for is refused before anything runs. A
+gzip'd pickle (`.pickle.gz`, `.pkl.gz`) is read the same way, its size bounded by the input
+limits (model.data.limits) before it is unpickled.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model.data.formats import zeros_as_lost
 from model.data.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
+from model.data.limits import check_poses_size, read_bytes_bounded
 from model.data.sequence import UNITS, Sequence, SequenceError
 from model.data.skeletons import BODY25_NAMES, EC3D_BODY25_INDICES
 
@@ -78,11 +86,9 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_load(path: Path) -> object:
-    """Load a pickle through SafeUnpickler; SequenceError names the file and what was refused."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise SequenceError(str(path), f"cannot read the file ({e.strerror})", "unreadable") from e
+    """Load a pickle (gunzipped when named .gz) through SafeUnpickler; SequenceError names the
+    file and what was refused."""
+    data = read_bytes_bounded(Path(path))
     try:
         return SafeUnpickler(io.BytesIO(data)).load()
     except RefusedGlobal as e:
@@ -108,6 +114,15 @@ def _exercise(value: object) -> str | None:
         return None
 
 
+def _absent(value: object) -> bool:
+    """None, NaN or a blank string: a labels cell given as nothing."""
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return isinstance(value, str | np.str_) and not str(value).strip()
+
+
 def _subject(value: object) -> str:
     text = str(value).strip()
     try:
@@ -125,6 +140,7 @@ def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
     if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (3, 25):
         raise SequenceError(src, f"'poses' is {poses.dtype} {poses.shape}, expected numbers "
                                  "(frames, 3, 25)", "bad_layout")
+    check_poses_size(src, poses.shape)
     labels = np.asarray(data["labels"], dtype=object)
     if labels.ndim != 2 or labels.shape != (poses.shape[0], len(LABEL_COLUMNS)):
         raise SequenceError(src, f"'labels' has shape {labels.shape}, expected one row of "
@@ -132,11 +148,12 @@ def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
     return poses, labels
 
 
-def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0
+def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0, zeros_lost: bool = True
                      ) -> Iterator[Sequence | SequenceError]:
     """The sequences of an EC3D pickle, in ec3d19; a SequenceError for a piece it cannot use.
 
     Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout).
+    With `zeros_lost`, exact (0, 0, 0) joints are lost joints (NaN).
     """
     path = Path(path)
     poses, labels = _check_layout(path, safe_load(path))
@@ -146,6 +163,12 @@ def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0
     for key, rows in groups.items():
         ex_raw, subj_raw, label_raw, rep_raw = labels[rows[0], :4]
         where = f"{path}#exercise={key[0]},subject={key[1]},label={key[2]},rep={key[3]}"
+        empty = [name for name, value in zip(LABEL_COLUMNS, labels[rows[0]], strict=True)
+                 if _absent(value)]
+        if empty:
+            yield SequenceError(where, f"{', '.join(empty)}: null or empty in the labels rows",
+                                "missing_field")
+            continue
         exercise = _exercise(ex_raw)
         try:
             label = EC3D_LABEL_NAMES.get(int(label_raw))
@@ -159,7 +182,8 @@ def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0
             continue
         frames = np.asarray(rows)[order]
         joints = poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1)
-        yield Sequence(poses=joints.astype(np.float32), subject=_subject(subj_raw),
+        joints = zeros_as_lost(joints) if zeros_lost else joints.astype(np.float32)
+        yield Sequence(poses=joints, subject=_subject(subj_raw),
                        exercise=exercise, skeleton="ec3d19", fps=float(fps), label=label, rep=rep,
                        source=where, units=units)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,23 +33,27 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model.data.limits import (
+    MIB,
+    TOO_LARGE,
+    check_file_size,
+    check_poses_size,
+    input_limits,
+    read_bytes_bounded,
+)
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
 
-SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep")
-SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise")
+ZEROS_LOST = "zeros_lost"
+SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST)
+SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise", ZEROS_LOST)
 REQUIRED = ("skeleton", "units", "fps", "subject", "exercise")
+TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label")
 PARQUET_META_KEY = b"posecoach"
 
 
 def coordinate_columns(skeleton: str) -> list[str]:
     return [f"{j}_{c}" for j in get_skeleton(skeleton).joints for c in "xyz"]
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def _poses_from_nested(value: object, src: str) -> np.ndarray:
@@ -59,7 +64,7 @@ def _poses_from_nested(value: object, src: str) -> np.ndarray:
             raise ValueError(f"shape {arr.shape}")
         arr[arr == None] = np.nan  # noqa: E711 (element-wise comparison)
         return arr.astype(np.float32)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise SequenceError(src, f"'poses' is not a (frames, joints, 3) array of numbers ({e})",
                             "bad_shape") from e
 
@@ -75,15 +80,55 @@ def _nested_from_poses(poses: np.ndarray) -> list:
             for frame in _float32_text(poses).tolist()]
 
 
+def _absent(value: object) -> bool:
+    """None, an empty or blank string, or a float NaN: a field given as nothing."""
+    return (value is None or (isinstance(value, str) and not value.strip())
+            or (isinstance(value, float) and math.isnan(value)))
+
+
+def flag(value: object, name: str, source: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "0", "false", "no", ""):
+        return text in ("1", "true", "yes")
+    raise SequenceError(source, f"{name} {value!r} is not true or false", "bad_field")
+
+
+def zeros_as_lost(poses: np.ndarray) -> np.ndarray:
+    """A float32 copy of (frames, joints, 3) poses with every exact (0, 0, 0) joint NaN: the
+    convention of estimators that write zeros for a joint they lost (OpenPose's BODY_25)."""
+    out = np.array(poses, dtype=np.float32)
+    out[(out == 0).all(axis=-1)] = np.nan
+    return out
+
+
+def _checked_fields(fields: dict, source: str, session: bool) -> None:
+    """SequenceError naming each required field that is missing, null or empty, or a text
+    field given as something other than text or a number."""
+    required = REQUIRED if session else (*REQUIRED, "label")
+    missing = [k for k in required if _absent(fields.get(k))]
+    if missing:
+        raise SequenceError(source, f"{', '.join(missing)}: missing, null or empty (declare it in "
+                                    "the file, a manifest, a file-name pattern or an option)",
+                            "missing_field")
+    for key in TEXT_FIELDS:
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, str | int | float)):
+            raise SequenceError(source, f"{key} is {type(value).__name__} {value!r:.80}, not "
+                                        "text or a number", "bad_field")
+
+
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
                    ) -> Sequence:
-    """A Sequence from poses and its fields; SequenceError names what is missing or malformed."""
-    missing = [k for k in REQUIRED if fields.get(k) in (None, "")]
-    if not session and fields.get("label") in (None, ""):
-        missing.append("label")
-    if missing:
-        raise SequenceError(source, f"no {', '.join(missing)} declared (in the file, a manifest, "
-                                    "a file-name pattern or an option)", "missing_field")
+    """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
+
+    With `zeros_lost` declared true, exact (0, 0, 0) joints become lost joints (NaN)."""
+    _checked_fields(fields, source, session)
+    check_poses_size(source, np.shape(poses))
+    if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
+        poses = zeros_as_lost(poses)
     try:
         fps = float(fields["fps"])
         rep = int(fields.get("rep") or 0)
@@ -92,7 +137,8 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
                                     "number", "bad_field") from e
     meta = {}
     if session:
-        meta["session_id"] = str(fields.get("session_id") or Path(source).name.split(".")[0])
+        given = fields.get("session_id")
+        meta["session_id"] = Path(source).name.split(".")[0] if _absent(given) else str(given)
     return Sequence(
         poses=poses, subject=str(fields["subject"]), exercise=str(fields["exercise"]),
         skeleton=str(fields["skeleton"]), fps=fps,
@@ -120,14 +166,18 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def _load_json(path: Path) -> object:
+def _json_value(text: str | bytes, src: str) -> object:
     try:
-        with _open_text(path) as f:
-            return json.load(f)
-    except (OSError, EOFError) as e:
-        raise SequenceError(str(path), f"cannot read the file ({e})", "unreadable") from e
+        return json.loads(text)
+    except RecursionError as e:
+        raise SequenceError(src, "JSON nested too deep to read", "too_deep") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SequenceError(str(path), f"not valid JSON ({e})", "bad_json") from e
+        raise SequenceError(src, f"not valid JSON ({e})", "bad_json") from e
+
+
+def _load_json(path: Path) -> object:
+    """A JSON document (gzip'd when named .gz), its size bounded by the input limits."""
+    return _json_value(read_bytes_bounded(path), str(path))
 
 
 # ---- labelled sequences ------------------------------------------------------------------------
@@ -172,12 +222,38 @@ def write_sequence_npz(seq: Sequence, path: Path) -> Path:
     return _write_atomic(path, _npz_bytes(seq.poses, _fields(seq, False)))
 
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_npz_sizes(path: Path, src: str) -> None:
+    """SequenceError when an NPZ's `poses` header declares too many frames or values, or another
+    array is over max_text_mb once decompressed: checked from the headers, nothing inflated."""
+    limits = input_limits()
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.filename != "poses.npy":
+                if info.file_size > limits.max_text_mb * MIB:
+                    raise SequenceError(src, f"{info.filename} holds {info.file_size / MIB:.0f} "
+                                             f"MiB, over the limit of {limits.max_text_mb} MiB "
+                                             "(POSECOACH_LIMIT_*)", TOO_LARGE)
+                continue
+            with zf.open(info) as f:
+                read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+                if read_header is None:
+                    raise ValueError("unsupported .npy format version")
+                shape, _, _ = read_header(f)
+            check_poses_size(src, shape)
+
+
 def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
     src = str(path)
+    check_file_size(path)
     if not zipfile.is_zipfile(path):
         raise SequenceError(src, "not an NPZ file (not a zip archive of .npy arrays)",
                             "unreadable")
     try:
+        _check_npz_sizes(path, src)
         with np.load(path, allow_pickle=False) as z:
             if "poses" not in z.files:
                 raise SequenceError(src, f"no 'poses' array (has: {', '.join(z.files)})",
@@ -225,9 +301,8 @@ def _is_number(text: str) -> bool:
 def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
     src = str(path)
     try:
-        with _open_text(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+        text = read_bytes_bounded(path).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise SequenceError(src, f"cannot read the file as text ({e})", "unreadable") from e
     fields, body = {}, []
     for line in text.splitlines():
@@ -310,18 +385,31 @@ def _read_session_npz(path: Path) -> Sequence:
     return build_sequence(poses, fields, str(path), True)
 
 
+def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
+    """SequenceError when a Parquet file's footer declares too many frames or values, or more
+    than max_values float64s' worth of bytes once decompressed."""
+    check_poses_size(src, (meta.num_rows, meta.num_columns))
+    limit = input_limits().max_values * 8
+    inflated = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if inflated > limit:
+        raise SequenceError(src, f"{inflated / MIB:.0f} MiB once decompressed, over the limit of "
+                                 f"{limit / MIB:.0f} MiB (POSECOACH_LIMIT_MAX_VALUES)", TOO_LARGE)
+
+
 def _read_session_parquet(path: Path) -> Sequence:
     src = str(path)
+    check_file_size(path)
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        _check_parquet_sizes(parquet.metadata, src)
+        table = parquet.read()
     except (OSError, pa.ArrowException) as e:
         raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
     raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
-    try:
-        fields = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as e:
-        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not JSON",
-                            "bad_layout") from e
+    fields = _json_value(raw, src) if raw else {}
+    if not isinstance(fields, dict):
+        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
+                                 "object", "bad_layout")
     skeleton = fields.get("skeleton")
     try:
         expected = coordinate_columns(str(skeleton))

@@ -18,6 +18,8 @@ from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
     SEQUENCE_FIELDS,
     SESSION_READERS,
+    ZEROS_LOST,
+    flag,
     read_sequence_csv,
     read_sequence_npz,
     read_sequences_json,
@@ -37,6 +39,8 @@ LAYOUTS: dict[str, dict] = {
         "pattern": r"/(?P<label>correct|incorrect)/m\d+_(?P<subject>s\d+)_e(?P<rep>\d+)"
                    r"_positions(?:_inc)?\.txt\.gz$",
     },
+    # Pose estimators in OpenPose's style write (0, 0, 0) for a joint they lost.
+    "openpose": {"skeleton": "body25", ZEROS_LOST: True},
 }
 
 _READERS: dict[str, Callable[[Path, dict], Iterator[Sequence | SequenceError]]] = {
@@ -48,7 +52,7 @@ _READERS: dict[str, Callable[[Path, dict], Iterator[Sequence | SequenceError]]] 
     ".txt": read_sequence_csv,
     ".txt.gz": read_sequence_csv,
 }
-_PICKLE_SUFFIXES = (".pickle", ".pkl")
+_PICKLE_SUFFIXES = (".pickle", ".pkl", ".pickle.gz", ".pkl.gz")
 
 
 def _suffix(path: Path) -> str:
@@ -85,7 +89,7 @@ def _layout(name: str, source: Path) -> dict:
 
 def _recognised_layout(path: Path) -> dict:
     for spec in LAYOUTS.values():
-        if re.search(spec["pattern"], path.as_posix()):
+        if "pattern" in spec and re.search(spec["pattern"], path.as_posix()):
             return spec
     return {}
 
@@ -118,9 +122,11 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
 
 def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
     fields = declared_fields(path, root, declared)
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
+    if path.name.lower().endswith(_PICKLE_SUFFIXES):
         yield from read_ec3d_pickle(path, units=fields.get("units", "m"),
-                                    fps=float(fields.get("fps", 30.0)))
+                                    fps=float(fields.get("fps", 30.0)),
+                                    zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
+                                                    str(path)))
         return
     reader = _READERS.get(_suffix(path))
     if reader is None:
@@ -143,7 +149,8 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
     Yields unvalidated Sequences, or a SequenceError for a piece (or, in a folder, a file) that
     cannot be parsed. Raises SequenceError when `path` itself is missing or, being a file, is
     unreadable as a whole. Declarable: skeleton, units, fps, subject, exercise, label, rep,
-    layout (e.g. "uiprmd") and pattern.
+    zeros_lost (exact (0, 0, 0) joints are lost joints: the `openpose` layout's convention, and
+    EC3D pickles' unless declared false), layout (e.g. "uiprmd", "openpose") and pattern.
     """
     unknown = sorted(set(declared) - set(DECLARABLE))
     if unknown:

@@ -3,7 +3,9 @@
 Missing joints (a pose estimator that lost a joint for a few frames) are NaN; a sequence may have
 a few of them (they are filled by interpolation when normalised) but not many. Infinite values,
 wrong shapes, absurd sizes, unknown units, skeletons or exercises are refused with a
-SequenceError that names the input and the problem.
+SequenceError that names the input and the problem. So are degenerate sequences, each under its
+own kind: no joint left at all (`no_joints`), every joint at one point in every frame
+(`collapsed`), nothing moving from the first frame to the last (`no_motion`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MAX_SECONDS = 30 * 60
 MAX_MISSING_FRACTION = 0.2
 MAX_BODY_EXTENT_M = 3.5
 MAX_ABS_COORD_M = 100.0
+STILL_M = 1e-5  # a body this small is one point; a joint moving less than this does not move
 CHECK_BATCH_VALUES = 1 << 20  # coordinates validate_many checks at once (4 MiB of float32)
 
 
@@ -150,13 +153,22 @@ def _value_errors(poses: list[np.ndarray], scales: list[float]) -> list[tuple[st
     nan = np.isnan(stacked)
     missing = nan[..., 0] | nan[..., 1] | nan[..., 2]
     fraction = np.add.reduceat(missing.sum(axis=1), starts) / (frames * stacked.shape[1])
-    lost_joint = np.logical_and.reduceat(missing, starts, axis=0).any(axis=1)
+    always_lost = np.logical_and.reduceat(missing, starts, axis=0)
+    lost_joint = always_lost.any(axis=1)
+    with np.errstate(invalid="ignore"):
+        travel = np.fmax.reduceat(stacked, starts, axis=0) - np.fmin.reduceat(stacked, starts,
+                                                                                axis=0)
+        moved = np.fmax.reduce(travel.reshape(len(poses), -1), axis=1) * np.asarray(scales)
     errors: list[tuple[str, str] | None] = [None] * len(poses)
     failing = ((farthest > MAX_ABS_COORD_M) | (extent > MAX_BODY_EXTENT_M)
-               | (fraction > MAX_MISSING_FRACTION) | lost_joint)
+               | (fraction > MAX_MISSING_FRACTION) | lost_joint | ~(extent > STILL_M)
+               | ~(moved > STILL_M))
     for i in np.flatnonzero(failing):
         if np.isinf(farthest[i]):
             errors[i] = ("poses contain infinite values", "non_finite")
+        elif always_lost[i].all():
+            errors[i] = ("no joint left: every position is missing (NaN; or (0, 0, 0) where zeros "
+                         "mean lost)", "no_joints")
         elif fraction[i] > MAX_MISSING_FRACTION:
             errors[i] = (f"{fraction[i]:.0%} of joint positions are missing (NaN); "
                          f"at most {MAX_MISSING_FRACTION:.0%} allowed", "non_finite")
@@ -165,9 +177,14 @@ def _value_errors(poses: list[np.ndarray], scales: list[float]) -> list[tuple[st
         elif farthest[i] > MAX_ABS_COORD_M:
             errors[i] = (f"coordinates beyond {MAX_ABS_COORD_M:g} m (wrong units?)",
                          "absurd_coordinates")
-        else:
+        elif extent[i] > MAX_BODY_EXTENT_M:
             errors[i] = (f"body spans {extent[i]:.1f} m in one frame (wrong units or joints?)",
                          "absurd_coordinates")
+        elif not extent[i] > STILL_M:
+            errors[i] = ("every joint is at one point in every frame", "collapsed")
+        else:
+            errors[i] = ("nothing moves: every joint stays where it is from the first frame to "
+                         "the last", "no_motion")
     return errors
 
 

@@ -544,11 +544,13 @@ def _broken_variants(seq: Sequence) -> list[tuple[str, str, Sequence | bytes]]:
         ("unknown units", ".parquet", replace(seq, units="furlongs")),
         ("centimetres declared as metres", ".json", replace(seq, poses=p * 100)),
         ("unknown exercise", ".npz", replace(seq, exercise="burpee")),
+        ("every joint at one point", ".npz", replace(seq, poses=np.zeros_like(p))),
+        ("nothing moves", ".parquet", replace(seq, poses=np.repeat(p[:1], len(p), axis=0))),
     ]
 
 
 def write_broken_sessions(folder: Path, n: int, seed: int = 0) -> list[dict]:
-    """Write `n` bad uploads (cycling through ten kinds); returns [{"path", "problem"}]."""
+    """Write `n` bad uploads (cycling through twelve kinds); returns [{"path", "problem"}]."""
     base, _ = make_session("broken", "squat", [CORRECT, CORRECT], seed=seed)
     variants = _broken_variants(base)
     written = []
