@@ -10,7 +10,7 @@ through one of these.
 - `safe_file_name`: a file name kept as it is when it is already plain, else `safe_name` of its
   stem with its (sanitised) suffix.
 - `metric_key`: an MLflow metric or tag key part: kept when plain, else `safe_name`.
-- `html_text`: text escaped for HTML (attributes included), control characters replaced.
+- `html_text`: text escaped for HTML (attributes included), unprintable characters replaced.
 - `sql_text`: a SQL string literal.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
@@ -30,7 +30,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PLAIN_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SUFFIX_PART = re.compile(r"[a-z0-9]{1,8}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_/]{1,200}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _text(value: object) -> str:
@@ -81,9 +81,9 @@ def metric_key(value: object) -> str:
 
 
 def html_text(value: object) -> str:
-    """Text for an HTML page (element content or a quoted attribute): `& < > " '` escaped and
-    control characters shown as U+FFFD."""
-    return html.escape(_CONTROL.sub("\ufffd", _text(value)), quote=True)
+    """Text for an HTML page (element content or a quoted attribute): `& < > " '` escaped;
+    control characters and lone surrogates (which no UTF-8 page can hold) shown as U+FFFD."""
+    return html.escape(_UNPRINTABLE.sub("\ufffd", _text(value)), quote=True)
 
 
 def sql_text(value: object) -> str:
