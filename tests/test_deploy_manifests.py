@@ -1,9 +1,12 @@
 """Every manifest in deploy/ parses, and everything it names exists: the entrypoints and flow
 names of deploy/prefect.yaml, the posecoach verbs and options the images run, the work pool, the
-RayCluster the RayJobs select, the ConfigMaps referenced; and no secret value is written down."""
+RayCluster the RayJobs select, the ConfigMaps referenced; and no secret value is written down:
+the MLflow and Prefect servers ask for credentials that come from documented Secrets, the clients
+read the same from their environment, and only posecoach's pods reach the servers."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +24,7 @@ from flows.serve import RETRAIN_DEPLOYMENT, SCORE_DEPLOYMENT
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 SECRET_WORDS = ("PASSWORD", "SECRET", "ACCESS_KEY", "TOKEN", "CONNECTION_URL", "STORE_URI")
+CREDENTIAL_WORDS = (*SECRET_WORDS, "USERNAME", "AUTH_STRING", "ADMIN")
 
 
 def manifests() -> dict[str, list[dict[str, Any]]]:
@@ -195,3 +199,136 @@ def test_dockerfile_copies_existing_packages() -> None:
             for src in line.split()[1:-1]:
                 if not src.startswith("--"):
                     assert (root / src).exists(), src
+
+
+SERVERS = {"mlflow": 5000, "prefect-server": 4200, "postgres": 5432}
+PART_OF = {"app.kubernetes.io/part-of": "posecoach"}
+USERINFO = re.compile(r"://[^/\s:@$]+:[^/\s@$(]+@")
+
+
+def pod_templates() -> list[dict[str, Any]]:
+    """Every pod template of the k8s documents (Deployments, StatefulSets, Ray groups, RayJob
+    submitters): mappings holding a `spec` with `containers`."""
+    return [m for doc in k8s_docs() for m in walk(doc)
+            if isinstance(m.get("spec"), dict) and "containers" in m["spec"]]
+
+
+def labels_of(template: dict[str, Any]) -> dict[str, str]:
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, f"only matchLabels selectors: {selector}"
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def container_env(name: str) -> dict[str, dict[str, Any]]:
+    """The env entries of the container `name`, by variable."""
+    [found] = [c for doc in k8s_docs() for c in containers(doc) if c["name"] == name]
+    return {e["name"]: e for e in found.get("env", [])}
+
+
+def documented_secret_keys() -> dict[str, set[str]]:
+    """The keys of each Secret deploy/README.md creates (`kubectl create secret generic NAME
+    --from-literal=KEY=... --from-file=KEY`)."""
+    text = (DEPLOY / "README.md").read_text().replace("\\\n", " ")
+    out: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        found = re.search(r"kubectl create secret generic (\S+)(.*)", line)
+        if found:
+            keys = re.findall(r"--from-(?:literal|file)=([A-Za-z0-9_.]+)", found[2])
+            out[found[1]] = set(keys)
+    return out
+
+
+def test_every_pod_is_labelled_posecoach() -> None:
+    templates = pod_templates()
+    assert len(templates) >= 9
+    for template in templates:
+        assert selects({"matchLabels": PART_OF}, labels_of(template)), template
+
+
+def test_only_posecoach_pods_reach_the_servers() -> None:
+    policies = [d for d in k8s_docs() if d["kind"] == "NetworkPolicy"]
+    pods = [labels_of(t) for t in pod_templates()]
+    for server, port in SERVERS.items():
+        guarding = [p for p in policies
+                    if selects(p["spec"]["podSelector"], {"app": server, **PART_OF})]
+        assert guarding, f"no NetworkPolicy selects {server}"
+        for policy in guarding:
+            assert "Ingress" in policy["spec"]["policyTypes"]
+            for rule in policy["spec"]["ingress"]:
+                assert rule["from"], f"{policy['metadata']['name']}: a rule open to all"
+                for peer in rule["from"]:
+                    assert set(peer) == {"podSelector"}, f"{peer}: not a pod of this namespace"
+                    assert selects({"matchLabels": PART_OF}, peer["podSelector"]["matchLabels"])
+                assert [p["port"] for p in rule["ports"]] == [port]
+        allowed = [labels for labels in pods if any(
+            selects(peer["podSelector"], labels)
+            for p in guarding for rule in p["spec"]["ingress"] for peer in rule["from"])]
+        assert allowed and all(selects({"matchLabels": PART_OF}, a) for a in allowed)
+    into_db = [labels["app"] for labels in pods if "app" in labels and any(
+        selects(peer["podSelector"], labels) for p in policies
+        if selects(p["spec"]["podSelector"], {"app": "postgres", **PART_OF})
+        for rule in p["spec"]["ingress"] for peer in rule["from"])]
+    assert sorted(into_db) == ["mlflow", "prefect-server"]
+
+
+def test_servers_take_their_credentials_from_documented_secrets() -> None:
+    from mlflow.environment_variables import (
+        MLFLOW_AUTH_ADMIN_PASSWORD,
+        MLFLOW_AUTH_ADMIN_USERNAME,
+        MLFLOW_AUTH_CONFIG_PATH,
+        MLFLOW_FLASK_SERVER_SECRET_KEY,
+    )
+    from prefect.settings import PREFECT_SERVER_API_AUTH_STRING
+
+    secrets = documented_secret_keys()
+    mlflow_args = next(a for a in commands() if a[:2] == ["mlflow", "server"])
+    assert "--app-name=basic-auth" in mlflow_args
+    mlflow_env = container_env("mlflow")
+    for variable in (MLFLOW_AUTH_ADMIN_USERNAME, MLFLOW_AUTH_ADMIN_PASSWORD,
+                     MLFLOW_FLASK_SERVER_SECRET_KEY):
+        ref = mlflow_env[variable.name]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in secrets[ref["name"]], ref
+    config = Path(mlflow_env[MLFLOW_AUTH_CONFIG_PATH.name]["value"])
+    [deployment] = [d for d in k8s_docs() if d["metadata"]["name"] == "mlflow"
+                    and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"]
+               if Path(m["mountPath"]) == config.parent]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert {i["path"]: i["key"] for i in volume["secret"]["items"]}[config.name] in \
+        secrets[volume["secret"]["secretName"]]
+    ref = container_env("prefect-server")[PREFECT_SERVER_API_AUTH_STRING.name]
+    assert ref["valueFrom"]["secretKeyRef"]["key"] in secrets[
+        ref["valueFrom"]["secretKeyRef"]["name"]]
+
+
+def test_clients_read_the_credentials_the_servers_ask_for() -> None:
+    from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    client_keys = {MLFLOW_TRACKING_USERNAME.name, MLFLOW_TRACKING_PASSWORD.name,
+                   PREFECT_API_AUTH_STRING.name}
+    assert documented_secret_keys()["posecoach-auth"] == client_keys
+    holders = {c["name"] for doc in k8s_docs() for c in containers(doc)
+               if {"name": "posecoach-auth"} in [e.get("secretRef") for e in c.get("envFrom", [])]}
+    assert {"worker", "ray-head"} <= holders
+    assert "ray-worker" not in holders
+
+
+def test_no_credential_is_written_in_a_manifest() -> None:
+    for name, docs in manifests().items():
+        for doc in docs:
+            for m in walk(doc):
+                for key, value in m.items():
+                    if not isinstance(value, str):
+                        continue
+                    assert not USERINFO.search(value), f"{name}: {key} holds a password"
+                    if key == "value" and isinstance(m.get("name"), str):
+                        upper = m["name"].upper()
+                        assert not any(w in upper for w in CREDENTIAL_WORDS), f"{name}: {upper}"
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".md", "") and path.name != "Dockerfile":
+            assert not USERINFO.search(path.read_text().replace("$PGPASSWORD@", "")), path
