@@ -16,12 +16,10 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from dataclasses import replace
 
 from bench import Row, median_seconds
 from model.data.synth import make_dataset
-from model.learn.train import TrainConfig
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 from workers.cluster import ensure_ray
 from workers.cv import CVResult, cross_validate
 
@@ -32,8 +30,7 @@ NAME = "cv"
 def run(threads: int) -> list[Row]:
     ensure_ray(num_cpus=2)
     sequences = make_dataset(n_subjects=SUBJECTS, reps=REPS, seed=0)
-    config = replace(TrainConfig.from_profile(PROFILES["test"], seed=0, threads=1),
-                     epochs=EPOCHS)
+    config = run_config(PROFILES["test"], seed=0, threads=1, epochs=EPOCHS)
     results: dict[int, CVResult] = {}
 
     def folds_at_a_time(n: int) -> None:

@@ -25,7 +25,6 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +40,8 @@ from model.data.skeletons import get_skeleton
 from model.evaluate.metrics import judged_correct
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig
 from model.serve.scoring import normalize_valid
-from model.settings import get_settings
+from model.settings import get_settings, run_config
 from registry.tracking import client, log_training_run
 from workers.cv import CVResult, cross_validate
 
@@ -167,9 +165,8 @@ def measure(threads: int) -> list[Row]:
         raise RuntimeError(f"UI-PRMD ingest rejected inputs: {report.rejected_by_kind}")
     version = Dataset(DATASET).version()
     seqs = Dataset(DATASET).read(version=version)
-    motion_only = settings.get_dataset(DATASET).motion_only  # as the retrain flow does
-    config = replace(TrainConfig.from_profile(settings.get_profile(PROFILE), threads=1),
-                     motion_only=motion_only, beta=BETA)
+    spec = settings.get_dataset(DATASET)  # motion_only as the retrain flow has it
+    config = run_config(settings.get_profile(PROFILE), spec, threads=1, beta=BETA)
     began = time.perf_counter()
     cv = cross_validate(seqs, config, threads_per_fold=1)  # a fresh workdir: nothing reused
     cv_seconds = time.perf_counter() - began
@@ -186,15 +183,16 @@ def measure(threads: int) -> list[Row]:
     log_extra(run_id, {"gcn_full": gcn["full"],
                        "gcn_separated_classifier": gcn["separated_classifier"], **baselines})
     doc = {"dataset_version": version, "sequences": len(seqs), "profile": PROFILE,
-           "motion_only": motion_only, "beta": BETA,
+           "motion_only": config.motion_only, "beta": BETA,
            "cv_seconds": cv_seconds, "gcn": gcn, "baselines": baselines, "picture": picture,
            "mlflow_run": run_id, "ingest": report.to_dict()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "uiprmd.json").write_text(json.dumps(doc, indent=2, default=str))
     name = f"UI-PRMD deep squat LOSO, {len(cv.folds)} folds, {len(seqs)} reps"
     full = gcn["full"]
+    blind = ", motion only" if config.motion_only else ""
     rows = [
-        Row(name, f"GCN full (nightly, beta {BETA}{', motion only' if motion_only else ''})",
+        Row(name, f"GCN full (nightly, beta {BETA}{blind})",
             cv_seconds, 1.0,
             f"{note(full)}; corrected incorrect judged correct "
             f"{full['corrected_judged_correct']:.1%}; {full['epoch_seconds']:.1f} s/epoch; "

@@ -15,16 +15,15 @@ from dataclasses import replace
 from model.data.sequence import Sequence
 from model.data.synth import make_dataset
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
-from model.settings import get_settings
+from model.learn.train import train
+from model.settings import get_settings, run_config
 
 POOL_SUBJECTS, POOL_REPS = 4, 8
 
 
 def bench_model(threads: int, profile: str = "nightly") -> TrainedModel:
     """The profile's architecture, two epochs on make_dataset(4, 2)."""
-    config = replace(TrainConfig.from_profile(get_settings().get_profile(profile)),
-                     epochs=2, threads=threads)
+    config = run_config(get_settings().get_profile(profile), epochs=2, threads=threads)
     return train(make_dataset(4, 2, seed=0), config, progress=False)
 
 

@@ -14,7 +14,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,23 @@ from model.data.sequence import Sequence
 from model.evaluate.folds import judge_config_for
 from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
+from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig
-from model.settings import get_settings
+from model.settings import get_settings, run_config
+from registry.access import server_errors
 from registry.gate import NIGHTLY_ACTOR, promote
 from registry.lookup import find_versions, saved_model_dir
 from registry.pyfunc import log_packaged_model
 from registry.tracking import code_version, log_training_run
-from registry.versions import CHAMPION, alias_version, model_name, register_candidate
+from registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    get_version,
+    model_name,
+    register_candidate,
+    set_alias,
+)
 from workers.cv import cross_validate
 from workers.train import train_final
 
@@ -151,6 +160,25 @@ def log_and_register(result: RetrainResult, config: TrainConfig, folds: list[dic
     return run_id, version
 
 
+def finish_registered(result: RetrainResult, version: str, actor: str,
+                      models: Path) -> RetrainResult:
+    """An earlier run registered `version` from the same dataset version and profile: skipped
+    when its gate decision is on it; when that run stopped before the gate (the MLflow server
+    went away), the version's artifacts are checked and the gate decides now, on the figures
+    recorded at registration."""
+    result.version = version
+    if get_version(result.model, version).tags.get("gate.decision"):
+        result.decision = {"reason": f"dataset version {result.dataset_version} already trained "
+                           f"with profile {result.profile} as {result.model} v{version}"}
+        return result
+    saved_model_dir(result.model, version, models / "registered")
+    set_alias(result.model, CHALLENGER, version)
+    decision = promote(result.model, version, actor=actor)
+    result.decision = decision.to_dict()
+    result.status = "promoted" if decision.promoted else "not promoted"
+    return result
+
+
 def split_gate(seqs: list[Sequence], gate_subjects: tuple[str, ...]) -> tuple[list, list]:
     train = [s for s in seqs if s.subject not in gate_subjects]
     gate = [s for s in seqs if s.subject in gate_subjects]
@@ -166,16 +194,13 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
     prof = settings.get_profile(profile)
     spec = settings.get_dataset(dataset)
     name = model_name(dataset)
-    with dataset_lock(dataset):
+    with dataset_lock(dataset), server_errors():
         version = pin_dataset(dataset)
         result = RetrainResult(dataset=dataset, dataset_version=version, profile=prof.name,
                                status="skipped", model=name)
         done = find_versions(name, dataset_version=str(version), profile=prof.name)
         if done:
-            result.version = done[-1]
-            result.decision = {"reason": f"dataset version {version} already trained with "
-                               f"profile {prof.name} as {name} v{done[-1]}"}
-            return result.to_dict()
+            return finish_registered(result, done[-1], actor, settings.models).to_dict()
         seqs = load_sequences(dataset, version)
         train_seqs, gate_seqs = split_gate(seqs, spec.gate_subjects)
         if not gate_seqs:
@@ -186,8 +211,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         if len({s.subject for s in train_seqs}) < 2:
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
                                "subjects besides the gate subjects")
-        config = replace(TrainConfig.from_profile(prof, seed=seed, threads=prof.threads_per_fold),
-                         motion_only=spec.motion_only)
+        config = run_config(prof, spec, seed=seed, threads=prof.threads_per_fold)
         norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
         cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from model.learn.config import TrainConfig, get_variant
 
 EXERCISES: tuple[str, ...] = ("squat", "lunge", "plank")
 CORRECT = "correct"
@@ -19,20 +22,11 @@ CORRECT = "correct"
 
 @dataclass(frozen=True)
 class Profile:
-    """How big a job is: epochs, data sizes and parallelism (`test`, `demo`, `nightly`)."""
+    """How big a job is (`test`, `demo`, `nightly`): its training settings, the synthetic
+    data's size and the parallelism."""
 
     name: str
-    epochs: int
-    batch_size: int = 32
-    lr: float = 0.01
-    lr_decay: float = 0.9
-    lr_step: int = 5
-    dropout: float = 0.5
-    hidden: int = 256
-    n_dct: int = 25
-    beta: float = 1.0
-    smooth_weight: float = 1e-3
-    grad_clip: float = 1.0
+    train: TrainConfig
     synth_subjects: int = 4
     synth_reps: int = 10
     train_workers: int = 1
@@ -40,12 +34,13 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "test": Profile(name="test", epochs=3, hidden=32, synth_subjects=4, synth_reps=2),
+    "test": Profile("test", TrainConfig(epochs=3, hidden=32), synth_subjects=4, synth_reps=2),
     # The demo keeps its last epoch's model after only 15 epochs: its learning rate comes down
     # every epoch (to 4 % by the last), or the weights kept are a snapshot of large steps.
-    "demo": Profile(name="demo", epochs=15, hidden=128, lr_decay=0.8, lr_step=1,
+    "demo": Profile("demo", TrainConfig(epochs=15, hidden=128, lr_decay=0.8, lr_step=1),
                     synth_subjects=4, synth_reps=8),
-    "nightly": Profile(name="nightly", epochs=50, hidden=256, synth_subjects=4, synth_reps=8),
+    "nightly": Profile("nightly", TrainConfig(epochs=50, hidden=256), synth_subjects=4,
+                       synth_reps=8),
 }
 
 
@@ -187,6 +182,21 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+def run_config(profile: Profile, dataset: DatasetSpec | None = None, *, variant: str = "full",
+               seed: int = 0, device: str = "cpu", threads: int | None = None,
+               **overrides: Any) -> TrainConfig:
+    """The training configuration of one run, assembled here alone: the profile's settings
+    (nightly = the paper's), what the dataset asks (motion_only), the run's variant, seed,
+    device and threads, then `overrides` (tests and benchmarks: epochs=1, beta=0.1, ...).
+    A variant without the smoothness term trains with smooth_weight 0."""
+    smooth = profile.train.smooth_weight if get_variant(variant).smoothness else 0.0
+    run = {"variant": variant, "seed": seed, "device": device, "threads": threads,
+           "smooth_weight": smooth}
+    if dataset is not None:
+        run["motion_only"] = dataset.motion_only
+    return replace(profile.train, **{**run, **overrides})
+
+
 __all__ = [
     "CORRECT",
     "EXERCISES",
@@ -198,4 +208,5 @@ __all__ = [
     "Settings",
     "get_settings",
     "load_settings",
+    "run_config",
 ]

@@ -11,7 +11,6 @@ first: rollback moves the alias back one step.
 
 from __future__ import annotations
 
-import getpass
 import json
 import math
 from collections.abc import Mapping
@@ -19,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from model.evaluate.summary import figure_at
 from model.settings import GateSettings as GatePolicy
 from model.settings import get_settings
+from registry.access import actor
 from registry.versions import (
     CHAMPION,
     RegistryError,
@@ -65,9 +66,9 @@ class GateFigures:
         }
         return cls(
             macro=_number(figures.get("macro")),
-            correction=_number(_dig(figures, "correction", "independent", "all")),
+            correction=_number(figure_at(figures, "correction.independent.all")),
             per_class=per_class,
-            uncorrected=_number(_dig(figures, "correction", "uncorrected", "all")),
+            uncorrected=_number(figure_at(figures, "correction.uncorrected.all")),
         )
 
     def has_nan(self) -> list[str]:
@@ -91,14 +92,6 @@ def _number(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return math.nan
-
-
-def _dig(d: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, Mapping) or key not in d:
-            return None
-        d = d[key]
-    return d
 
 
 @dataclass(frozen=True)
@@ -178,11 +171,9 @@ class Decision:
 
 
 def default_actor() -> str:
-    """Who asks, when nobody says: the person logged in."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "unknown"
+    """Who asks, when nobody says: the user the MLflow server authenticates, else the person
+    logged in (registry.access.actor, made safe as a tag value)."""
+    return actor()
 
 
 def _now() -> str:

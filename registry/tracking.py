@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from mlflow.exceptions import MlflowException
 
 from model.data.labels import class_name
 from model.data.names import metric_key
+from model.evaluate.summary import scalar_figures, summarise
 from model.learn.saved import code_version as saved_code_version
 from model.settings import get_settings
-
-SKIPPED_FIGURES = frozenset({"per_class", "confusion", "classes"})
 
 
 def configure_tracking(uri: str | None = None) -> str:
@@ -73,35 +71,12 @@ def code_version() -> str:
     return f"{found.get('package')}+g{commit[:12]}" if commit else str(found.get("package"))
 
 
-def flat_figures(figures: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested figure dict as dotted names ('correction.independent.all').
-
-    The per-class table, confusion matrix and class list are left out (logged on their own).
-    """
-    out: dict[str, float] = {}
-    for key, value in figures.items():
-        if key in SKIPPED_FIGURES:
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flat_figures(value, f"{name}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
 def fold_summary(folds: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Mean and standard deviation over folds of every figure: `<name>.mean`, `<name>.std`."""
-    flats = [flat_figures(f) for f in folds]
-    names = sorted({n for flat in flats for n in flat})
-    out: dict[str, float] = {}
-    for name in names:
-        values = [flat[name] for flat in flats if name in flat]
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        out[f"{name}.mean"] = mean
-        out[f"{name}.std"] = std
-    return out
+    """Mean and standard deviation over folds of every figure all folds have (the rule of
+    model.evaluate.summary.summarise): `<name>.mean`, `<name>.std`."""
+    mean, std = summarise(list(folds))
+    return {f"{name}.{stat}": of[name] for name in mean
+            for stat, of in (("mean", mean), ("std", std))}
 
 
 def per_class_csv(rows: list[dict[str, Any]]) -> str:
@@ -165,13 +140,13 @@ def log_training_run(
                            "dataset_version": dataset_version, **params})
         mlflow.log_dict({"skeleton": skeleton, "classes": class_names(classes)}, "classes.json")
         for i, fold in enumerate(folds):
-            _log_figures("cv", flat_figures(fold), step=i)
+            _log_figures("cv", scalar_figures(fold), step=i)
         if folds:
             summary = fold_summary(folds)
             _log_figures("cv", summary)
             mlflow.log_dict({"folds": folds, "summary": summary}, "cv.json")
         if gate is not None:
-            _log_figures("gate", flat_figures(gate))
+            _log_figures("gate", scalar_figures(gate))
             mlflow.log_dict(dict(gate), "gate.json")
             rows = list(gate.get("per_class") or [])
             if rows:

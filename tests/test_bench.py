@@ -19,8 +19,8 @@ from bench.uiprmd_baseline import FRAMES, PELVIS, features
 from model.data.readers import iter_sequences
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset
-from model.learn.train import TrainConfig, train
-from model.settings import PROFILES
+from model.learn.train import train
+from model.settings import PROFILES, run_config
 
 UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 
@@ -62,7 +62,7 @@ def test_chunks_cover_everything_once():
 
 def test_streamed_scoring_writes_one_row_per_repetition(tmp_path):
     torch.set_num_threads(1)
-    config = replace(TrainConfig.from_profile(PROFILES["test"]), epochs=1, threads=1)
+    config = run_config(PROFILES["test"], epochs=1, threads=1)
     model = train(make_dataset(4, 1, seed=0), config, progress=False)
     out = tmp_path / "report.parquet"
     assert score_streamed(model, 600, out) == 600

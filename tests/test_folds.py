@@ -12,10 +12,9 @@ from model.data.synth import make_dataset
 from model.evaluate.folds import JUDGE_VARIANT, judge_config_for, loso_folds, run_fold
 from model.evaluate.metrics import Evaluation, evaluate
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 
-CONFIG = replace(TrainConfig.from_profile(PROFILES["test"], threads=1), epochs=2)
+CONFIG = run_config(PROFILES["test"], threads=1, epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -63,13 +63,13 @@ def test_settings_environment_overrides(tmp_path):
     assert s.mlflow_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert s.lake == str(tmp_path / "lake")
     assert s.ray_address == "ray://h:10001"
-    assert s.get_profile().epochs == 50
+    assert s.get_profile().train.epochs == 50
     with pytest.raises(KeyError, match="unknown profile"):
         s.get_profile("huge")
 
 
 def test_nightly_profile_holds_the_papers_hyperparameters():
-    p = load_settings({}).get_profile("nightly")
+    p = load_settings({}).get_profile("nightly").train
     assert (p.lr, p.lr_decay, p.lr_step, p.batch_size, p.dropout, p.grad_clip) == (
         0.01, 0.9, 5, 32, 0.5, 1.0)  # fmt: skip
     assert (p.beta, p.smooth_weight, p.epochs, p.n_dct, p.hidden) == (1.0, 1e-3, 50, 25, 256)
@@ -78,8 +78,9 @@ def test_nightly_profile_holds_the_papers_hyperparameters():
 def test_demo_profile_is_ec3d_sized_and_ends_with_a_low_learning_rate():
     p = load_settings({}).get_profile("demo")
     assert p.synth_subjects * 11 * p.synth_reps == 352  # EC3D: 4 subjects x 11 classes x 8
-    last_epoch_lr = p.lr * p.lr_decay ** ((p.epochs - 1) // p.lr_step)
-    assert last_epoch_lr < 0.1 * p.lr
+    t = p.train
+    last_epoch_lr = t.lr * t.lr_decay ** ((t.epochs - 1) // t.lr_step)
+    assert last_epoch_lr < 0.1 * t.lr
 
 
 def test_canonical_skeleton_is_ec3d_subset_of_body25():

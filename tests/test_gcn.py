@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch_dct
 
+from model.learn.config import VARIANTS
 from model.learn.dct import dct_decode, dct_encode, idct_basis
 from model.learn.folded import BLOCK, FoldedGCN
 from model.learn.gcn import (
-    VARIANTS,
     FeedbackGCN,
     GCNConfig,
     GraphConv,

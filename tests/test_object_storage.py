@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 
 import boto3
 import numpy as np
@@ -27,8 +26,8 @@ from model.data.normalize import normalize
 from model.data.sequence import SequenceError
 from model.data.synth import make_dataset
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
-from model.settings import PROFILES
+from model.learn.train import train
+from model.settings import PROFILES, run_config
 
 torch.set_num_threads(1)
 
@@ -168,7 +167,7 @@ def _infer_in_worker(model_uri: str, poses: list[np.ndarray]) -> np.ndarray:
 
 def test_a_saved_model_on_s3_reaches_a_ray_worker_and_scores_the_same(
         s3_env, sequences, tmp_path, ray_local) -> None:
-    config = replace(TrainConfig.from_profile(PROFILES["test"], seed=0, threads=1), epochs=1)
+    config = run_config(PROFILES["test"], seed=0, threads=1, epochs=1)
     trained = train(sequences, config, progress=False)
     folder = trained.save(tmp_path / "model")
     uri = storage.upload_dir(folder, "s3://models/ec3d/v1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from model.data.synth import make_dataset, make_session
-from model.learn.train import TrainConfig, train
-from model.settings import get_settings
+from model.learn.train import train
+from model.settings import get_settings, run_config
 from registry.gate import GateFigures, GatePolicy, champion_history, promote, rollback, verdict
 from registry.pyfunc import log_packaged_model
 from registry.tracking import code_version, log_training_run
@@ -107,8 +106,7 @@ def model_uri(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One packaged model (a tiny one-epoch training) logged to the run's store."""
     torch.set_num_threads(1)
     seqs = make_dataset(n_subjects=2, reps=1, seed=3)
-    config = replace(TrainConfig.from_profile(get_settings().get_profile("test"), threads=1),
-                     epochs=1)
+    config = run_config(get_settings().get_profile("test"), threads=1, epochs=1)
     trained = train(seqs, config, progress=False)
     folder = trained.save(tmp_path_factory.mktemp("gate-model") / "model")
     run_id = log_training_run(dataset=DATASET, dataset_version=1, profile="test",

@@ -24,8 +24,8 @@ from model.data.synth import make_dataset, make_session
 from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
-from model.settings import get_settings
+from model.learn.train import train
+from model.settings import get_settings, run_config
 from registry.gate import GatePolicy, promote, rollback
 from registry.pyfunc import log_packaged_model, predict_frame, to_frame
 from registry.tracking import code_version, fold_summary, log_training_run
@@ -106,7 +106,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedModel, Pat
     """A tiny model (test profile) trained on s1, s2; its figures on s3 (it is its own judge)."""
     torch.set_num_threads(1)
     seqs = make_dataset(n_subjects=3, reps=2, seed=0)
-    config = TrainConfig.from_profile(get_settings().get_profile("test"), threads=1)
+    config = run_config(get_settings().get_profile("test"), threads=1)
     model = train([s for s in seqs if s.subject != "s3"], config, progress=False)
     folder = model.save(tmp_path_factory.mktemp("server-model") / "model")
     evaluation = evaluate(model, [s for s in seqs if s.subject == "s3"], judge=model)

@@ -91,6 +91,29 @@ def test_reloaded_model_gives_identical_results(trained, poses, tmp_path: Path):
     assert loaded.unsure_threshold == 0.6 and loaded.normalization == trained.normalization
 
 
+# The "train" and "gcn" entries of model.json as written before the settings became one tree
+# (TrainConfig in model.learn.train, GCNConfig with its own copies of n_dct, hidden, dropout).
+OLD_TRAIN_CARD = {
+    "variant": "full", "epochs": 2, "batch_size": 8, "lr": 0.01, "lr_decay": 0.9, "lr_step": 5,
+    "dropout": 0.1, "hidden": 16, "n_dct": 10, "beta": 1.0, "smooth_weight": 1e-3,
+    "grad_clip": 1.0, "seed": 0, "device": "cpu", "threads": 1, "gamma": 0.01,
+    "motion_only": False,
+}
+OLD_GCN_CARD = {"n_nodes": 57, "n_classes": 2, "n_dct": 10, "hidden": 16, "dropout": 0.1,
+                "variant": "full"}
+
+
+def test_a_card_written_by_the_earlier_code_still_loads(trained, poses, tmp_path: Path):
+    folder = trained.save(tmp_path / "m")
+    card = json.loads((folder / CARD).read_text())
+    assert set(card["train"]) == set(OLD_TRAIN_CARD) and set(card["gcn"]) == set(OLD_GCN_CARD)
+    card["train"], card["gcn"] = OLD_TRAIN_CARD, OLD_GCN_CARD
+    (folder / CARD).write_text(json.dumps(card))
+    loaded = TrainedModel.load(folder)
+    assert loaded.config == trained.config and loaded.gcn_config == trained.gcn_config
+    np.testing.assert_array_equal(loaded.infer(poses).log_probs, trained.infer(poses).log_probs)
+
+
 def test_loading_unpickles_nothing(trained, poses, tmp_path: Path, monkeypatch):
     folder = trained.save(tmp_path / "m")
 

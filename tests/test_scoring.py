@@ -18,10 +18,10 @@ from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset, make_session, to_skeleton
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
+from model.learn.train import train
 from model.serve.feedback import UNSURE_FLOOR
 from model.serve.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def data():
 @pytest.fixture(scope="module")
 def model(data):
     train_seqs = [s for s in data if s.subject != "s3"]
-    m = train(train_seqs, TrainConfig.from_profile(PROFILES["test"], threads=1), progress=False)
+    m = train(train_seqs, run_config(PROFILES["test"], threads=1), progress=False)
     calibrate(m, train_seqs)
     return m
 

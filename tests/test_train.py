@@ -12,17 +12,17 @@ import torch
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
+from model.learn.config import TrainConfig
 from model.learn.softdtw import soft_dtw_divergence
 from model.learn.targets import NO_TARGET, pair_targets
 from model.learn.train import (
     CHECKPOINT,
-    TrainConfig,
     divergence_to_targets,
     self_terms,
     smoothness,
     train,
 )
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 
 torch.set_num_threads(1)
 UPPER = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
@@ -76,13 +76,13 @@ def toy() -> list[Sequence]:
 
 
 def test_profiles_give_the_papers_hyper_parameters_at_nightly():
-    cfg = TrainConfig.from_profile(PROFILES["nightly"], variant="full", seed=3)
+    cfg = run_config(PROFILES["nightly"], variant="full", seed=3)
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_decay, cfg.lr_step) == (50, 32, 0.01, 0.9, 5)
     assert (cfg.dropout, cfg.grad_clip, cfg.beta, cfg.smooth_weight) == (0.5, 1.0, 1.0, 1e-3)
     assert (cfg.hidden, cfg.n_dct, cfg.seed) == (256, 25, 3)
-    assert TrainConfig.from_profile(PROFILES["nightly"], "no_smoothness").smooth_weight == 0.0
+    assert run_config(PROFILES["nightly"], variant="no_smoothness").smooth_weight == 0.0
     with pytest.raises(ValueError, match="unknown variant"):
-        TrainConfig.from_profile(PROFILES["test"], variant="bogus")
+        run_config(PROFILES["test"], variant="bogus")
 
 
 def test_a_correct_input_is_its_own_target_and_others_get_the_nearest_correct_rep():
@@ -186,7 +186,7 @@ def test_a_checkpoint_from_other_data_or_settings_is_refused(toy, tmp_path: Path
 @pytest.mark.parametrize("variant", ["separated_classifier", "separated_corrector",
                                      "no_feedback", "no_smoothness"])
 def test_every_variant_trains(toy, variant: str):
-    cfg = TrainConfig.from_profile(PROFILES["test"], variant=variant, threads=1)
+    cfg = run_config(PROFILES["test"], variant=variant, threads=1)
     model = train(toy, replace(cfg, epochs=1, hidden=16, n_dct=10), progress=False)
     row = model.meta["history"][0]
     assert ("nll" in row) == (variant != "separated_corrector")

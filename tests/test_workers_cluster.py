@@ -149,18 +149,16 @@ def two_nodes() -> Iterator[str]:
 
 CLIENT = textwrap.dedent("""
     import json, sys
-    from dataclasses import replace
     import ray
-    from model.settings import PROFILES
+    from model.settings import PROFILES, run_config
     from model.data.synth import make_dataset
-    from model.learn.train import TrainConfig
     from workers.cluster import ensure_ray
     from workers.cv import cross_validate
     from workers.scoring import score_batch
 
     resources = ensure_ray()
     seqs = make_dataset(n_subjects=2, reps=1, seed=6, exercises=("squat",))
-    config = replace(TrainConfig.from_profile(PROFILES["test"], threads=1), epochs=1)
+    config = run_config(PROFILES["test"], threads=1, epochs=1)
     cv = cross_validate(seqs, config, workdir=sys.argv[1], progress=False)
     records = score_batch(seqs, cv.folds[0].model_dir, batch_size=2, concurrency=2,
                           progress=False)

@@ -3,17 +3,16 @@ in-process; a fold that fails names itself; the mean and spread over folds."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 
 from model.data.synth import make_dataset
 from model.evaluate.folds import loso_folds, run_fold
-from model.learn.train import TrainConfig
-from model.settings import PROFILES
-from workers.cv import CVResult, FoldError, FoldOutcome, cross_validate, scalar_figures, summarise
+from model.evaluate.summary import scalar_figures, summarise
+from model.learn.config import TrainConfig
+from model.settings import PROFILES, run_config
+from workers.cv import CVResult, FoldError, FoldOutcome, cross_validate
 
 torch.set_num_threads(1)
 
@@ -25,7 +24,7 @@ def sequences():
 
 @pytest.fixture(scope="module")
 def config() -> TrainConfig:
-    return replace(TrainConfig.from_profile(PROFILES["test"], seed=2, threads=1), epochs=2)
+    return run_config(PROFILES["test"], seed=2, threads=1, epochs=2)
 
 
 def test_ray_folds_give_the_in_process_figures(ray_local, sequences, config, tmp_path):
@@ -72,7 +71,7 @@ def test_summary_covers_the_figures_every_fold_has():
     folds = [_outcome("a", 0.5, {"sdtw_after": 2.0, "confusion": [[1]]}),
              _outcome("b", 1.0, {"sdtw_after": None}),
              _outcome("c", 0.0, {"sdtw_after": 4.0, "flag": True})]
-    mean, std = summarise(folds)
+    mean, std = summarise([f.metrics for f in folds])
     assert mean == {"evaluation.macro": 0.5}
     assert std["evaluation.macro"] == pytest.approx(np.std([0.5, 1.0, 0.0]))
     assert scalar_figures({"a": {"b": 1, "c": [1, 2]}, "d": np.float32(2.5)}) == \

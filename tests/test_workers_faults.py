@@ -10,15 +10,15 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from model.data.synth import make_dataset
-from model.learn.train import CHECKPOINT, TrainConfig
-from model.settings import PROFILES
+from model.learn.config import TrainConfig
+from model.learn.train import CHECKPOINT
+from model.settings import PROFILES, run_config
 from workers.cv import PID_FILE, FoldError, cross_validate
 
 torch.set_num_threads(1)
@@ -32,7 +32,7 @@ def sequences():
 
 @pytest.fixture(scope="module")
 def config() -> TrainConfig:
-    return replace(TrainConfig.from_profile(PROFILES["test"], seed=1, threads=1), epochs=EPOCHS)
+    return run_config(PROFILES["test"], seed=1, threads=1, epochs=EPOCHS)
 
 
 def kill_after_first_checkpoint(fold_dir: Path, timeout: float = 300) -> tuple[int, dict]:

@@ -14,9 +14,9 @@ from model.data.formats import write_session
 from model.data.readers import read_session
 from model.data.synth import make_dataset, make_session
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
+from model.learn.train import train
 from model.serve.scoring import calibrate, score, score_session
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 from workers.scoring import REJECTED, SCORED, row_sequence, score_batch, sequence_row
 
 torch.set_num_threads(1)
@@ -29,7 +29,7 @@ def sequences():
 
 @pytest.fixture(scope="module")
 def model_dir(sequences, tmp_path_factory):
-    config = replace(TrainConfig.from_profile(PROFILES["test"], seed=0, threads=1), epochs=1)
+    config = run_config(PROFILES["test"], seed=0, threads=1, epochs=1)
     trained = train(sequences, config, progress=False)
     calibrate(trained, sequences)
     return trained.save(tmp_path_factory.mktemp("model") / "model")

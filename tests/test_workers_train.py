@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 
 from model.data.normalize import normalize
 from model.data.synth import make_dataset
-from model.learn.train import TrainConfig, train
+from model.learn.config import TrainConfig
+from model.learn.train import train
 from model.serve.scoring import calibrate
-from model.settings import PROFILES
+from model.settings import PROFILES, run_config
 from workers.train import state_checksum, train_final
 
 torch.set_num_threads(1)
@@ -26,7 +25,7 @@ def sequences():
 
 @pytest.fixture(scope="module")
 def config() -> TrainConfig:
-    return replace(TrainConfig.from_profile(PROFILES["test"], seed=5, threads=1), epochs=2)
+    return run_config(PROFILES["test"], seed=5, threads=1, epochs=2)
 
 
 def test_one_worker_gives_the_in_process_model(ray_local, sequences, config):

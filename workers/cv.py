@@ -17,18 +17,18 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import ray
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
 from model.evaluate.folds import loso_folds, run_fold
+from model.evaluate.summary import summarise
+from model.learn.config import TrainConfig
 from model.settings import get_settings
 from workers.cluster import Placement, capacity, ensure_ray, placement, where
 
@@ -80,33 +80,11 @@ class CVResult:
         return {"folds": [asdict(f) for f in self.folds], "mean": self.mean, "std": self.std}
 
 
-def scalar_figures(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of a nested figures dict, keyed by dotted path (lists are skipped)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(scalar_figures(value, f"{name}."))
-        elif isinstance(value, int | float | np.number) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
-def summarise(folds: list[FoldOutcome]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation (over folds, ddof=0) of the figures every fold has."""
-    per_fold = [scalar_figures(f.metrics) for f in folds]
-    keys = sorted(set.intersection(*(set(p) for p in per_fold))) if per_fold else []
-    mean = {k: float(np.mean([p[k] for p in per_fold])) for k in keys}
-    std = {k: float(np.std([p[k] for p in per_fold])) for k in keys}
-    return mean, std
-
-
 def fold_in_process(sequences: list[Sequence], held_out: str, train_subjects: list[str],
-                    config, fold_dir: Path, threads: int,
+                    config: TrainConfig, fold_dir: Path,
                     norm: Normalization = Normalization()) -> dict:
-    """Run one fold in the current process (what each Ray task does); returns plain values."""
-    config = replace(config, threads=threads)
-    torch.set_num_threads(threads)
+    """Run one fold in the current process (what each Ray task does); returns plain values.
+    Training sets the process's torch threads from config.threads."""
     fold_dir.mkdir(parents=True, exist_ok=True)
     (fold_dir / PID_FILE).write_text(str(os.getpid()))
     train = [s for s in sequences if s.subject in set(train_subjects)]
@@ -124,8 +102,9 @@ def default_workdir() -> Path:
     return get_settings().home / "cv" / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None = None,
-                   max_retries: int = 2, threads_per_fold: int = 1,
+def cross_validate(sequences: list[Sequence], config: TrainConfig,
+                   subjects: list[str] | None = None, max_retries: int = 2,
+                   threads_per_fold: int = 1,
                    workdir: str | Path | None = None, max_concurrent: int | None = None,
                    gpu_fraction: float = 0.5, progress: bool = True,
                    norm: Normalization = Normalization()) -> CVResult:
@@ -141,28 +120,27 @@ def cross_validate(sequences: list[Sequence], config, subjects: list[str] | None
     plan = loso_folds(subjects)
     ensure_ray()
     place = placement(threads_per_fold, gpu_fraction)
-    config = replace(config, device=place.device)
+    config = config.placed(device=place.device, threads=threads_per_fold)
     limit = max_concurrent or capacity(place)
     workdir = Path(workdir) if workdir is not None else default_workdir()
     data_ref = ray.put([s for s in sequences if s.subject in set(subjects)])
     log.info("cross-validation: %d folds, up to %d at a time, workdir %s",
              len(plan), limit, workdir)
-    runner = _FoldRunner(data_ref, config, workdir, threads_per_fold, place, max_retries, norm)
+    runner = _FoldRunner(data_ref, config, workdir, place, max_retries, norm)
     outcomes = runner.run(plan, limit, progress)
-    mean, std = summarise(outcomes)
+    mean, std = summarise([o.metrics for o in outcomes])
     return CVResult(folds=outcomes, mean=mean, std=std)
 
 
 class _FoldRunner:
     """Submits folds, keeps at most `limit` in flight, retries lost workers, reports progress."""
 
-    def __init__(self, data_ref, config, workdir: Path, threads: int, place: Placement,
+    def __init__(self, data_ref, config: TrainConfig, workdir: Path, place: Placement,
                  max_retries: int, norm: Normalization):
         self.norm = norm
         self.data_ref = data_ref
         self.config = config
         self.workdir = workdir
-        self.threads = threads
         self.place = place
         self.max_retries = max_retries
         self.attempts: dict[str, int] = {}
@@ -171,7 +149,7 @@ class _FoldRunner:
         self.attempts[held_out] = self.attempts.get(held_out, 0) + 1
         return _fold_task.options(**self.place.options()).remote(
             self.data_ref, held_out, list(train_subjects), self.config,
-            self.workdir / f"fold-{held_out}", self.threads, self.norm,
+            self.workdir / f"fold-{held_out}", self.norm,
         )
 
     def run(self, plan: list[tuple[str, list[str]]], limit: int,

@@ -26,8 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
+from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
+from model.learn.train import train
 from model.serve.scoring import calibrate
 from model.settings import get_settings
 from workers.cluster import ensure_ray, placement
@@ -82,14 +83,14 @@ def _fit(sequences: list[Sequence], config: TrainConfig, norm: Normalization,
                     progress=progress)
     calibrate(trained, sequences)
     trained.module.cpu()
-    return replace(trained, config=replace(trained.config, device="cpu"))
+    return replace(trained, config=trained.config.placed(device="cpu"))
 
 
 def _train_one(sequences: list[Sequence], config: TrainConfig, norm: Normalization,
                checkpoint_dir: str | Path | None, max_retries: int,
                progress: bool) -> TrainedModel:
     place = placement(config.threads or 1, gpu_fraction=1.0)
-    config = replace(config, device=place.device, threads=config.threads or 1)
+    config = config.placed(device=place.device, threads=config.threads or 1)
     task = ray.remote(_fit).options(max_retries=max_retries, **place.options())
     return ray.get(task.remote(sequences, config, norm, checkpoint_dir, progress))
 
@@ -99,7 +100,7 @@ def _train_loop(loop: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    config = replace(loop["config"], device=str(device))
+    config = loop["config"].placed(device=str(device))
     sequences = ray.get(loop["data"])
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -126,7 +127,7 @@ def _train_data_parallel(sequences: list[Sequence], config: TrainConfig, workers
     place = placement(config.threads or 1, gpu_fraction=1.0)
     per_worker = {"CPU": place.num_cpus, **({"GPU": 1} if place.num_gpus else {})}
     trainer = torch_trainer(
-        loop={"data": ray.put(sequences), "config": replace(config, threads=config.threads or 1),
+        loop={"data": ray.put(sequences), "config": config.placed(threads=config.threads or 1),
               "norm": norm},
         workers=workers, use_gpu=bool(place.num_gpus), per_worker=per_worker,
         max_retries=max_retries,

@@ -15,8 +15,9 @@ from pathlib import Path
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
 from model.evaluate.metrics import Evaluation, evaluate
+from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
-from model.learn.train import TrainConfig, train
+from model.learn.train import train
 from model.serve.scoring import calibrate
 
 JUDGE_VARIANT = "separated_classifier"

@@ -28,65 +28,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch import nn
 
+from model.learn.config import Architecture, Variant, get_variant
 from model.learn.dct import dct_decode, dct_encode
 
 COORDS = 3
 
 
-@dataclass(frozen=True)
-class Variant:
-    """What a variant builds and how it is trained."""
+@dataclass(frozen=True, kw_only=True)
+class GCNConfig(Architecture):
+    """An Architecture sized for the data: n_nodes (joints x 3) and n_classes come from it."""
 
-    classifies: bool
-    corrects: bool
-    feedback: str  # "curriculum" | "true" | "none"
-    smoothness: bool = True
-
-
-VARIANTS: dict[str, Variant] = {
-    "full": Variant(classifies=True, corrects=True, feedback="curriculum"),
-    "separated_classifier": Variant(classifies=True, corrects=False, feedback="none"),
-    "separated_corrector": Variant(classifies=False, corrects=True, feedback="true"),
-    "no_feedback": Variant(classifies=True, corrects=True, feedback="none"),
-    "no_smoothness": Variant(classifies=True, corrects=True, feedback="curriculum",
-                             smoothness=False),
-}
-
-
-def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    return VARIANTS[name]
-
-
-@dataclass(frozen=True)
-class GCNConfig:
     n_nodes: int
     n_classes: int
-    n_dct: int = 25
-    hidden: int = 256
-    dropout: float = 0.5
-    variant: str = "full"
 
     def __post_init__(self) -> None:
-        get_variant(self.variant)
+        super().__post_init__()
         if self.n_nodes % COORDS:
             raise ValueError(f"n_nodes={self.n_nodes} is not joints x {COORDS} coordinates")
         if self.hidden % 2:
             raise ValueError(f"hidden={self.hidden} must be even (the classifier pools by 2)")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, d: dict) -> GCNConfig:
-        return cls(**d)
+    def for_data(cls, architecture: Architecture, n_nodes: int, n_classes: int) -> GCNConfig:
+        """The network of `architecture` (a TrainConfig, say) for n_nodes and n_classes."""
+        shared = {f.name: getattr(architecture, f.name) for f in fields(Architecture)}
+        return cls(n_nodes=n_nodes, n_classes=n_classes, **shared)
 
 
 def poses_to_nodes(poses: torch.Tensor) -> torch.Tensor:

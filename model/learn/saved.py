@@ -11,7 +11,6 @@ import subprocess
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,11 +20,9 @@ from model.data.labels import Class
 from model.data.normalize import Normalization, normalize_many
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
+from model.learn.config import TrainConfig
 from model.learn.folded import FoldedGCN
 from model.learn.gcn import FeedbackGCN, GCNConfig, decode_poses, encode_poses
-
-if TYPE_CHECKING:
-    from model.learn.train import TrainConfig
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
@@ -114,8 +111,6 @@ class TrainedModel:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TrainedModel:
         """Rebuild a saved model (eval mode) from its folder; JSON and safetensors only."""
-        from model.learn.train import TrainConfig
-
         folder = Path(folder)
         for name in (CARD, WEIGHTS):
             if not (folder / name).is_file():

@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,73 +28,14 @@ from tqdm.auto import tqdm
 from model.data.labels import Class, classes_from
 from model.data.normalize import Normalization, normalize_many
 from model.data.sequence import Sequence, SequenceError
+from model.learn.config import PLACEMENT, TrainConfig, get_variant
 from model.learn.dct import idct_basis
-from model.learn.gcn import FeedbackGCN, GCNConfig, encode_poses, get_variant, poses_to_nodes
+from model.learn.gcn import FeedbackGCN, GCNConfig, encode_poses, poses_to_nodes
 from model.learn.saved import TrainedModel
 from model.learn.softdtw import soft_dtw, soft_dtw_self
 from model.learn.targets import pair_targets
-from model.settings import Profile
 
 CHECKPOINT = "last.pt"
-# Settings that may differ between a checkpoint and the run resuming it.
-_RESUMABLE_CHANGES = ("device", "threads")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training's settings; the defaults are the paper's (the `nightly` profile).
-
-    `motion_only` (not in the paper): the network never sees a repetition's mean pose, the DCT
-    coefficient 0 of every trajectory, which carries the body's build and standing posture
-    rather than the movement; corrections are still added to the whole input (see
-    `ignore_mean_pose`).
-    """
-
-    variant: str = "full"
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 0.01
-    lr_decay: float = 0.9
-    lr_step: int = 5
-    dropout: float = 0.5
-    hidden: int = 256
-    n_dct: int = 25
-    beta: float = 1.0
-    smooth_weight: float = 1e-3
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    gamma: float = 0.01
-    motion_only: bool = False
-
-    def __post_init__(self) -> None:
-        get_variant(self.variant)
-
-    @classmethod
-    def from_profile(
-        cls, profile: Profile, variant: str = "full", seed: int = 0, device: str = "cpu",
-        threads: int | None = None,
-    ) -> TrainConfig:
-        """The profile's hyper-parameters (nightly = the paper's) for one variant."""
-        smooth = profile.smooth_weight if get_variant(variant).smoothness else 0.0
-        return cls(
-            variant=variant, epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
-            lr_decay=profile.lr_decay, lr_step=profile.lr_step, dropout=profile.dropout,
-            hidden=profile.hidden, n_dct=profile.n_dct, beta=profile.beta, smooth_weight=smooth,
-            grad_clip=profile.grad_clip, seed=seed, device=device, threads=threads,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**d)
-
-    def gcn_config(self, n_nodes: int, n_classes: int) -> GCNConfig:
-        return GCNConfig(n_nodes=n_nodes, n_classes=n_classes, n_dct=self.n_dct,
-                         hidden=self.hidden, dropout=self.dropout, variant=self.variant)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -241,7 +182,7 @@ def data_fingerprint(seqs: list[Sequence]) -> str:
 
 
 def checkpoint_identity(config: TrainConfig, classes: list[Class], fingerprint: str) -> dict:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    cfg = {k: v for k, v in config.to_dict().items() if k not in PLACEMENT}
     return {"config": cfg, "classes": [list(c) for c in classes], "data": fingerprint}
 
 
@@ -397,7 +338,8 @@ def train(
     poses = normalize_labelled(sequences, norm)
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
-    module = FeedbackGCN(config.gcn_config(data.coefs.shape[1], len(classes))).to(device)
+    network = GCNConfig.for_data(config, n_nodes=data.coefs.shape[1], n_classes=len(classes))
+    module = FeedbackGCN(network).to(device)
     if config.motion_only:
         ignore_mean_pose(module)
     run = Run.start(module, config, device, wrap)
