@@ -1,20 +1,53 @@
-"""The `posecoach` command line: one verb per job (see DESIGN.md, "The command line").
+"""The `posecoach` command line: every verb, registered here.
 
-Each flows/cmd_*.py module attaches its verbs to the apps in flows.app; importing it here is
-what puts them on the command line.
+Each verb's options and printing live in a flows/cmd_*.py module; the work it runs lives in the
+flow module of the same name (flows/ingest.py, retrain.py, score.py, synth.py, demo.py, paper.py,
+serve.py, models.py).
 """
 
 from __future__ import annotations
 
-import flows.cmd_demo  # noqa: F401
-import flows.cmd_ingest  # noqa: F401
-import flows.cmd_models  # noqa: F401
-import flows.cmd_paper  # noqa: F401
-import flows.cmd_retrain  # noqa: F401
-import flows.cmd_score  # noqa: F401
-import flows.cmd_serve  # noqa: F401
-import flows.cmd_synth  # noqa: F401
-from flows.app import app
+import typer
+
+from flows import (
+    cmd_demo,
+    cmd_ingest,
+    cmd_models,
+    cmd_paper,
+    cmd_retrain,
+    cmd_score,
+    cmd_serve,
+    cmd_synth,
+)
+
+app = typer.Typer(
+    name="posecoach",
+    help="Exercise feedback from 3D pose: ingest, retrain, score, promote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("ingest")(cmd_ingest.ingest)
+app.command("retrain")(cmd_retrain.retrain)
+app.command("score")(cmd_score.score)
+app.command("synth")(cmd_synth.synth_command)
+app.command("demo")(cmd_demo.demo)
+app.command("paper-protocol")(cmd_paper.paper_protocol)
+app.command("serve")(cmd_serve.serve)
+
+data_app = typer.Typer(help="Dataset versions, deletion and restore.", no_args_is_help=True)
+data_app.command("versions")(cmd_ingest.versions)
+data_app.command("delete-subject")(cmd_ingest.delete_subject)
+data_app.command("restore")(cmd_ingest.restore)
+data_app.command("compact")(cmd_ingest.compact)
+data_app.command("vacuum")(cmd_ingest.vacuum)
+app.add_typer(data_app, name="data")
+
+models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True)
+models_app.command("list")(cmd_models.list_models)
+models_app.command("promote")(cmd_models.promote_model)
+models_app.command("rollback")(cmd_models.rollback_model)
+app.add_typer(models_app, name="models")
 
 __all__ = ["app"]
 

@@ -7,7 +7,6 @@ from typing import Any
 import typer
 
 from flows import cmd_ingest, cmd_retrain, cmd_score
-from flows.app import app
 from flows.demo import demo_flow
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail, work
@@ -31,7 +30,6 @@ def show(result: dict[str, Any]) -> None:
     console.print(f"demo finished in {result['seconds']:.0f} s")
 
 
-@app.command("demo")
 def demo(
     profile: str = ProfileOpt,
     dataset: str = DatasetOpt,

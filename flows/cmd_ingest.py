@@ -9,7 +9,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from flows.app import app, data_app
 from flows.ingest import IngestReport, ingest_flow, quarantine_dir
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
@@ -47,7 +46,6 @@ def show_report(report: dict[str, Any]) -> None:
                      "[red]inputs unaccounted for[/red]"))
 
 
-@app.command("ingest")
 def ingest(
     sources: list[str] = typer.Argument(..., help="Files or folders of labelled sequences."),
     dataset: str = DatasetOpt,
@@ -99,7 +97,6 @@ def _show_versions(result: dict[str, Any]) -> None:
     console.print(table)
 
 
-@data_app.command("versions")
 def versions(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
     """Every version of a dataset, newest first."""
     ds = _dataset(dataset)
@@ -119,7 +116,6 @@ def _show_kv(title: str) -> Any:
     return show
 
 
-@data_app.command("delete-subject")
 def delete_subject(
     subject: str = typer.Argument(..., help="The subject whose recordings go."),
     purge: bool = typer.Option(False, "--purge",
@@ -133,7 +129,6 @@ def delete_subject(
     emit(result, as_json, _show_kv(f"deleted subject {subject!r}"))
 
 
-@data_app.command("restore")
 def restore(
     version: int = typer.Argument(..., help="The version whose rows become current again."),
     dataset: str = DatasetOpt,
@@ -147,14 +142,12 @@ def restore(
     emit(result, as_json, _show_kv(f"restored version {version}"))
 
 
-@data_app.command("compact")
 def compact(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
     """Rewrite small data files into larger ones (rows unchanged, a new version)."""
     result = {"dataset": dataset, **_dataset(dataset).compact()}
     emit(result, as_json, _show_kv("compacted"))
 
 
-@data_app.command("vacuum")
 def vacuum(
     retention_hours: int = typer.Option(None, "--retention-hours",
                                         help="Keep removed files younger than this "

@@ -7,47 +7,23 @@ version or the registry could not do it (unknown model or version, no previous c
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from flows.app import models_app
+from flows.models import listing
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
-from registry.gate import Decision, GateFigures, default_actor, promote, rollback
+from registry.gate import Decision, default_actor, promote, rollback
 from registry.versions import (
-    CHALLENGER,
-    CHAMPION,
     RegistryError,
-    alias_version,
-    list_versions,
 )
 from registry.versions import model_name as registered_name
 
 
-def _plain(value: float) -> float | None:
-    """A figure for JSON: NaN becomes None."""
-    return None if math.isnan(value) else value
-
-
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def listing(dataset: str) -> dict[str, Any]:
-    """Versions of the dataset's registered model, newest first, with their key figures."""
-    name = registered_name(dataset)
-    versions = []
-    for summary in list_versions(name):
-        row = summary.to_dict()
-        figures = GateFigures.from_evaluation(row.pop("gate"))
-        row["figures"] = {"macro": _plain(figures.macro),
-                          "correction_independent": _plain(figures.correction)}
-        versions.append(row)
-    return {"model": name, "champion": alias_version(name, CHAMPION),
-            "challenger": alias_version(name, CHALLENGER), "versions": versions}
 
 
 def show_listing(result: dict[str, Any]) -> None:
@@ -79,7 +55,6 @@ def _answer(decision: Decision, as_json: bool) -> None:
         fail(f"version {decision.version} not promoted: {decision.reason}")
 
 
-@models_app.command("list")
 def list_models(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
     """Versions, aliases and key gate figures of the dataset's registered model."""
     try:
@@ -89,7 +64,6 @@ def list_models(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
     emit(result, as_json, show_listing)
 
 
-@models_app.command("promote")
 def promote_model(
     version: str = typer.Argument(..., help="The version to make champion."),
     dataset: str = DatasetOpt,
@@ -109,7 +83,6 @@ def promote_model(
     _answer(decision, as_json)
 
 
-@models_app.command("rollback")
 def rollback_model(
     dataset: str = DatasetOpt,
     reason: str = typer.Option(None, "--reason", help="Why the champion goes back."),

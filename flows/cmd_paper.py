@@ -1,12 +1,6 @@
-"""`posecoach paper-protocol --ec3d PATH`: the paper's protocol on EC3D's data_3D.pickle.
-
-Subjects s1-s3 train, s4 tests (Zhao et al., ACCV 2022). Every variant asked for is trained on
-the training subjects and evaluated on s4; one independent judge (a separated classifier, its
-own seed) is trained once and judges the corrections of every variant. The table per variant is
-the paper's (per class: classification accuracy, correction success; macro and micro), with the
-independent judge's correction success beside the self-judged one. The paper's own figures on
-real EC3D are printed apart, as a reference; figures from synthetic data are marked as such.
-"""
+"""`posecoach paper-protocol --ec3d PATH`: the paper's protocol (flows/paper.py) and its table
+per variant: per class, classification accuracy and correction success, self-judged and by the
+independent judge; macro and micro; then the paper's own figures, as a reference."""
 
 from __future__ import annotations
 
@@ -16,76 +10,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from flows.app import app
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from model.data.ec3d_pickle import read_ec3d_pickle
-from model.data.sequence import Sequence, SequenceError, validate
-from model.evaluate.folds import fit, judge_config_for
-from model.evaluate.metrics import Evaluation, evaluate
-from model.evaluate.plots import plot_confusion
-from model.learn.gcn import VARIANTS
-from model.learn.train import TrainConfig
-from model.settings import Profile, get_settings
-
-TRAIN_SUBJECTS = ("s1", "s2", "s3")
-TEST_SUBJECTS = ("s4",)
-PAPER_REFERENCE = {
-    "data": "real EC3D, as published (Zhao et al., ACCV 2022)",
-    "macro_classification": 0.909,
-    "macro_correction_self": 0.942,
-}
-
-
-def read_split(path: Path) -> tuple[list[Sequence], list[Sequence], list[SequenceError]]:
-    """The pickle's valid sequences of the training and test subjects, and what was refused."""
-    train, test, refused = [], [], []
-    for item in read_ec3d_pickle(path):
-        if isinstance(item, SequenceError):
-            refused.append(item)
-            continue
-        try:
-            seq = validate(item)
-        except SequenceError as exc:
-            refused.append(exc)
-            continue
-        if seq.subject in TRAIN_SUBJECTS:
-            train.append(seq)
-        elif seq.subject in TEST_SUBJECTS:
-            test.append(seq)
-    return train, test, refused
-
-
-def run_protocol(path: Path, variants: list[str], profile: Profile, workdir: Path,
-                 synthetic: bool = False, progress: bool = True) -> dict:
-    """Train every variant and the judge on s1-s3, evaluate on s4; the figures as one dict."""
-    train, test, refused = read_split(path)
-    if not train or not test:
-        raise SequenceError(str(path), f"{len(train)} sequences of {', '.join(TRAIN_SUBJECTS)} "
-                            f"and {len(test)} of {', '.join(TEST_SUBJECTS)}; the protocol "
-                            "needs both", "bad_split")
-    base = TrainConfig.from_profile(profile)
-    judge = fit(train, judge_config_for(base), workdir, "judge", progress=progress)
-    figures = {}
-    for variant in variants:
-        config = TrainConfig.from_profile(profile, variant=variant)
-        model = fit(train, config, workdir, variant, progress=progress)
-        ev = evaluate(model, test, judge)
-        plot = plot_confusion(ev, workdir / f"confusion-{variant}.png", synthetic=synthetic)
-        figures[variant] = {**ev.to_dict(), "confusion_png": str(plot),
-                            "model_dir": str(workdir / variant)}
-    return {
-        "data": {"path": str(path), "synthetic": synthetic},
-        "profile": profile.name,
-        "train_subjects": list(TRAIN_SUBJECTS),
-        "test_subjects": list(TEST_SUBJECTS),
-        "n_train": len(train),
-        "n_test": len(test),
-        "refused": [{"source": e.source, "reason": e.reason, "kind": e.kind} for e in refused],
-        "variants": figures,
-        "judge_dir": str(workdir / "judge"),
-        "paper_reference": PAPER_REFERENCE,
-    }
+from flows.paper import run_protocol
+from model.data.sequence import SequenceError
+from model.evaluate.metrics import Evaluation
+from model.learn.config import VARIANTS
+from model.settings import get_settings
 
 
 def _pct(x: float | None) -> str:
@@ -132,7 +63,6 @@ def show(result: dict) -> None:
                       f"{result['refused'][0]['source']}: {result['refused'][0]['reason']}")
 
 
-@app.command("paper-protocol")
 def paper_protocol(
     ec3d: Path = typer.Option(..., "--ec3d", help="EC3D's data_3D.pickle (read restricted)."),
     variant: str = typer.Option(

@@ -7,10 +7,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from flows.app import app
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail, work
 from flows.retrain import RetrainError, retrain_flow
+from model.evaluate.summary import figure_at
 from registry.gate import default_actor
 
 KEY_FIGURES = {
@@ -19,13 +19,6 @@ KEY_FIGURES = {
     "correction.independent.all": "correction (judge)",
     "correction.self.all": "correction (self)",
 }
-
-
-def _figure(figures: dict, key: str) -> Any:
-    value: Any = figures
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def show(result: dict[str, Any]) -> None:
@@ -39,7 +32,7 @@ def show(result: dict[str, Any]) -> None:
     for key, label in KEY_FIGURES.items():
         mean, std = result["cv_mean"].get(f"evaluation.{key}"), result["cv_std"].get(
             f"evaluation.{key}")
-        cand, champ = _figure(result["gate"], key), _figure(result["champion_gate"] or {}, key)
+        cand, champ = figure_at(result["gate"], key), figure_at(result["champion_gate"] or {}, key)
         table.add_row(label, "-" if mean is None else f"{mean:.1%} ± {std:.1%}",
                       "-" if cand is None else f"{cand:.1%}",
                       "-" if champ is None else f"{champ:.1%}")
@@ -49,7 +42,6 @@ def show(result: dict[str, Any]) -> None:
                   f"{d['reason']}) in {result['seconds']:.0f} s")
 
 
-@app.command("retrain")
 def retrain(
     dataset: str = DatasetOpt,
     profile: str = ProfileOpt,

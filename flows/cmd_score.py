@@ -7,7 +7,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from flows.app import app
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail, work
 from flows.score import score_flow
@@ -36,7 +35,6 @@ def show(result: dict[str, Any]) -> None:
     console.print(f"reports in {result['out']}")
 
 
-@app.command("score")
 def score(
     path: str = typer.Argument(..., help="Folder, object-store prefix or file of sessions."),
     dataset: str = DatasetOpt,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from flows.app import app
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
 from flows.serve import (
@@ -35,7 +34,6 @@ def show(result: dict) -> None:
                   "prefect deployment run score/uploads -p path=UPLOADS")
 
 
-@app.command("serve")
 def serve(
     cron: str = typer.Option(DEFAULT_CRON, "--cron", help="When the retrain runs (cron)."),
     timezone: str = typer.Option(DEFAULT_TIMEZONE, "--timezone",

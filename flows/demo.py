@@ -15,10 +15,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cmd_synth import synthesize
 from flows.ingest import ingest_flow
 from flows.retrain import retrain_flow
 from flows.score import score_flow
+from flows.synth import synthesize
 from model.settings import get_settings
 from registry.versions import CHAMPION, alias_version, model_name
 

@@ -1,0 +1,81 @@
+"""The paper's protocol on EC3D's data_3D.pickle (`posecoach paper-protocol`).
+
+Subjects s1-s3 train, s4 tests (Zhao et al., ACCV 2022). Every variant asked for is trained on
+the training subjects and evaluated on s4; one independent judge (a separated classifier, its
+own seed) is trained once and judges the corrections of every variant. The figures per variant
+are the paper's (per class: classification accuracy, correction success; macro and micro), with
+the independent judge's correction success beside the self-judged one, and the paper's own
+figures on real EC3D apart, as a reference; figures from synthetic data are marked as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.data.ec3d_pickle import read_ec3d_pickle
+from model.data.sequence import Sequence, SequenceError, validate
+from model.evaluate.folds import fit, judge_config_for
+from model.evaluate.metrics import evaluate
+from model.evaluate.plots import plot_confusion
+from model.settings import Profile, get_settings, run_config
+
+DATASET = "ec3d"
+TRAIN_SUBJECTS = ("s1", "s2", "s3")
+TEST_SUBJECTS = ("s4",)
+PAPER_REFERENCE = {
+    "data": "real EC3D, as published (Zhao et al., ACCV 2022)",
+    "macro_classification": 0.909,
+    "macro_correction_self": 0.942,
+}
+
+
+def read_split(path: Path) -> tuple[list[Sequence], list[Sequence], list[SequenceError]]:
+    """The pickle's valid sequences of the training and test subjects, and what was refused."""
+    train, test, refused = [], [], []
+    for item in read_ec3d_pickle(path):
+        if isinstance(item, SequenceError):
+            refused.append(item)
+            continue
+        try:
+            seq = validate(item)
+        except SequenceError as exc:
+            refused.append(exc)
+            continue
+        if seq.subject in TRAIN_SUBJECTS:
+            train.append(seq)
+        elif seq.subject in TEST_SUBJECTS:
+            test.append(seq)
+    return train, test, refused
+
+
+def run_protocol(path: Path, variants: list[str], profile: Profile, workdir: Path,
+                 synthetic: bool = False, progress: bool = True) -> dict:
+    """Train every variant and the judge on s1-s3, evaluate on s4; the figures as one dict."""
+    train, test, refused = read_split(path)
+    if not train or not test:
+        raise SequenceError(str(path), f"{len(train)} sequences of {', '.join(TRAIN_SUBJECTS)} "
+                            f"and {len(test)} of {', '.join(TEST_SUBJECTS)}; the protocol "
+                            "needs both", "bad_split")
+    spec = get_settings().get_dataset(DATASET)
+    judge = fit(train, judge_config_for(run_config(profile, spec)), workdir, "judge",
+                progress=progress)
+    figures = {}
+    for variant in variants:
+        config = run_config(profile, spec, variant=variant)
+        model = fit(train, config, workdir, variant, progress=progress)
+        ev = evaluate(model, test, judge)
+        plot = plot_confusion(ev, workdir / f"confusion-{variant}.png", synthetic=synthetic)
+        figures[variant] = {**ev.to_dict(), "confusion_png": str(plot),
+                            "model_dir": str(workdir / variant)}
+    return {
+        "data": {"path": str(path), "synthetic": synthetic},
+        "profile": profile.name,
+        "train_subjects": list(TRAIN_SUBJECTS),
+        "test_subjects": list(TEST_SUBJECTS),
+        "n_train": len(train),
+        "n_test": len(test),
+        "refused": [{"source": e.source, "reason": e.reason, "kind": e.kind} for e in refused],
+        "variants": figures,
+        "judge_dir": str(workdir / "judge"),
+        "paper_reference": PAPER_REFERENCE,
+    }
