@@ -8,15 +8,19 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from registry.access import not_found, registry_error
 from registry.versions import CHAMPION, RegistryError, alias_version, client, get_version
 
 
 def find_versions(name: str, **tags: str) -> list[str]:
-    """Versions of `name` carrying every given tag value, oldest first."""
+    """Versions of `name` carrying every given tag value, oldest first (none when the model is
+    not registered; a server that does not answer or refuses is an error, never "none")."""
     try:
         found = client().search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if not_found(exc):
+            return []
+        raise registry_error(exc, f"{name}: versions could not be searched: {exc}") from exc
     hits = [mv for mv in found if all(mv.tags.get(k) == str(v) for k, v in tags.items())]
     return sorted((str(mv.version) for mv in hits), key=int)
 

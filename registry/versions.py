@@ -18,14 +18,12 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from registry.access import RegistryError as RegistryError  # re-exported: callers import it here
+from registry.access import not_found, registry_error, server_errors
 from registry.tracking import class_names, client
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-
-class RegistryError(RuntimeError):
-    """A registry request that cannot be done (unknown model or version, no champion, ...)."""
 
 
 def model_name(dataset: str) -> str:
@@ -37,6 +35,7 @@ def model_uri(name: str, version: str | int | None = None, alias: str = CHAMPION
     return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
 
 
+@server_errors()
 def register_candidate(
     logged_uri: str,
     dataset: str,
@@ -78,21 +77,26 @@ def get_version(name: str, version: str | int) -> ModelVersion:
     try:
         return client().get_model_version(name, str(version))
     except MlflowException as exc:
-        raise RegistryError(f"{name}: no version {version} ({exc.error_code})") from exc
+        raise registry_error(exc, f"{name}: no version {version} ({exc.error_code})") from exc
 
 
 def alias_version(name: str, alias: str) -> str | None:
-    """The version holding `alias`, or None (also when the model is not registered)."""
+    """The version holding `alias`, or None (also when the model is not registered); a server
+    that does not answer or refuses is an error, never "no such alias"."""
     try:
         return str(client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if not_found(exc, "INVALID_PARAMETER_VALUE"):
+            return None
+        raise registry_error(exc, f"{name}: alias {alias!r} could not be read: {exc}") from exc
 
 
+@server_errors()
 def set_alias(name: str, alias: str, version: str | int) -> None:
     client().set_registered_model_alias(name, alias, str(version))
 
 
+@server_errors()
 def set_version_tags(name: str, version: str | int, tags: Mapping[str, str]) -> None:
     c = client()
     for key, value in tags.items():
@@ -126,13 +130,14 @@ def _created(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
+@server_errors()
 def list_versions(name: str) -> list[VersionSummary]:
     """Every version of `name`, newest first, with its aliases, origin and gate figures."""
     c = client()
     try:
         aliases = c.get_registered_model(name).aliases
     except MlflowException as exc:
-        raise RegistryError(f"no registered model {name!r}") from exc
+        raise registry_error(exc, f"no registered model {name!r}") from exc
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)

@@ -1,5 +1,6 @@
 """`posecoach serve` against real servers: PostgreSQL, an MLflow server and a Prefect server on
-it (tests/integration/conftest.py). The retrain deployment's cron schedule is registered; one
+it, both asking for the credentials the processes find in the environment
+(tests/integration/conftest.py). The retrain deployment's cron schedule is registered; one
 run of each deployment completes (a model version registered on the MLflow server, reports
 written); a failing run is Failed in Prefect and its notification arrives. Everything started
 here is stopped here, also on failure."""
@@ -7,7 +8,6 @@ here is stopped here, also on failure."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -19,8 +19,7 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
-from servers import spawn, stop, tool
+from servers import PERMISSIVE_GATE, prefect_settings, spawn, stop, tool
 
 from model.data.dataset import Dataset
 from model.data.formats import write_session
@@ -58,19 +57,15 @@ def inbox() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def served(servers: dict[str, str], inbox: str) -> Iterator[dict]:
+def served(servers, inbox: str) -> Iterator[dict]:
     """Synthetic data in a fresh lake, uploads, then `posecoach serve` in a subprocess."""
-    folder = Path(servers["folder"])
-    env = {**os.environ, "POSECOACH_HOME": str(folder / "home"),
-           "MLFLOW_TRACKING_URI": servers["mlflow"], "PREFECT_API_URL": servers["prefect"],
-           "POSECOACH_PROFILE": "test", "POSECOACH_NOTIFY_URL": inbox,
-           "POSECOACH_GATE_FLOOR_MACRO": "0", "POSECOACH_GATE_FLOOR_CORRECTION": "0",
-           "POSECOACH_GATE_CLASS_FLOOR": "none", "POSECOACH_GATE_MIN_CORRECTION_GAIN": "none",
-           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    folder = servers.folder / "serve"
+    env = servers.env(POSECOACH_HOME=str(folder / "home"), POSECOACH_NOTIFY_URL=inbox,
+                      PREFECT_LOGGING_LEVEL="WARNING", **PERMISSIVE_GATE)
     seqs = make_dataset(n_subjects=4, reps=1, seed=3, exercises=("squat", "lunge"))
     Dataset("ec3d", root=str(folder / "home" / "lake")).write(seqs)
     uploads = folder / "uploads"
-    uploads.mkdir()
+    uploads.mkdir(parents=True)
     for n, (exercise, labels) in enumerate([("squat", ["correct", "knees_inward"]),
                                             ("lunge", ["correct"])]):
         session, _ = make_session(f"u{n}", exercise, labels, seed=n)
@@ -80,7 +75,7 @@ def served(servers: dict[str, str], inbox: str) -> Iterator[dict]:
                   "--profile", "test", "--uploads", str(uploads)], log, env)
     try:
         yield {"proc": proc, "log": log, "uploads": uploads, "home": folder / "home",
-               "prefect": servers["prefect"], "mlflow": servers["mlflow"]}
+               "prefect": servers.prefect.url, "mlflow": servers.mlflow.url}
     finally:
         stop(proc, signal.SIGINT)
 
@@ -88,7 +83,7 @@ def served(servers: dict[str, str], inbox: str) -> Iterator[dict]:
 def read_deployment(api: str, name: str, proc, log: Path, seconds: float = 180.0):
     """The deployment once `posecoach serve` has registered it."""
     deadline = time.monotonic() + seconds
-    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+    with prefect_settings(api), get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"posecoach serve exited: {log.read_text()[-3000:]}"
             try:
@@ -99,7 +94,7 @@ def read_deployment(api: str, name: str, proc, log: Path, seconds: float = 180.0
 
 
 def run(api: str, name: str, **parameters: object):
-    with temporary_settings({PREFECT_API_URL: api}):
+    with prefect_settings(api):
         return run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT_S,
                               poll_interval=3, as_subflow=False)
 
