@@ -12,6 +12,7 @@ from flows.output import console, emit, fail, work
 from flows.retrain import RetrainError, retrain_flow
 from model.evaluate.summary import figure_at
 from registry.gate import default_actor
+from registry.versions import RegistryError
 
 KEY_FIGURES = {
     "micro": "accuracy (micro)",
@@ -54,6 +55,6 @@ def retrain(
         with work(as_json):
             result = retrain_flow(dataset=dataset, profile=profile, seed=seed,
                                   actor=actor or default_actor())
-    except (RetrainError, KeyError) as exc:
+    except (RetrainError, RegistryError, KeyError) as exc:
         fail(str(exc))
     emit(result, as_json, show)
