@@ -12,7 +12,8 @@ import torch
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
-from model.learn.config import TrainConfig
+from model.learn.config import PLACEMENT, TrainConfig
+from model.learn.gcn import GCNConfig
 from model.learn.softdtw import soft_dtw_divergence
 from model.learn.targets import NO_TARGET, pair_targets
 from model.learn.train import (
@@ -22,7 +23,7 @@ from model.learn.train import (
     smoothness,
     train,
 )
-from model.settings import PROFILES, run_config
+from model.settings import DATASETS, PROFILES, run_config
 
 torch.set_num_threads(1)
 UPPER = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
@@ -83,6 +84,20 @@ def test_profiles_give_the_papers_hyper_parameters_at_nightly():
     assert run_config(PROFILES["nightly"], variant="no_smoothness").smooth_weight == 0.0
     with pytest.raises(ValueError, match="unknown variant"):
         run_config(PROFILES["test"], variant="bogus")
+
+
+def test_a_run_config_takes_the_dataset_and_overrides_and_workers_change_only_placement():
+    cfg = run_config(PROFILES["demo"], DATASETS["uiprmd"], seed=4, threads=2, epochs=1, beta=0.1)
+    assert cfg.motion_only and (cfg.epochs, cfg.beta, cfg.seed, cfg.threads) == (1, 0.1, 4, 2)
+    assert (cfg.hidden, cfg.lr_decay) == (PROFILES["demo"].train.hidden, 0.8)
+    assert not run_config(PROFILES["demo"], DATASETS["ec3d"]).motion_only
+    placed = cfg.placed(device="cuda")
+    assert (placed.device, placed.threads) == ("cuda", 2)
+    assert {k: v for k, v in placed.to_dict().items() if k not in PLACEMENT} == \
+        {k: v for k, v in cfg.to_dict().items() if k not in PLACEMENT}
+    net = GCNConfig.for_data(cfg, n_nodes=57, n_classes=11)
+    assert (net.n_dct, net.hidden, net.dropout, net.variant) == (
+        cfg.n_dct, cfg.hidden, cfg.dropout, cfg.variant)
 
 
 def test_a_correct_input_is_its_own_target_and_others_get_the_nearest_correct_rep():

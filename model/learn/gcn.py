@@ -6,7 +6,7 @@ Nodes are coordinates of joints in coordinate-major order (node = c * joints + j
 so the classification branch can read them as 3 channels over the joints. Node and class counts
 come from the configuration, which comes from the data.
 
-Variants (the paper's ablations, one code path):
+Variants (the paper's ablations, one code path; their table is model.learn.config.VARIANTS):
 
 - `full`: both branches; the fed-back label is the true one with probability `teacher_prob`
   per sample during training, the predicted one otherwise and always at inference.
