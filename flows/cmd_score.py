@@ -9,7 +9,7 @@ from rich.table import Table
 
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail, work
-from flows.score import score_flow
+from flows.score import StoreUnavailable, score_flow
 from registry.versions import RegistryError
 
 
@@ -48,7 +48,7 @@ def score(
         with work(as_json):
             result = score_flow(path=path, dataset=dataset, version=version, out=out,
                                 model=model)
-    except (RegistryError, FileNotFoundError) as exc:
+    except (RegistryError, StoreUnavailable, FileNotFoundError) as exc:
         fail(str(exc))
     emit(result, as_json, show)
     if not result["accounted"]:

@@ -12,8 +12,11 @@ same prefix duplicates nothing: sessions in = reports + skipped + errors.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +177,28 @@ def write_outputs(todo: list[tuple[str, str]], records: list[dict], out: str,
     return scored, errors, reports
 
 
+class StoreUnavailable(RuntimeError):
+    """The object store holding the uploads or the reports did not answer."""
+
+
+@contextmanager
+def store_errors(path: str, out: str) -> Iterator[None]:
+    """An I/O error on an object store (after pyarrow's and the tasks' retries) becomes
+    StoreUnavailable naming the endpoint; a missing path and local errors pass unchanged."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if not (storage.is_remote(path) or storage.is_remote(out)):
+            raise
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "its default endpoint"
+        raise StoreUnavailable(
+            f"the object store at {endpoint} did not answer while scoring {path} into {out} "
+            f"({exc}); sessions without a ledger entry are scored again by the next run"
+        ) from exc
+
+
 @flow(name="score")
 def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                out: str | None = None, model: str | None = None) -> dict[str, Any]:
@@ -181,9 +206,10 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
     began = time.perf_counter()
     out = out or get_settings().reports
     model_dir, info = resolve_model(dataset, version, model)
-    todo, skipped = plan(path, out, info)
-    records = score_sessions([u for u, _ in todo], model_dir, out, info) if todo else []
-    scored, errors, reports = write_outputs(todo, records, out, info)
+    with store_errors(path, out):
+        todo, skipped = plan(path, out, info)
+        records = score_sessions([u for u, _ in todo], model_dir, out, info) if todo else []
+        scored, errors, reports = write_outputs(todo, records, out, info)
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in scored)
     mismatched = sorted({r.get("session_id") or r["input"] for r in scored
                          if r.get("exercise_mismatch")})

@@ -7,8 +7,10 @@
   one behind the other.
 
 Prefect cannot schedule on its ephemeral API, so serving needs PREFECT_API_URL pointing at a
-running server. A failed run is a Failed flow run in the Prefect UI and API; with
-POSECOACH_NOTIFY_URL set, the flows' on_failure hook also POSTs a JSON message there.
+running server; while serving, the server going away is said once (naming it) and its return
+too, and runs due meanwhile start once it is back. A failed run is a Failed flow run in the
+Prefect UI and API; with POSECOACH_NOTIFY_URL set, the flows' on_failure hook also POSTs a JSON
+message there.
 `deploy/prefect.yaml` declares the same deployments for `prefect deploy --all` with a work pool.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +40,7 @@ DEFAULT_CRON = "0 2 * * *"
 DEFAULT_TIMEZONE = "UTC"
 RETRAIN_DEPLOYMENT = "nightly"
 SCORE_DEPLOYMENT = "uploads"
+WATCH_EVERY_S = 10.0
 
 
 class ServeError(RuntimeError):
@@ -161,6 +165,32 @@ def describe(deployment: RunnerDeployment) -> dict:
     }
 
 
+def watch_server(api_url: str, stopped: threading.Event, every: float = WATCH_EVERY_S) -> None:
+    """Say when the Prefect server stops answering and when it is back. Serving goes on
+    meanwhile: Prefect's runner keeps polling, and picks up the runs due once it answers."""
+    down = False
+    while not stopped.wait(every):
+        try:
+            httpx.get(f"{api_url.rstrip('/')}/health", timeout=every).raise_for_status()
+        except httpx.HTTPError as exc:
+            if not down:
+                log.error("no Prefect server answers at PREFECT_API_URL=%s (%s): no run starts "
+                          "until it is back; asking again every %.0f s", api_url, exc, every)
+            down = True
+            continue
+        if down:
+            log.warning("the Prefect server at %s answers again; serving goes on", api_url)
+        down = False
+
+
 def serve_deployments(deployments: list[RunnerDeployment], limit: int | None = None) -> None:
-    """Serve until interrupted; schedules are paused when serving stops."""
-    serve(*deployments, limit=limit, print_starting_message=False)
+    """Serve until interrupted, watching the server (watch_server); schedules are paused when
+    serving stops."""
+    stopped = threading.Event()
+    watcher = threading.Thread(target=watch_server, name="prefect-server-watch", daemon=True,
+                               args=(get_settings().prefect_api_url, stopped))
+    watcher.start()
+    try:
+        serve(*deployments, limit=limit, print_starting_message=False)
+    finally:
+        stopped.set()
