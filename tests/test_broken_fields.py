@@ -69,6 +69,9 @@ def test_a_field_that_is_not_text_or_a_number_is_refused(seqs, tmp_path) -> None
     path.write_text(json.dumps(doc))
     [err] = list(iter_sequences(path))
     assert err.kind == "bad_field" and "subject is dict" in err.reason
+    path.write_text(path.read_text().replace('{"$ne": null}', '"\\udc80"'))
+    [err] = list(iter_sequences(path))
+    assert err.kind == "bad_field" and "not Unicode text" in err.reason
 
 
 def test_npz_subject_nan_and_session_exercise_null_are_named(seqs, tmp_path) -> None:

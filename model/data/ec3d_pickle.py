@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data.formats import zeros_as_lost
+from model.data.formats import is_unicode, zeros_as_lost
 from model.data.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
 from model.data.limits import check_poses_size, read_bytes_bounded
 from model.data.sequence import UNITS, Sequence, SequenceError
@@ -168,6 +168,10 @@ def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0, zeros_lost
         if empty:
             yield SequenceError(where, f"{', '.join(empty)}: null or empty in the labels rows",
                                 "missing_field")
+            continue
+        if not is_unicode(str(subj_raw)):
+            yield SequenceError(where, "subject is not Unicode text (a lone surrogate)",
+                                "bad_field")
             continue
         exercise = _exercise(ex_raw)
         try:

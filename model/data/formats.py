@@ -103,6 +103,15 @@ def zeros_as_lost(poses: np.ndarray) -> np.ndarray:
     return out
 
 
+def is_unicode(text: str) -> bool:
+    """Whether the text can be written as UTF-8 (JSON's \\ud800 escapes can make it not)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _checked_fields(fields: dict, source: str, session: bool) -> None:
     """SequenceError naming each required field that is missing, null or empty, or a text
     field given as something other than text or a number."""
@@ -118,6 +127,9 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
                                   or not isinstance(value, str | int | float)):
             raise SequenceError(source, f"{key} is {type(value).__name__} {value!r:.80}, not "
                                         "text or a number", "bad_field")
+        if isinstance(value, str) and not is_unicode(value):
+            raise SequenceError(source, f"{key} {value!r:.80} is not Unicode text (a lone "
+                                        "surrogate)", "bad_field")
 
 
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
