@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
@@ -42,6 +42,7 @@ UPLOAD_SUFFIXES = (".json", ".npz", ".parquet")
 LEDGER = "_scored.jsonl"
 ERRORS = "_errors.jsonl"
 TABLE = "repetitions"
+ROW_KEY = ("input", "model", "model_version", "rep", "start_frame")
 
 
 class SessionReports:
@@ -145,6 +146,18 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
     return pa.table(data)
 
 
+def add_repetitions(uri: str, rows: pa.Table) -> None:
+    """Add scored repetitions to the table once: rows already there for the same input, model
+    version and repetition (a retry, or a rerun after the ledger could not be written) are not
+    added again."""
+    if not DeltaTable.is_deltatable(uri):
+        write_deltalake(uri, rows, mode="append", schema_mode="merge")
+        return
+    same = " AND ".join(f"t.{c} = s.{c}" for c in ROW_KEY)
+    (DeltaTable(uri).merge(rows, predicate=same, source_alias="s", target_alias="t",
+                           merge_schema=True).when_not_matched_insert_all().execute())
+
+
 @task(name="write-outputs", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def write_outputs(todo: list[tuple[str, str]], records: list[dict], out: str,
                   info: ModelInfo) -> tuple[list[dict], list[dict], list[str]]:
@@ -170,8 +183,7 @@ def write_outputs(todo: list[tuple[str, str]], records: list[dict], out: str,
                        "reason": reason or f"{uri}: no result came back", "time": now,
                        "model": f"{info.name} v{info.version}"})
     if scored:
-        write_deltalake(storage.join(out, TABLE), _table(scored, info, now), mode="append",
-                        schema_mode="merge")
+        add_repetitions(storage.join(out, TABLE), _table(scored, info, now))
     append_jsonl(storage.join(out, ERRORS), errors)
     append_jsonl(storage.join(out, LEDGER), ledger)
     return scored, errors, reports
