@@ -7,7 +7,15 @@ on its mid-hip; the whole sequence turned about the vertical so that the mean hi
 left hip) points along +y, which makes the body face +x; optionally divided by body size (the
 median of neck-to-mid-hip plus hip-knee-ankle lengths, relative to a 0.9 m reference) so that
 people of different heights look alike. The scale is returned so that corrections can be given
-back in real centimetres. `normalize_many` normalises many sequences in one call, the per-frame
+back in real centimetres.
+
+Mode "paper" (a model imported from the paper's released weights, model.learn.paper) stops
+after the rate: coordinates stay where the capture put them (no centring, no turning, no
+scaling), in the model's `units` (the scale returned is metres per unit), as the paper's
+network was fed EC3D's raw coordinates; only data already in EC3D's conventions (placement,
+heading, units) is what such a model knows.
+
+`normalize_many` normalises many sequences in one call, the per-frame
 steps over all their frames at once (what training and scoring use); `normalize` is the same
 code for one sequence.
 """
@@ -33,13 +41,29 @@ _UP_ROTATIONS = {
 }
 
 
+MODES = ("posecoach", "paper")
+
+
 @dataclass(frozen=True)
 class Normalization:
-    """What a model expects: its skeleton, frame rate and whether bodies are scaled."""
+    """What a model expects: its skeleton, frame rate, whether bodies are scaled, the mode
+    (MODES; "paper": raw coordinates, see above) and the units its coordinates are in."""
 
     skeleton: str = "ec3d19"
     fps: float = 30.0
     scale_by_body: bool = False
+    mode: str = "posecoach"
+    units: str = "m"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"normalisation mode {self.mode!r}; known: {', '.join(MODES)}")
+        if self.units not in UNITS:
+            raise ValueError(f"normalisation units {self.units!r}; known: {', '.join(UNITS)}")
+        if self.mode == "paper" and self.scale_by_body:
+            raise ValueError("normalisation mode 'paper' keeps raw coordinates: no scale_by_body")
+        if self.mode == "posecoach" and self.units != "m":
+            raise ValueError("normalisation mode 'posecoach' works in metres")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +153,9 @@ def _normalize_group(chunks: list[np.ndarray], skeleton: str, units: str, fps: f
         parts = [resample(c, fps, norm.fps) for c in _split(poses, lengths)]
         lengths = [len(c) for c in parts]
         poses = np.concatenate(parts)
+    if norm.mode == "paper":
+        poses /= UNITS[norm.units]
+        return [(p, UNITS[norm.units]) for p in _split(poses.astype(np.float32), lengths)]
     sk = get_skeleton(norm.skeleton)
     mid = sk.index("mid_hip")
     poses -= poses[:, mid : mid + 1].copy()

@@ -114,7 +114,7 @@ class _FoldedClassifier:
         self.layer = _FoldedLayer(classifier.layer)
         weight = classifier.layer.conv.weight.detach()  # (half, n_dct)
         conv = classifier.conv
-        impulses = torch.eye(COORDS * half, device=weight.device)
+        impulses = torch.eye(COORDS * half, device=weight.device, dtype=weight.dtype)
         # response[ci, g, co, f]: feature g of input channel ci -> feature f of output channel co
         response = nn.functional.conv2d(impulses.view(-1, COORDS, 1, half),
                                         conv.weight.detach(), padding=conv.padding)
@@ -144,11 +144,14 @@ class _FoldedCorrector:
         self.before = _FoldedBlock(corrector.before)
         self.after = _FoldedBlock(corrector.after)
         self.out = _FoldedConv(corrector.out)
+        self.attention = None if corrector.attention is None else _FoldedConv(corrector.attention)
         linear = corrector.feedback
         self.feedback = None if linear is None else (linear.weight.detach().T,
                                                      linear.bias.detach())
 
-    def __call__(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, h: torch.Tensor, label: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deltas and the attention (None without one), as Corrector.forward."""
         if self.feedback is None:
             y = self.before(h)
         else:
@@ -157,7 +160,8 @@ class _FoldedCorrector:
             self.before(h, out=y[..., :f])
             weight, bias = self.feedback
             torch.addmm(bias, label, weight, out=y[..., f])
-        return self.out(self.after(y))
+        y = self.after(y)
+        return self.out(y), None if self.attention is None else self.attention(y).sigmoid_()
 
 
 class FoldedGCN:
@@ -175,20 +179,29 @@ class FoldedGCN:
             self.corrector = (None if module.corrector is None
                               else _FoldedCorrector(module.corrector))
 
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor, true_onehot: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, true_onehot: torch.Tensor | None = None,
+                 given: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, nodes, n_dct) -> log-probabilities (B, classes) and DCT deltas (B, nodes,
-        n_dct), as FeedbackGCN.forward in eval mode."""
+        n_dct), as FeedbackGCN.forward in eval mode; `given` as model.learn.gcn.fed_back."""
+        log_probs, deltas, _ = self.outputs(x, true_onehot, given)
+        return log_probs, deltas
+
+    @torch.inference_mode()
+    def outputs(self, x: torch.Tensor, true_onehot: torch.Tensor | None = None,
+                given: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """__call__ and the attention (B, nodes, 1), None for a network without one, as
+        FeedbackGCN.outputs in eval mode."""
         blocks = [self._block(x[i : i + BLOCK],
-                              None if true_onehot is None else true_onehot[i : i + BLOCK])
+                              None if true_onehot is None else true_onehot[i : i + BLOCK], given)
                   for i in range(0, len(x), BLOCK)]
         if not blocks:
-            return self._block(x, true_onehot)
-        return torch.cat([lp for lp, _ in blocks]), torch.cat([d for _, d in blocks])
+            return self._block(x, true_onehot, given)
+        attention = None if blocks[0][2] is None else torch.cat([a for *_, a in blocks])
+        return (torch.cat([lp for lp, _, _ in blocks]), torch.cat([d for _, d, _ in blocks]),
+                attention)
 
-    def _block(self, x: torch.Tensor, true_onehot: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _block(self, x: torch.Tensor, true_onehot: torch.Tensor | None, given: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         h = self.trunk(x.contiguous())
         if self.classifier is not None:
             log_probs = self.classifier(h)
@@ -196,5 +209,6 @@ class FoldedGCN:
             n_classes = self.config.n_classes
             log_probs = x.new_full((x.shape[0], n_classes), -math.log(n_classes))
         if self.corrector is None:
-            return log_probs, torch.zeros_like(x)
-        return log_probs, self.corrector(h, fed_back(self.variant, log_probs, true_onehot))
+            return log_probs, torch.zeros_like(x), None
+        return log_probs, *self.corrector(h, fed_back(self.variant, log_probs, true_onehot,
+                                                      given))

@@ -19,6 +19,13 @@ Variants (the paper's ablations, one code path; their table is model.learn.confi
   prediction of a separate classifier) and, when none is passed, a zero vector (no feedback).
   It has no classifier: its log-probabilities are uniform.
 
+`attention` (GCNConfig, off unless set): the correction branch also gives a per-node attention,
+a graph convolution of the last correction features to one feature and a sigmoid, as the
+network of the paper's released weights has (trained there with an L1 penalty on it). It is a
+deliberate variant for those imported weights (model.learn.paper): posecoach's own training
+never turns it on, and what the attention multiplies is the caller's (the paper multiplies the
+decoded correction of every node by it).
+
 Training runs FeedbackGCN itself; inference (TrainedModel.infer, hence scoring) runs FoldedGCN
 (model.learn.folded), the same trained network in eval mode rearranged for speed, whose
 outputs equal the module's up to float32 rounding.
@@ -42,10 +49,12 @@ COORDS = 3
 
 @dataclass(frozen=True, kw_only=True)
 class GCNConfig(Architecture):
-    """An Architecture sized for the data: n_nodes (joints x 3) and n_classes come from it."""
+    """An Architecture sized for the data: n_nodes (joints x 3) and n_classes come from it;
+    `attention` only for the paper's imported weights (see above)."""
 
     n_nodes: int
     n_classes: int
+    attention: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +62,13 @@ class GCNConfig(Architecture):
             raise ValueError(f"n_nodes={self.n_nodes} is not joints x {COORDS} coordinates")
         if self.hidden % 2:
             raise ValueError(f"hidden={self.hidden} must be even (the classifier pools by 2)")
+
+    def to_dict(self) -> dict:
+        """As Architecture.to_dict, without `attention` when off: cards stay as they were."""
+        d = super().to_dict()
+        if not self.attention:
+            del d["attention"]
+        return d
 
     @classmethod
     def for_data(cls, architecture: Architecture, n_nodes: int, n_classes: int) -> GCNConfig:
@@ -174,7 +190,7 @@ class Classifier(nn.Module):
 
 class Corrector(nn.Module):
     """GC block, the label fed back as one extra feature per node, GC block, graph conv to
-    DCT deltas."""
+    DCT deltas (and, with `attention`, a graph conv to one feature and a sigmoid)."""
 
     def __init__(self, cfg: GCNConfig, feedback: bool):
         super().__init__()
@@ -183,12 +199,17 @@ class Corrector(nn.Module):
         self.feedback = nn.Linear(cfg.n_classes, cfg.n_nodes) if feedback else None
         self.after = GCBlock(width, cfg.n_nodes, cfg.dropout)
         self.out = GraphConv(width, cfg.n_dct, cfg.n_nodes)
+        self.attention = GraphConv(width, 1, cfg.n_nodes) if cfg.attention else None
 
-    def forward(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, label: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deltas (B, nodes, n_dct) and the attention (B, nodes, 1), None without one."""
         y = self.before(h)
         if self.feedback is not None:
             y = torch.cat([y, self.feedback(label).unsqueeze(-1)], dim=-1)
-        return self.out(self.after(y))
+        y = self.after(y)
+        attention = None if self.attention is None else torch.sigmoid(self.attention(y))
+        return self.out(y), attention
 
 
 class FeedbackGCN(nn.Module):
@@ -211,6 +232,13 @@ class FeedbackGCN(nn.Module):
         teacher_prob: during training, the chance per sample that the fed-back label is
         `true_onehot` rather than the prediction.
         """
+        log_probs, deltas, _ = self.outputs(x, true_onehot, teacher_prob)
+        return log_probs, deltas
+
+    def outputs(
+        self, x: torch.Tensor, true_onehot: torch.Tensor | None = None, teacher_prob: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """forward() and the attention (B, nodes, 1), None for a network without one."""
         b = x.shape[0]
         h = self.trunk(x)
         if self.classifier is not None:
@@ -218,8 +246,8 @@ class FeedbackGCN(nn.Module):
         else:
             log_probs = x.new_full((b, self.config.n_classes), -math.log(self.config.n_classes))
         if self.corrector is None:
-            return log_probs, torch.zeros_like(x)
-        return log_probs, self.corrector(h, self._fed_back(log_probs, true_onehot, teacher_prob))
+            return log_probs, torch.zeros_like(x), None
+        return log_probs, *self.corrector(h, self._fed_back(log_probs, true_onehot, teacher_prob))
 
     def _fed_back(
         self, log_probs: torch.Tensor, true_onehot: torch.Tensor | None, teacher_prob: float
@@ -233,13 +261,14 @@ class FeedbackGCN(nn.Module):
         return torch.where(use_true, true_onehot.to(log_probs.dtype), predicted)
 
 
-def fed_back(variant: Variant, log_probs: torch.Tensor,
-             true_onehot: torch.Tensor | None) -> torch.Tensor | None:
+def fed_back(variant: Variant, log_probs: torch.Tensor, true_onehot: torch.Tensor | None,
+             given: bool = False) -> torch.Tensor | None:
     """The label fed back at inference: none, the given one (zeros when none is given) or the
-    predicted one, by the variant's kind of feedback."""
+    predicted one, by the variant's kind of feedback; `given` feeds back `true_onehot` to any
+    variant with feedback (labels the caller chose, as TrainedModel.infer's fed_classes)."""
     if variant.feedback == "none":
         return None
-    if variant.feedback == "true":
+    if variant.feedback == "true" or (given and true_onehot is not None):
         return true_onehot if true_onehot is not None else torch.zeros_like(log_probs)
     predicted = nn.functional.one_hot(log_probs.argmax(-1), log_probs.shape[-1])
     return predicted.to(log_probs.dtype)

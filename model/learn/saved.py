@@ -20,6 +20,7 @@ from model.data.labels import Class
 from model.data.normalize import Normalization, normalize_many
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
+from model.learn import paper_dct
 from model.learn.config import TrainConfig
 from model.learn.folded import FoldedGCN
 from model.learn.gcn import FeedbackGCN, GCNConfig, decode_poses, encode_poses
@@ -57,6 +58,7 @@ class Inference:
     log_probs: np.ndarray  # (B, classes)
     corrected: list[np.ndarray]  # each (frames, joints, 3), at its input's length
     deltas: np.ndarray  # (B, nodes, n_dct)
+    attention: np.ndarray | None = None  # (B, nodes, 1), for a network with attention
 
 
 @dataclass
@@ -150,6 +152,31 @@ class TrainedModel:
             self._folded = (state, versions, FoldedGCN(self.module))
         return self._folded[2]
 
+    @property
+    def paper_preprocessing(self) -> bool:
+        """Whether the model takes the paper's inputs (model.learn.paper_dct), not posecoach's."""
+        return self.normalization.mode == "paper"
+
+    def encode(self, poses: list[np.ndarray]) -> torch.Tensor:
+        """Normalised poses -> the network's inputs (N, nodes, n_dct), the model's way."""
+        n_dct = self.gcn_config.n_dct
+        return paper_dct.encode(poses, n_dct) if self.paper_preprocessing else encode_poses(
+            poses, n_dct)
+
+    def outputs(self, x: torch.Tensor, fed: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The folded network on inputs x: log-probabilities, deltas and attention (None
+        without); `fed` (one-hot) is fed back instead of the prediction when given."""
+        fed = None if fed is None else fed.to(self.device)
+        return self.folded().outputs(x.to(self.device), fed, given=fed is not None)
+
+    def _corrected(self, poses: list[np.ndarray], x: torch.Tensor, deltas: torch.Tensor,
+                   attention: torch.Tensor | None) -> list[np.ndarray]:
+        if self.paper_preprocessing:
+            return paper_dct.corrected(poses, deltas, attention)
+        moved = deltas if attention is None else deltas * attention
+        return decode_poses(x + moved, [len(p) for p in poses])
+
     @torch.inference_mode()
     def infer(
         self, poses: list[np.ndarray], batch_size: int = 256,
@@ -157,29 +184,32 @@ class TrainedModel:
     ) -> Inference:
         """Classify and correct already-normalised poses, in batches, in eval mode.
 
-        fed_classes: labels to feed back to a `separated_corrector` (one class index per
-        input); other variants feed back their own prediction at inference.
+        fed_classes: labels (one class index per input) fed back instead of the model's own
+        prediction, as a `separated_corrector` needs; without them every variant with feedback
+        but that one feeds back its prediction.
         """
         self._check_poses(poses)
-        net = self.folded()
         cfg = self.gcn_config
         n_classes = cfg.n_classes
         if not poses:
             return Inference(np.zeros((0, n_classes), np.float32), [],
                              np.zeros((0, cfg.n_nodes, cfg.n_dct), np.float32))
-        log_probs, deltas, corrected = [], [], []
+        log_probs, deltas, attention, corrected = [], [], [], []
         for start in range(0, len(poses), batch_size):
             chunk = poses[start : start + batch_size]
-            x = encode_poses(chunk, cfg.n_dct).to(self.device)
+            x = self.encode(chunk).to(self.device)
             fed = None
             if fed_classes is not None:
                 idx = torch.as_tensor(list(fed_classes[start : start + batch_size]))
                 fed = torch.nn.functional.one_hot(idx, n_classes).float().to(self.device)
-            lp, d = net(x, fed)
+            lp, d, att = self.outputs(x, fed)
             log_probs.append(lp.cpu().numpy())
             deltas.append(d.cpu().numpy())
-            corrected += decode_poses(x + d, [len(p) for p in chunk])
-        return Inference(np.concatenate(log_probs), corrected, np.concatenate(deltas))
+            if att is not None:
+                attention.append(att.cpu().numpy())
+            corrected += self._corrected(chunk, x, d, att)
+        return Inference(np.concatenate(log_probs), corrected, np.concatenate(deltas),
+                         np.concatenate(attention) if attention else None)
 
     def classify_and_correct(self, sequences: list[Sequence], batch_size: int = 256) -> Inference:
         """infer() on sequences, normalised the model's way first."""
