@@ -25,6 +25,7 @@ from flows.score import SessionReports
 from model.data import storage
 from model.data.dataset import Dataset
 from model.data.formats import write_sequences_json, write_session
+from model.data.hostile import COLLIDING, HOSTILE_NAMES
 from model.data.names import (
     html_text,
     metric_key,
@@ -41,14 +42,7 @@ from model.learn.train import train
 from model.serve.scoring import calibrate, score_session
 from model.settings import PROFILES, run_config
 
-HOSTILE = [
-    "..", ".", "../../../../tmp/owned", "/etc/passwd", "C:\\Windows\\owned", "a/b", "a\\b",
-    "nul\x00byte", "ctrl\x01\x1b[31m\x7f\x9b", "x" * 300, "é" * 300, "日本語のセッション",
-    "🏋️‍♀️", "<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>",
-    "' OR '1'='1", "_scored", ".hidden", "-rf", "a b", "a?b", "a*b", "a_b", "A_B",
-    "line\nbreak", "tab\there", "%2e%2e%2f", "\u202eevil", "\ufeffbom",
-]
-COLLIDING = ["a b", "a?b", "a*b", "a_b"]
+HOSTILE = list(HOSTILE_NAMES)
 SQL_SUBJECT = "' OR '1'='1"
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MARKUP = re.compile(r"<script|<img src=x|\"><", re.IGNORECASE)
@@ -287,7 +281,7 @@ def test_mlflow_keys_of_hostile_classes_stay_distinct(mlflow_uri) -> None:
     from registry.tracking import configure_tracking, log_training_run
 
     configure_tracking(mlflow_uri)
-    classes = [f"squat/{v}" for v in COLLIDING + ["<script>", "../x", "é"]]
+    classes = [f"squat/{v}" for v in (*COLLIDING, "<script>", "../x", "é")]
     rows = [{"class": c, "accuracy": i / 10} for i, c in enumerate(classes)]
     run_id = log_training_run(dataset="hostile", dataset_version=None, profile="test",
                               params={}, skeleton="ec3d19", classes=classes,
