@@ -43,10 +43,12 @@ data_app.command("compact")(cmd_ingest.compact)
 data_app.command("vacuum")(cmd_ingest.vacuum)
 app.add_typer(data_app, name="data")
 
-models_app = typer.Typer(help="Registered models: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list, promote, roll back, import the paper's.",
+                         no_args_is_help=True)
 models_app.command("list")(cmd_models.list_models)
 models_app.command("promote")(cmd_models.promote_model)
 models_app.command("rollback")(cmd_models.rollback_model)
+models_app.command("import-paper")(cmd_models.import_paper_model)
 app.add_typer(models_app, name="models")
 
 __all__ = ["app"]

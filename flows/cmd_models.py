@@ -1,4 +1,5 @@
-"""`posecoach models list | promote VERSION [--force --reason TEXT] | rollback`.
+"""`posecoach models list | promote VERSION [--force --reason TEXT] | rollback |
+import-paper PATH [--name NAME]`.
 
 Exit status: 0 when done (listed, promoted, forced, rolled back); 1 when the gate refused the
 version or the registry could not do it (unknown model or version, no previous champion);
@@ -7,14 +8,16 @@ version or the registry could not do it (unknown model or version, no previous c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from flows.models import listing
+from flows.models import import_paper, listing
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
+from model.learn.paper import PaperWeightsError
 from registry.gate import Decision, default_actor, promote, rollback
 from registry.versions import (
     RegistryError,
@@ -94,3 +97,37 @@ def rollback_model(
     except RegistryError as exc:
         fail(str(exc))
     _answer(decision, as_json)
+
+
+def show_import(result: dict[str, Any]) -> None:
+    origin = result["origin"]
+    console.print(f"{origin['file']} ({origin['network']}, sha256 {origin['sha256'][:12]}) -> "
+                  f"{result['model']} version {result['version']} (challenger): "
+                  f"{result['variant']}{', attention' if result['attention'] else ''}, "
+                  f"{len(result['classes'])} classes, normalisation "
+                  f"{result['normalization']['mode']} ({result['normalization']['units']}); "
+                  f"saved in {result['model_dir']}")
+    if origin["unused_tensors"]:
+        console.print(f"left out (the seed's forward pass does not use them): "
+                      f"{', '.join(origin['unused_tensors'])}")
+
+
+def import_paper_model(
+    path: Path = typer.Argument(..., help="A state dict of the paper's released weights (.pt)."),
+    name: str = typer.Option(None, "--name", help="Registered as posecoach-NAME (default: "
+                             "paper-<file stem>)."),
+    classifier_only: bool = typer.Option(False, "--classifier-only", help="Keep only the trunk "
+                                         "and classification branch (e.g. a judge)."),
+    units: str = typer.Option("m", "--units", help="Units of the coordinates the weights were "
+                              "trained on (m, cm, mm)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Import the paper's released weights (Ours.pt, Classifer.pt, classifer_for_eval.pt),
+    save them as a posecoach model with the paper's preprocessing and register them."""
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    try:
+        result = import_paper(path, name, classifier_only, units)
+    except (PaperWeightsError, ValueError, RegistryError) as exc:
+        fail(str(exc))
+    emit(result, as_json, show_import)

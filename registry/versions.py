@@ -47,8 +47,10 @@ def register_candidate(
     cv: Mapping[str, float] | None = None,
     gate: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> str:
-    """Register a logged model as a new version of `posecoach-<dataset>`, alias `challenger`.
+    """Register a logged model as a new version of `posecoach-<dataset>` (or of `name`), alias
+    `challenger`.
 
     `cv` is the cross-validation summary (mean / std per figure); `gate` the candidate's own
     gate-subject figures (Evaluation.to_dict()), kept for `models list` and as
@@ -66,7 +68,7 @@ def register_candidate(
         **(tags or {}),
     }
     c = client()
-    name = model_name(dataset)
+    name = name or model_name(dataset)
     mv = mlflow.register_model(logged_uri, name, tags=version_tags)
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)

@@ -33,6 +33,7 @@ refused. Loading reads tensors only: torch.load(..., weights_only=True).
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,7 +79,7 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise PaperWeightsError(f"{path}: not a state dict torch loads with weights_only=True: "
                                 f"{exc}") from exc
     if not isinstance(state, Mapping) or not all(
