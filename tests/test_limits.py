@@ -4,36 +4,18 @@ any one of them peaks under 2 GiB; a batch holding them goes on, and ingest quar
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from flows.ingest import ingest_flow, quarantine_dir, read_errors
 from model.data.formats import write_sequences_json
-from model.data.hostile import Bomb, write_bombs
+from model.data.hostile import Bomb, read_in_child, write_bombs
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import SequenceError
 from model.data.synth import make_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
-CHILD = """
-import json, sys
-from pathlib import Path
-from model.data.readers import iter_sequences, read_session
-from model.data.sequence import SequenceError
-mode, path = sys.argv[1:]
-try:
-    items = [read_session(Path(path))] if mode == "session" else list(iter_sequences(Path(path)))
-except SequenceError as exc:
-    items = [exc]
-print(json.dumps([getattr(item, "kind", "accepted") for item in items]))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +23,10 @@ def bombs(tmp_path_factory) -> dict[str, Bomb]:
     return {b.problem: b for b in write_bombs(tmp_path_factory.mktemp("bombs"))}
 
 
-def _child(mode: str, path: Path, env: dict[str, str] | None = None) -> tuple[list[str], int]:
-    """Read one file in a child process: (kinds it yielded, its peak RSS in bytes)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(path)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=err,
-                                env={**os.environ, **(env or {})})
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        assert proc.returncode == 0, err.read().decode()[-2000:]
-    return json.loads(out), usage.ru_maxrss * 1024
-
-
 @pytest.mark.parametrize("index", range(8))
 def test_a_bomb_is_refused_with_its_kind_and_memory_stays_bounded(bombs, index) -> None:
     bomb = list(bombs.values())[index]
-    kinds, peak = _child(bomb.mode, bomb.path)
+    kinds, peak = read_in_child(bomb.mode, bomb.path)
     assert kinds == [bomb.kind]
     assert peak < 2 * GIB, f"{bomb.problem}: peak RSS {peak / GIB:.2f} GiB"
 
@@ -66,10 +34,10 @@ def test_a_bomb_is_refused_with_its_kind_and_memory_stays_bounded(bombs, index) 
 def test_limits_are_settings(tmp_path) -> None:
     seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
     path = write_sequences_json([seq], tmp_path / "one.json")
-    assert _child("labelled", path)[0] == ["accepted"]
+    assert read_in_child("labelled", path)[0] == ["accepted"]
     frames = {"POSECOACH_LIMIT_MAX_FRAMES": str(seq.n_frames - 1)}
-    assert _child("labelled", path, frames)[0] == ["too_large"]
-    assert _child("labelled", path, {"POSECOACH_LIMIT_MAX_TEXT_MB": "0"})[0] == ["too_large"]
+    assert read_in_child("labelled", path, frames)[0] == ["too_large"]
+    assert read_in_child("labelled", path, {"POSECOACH_LIMIT_MAX_TEXT_MB": "0"})[0] == ["too_large"]
 
 
 def test_the_batch_goes_on_past_every_bomb(bombs, tmp_path) -> None:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,19 @@ and control characters, 300 characters, unicode, HTML/JS, SQL, hidden names, and
 collide once slugged (COLLIDING)."""
 COLLIDING: tuple[str, ...] = ("a b", "a?b", "a*b", "a_b")
 BOMB_FRAMES = 40 * (1 << 18)  # 10,485,760 frames
+_REPOSITORY = Path(__file__).resolve().parents[2]
+_CHILD = """
+import json, sys
+from pathlib import Path
+from model.data.readers import iter_sequences, read_session
+from model.data.sequence import SequenceError
+mode, path = sys.argv[1:]
+try:
+    items = [read_session(Path(path))] if mode == "session" else list(iter_sequences(Path(path)))
+except SequenceError as exc:
+    items = [exc]
+print(json.dumps([getattr(item, "kind", "accepted") for item in items]))
+"""
 _JOINTS = 19  # ec3d19
 
 
@@ -138,3 +155,20 @@ def write_bombs(folder: Path) -> list[Bomb]:
         Bomb("session Parquet of 2.4 GB, 10M frames", sessions / "poses.parquet", "session",
              "too_large"),
     ]
+
+
+def read_in_child(mode: str, path: Path, env: dict[str, str] | None = None
+                  ) -> tuple[list[str], int]:
+    """Read one file in a child process as a "labelled" file or a "session": the kinds it came
+    out as ("accepted" for a sequence) and the child's peak resident memory in bytes."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, mode, str(path)],
+                                cwd=_REPOSITORY, stdout=subprocess.PIPE, stderr=err,
+                                env={**os.environ, **(env or {})})
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"reading {path} in a child failed: {err.read().decode()[-2000:]}")
+    return json.loads(out), usage.ru_maxrss * 1024
