@@ -12,7 +12,7 @@ from rich.table import Table
 
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from flows.paper import run_protocol
+from flows.paper import run_protocol, run_saved
 from model.data.sequence import SequenceError
 from model.evaluate.metrics import Evaluation
 from model.learn.config import VARIANTS
@@ -73,6 +73,9 @@ def paper_protocol(
                                  "(default: a new folder under $POSECOACH_HOME/paper)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Mark the figures as synthetic "
                                    "(the pickle came from posecoach's generator)."),
+    model: Path = typer.Option(None, "--model", help="A saved model folder to evaluate instead "
+                               "of training (e.g. one imported by `models import-paper`)."),
+    judge: Path = typer.Option(None, "--judge", help="With --model: the saved judge."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The paper's protocol: train on EC3D subjects 1-3, test on subject 4, print its table."""
@@ -88,7 +91,8 @@ def paper_protocol(
         fail(f"--ec3d {ec3d}: no such file")
     workdir = workdir or settings.home / "paper" / time.strftime("%Y%m%d-%H%M%S")
     try:
-        result = run_protocol(ec3d, variants, chosen, workdir, synthetic)
-    except SequenceError as exc:
+        result = (run_protocol(ec3d, variants, chosen, workdir, synthetic) if model is None
+                  else run_saved(ec3d, model, judge, workdir, synthetic))
+    except (SequenceError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

@@ -248,3 +248,21 @@ def test_import_paper_registers_the_model_with_its_origin(paper, mlflow_uri):
     assert json.loads(version.tags["classes"])[0] == "squat/correct"
     card = json.loads((Path(result["model_dir"]) / CARD).read_text())
     assert card["meta"]["origin"]["classifier_only"] is True
+
+
+def test_the_paper_protocol_evaluates_an_imported_model_without_training(paper, tmp_path: Path):
+    from flows.paper import run_saved
+    from model.data.ec3d_pickle import write_ec3d_pickle
+    from model.data.synth import make_dataset
+
+    pickle_path = write_ec3d_pickle(make_dataset(n_subjects=4, reps=1, seed=3),
+                                    tmp_path / "data_3D.pickle")
+    model = import_weights(paper / "Ours.pt").save(tmp_path / "ours")
+    judge = import_weights(paper / "classifer_for_eval.pt", True).save(tmp_path / "judge")
+    result = run_saved(pickle_path, model, judge, tmp_path / "work", synthetic=True)
+    figures = result["variants"]["model"]
+    assert result["data"]["synthetic"] is True and result["profile"] == "saved"
+    assert figures["n"] == result["n_test"] == 11
+    assert figures["correction"]["independent"]["macro"] is not None
+    assert Path(figures["confusion_png"]).is_file()
+    assert not (tmp_path / "work" / "judge").exists()  # nothing trained
