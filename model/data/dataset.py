@@ -176,8 +176,8 @@ class Dataset:
     def __init__(self, name: str, root: str | None = None,
                  storage_options: dict[str, str] | None = None):
         if not name or safe_file_name(name) != name:
-            raise ValueError(f"dataset name {name!r} must be a plain name (ASCII letters, digits, "
-                             "'.', '_', '-'; not hidden)")
+            raise ValueError(f"dataset name {name!r} must be a plain non-empty name (ASCII "
+                             "letters, digits, '.', '_', '-'; not hidden)")
         self.name = name
         self.root = str(root or get_settings().lake).rstrip("/")
         self.uri = f"{self.root}/{name}"
