@@ -1,29 +1,28 @@
 """Mistake reports: one JSON document and one HTML page per scored session.
 
 The JSON layout is versioned (`SCHEMA`) and documented in the README ("Score reports"). The HTML
-page shows, per repetition, key frames of the original motion in red with the corrected one in
-green (side view), the cues, and a summary of the session; pictures are embedded, so the page is
-one self-contained file.
+page (flows.report_html) animates, per repetition, the original motion in red with the corrected
+one in green (side and front views) beside the cues and the per-joint deviations; it is one
+self-contained file.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
+from flows.report_html import Motion, session_page
 from model.data import storage
-from model.data.names import html_text, safe_name
+from model.data.names import safe_name
 from model.data.sequence import Sequence
-from model.data.skeletons import Skeleton, get_skeleton
-from model.evaluate.plots import plot_correction
+from model.data.skeletons import get_skeleton
 from model.learn.saved import TrainedModel
-from model.serve.scoring import RepResult, prepare
+from model.serve.scoring import RepResult
 from model.settings import CORRECT
 
 SCHEMA = "posecoach.report/1"
@@ -86,80 +85,32 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
     }
 
 
-def _png_base64(original: np.ndarray, corrected: np.ndarray, skeleton: Skeleton,
-                title: str) -> str:
-    buf = io.BytesIO()
-    plot_correction(original, corrected, skeleton, buf, title=title)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def originals(model: TrainedModel, session: Sequence, results: list[RepResult]) -> list:
-    """Each repetition's original motion as the model saw it (normalised), for the pictures."""
-    return [prepare(replace(session, poses=session.poses[r.frames[0] : r.frames[1]]),
-                    model.normalization)[0] if r.ok else None for r in results]
-
-
-def render_html(report: dict, originals: list[np.ndarray], corrected: list[np.ndarray],
-                skeleton: Skeleton) -> str:
-    """A self-contained HTML page for one session report."""
-    esc = html_text
-    s = report["summary"]
-    mistakes = ", ".join(f"{esc(k)} x{v}" for k, v in s["mistakes"].items()) or "none"
-    warn = ""
-    if s["exercise_disagreement"]:
-        warn = (f"<p class='warn'>Most repetitions do not look like a "
-                f"{esc(report['declared_exercise'])}.</p>")
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>posecoach: {esc(report['session_id'])}</title>",
-        "<style>body{font-family:sans-serif;margin:24px;max-width:1100px}"
-        ".rep{border-top:1px solid #ccc;padding:12px 0}.ok{color:#2a7d2a}.bad{color:#b22}"
-        ".warn{background:#fee;padding:6px}img{max-width:100%}td,th{padding:2px 8px}</style>",
-        "</head><body>",
-        f"<h1>Session {esc(report['session_id'])}</h1>",
-        f"<p>{esc(report['subject'])} &middot; {esc(report['declared_exercise'])} &middot; "
-        f"{s['repetitions']} repetitions: {s['correct']} correct, {s['unsure']} unsure; "
-        f"mistakes: {mistakes}</p>",
-        warn,
-        f"<p class='model'>model {esc(report['model']['name'])} v{esc(report['model']['version'])}"
-        f" &middot; dataset version {esc(report['model']['dataset_version'])}</p>",
-    ]
-    for rep, orig, corr in zip(report["repetitions"], originals, corrected, strict=True):
-        cls = "ok" if rep["mistake"] == CORRECT else "bad"
-        conf = "" if rep["confidence"] is None else f" ({rep['confidence']:.0%})"
-        cues = "".join(f"<li>{esc(c)}</li>" for c in rep["cues"])
-        picture = ("" if corr is None else
-                   _png_base64(orig, corr, skeleton, f"repetition {rep['index'] + 1}"))
-        parts += [
-            "<div class='rep'>",
-            f"<h2>Repetition {rep['index'] + 1}: <span class='{cls}'>"
-            f"{esc(rep['mistake'])}</span>{conf}</h2>",
-            f"<ul>{cues}</ul>",
-            f"<p class='bad'>{esc(rep['error'])}</p>" if rep["error"] else
-            f"<img alt='repetition {rep['index'] + 1}: original red, corrected green' "
-            f"src='data:image/png;base64,{picture}'>",
-            "</div>",
-        ]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def motions(results: list[RepResult]) -> list[Motion | None]:
+    """Each repetition's original and corrected motion in the model's normalised frame."""
+    return [Motion(r.original, r.corrected) if r.ok and r.original is not None
+            and r.corrected is not None else None for r in results]
 
 
 def write_session(out: str, session: Sequence, results: list[RepResult], model: TrainedModel,
-                  info: ModelInfo) -> dict[str, str]:
-    """Write <out>/<name>.json, .html and .npz (the corrected motions, the model's normalised
-    frame, one array per repetition); `out` is a folder path or an object-store URI.
+                  info: ModelInfo, html: bool = True) -> tuple[dict[str, str], dict]:
+    """Write <out>/<name>.json, .npz (the corrected motions, the model's normalised frame, one
+    array per repetition) and, unless `html` is False, .html; `out` is a folder path or an
+    object-store URI. Returns the URIs written by kind and the JSON report.
 
     <name> is the session id made safe (model.data.names.safe_name: one plain file name, distinct
     per session id); the JSON keeps the session id as uploaded."""
     name = safe_name(session.meta.get("session_id") or session.source)
     uris = {kind: storage.join(out, f"{name}.{kind}") for kind in ("json", "html", "npz")}
-    corrected = [r.corrected for r in results]
     report = session_report(session, results, info, uris["npz"])
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"rep_{i}": c for i, c in enumerate(corrected) if c is not None})
+    np.savez(buf, **{f"rep_{i}": r.corrected for i, r in enumerate(results)
+                     if r.corrected is not None})
     storage.write_bytes(uris["npz"], buf.getvalue())
-    page = render_html(report, originals(model, session, results), corrected,
-                       get_skeleton(model.normalization.skeleton))
-    storage.write_text(uris["html"], page)
+    if html:
+        page = session_page(report, motions(results), get_skeleton(model.normalization.skeleton),
+                            model.normalization.fps)
+        storage.write_text(uris["html"], page)
+    else:
+        del uris["html"]
     storage.write_text(uris["json"], json.dumps(report, indent=2))
-    return uris
+    return uris, report

@@ -1,22 +1,31 @@
 """The score flow: a folder (or object-store prefix) of uploaded sessions in, mistake reports out.
 
-Every session is scored with the registered model's champion (or a pinned version) on Ray
-(workers.scoring), cut into repetitions by model/'s one scoring path. Per session the workers
-write a JSON report, an HTML page and the corrected motions; the driver appends every scored
-repetition to one Parquet (Delta) table for analytics, `<out>/repetitions`, and every session
-that could not be scored to `<out>/_errors.jsonl` with its reason. Sessions already scored by
-the same model version (same file content) are skipped, so a re-run or a scheduled scan of the
-same prefix duplicates nothing: sessions in = reports + skipped + errors.
+Every session is scored with the registered model's champion (or a pinned version). Sessions
+are scored in blocks: each block's files are read and cut into repetitions, and all their
+repetitions go through model/'s one scoring path together (model.serve.sessions), in this
+process; on a Ray cluster (RAY_ADDRESS set) a large batch goes to Ray Data instead
+(workers.scoring), where spreading it over the nodes pays for the actors' start-up. Per session a
+JSON report, the corrected motions (.npz) and an animated HTML page (flows.report_html) are
+written; per run an overview page, `<out>/index.html`, links them all and lists the errors.
+
+The driver brings the records up to date as blocks finish (at least every `block_seconds`):
+every scored repetition goes into one Delta table, `<out>/repetitions`, every scored session
+into the ledger, the Delta table `<out>/_ledger`, and every session that could not be scored
+into `<out>/_errors.jsonl` with its reason. Table and ledger are written by Delta merges keyed
+on (model version, file content[, repetition]), which Delta's atomic commits keep exact on an
+object store too: two runs of one folder at once, or a rerun after a crash, record each session
+and each repetition once. A rerun scores only the sessions the ledger does not hold: sessions in
+= reports + skipped + errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,38 +33,53 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
 from prefect import flow, task
 from prefect.cache_policies import NONE
+from rich.progress import Progress
 
+from flows.output import console
+from flows.report_html import overview_page
 from flows.reports import ModelInfo, write_session
 from model.data import storage
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
+from model.serve.sessions import SCORED, SessionScore, score_uploads
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version
 from registry.versions import model_name
-from workers.scoring import SCORED, score_batch
 
 UPLOAD_SUFFIXES = (".json", ".npz", ".parquet")
-LEDGER = "_scored.jsonl"
+LEDGER = "_ledger"
 ERRORS = "_errors.jsonl"
 TABLE = "repetitions"
-ROW_KEY = ("input", "model", "model_version", "rep", "start_frame")
+OVERVIEW = "index.html"
+#: Sessions scored together; their repetitions go through score() in batches of 512.
+BLOCK_SESSIONS = 128
+#: The ledger and the table are brought up to date at least this often (and at the end).
+BLOCK_SECONDS = 2.0
+#: Ray Data only pays on a cluster, for batches at least this large (actor start-up per node).
+RAY_MIN_SESSIONS = 1024
+MERGE_TRIES = 20
+TABLE_COLUMNS = ("session_id", "input", "rep", "predicted", "label", "confidence", "unsure",
+                 "exercise_mismatch", "exercise", "subject")
 
 
 class SessionReports:
     """What each Ray scoring worker does with a scored session: write its reports."""
 
-    def __init__(self, out: str, info: ModelInfo):
+    def __init__(self, out: str, info: ModelInfo, html: bool = True):
         self.out = out
         self.info = info
+        self.html = html
 
     def __call__(self, session: Sequence, results: list[RepResult],
                  model: TrainedModel) -> dict[str, str]:
-        uris = write_session(self.out, session, results, model, self.info)
-        return {"report": uris["json"], "html": uris["html"]}
+        uris, report = write_session(self.out, session, results, model, self.info, self.html)
+        return {"report": uris["json"], "html": uris.get("html", ""),
+                "summary": json.dumps(session_summary(report, uris))}
 
 
 @dataclass
@@ -72,6 +96,7 @@ class ScoreSummary:
     exercise_disagreements: list[str] = field(default_factory=list)
     error_records: list[dict] = field(default_factory=list)
     report_files: list[str] = field(default_factory=list)
+    overview: str | None = None
     seconds: float = 0.0
 
     @property
@@ -82,12 +107,67 @@ class ScoreSummary:
         return {**asdict(self), "accounted": self.accounted}
 
 
-def digest(uri: str) -> str:
-    return storage.sha256(uri)
-
-
 def ledger_key(file_digest: str, info: ModelInfo) -> str:
     return f"{info.name}:{info.version}:{file_digest}"
+
+
+def session_summary(report: dict, uris: dict[str, str]) -> dict:
+    """What the ledger keeps of a session for the overview page."""
+    s = report["summary"]
+    return {
+        "session_id": report["session_id"], "subject": report["subject"],
+        "exercise": report["declared_exercise"], "repetitions": s["repetitions"],
+        "correct": s["correct"], "unsure": s["unsure"], "mistakes": s["mistakes"],
+        "exercise_disagreement": s["exercise_disagreement"],
+        "page": uris.get("html", "").rsplit("/", 1)[-1],
+        "unsure_reps": [{"rep": r["index"], "label": r["predicted_label"],
+                         "confidence": r["confidence"]}
+                        for r in report["repetitions"] if r["mistake"] == "unsure"],
+        "exercises": dict(Counter(r["exercise"] for r in report["repetitions"]
+                                  if r["error"] is None)),
+    }
+
+
+def read_ledger(out: str, columns: list[str] | None = None) -> pa.Table | None:
+    uri = storage.join(out, LEDGER)
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    return DeltaTable(uri).to_pyarrow_table(columns=columns)
+
+
+def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
+    """Insert the rows of `table` whose keys `uri` does not hold yet (creating the table when
+    there is none), retried when a concurrent writer commits first."""
+    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    for attempt in range(MERGE_TRIES):
+        try:
+            if not DeltaTable.is_deltatable(uri):
+                write_deltalake(uri, table, mode="error")
+            else:
+                (DeltaTable(uri).merge(table, on, source_alias="s", target_alias="t")
+                 .when_not_matched_insert_all().execute())
+            return
+        except (DeltaError, OSError) as exc:
+            if attempt == MERGE_TRIES - 1:
+                raise DeltaError(f"{uri}: still conflicting after {MERGE_TRIES} tries: {exc}"
+                                 ) from exc
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+
+
+def append_jsonl(uri: str, records: list[dict]) -> None:
+    """Append JSON lines: locally by one append (concurrent writers' lines stay whole); on an
+    object store by rewriting the object (object stores have no append)."""
+    if not records:
+        return
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if storage.is_remote(uri):
+        old = storage.read_text(uri) if storage.exists(uri) else ""
+        storage.write_text(uri, old + text)
+        return
+    _, path = storage.resolve(uri)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def read_jsonl(uri: str) -> list[dict]:
@@ -96,11 +176,65 @@ def read_jsonl(uri: str) -> list[dict]:
     return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
 
 
-def append_jsonl(uri: str, records: list[dict]) -> None:
-    """Append records (rewrites the whole object: object stores have no append)."""
-    if records:
-        old = storage.read_text(uri) if storage.exists(uri) else ""
-        storage.write_text(uri, old + "".join(json.dumps(r) + "\n" for r in records))
+def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
+    data: dict[str, list] = {c: [r.get(c) for r in rows] for c in TABLE_COLUMNS}
+    data["key"] = [r["key"] for r in rows]
+    data["start_frame"] = [(r.get("frames") or [None, None])[0] for r in rows]
+    data["end_frame"] = [(r.get("frames") or [None, None])[1] for r in rows]
+    data["cues"] = [" ".join(r.get("cues") or []) for r in rows]
+    data["model"] = [info.name] * len(rows)
+    data["model_version"] = [info.version] * len(rows)
+    data["scored_at"] = [scored_at] * len(rows)
+    return pa.table(data)
+
+
+class Records:
+    """The run's records, brought up to date in blocks: repetitions table, ledger, errors."""
+
+    def __init__(self, out: str, info: ModelInfo, block_seconds: float = BLOCK_SECONDS):
+        self.out, self.info, self.block_seconds = out, info, block_seconds
+        self.rows: list[dict] = []
+        self.ledger: list[dict] = []
+        self.errors: list[dict] = []
+        self.scored: list[dict] = []
+        self.error_records: list[dict] = []
+        self.reports: list[str] = []
+        self.last = time.perf_counter()
+
+    def session(self, uri: str, key: str, rows: list[dict], report: str, html: str,
+                summary: dict) -> None:
+        self.rows += [{**r, "key": key} for r in rows]
+        self.ledger.append({"key": key, "input": uri, "session_id": summary["session_id"],
+                            "report": report, "html": html, "summary": json.dumps(summary)})
+
+    def error(self, uri: str, kind: str | None, reason: str | None) -> None:
+        self.errors.append({"input": uri, "kind": kind or "not_scored",
+                            "reason": reason or f"{uri}: no result came back",
+                            "model": f"{self.info.name} v{self.info.version}"})
+
+    def block_done(self) -> None:
+        if time.perf_counter() - self.last >= self.block_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the pending repetitions, then the ledger (so a crash between the two leaves a
+        session to rescore, never a ledger entry without its rows), then the errors."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.rows:
+            merge_new(storage.join(self.out, TABLE), _table(self.rows, self.info, now),
+                      ("key", "rep"))
+        if self.ledger:
+            ledger = pa.Table.from_pylist([{**e, "time": now, "model": self.info.name,
+                                            "model_version": self.info.version}
+                                           for e in self.ledger])
+            merge_new(storage.join(self.out, LEDGER), ledger, ("key",))
+        errors = [{**e, "time": now} for e in self.errors]
+        append_jsonl(storage.join(self.out, ERRORS), errors)
+        self.scored += self.rows
+        self.reports += [e["report"] for e in self.ledger]
+        self.error_records += errors
+        self.rows, self.ledger, self.errors = [], [], []
+        self.last = time.perf_counter()
 
 
 @task(name="resolve-model", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -115,122 +249,148 @@ def resolve_model(dataset: str, version: str | None, name: str | None) -> tuple[
     return folder, info
 
 
-@task(name="plan", cache_policy=NONE)
 def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], list[str]]:
-    """(to score: (uri, digest)), already scored by this model version: uris."""
+    """(to score: (uri, ledger key)), already scored by this model version: ledger keys."""
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such folder, prefix or file")
-    done = {r["key"] for r in read_jsonl(storage.join(out, LEDGER))}
+    ledger = read_ledger(out, ["key"])
+    done = set() if ledger is None else set(ledger.column("key").to_pylist())
     todo, skipped = [], []
     for uri in storage.list_files(path, UPLOAD_SUFFIXES):
-        d = digest(uri)
-        (skipped.append(uri) if ledger_key(d, info) in done else todo.append((uri, d)))
+        key = ledger_key(storage.sha256(uri), info)
+        (skipped.append(key) if key in done else todo.append((uri, key)))
     return todo, skipped
 
 
-@task(name="score-sessions", retries=1, retry_delay_seconds=5, cache_policy=NONE)
-def score_sessions(uris: list[str], model_dir: Path, out: str, info: ModelInfo) -> list[dict]:
-    return score_batch(uris, model_dir, on_session=SessionReports(out, info), progress=False)
+def _rows(scored: SessionScore) -> list[dict]:
+    return [{**r.to_dict(), "input": scored.input, "session_id": scored.session_id,
+             "status": SCORED} for r in scored.results]
 
 
-def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
-    cols = ("session_id", "input", "rep", "predicted", "label", "confidence", "unsure",
-            "exercise_mismatch", "exercise", "subject")
-    data = {c: [r.get(c) for r in rows] for c in cols}
-    data["start_frame"] = [(r.get("frames") or [None, None])[0] for r in rows]
-    data["end_frame"] = [(r.get("frames") or [None, None])[1] for r in rows]
-    data["cues"] = [" ".join(r.get("cues") or []) for r in rows]
-    data["model"] = [info.name] * len(rows)
-    data["model_version"] = [info.version] * len(rows)
-    data["scored_at"] = [scored_at] * len(rows)
-    return pa.table(data)
+def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
+               records: Records, html: bool, block_sessions: int,
+               advance: Callable[[int], None]) -> None:
+    """Score in this process, block by block, through model.serve.sessions."""
+    model = TrainedModel.load(model_dir)
+    for start in range(0, len(todo), block_sessions):
+        block = todo[start : start + block_sessions]
+        keys = dict(block)
+        for scored in score_uploads(model, [uri for uri, _ in block]):
+            if not scored.ok:
+                records.error(scored.input, scored.error_kind, scored.error)
+                continue
+            try:
+                uris, report = write_session(out, scored.session, scored.results, model, info,
+                                             html)
+            except Exception as exc:  # noqa: BLE001 - reported as the session's error record
+                records.error(scored.input, "report_failed",
+                              f"{scored.input}: {type(exc).__name__}: {exc}")
+                continue
+            records.session(scored.input, keys[scored.input], _rows(scored), uris["json"],
+                            uris.get("html", ""), session_summary(report, uris))
+        advance(len(block))
+        records.block_done()
 
 
-def add_repetitions(uri: str, rows: pa.Table) -> None:
-    """Add scored repetitions to the table once: rows already there for the same input, model
-    version and repetition (a retry, or a rerun after the ledger could not be written) are not
-    added again."""
-    if not DeltaTable.is_deltatable(uri):
-        write_deltalake(uri, rows, mode="append", schema_mode="merge")
-        return
-    same = " AND ".join(f"t.{c} = s.{c}" for c in ROW_KEY)
-    (DeltaTable(uri).merge(rows, predicate=same, source_alias="s", target_alias="t",
-                           merge_schema=True).when_not_matched_insert_all().execute())
+def score_on_ray(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
+                 records: Records, html: bool, block_sessions: int,
+                 advance: Callable[[int], None]) -> None:
+    """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch."""
+    from workers.scoring import score_batch
+
+    for start in range(0, len(todo), block_sessions):
+        block = todo[start : start + block_sessions]
+        found = score_batch([u for u, _ in block], model_dir,
+                            on_session=SessionReports(out, info, html), progress=False)
+        by_input: dict[str, list[dict]] = {}
+        for r in found:
+            by_input.setdefault(r["input"], []).append(r)
+        for uri, key in block:
+            recs = by_input.get(uri, [])
+            ok = [r for r in recs if r.get("status") == SCORED and r.get("report")]
+            if ok:
+                records.session(uri, key, ok, ok[0]["report"], ok[0]["html"],
+                                json.loads(ok[0]["summary"]))
+                continue
+            records.error(uri, next((r["error_kind"] for r in recs if r.get("error_kind")), None),
+                          next((r["error"] for r in recs if r.get("error")), None))
+        advance(len(block))
+        records.block_done()
 
 
-@task(name="write-outputs", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def write_outputs(todo: list[tuple[str, str]], records: list[dict], out: str,
-                  info: ModelInfo) -> tuple[list[dict], list[dict], list[str]]:
-    """Append the repetitions table, the error records and the ledger; return
-    (scored repetition rows, error records, report files)."""
-    by_input: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_input[r["input"]].append(r)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    scored, errors, reports, ledger = [], [], [], []
-    for uri, file_digest in todo:
-        recs = by_input.get(uri, [])
-        ok = [r for r in recs if r.get("status") == SCORED and r.get("report")]
-        if ok:
-            scored.extend(ok)
-            reports.append(ok[0]["report"])
-            ledger.append({"key": ledger_key(file_digest, info), "input": uri,
-                           "report": ok[0]["report"], "time": now})
-            continue
-        reason = next((r.get("error") for r in recs if r.get("error")), None)
-        kind = next((r.get("error_kind") for r in recs if r.get("error_kind")), None)
-        errors.append({"input": uri, "kind": kind or "not_scored",
-                       "reason": reason or f"{uri}: no result came back", "time": now,
-                       "model": f"{info.name} v{info.version}"})
-    if scored:
-        add_repetitions(storage.join(out, TABLE), _table(scored, info, now))
-    append_jsonl(storage.join(out, ERRORS), errors)
-    append_jsonl(storage.join(out, LEDGER), ledger)
-    return scored, errors, reports
+def on_cluster() -> bool:
+    return bool(get_settings().ray_address or os.environ.get("RAY_ADDRESS"))
 
 
-class StoreUnavailable(RuntimeError):
-    """The object store holding the uploads or the reports did not answer."""
+def overview(out: str, info: ModelInfo, scored: set[str], skipped: set[str],
+             errors: list[dict]) -> str:
+    """Write the run's overview page from the ledger (its sessions, scored now or before)."""
+    ledger = read_ledger(out, ["key", "summary"])
+    keys = scored | skipped
+    entries = [] if ledger is None else [e for e in ledger.to_pylist() if e["key"] in keys]
+    sessions, unsure = [], []
+    mistakes: Counter[str] = Counter()
+    exercises: Counter[str] = Counter()
+    for e in sorted(entries, key=lambda e: json.loads(e["summary"])["session_id"]):
+        s = json.loads(e["summary"])
+        sessions.append({**s, "status": "scored" if e["key"] in scored else "skipped"})
+        mistakes.update(s["mistakes"])
+        exercises.update(s["exercises"])
+        unsure += [{**u, "page": s["page"], "session_id": s["session_id"]}
+                   for u in s["unsure_reps"]]
+    page = overview_page({"model": info.to_dict(), "sessions": sessions,
+                          "mistakes": dict(mistakes), "exercises": dict(exercises),
+                          "unsure": unsure, "errors": errors,
+                          "time": datetime.now(UTC).isoformat(timespec="seconds")})
+    return storage.write_text(storage.join(out, OVERVIEW), page)
 
 
-@contextmanager
-def store_errors(path: str, out: str) -> Iterator[None]:
-    """An I/O error on an object store (after pyarrow's and the tasks' retries) becomes
-    StoreUnavailable naming the endpoint; a missing path and local errors pass unchanged."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if not (storage.is_remote(path) or storage.is_remote(out)):
-            raise
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "its default endpoint"
-        raise StoreUnavailable(
-            f"the object store at {endpoint} did not answer while scoring {path} into {out} "
-            f"({exc}); sessions without a ledger entry are scored again by the next run"
-        ) from exc
+def score_all(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
+              html: bool, block_sessions: int, block_seconds: float, progress: bool) -> Records:
+    """Score the sessions to do, here or on Ray, with one progress bar; records kept up to date."""
+    records = Records(out, info, block_seconds)
+    ray = on_cluster() and len(todo) >= RAY_MIN_SESSIONS
+    with Progress(console=console, disable=not progress, transient=True) as bar:
+        job = bar.add_task("scoring sessions", total=len(todo))
+        (score_on_ray if ray else score_here)(
+            todo, model_dir, out, info, records, html,
+            max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
+            lambda n: bar.advance(job, n))
+    records.flush()
+    return records
+
+
+def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bool = True,
+                 block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
+                 progress: bool = False) -> ScoreSummary:
+    """Plan, score and record every session under `path` not yet scored by this model version,
+    then write the run's overview page."""
+    began = time.perf_counter()
+    todo, skipped = plan(path, out, info)
+    records = score_all(todo, model_dir, out, info, html, block_sessions, block_seconds,
+                        progress)
+    page = overview(out, info, {k for _, k in todo}, set(skipped),
+                    records.error_records) if html else None
+    labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
+    mismatched = sorted({r.get("session_id") or r["input"] for r in records.scored
+                         if r.get("exercise_mismatch")})
+    return ScoreSummary(
+        model=info.to_dict(), out=out, sessions=len(todo) + len(skipped),
+        reports=len(records.reports), skipped=len(skipped), errors=len(records.error_records),
+        repetitions=len(records.scored),
+        mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
+        unsure=labels.get("unsure", 0), exercise_disagreements=mismatched,
+        error_records=records.error_records, report_files=records.reports, overview=page,
+        seconds=time.perf_counter() - began,
+    )
 
 
 @flow(name="score")
 def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
-               out: str | None = None, model: str | None = None) -> dict[str, Any]:
+               out: str | None = None, model: str | None = None, html: bool = True,
+               block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
+               progress: bool = False) -> dict[str, Any]:
     """Score every uploaded session under `path` with the champion (or a pinned version)."""
-    began = time.perf_counter()
-    out = out or get_settings().reports
     model_dir, info = resolve_model(dataset, version, model)
-    with store_errors(path, out):
-        todo, skipped = plan(path, out, info)
-        records = score_sessions([u for u, _ in todo], model_dir, out, info) if todo else []
-        scored, errors, reports = write_outputs(todo, records, out, info)
-    labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in scored)
-    mismatched = sorted({r.get("session_id") or r["input"] for r in scored
-                         if r.get("exercise_mismatch")})
-    summary = ScoreSummary(
-        model=info.to_dict(), out=out, sessions=len(todo) + len(skipped), reports=len(reports),
-        skipped=len(skipped), errors=len(errors), repetitions=len(scored),
-        mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
-        unsure=labels.get("unsure", 0), exercise_disagreements=mismatched,
-        error_records=errors, report_files=reports, seconds=time.perf_counter() - began,
-    )
-    return summary.to_dict()
-
+    return score_folder(path, out or get_settings().reports, model_dir, info, html,
+                        block_sessions, block_seconds, progress).to_dict()

@@ -23,13 +23,13 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 
-from model.data.readers import read_session
-from model.data.sequence import Sequence, SequenceError
+from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
-from model.serve.scoring import RepResult, score, score_session
+from model.serve.scoring import RepResult, score
+from model.serve.sessions import EMPTY, FAILED, REJECTED, SCORED, SessionScore, score_uploads
 from workers.cluster import capacity, ensure_ray, placement
 
-SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
+__all__ = ["EMPTY", "FAILED", "REJECTED", "SCORED", "Scorer", "score_batch"]
 #: Every scoring actor is up (model loaded) before batches are handed out, so that work spreads
 #: over all of them rather than queueing on the first one ready.
 ACTORS_START_S = 600
@@ -89,8 +89,8 @@ class Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         indices = [int(i) for i in batch["index"]]
         if "path" in batch:
-            records = [self.session(i, str(p)) for i, p in zip(indices, batch["path"],
-                                                                strict=True)]
+            scored = score_uploads(self.model, [str(p) for p in batch["path"]])
+            records = [self.session(s) for s in scored]
         else:
             seqs = [row_sequence(p, f) for p, f in zip(batch["poses"], batch["fields"],
                                                         strict=True)]
@@ -109,31 +109,22 @@ class Scorer:
         status = SCORED if result.ok else REJECTED
         return {"input": source, "status": status, **extra, **result.to_dict()}
 
-    def session(self, index: int, path: str) -> list[dict]:
+    def session(self, scored: SessionScore) -> list[dict]:
         """Records of one uploaded session file: one per repetition, or one saying why none."""
-        try:
-            session = read_session(Path(path))
-            session_id = session.meta.get("session_id")
-            results = score_session(self.model, session)
-        except SequenceError as exc:
-            return [{"input": path, "status": REJECTED, "error": str(exc),
-                     "error_kind": exc.kind}]
-        except Exception as exc:  # noqa: BLE001 - an upload must never vanish from the batch
-            return [{"input": path, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",
-                     "error_kind": "failed"}]
-        if not results:
-            return [{"input": path, "status": EMPTY, "session_id": session_id,
-                     "error": f"{path}: no repetition found in the session",
-                     "error_kind": "no_repetitions"}]
+        path, session_id = scored.input, scored.session_id
+        if not scored.ok:
+            return [{"input": path, "status": scored.status, "session_id": session_id,
+                     "error": scored.error, "error_kind": scored.error_kind}]
         extra: dict = {}
         if self.on_session is not None:
             try:
-                extra = self.on_session(session, results, self.model)
+                extra = self.on_session(scored.session, scored.results, self.model)
             except Exception as exc:  # noqa: BLE001 - reported as the session's error record
                 return [{"input": path, "status": FAILED, "session_id": session_id,
                          "error": f"{path}: {type(exc).__name__}: {exc}",
                          "error_kind": "report_failed"}]
-        return [self.rep_record(path, r, session_id=session_id, **extra) for r in results]
+        return [self.rep_record(path, r, session_id=session_id, **extra)
+                for r in scored.results]
 
 
 def input_rows(inputs: Iterable[str | Path | Sequence]) -> list[dict]:
@@ -169,7 +160,8 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     scored = ray.data.from_items(rows, override_num_blocks=n_batches).map_batches(
         Scorer, fn_constructor_args=(str(model_dir), place.device, on_session),
         batch_size=batch_size,
-        batch_format="numpy", concurrency=actors, num_cpus=place.num_cpus,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=place.num_cpus,
         num_gpus=place.num_gpus,
     )
     out = sorted(scored.take_all(), key=lambda r: (r["index"], r["position"]))

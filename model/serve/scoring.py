@@ -58,6 +58,7 @@ class RepResult:
     cues: list[str] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
     corrected: np.ndarray | None = None
+    original: np.ndarray | None = None
     scale: float = 1.0
     frames: tuple[int, int] | None = None
     error: str | None = None
@@ -223,6 +224,7 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
             cues=[coach_cue(label, deviations[k], bool(unsure))] if classifies else [],
             deviations=deviations[k],
             corrected=inference.corrected[k],
+            original=poses[k],
             scale=scales[k],
             frames=seq.meta.get("frames"),
         )
@@ -231,7 +233,14 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
 
 def score_session(model: TrainedModel, session: Sequence, hold_window: int | None = None,
                   batch_size: int = BATCH_SIZE) -> list[RepResult]:
-    """Cut a continuous session into repetitions (model.serve.segment) and score each one.
+    """Cut a continuous session into repetitions (`cut_session`) and score each one.
+    Raises SequenceError when the session itself is unusable or holds no repetition."""
+    return score(model, cut_session(model, session, hold_window), batch_size)
+
+
+def cut_session(model: TrainedModel, session: Sequence,
+                hold_window: int | None = None) -> list[Sequence]:
+    """A continuous session's repetitions (model.serve.segment), each with meta["frames"].
 
     A hold (plank) is cut into windows of `hold_window` frames at the session's rate; by default
     as long as the model's training holds (meta["hold_seconds"], set by `calibrate`), else 3 s.
@@ -245,10 +254,9 @@ def score_session(model: TrainedModel, session: Sequence, hold_window: int | Non
         raise SequenceError(session.source or session.subject,
                             f"no {session.exercise} repetition found in the session",
                             "no_repetitions")
-    reps = [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
+    return [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
                     meta={**session.meta, "frames": (a, b)})
             for n, (a, b) in enumerate(cuts)]
-    return score(model, reps, batch_size)
 
 
 def threshold_of(model: TrainedModel) -> float:

@@ -1,0 +1,91 @@
+"""Many uploaded sessions scored together: each file read and cut into repetitions, then every
+repetition of the lot classified and corrected in large batches by the one scoring path
+(model.serve.scoring.score), then handed back per session.
+
+Every input comes back: as a scored session, or with the reason it could not be scored
+(`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
+error). Files on an object store (s3://, gs://) are read through model.data.storage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.data import storage
+from model.data.readers import read_session
+from model.data.sequence import Sequence, SequenceError
+from model.learn.saved import TrainedModel
+from model.serve.scoring import BATCH_SIZE, RepResult, cut_session, score
+
+SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
+
+
+@dataclass
+class SessionScore:
+    """One uploaded session: its repetitions' results, or why it has none."""
+
+    input: str
+    session: Sequence | None = None
+    results: list[RepResult] = field(default_factory=list)
+    status: str = SCORED
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SCORED
+
+    @property
+    def session_id(self) -> str | None:
+        return None if self.session is None else self.session.meta.get("session_id")
+
+
+def read_upload(uri: str) -> Sequence:
+    """An uploaded session from a local path or an object-store URI (the URI kept as source)."""
+    if not storage.is_remote(uri):
+        return read_session(Path(uri))
+    suffix = Path(uri.rsplit("/", 1)[-1]).suffix
+    with tempfile.TemporaryDirectory(prefix="posecoach-upload-") as tmp:
+        local = Path(tmp) / f"upload{suffix}"
+        local.write_bytes(storage.read_bytes(uri))
+        try:
+            session = read_session(local)
+        except SequenceError as exc:
+            raise SequenceError(uri, exc.reason, exc.kind) from exc
+    session.source = uri
+    return session
+
+
+def _failed(uri: str, exc: Exception, kind: str = "failed") -> SessionScore:
+    return SessionScore(uri, status=FAILED, error=f"{uri}: {type(exc).__name__}: {exc}",
+                        error_kind=kind)
+
+
+def cut_upload(model: TrainedModel, uri: str) -> tuple[SessionScore, list[Sequence]]:
+    """Read one upload and cut it into repetitions; a SessionScore saying why not, if not."""
+    try:
+        session = read_upload(uri)
+        return SessionScore(uri, session=session), cut_session(model, session)
+    except SequenceError as exc:
+        status = EMPTY if exc.kind == "no_repetitions" else REJECTED
+        message = str(exc) if str(exc).startswith(uri) else f"{uri}: {exc}"
+        return SessionScore(uri, status=status, error=message, error_kind=exc.kind), []
+    except Exception as exc:  # noqa: BLE001 - an upload must never vanish from the batch
+        return _failed(uri, exc), []
+
+
+def score_uploads(model: TrainedModel, uris: Iterable[str],
+                  batch_size: int = BATCH_SIZE) -> list[SessionScore]:
+    """Score uploaded session files together; one SessionScore per input, in input order."""
+    cut = [cut_upload(model, uri) for uri in uris]
+    reps = [rep for _, session_reps in cut for rep in session_reps]
+    results = iter(score(model, reps, batch_size))
+    out = []
+    for scored, session_reps in cut:
+        if scored.ok:
+            scored.results = [next(results) for _ in session_reps]
+        out.append(scored)
+    return out
