@@ -25,7 +25,8 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -385,6 +386,37 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
     )
 
 
+class StoreUnavailable(RuntimeError):
+    """The object store holding the uploads or the reports did not answer."""
+
+
+def _io_error(exc: BaseException | None) -> OSError | None:
+    """The I/O error `exc` is or was raised from (a failed merge wraps it), if any."""
+    while exc is not None:
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def store_errors(path: str, out: str) -> Iterator[None]:
+    """An I/O error on an object store (after pyarrow's and the merges' retries) becomes
+    StoreUnavailable naming the endpoint; a missing path and local errors pass unchanged."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, DeltaError) as exc:
+        if _io_error(exc) is None or not (storage.is_remote(path) or storage.is_remote(out)):
+            raise
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "its default endpoint"
+        raise StoreUnavailable(
+            f"the object store at {endpoint} did not answer while scoring {path} into {out} "
+            f"({exc}); sessions without a ledger entry are scored again by the next run"
+        ) from exc
+
+
 @flow(name="score")
 def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                out: str | None = None, model: str | None = None, html: bool = True,
@@ -392,5 +424,7 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                progress: bool = False) -> dict[str, Any]:
     """Score every uploaded session under `path` with the champion (or a pinned version)."""
     model_dir, info = resolve_model(dataset, version, model)
-    return score_folder(path, out or get_settings().reports, model_dir, info, html,
-                        block_sessions, block_seconds, progress).to_dict()
+    out = out or get_settings().reports
+    with store_errors(path, out):
+        return score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
+                            progress).to_dict()
