@@ -31,10 +31,10 @@ BOXES = {
                                                       "registry/"], "#f3e0f0"),
     "uploads": (2 * STEP, 0.6, "uploaded sessions", ["JSON / NPZ / Parquet",
                                                      "a folder or s3:// prefix"], "#eeeeee"),
-    "score": (3 * STEP, 0.6, "scoring on Ray Data", ["segment, normalise,", "classify + correct,",
-                                                "feedback in words"], "#e2f2dc"),
-    "reports": (4 * STEP, 0.6, "reports", ["JSON + HTML per session", "repetitions table",
-                                       "_errors.jsonl"], "#fde9c8"),
+    "score": (3 * STEP, 0.6, "score flow", ["segment, normalise,", "classify + correct in blocks,",
+                                        "feedback in words"], "#e2f2dc"),
+    "reports": (4 * STEP, 0.6, "reports", ["JSON + animated HTML", "overview, ledger,",
+                                       "repetitions, _errors.jsonl"], "#fde9c8"),
     "quarantine": (1 * STEP, 0.6, "quarantine", ["rejected files", "_errors.jsonl"], "#f8d7d7"),
 }
 
