@@ -126,8 +126,8 @@ def _graph_conv(seed: str, ours: str) -> dict[str, tuple[str, str]]:
             f"{ours}.adjacency": (f"{seed}.adj", "same"), f"{ours}.bias": (f"{seed}.bias", "same")}
 
 
-def _norm(seed: str, ours: str, how: str = "same") -> dict[str, tuple[str, str]]:
-    return {f"{ours}.{p}": (f"{seed}.{p}", how)
+def _norm(seed: str, ours: str) -> dict[str, tuple[str, str]]:
+    return {f"{ours}.{p}": (f"{seed}.{p}", "same")
             for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
 
 
