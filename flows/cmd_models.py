@@ -107,9 +107,17 @@ def show_import(result: dict[str, Any]) -> None:
                   f"{len(result['classes'])} classes, normalisation "
                   f"{result['normalization']['mode']} ({result['normalization']['units']}); "
                   f"saved in {result['model_dir']}")
-    if origin["unused_tensors"]:
+    layers = dict.fromkeys(_layer(key) for key in origin["unused_tensors"])
+    if layers:
         console.print(f"left out (the seed's forward pass does not use them): "
-                      f"{', '.join(origin['unused_tensors'])}")
+                      f"{', '.join(layers)}")
+
+
+def _layer(key: str) -> str:
+    """The layer a state-dict key belongs to: `gcbs.0` of `gcbs.0.bn1.weight`, `gcin2` of
+    `gcin2.adj`."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
 
 
 def import_paper_model(
