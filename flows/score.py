@@ -46,7 +46,7 @@ from model.data import storage
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
-from model.serve.sessions import SCORED, SessionScore, score_uploads
+from model.serve.sessions import SCORED, SessionScore, UploadCutter, score_cut
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version
@@ -63,6 +63,8 @@ BLOCK_SESSIONS = 128
 BLOCK_SECONDS = 2.0
 #: Ray Data only pays on a cluster, for batches at least this large (actor start-up per node).
 RAY_MIN_SESSIONS = 1024
+#: Fewer sessions than this are read in this process (forking readers would cost more).
+PARALLEL_MIN_SESSIONS = 16
 MERGE_TRIES = 20
 TABLE_COLUMNS = ("session_id", "input", "rep", "predicted", "label", "confidence", "unsure",
                  "exercise_mismatch", "exercise", "subject")
@@ -268,29 +270,45 @@ def _rows(scored: SessionScore) -> list[dict]:
              "status": SCORED} for r in scored.results]
 
 
+def readers(n_sessions: int) -> int:
+    """Processes that read and cut uploads beside this one: one per core, none for a few."""
+    return 0 if n_sessions < PARALLEL_MIN_SESSIONS else os.cpu_count() or 1
+
+
 def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
                records: Records, html: bool, block_sessions: int,
                advance: Callable[[int], None]) -> None:
-    """Score in this process, block by block, through model.serve.sessions."""
+    """Score in this process, block by block, through model.serve.sessions: the next block is
+    read and cut by worker processes while this one is scored and written."""
     model = TrainedModel.load(model_dir)
-    for start in range(0, len(todo), block_sessions):
-        block = todo[start : start + block_sessions]
-        keys = dict(block)
-        for scored in score_uploads(model, [uri for uri, _ in block]):
-            if not scored.ok:
-                records.error(scored.input, scored.error_kind, scored.error)
-                continue
-            try:
-                uris, report = write_session(out, scored.session, scored.results, model, info,
-                                             html)
-            except Exception as exc:  # noqa: BLE001 - reported as the session's error record
-                records.error(scored.input, "report_failed",
-                              f"{scored.input}: {type(exc).__name__}: {exc}")
-                continue
-            records.session(scored.input, keys[scored.input], _rows(scored), uris["json"],
-                            uris.get("html", ""), session_summary(report, uris))
-        advance(len(block))
-        records.block_done()
+    blocks = [todo[i : i + block_sessions] for i in range(0, len(todo), block_sessions)]
+    with UploadCutter(model, readers(len(todo))) as cutter:
+        pending = cutter.submit([uri for uri, _ in blocks[0]]) if blocks else []
+        for n, block in enumerate(blocks):
+            cut = cutter.result(pending)
+            if n + 1 < len(blocks):
+                pending = cutter.submit([uri for uri, _ in blocks[n + 1]])
+            keys = dict(block)
+            for scored in score_cut(model, cut):
+                write_reports(scored, keys[scored.input], model, out, info, records, html)
+            advance(len(block))
+            records.block_done()
+
+
+def write_reports(scored: SessionScore, key: str, model: TrainedModel, out: str,
+                  info: ModelInfo, records: Records, html: bool) -> None:
+    """One scored session's report files, then its pending records (or its error record)."""
+    if not scored.ok:
+        records.error(scored.input, scored.error_kind, scored.error)
+        return
+    try:
+        uris, report = write_session(out, scored.session, scored.results, model, info, html)
+    except Exception as exc:  # noqa: BLE001 - reported as the session's error record
+        records.error(scored.input, "report_failed",
+                      f"{scored.input}: {type(exc).__name__}: {exc}")
+        return
+    records.session(scored.input, key, _rows(scored), uris["json"], uris.get("html", ""),
+                    session_summary(report, uris))
 
 
 def score_on_ray(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,

@@ -1,7 +1,7 @@
 """Two score runs of one folder at once (forced to overlap at their first write by a barrier)
 leave each session with one report, one ledger entry and its repetitions once in the table; a
-run killed (SIGKILL) after some blocks were recorded is resumed by a rerun that scores only
-what was not recorded."""
+run killed (SIGKILL) after some blocks were recorded leaves no reader process behind and is
+resumed by a rerun that scores only what was not recorded."""
 
 from __future__ import annotations
 
@@ -92,9 +92,23 @@ def slowly(uri, table, keys):
     merge(uri, table, keys)
     time.sleep(0.5)
 s.merge_new = slowly
+s.PARALLEL_MIN_SESSIONS = 1
 s.score_folder(sys.argv[1], sys.argv[2], Path(sys.argv[3]), INFO, block_sessions=2,
                block_seconds=0)
 """
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_a_killed_run_is_resumed_scoring_only_what_was_not_recorded(setup, tmp_path):
@@ -109,9 +123,15 @@ def test_a_killed_run_is_resumed_scoring_only_what_was_not_recorded(setup, tmp_p
             assert child.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no block was recorded in time"
             time.sleep(0.05)
+        readers = children(child.pid)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
+    assert readers, "the uploads were not read by worker processes"
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in readers):
+        assert time.monotonic() < deadline, "reader processes outlived the killed run"
+        time.sleep(0.1)
     done = len(set(recorded(out)[0]))
     assert 0 < done < SESSIONS
     assert (out / LEDGER).is_dir()

@@ -2,6 +2,10 @@
 repetition of the lot classified and corrected in large batches by the one scoring path
 (model.serve.scoring.score), then handed back per session.
 
+Reading and cutting (parsing, checks, segmentation: most of the time per session) can run in
+forked worker processes (`UploadCutter`), a block ahead of the scoring; the workers die with the
+process that forked them.
+
 Every input comes back: as a scored session, or with the reason it could not be scored
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
 error). Files on an object store (s3://, gs://) are read through model.data.storage.
@@ -9,9 +13,14 @@ error). Files on an object store (s3://, gs://) are read through model.data.stor
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import signal
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
 from model.data import storage
@@ -77,10 +86,12 @@ def cut_upload(model: TrainedModel, uri: str) -> tuple[SessionScore, list[Sequen
         return _failed(uri, exc), []
 
 
-def score_uploads(model: TrainedModel, uris: Iterable[str],
-                  batch_size: int = BATCH_SIZE) -> list[SessionScore]:
-    """Score uploaded session files together; one SessionScore per input, in input order."""
-    cut = [cut_upload(model, uri) for uri in uris]
+Cut = tuple[SessionScore, list[Sequence]]
+
+
+def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
+              ) -> list[SessionScore]:
+    """Score the repetitions of sessions already cut (`cut_upload`), all in one go."""
     reps = [rep for _, session_reps in cut for rep in session_reps]
     results = iter(score(model, reps, batch_size))
     out = []
@@ -89,3 +100,57 @@ def score_uploads(model: TrainedModel, uris: Iterable[str],
             scored.results = [next(results) for _ in session_reps]
         out.append(scored)
     return out
+
+
+def score_uploads(model: TrainedModel, uris: Iterable[str],
+                  batch_size: int = BATCH_SIZE) -> list[SessionScore]:
+    """Score uploaded session files together; one SessionScore per input, in input order."""
+    return score_cut(model, [cut_upload(model, uri) for uri in uris], batch_size)
+
+
+_WORKER_MODEL: TrainedModel | None = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Pool worker start: on Linux, the kernel kills this worker when its parent dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _cut_in_worker(uri: str) -> Cut:
+    assert _WORKER_MODEL is not None
+    return cut_upload(_WORKER_MODEL, uri)
+
+
+class UploadCutter:
+    """Reads and cuts uploads in `workers` forked processes (in this one when workers < 1 or
+    fork is not available); `submit` hands back a block's result later, in input order."""
+
+    def __init__(self, model: TrainedModel, workers: int):
+        self.model = model
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        self.workers = workers if can_fork else 0
+        self.pool: Pool | None = None
+
+    def __enter__(self) -> UploadCutter:
+        global _WORKER_MODEL
+        if self.workers >= 1:
+            _WORKER_MODEL = self.model
+            self.pool = multiprocessing.get_context("fork").Pool(self.workers,
+                                                                 initializer=_die_with_parent)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def submit(self, uris: list[str]) -> AsyncResult | list[Cut]:
+        if self.pool is None:
+            return [cut_upload(self.model, uri) for uri in uris]
+        return self.pool.map_async(_cut_in_worker, uris, chunksize=4)
+
+    @staticmethod
+    def result(pending: AsyncResult | list[Cut]) -> list[Cut]:
+        return pending if isinstance(pending, list) else pending.get()
