@@ -22,9 +22,11 @@ import ray.exceptions
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
+from flows.confidence import fit_on_folds, on_gate
 from model.data.dataset import Dataset
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
+from model.evaluate.calibration import Held
 from model.evaluate.folds import judge_config_for
 from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
@@ -89,6 +91,7 @@ class RetrainResult:
     cv_std: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
     champion_gate: dict | None = None
+    calibration: dict = field(default_factory=dict)
     run_id: str | None = None
     seconds: float = 0.0
 
@@ -121,23 +124,27 @@ def run_cross_validation(train_seqs: list[Sequence], config: TrainConfig, thread
 
 @task(name="final-training", **_retrying)
 def final_training(train_seqs: list[Sequence], config: TrainConfig, workers: int,
-                   norm: Normalization, folder: Path, meta: dict) -> Path:
+                   norm: Normalization, folder: Path, meta: dict,
+                   temperature: float = 1.0) -> Path:
     trained = train_final(train_seqs, config, workers=workers, norm=norm, progress=False)
     trained.meta.update(meta)
+    trained.temperature = temperature
     return trained.save(folder)
 
 
 @task(name="gate-figures", cache_policy=NONE)
 def gate_figures(candidate_dir: Path, judge_dir: Path, champion_dir: Path | None,
-                 gate_seqs: list[Sequence], plot_path: Path) -> tuple[dict, dict | None]:
-    """Candidate and champion on the gate subjects: same sequences, the newest judge."""
+                 gate_seqs: list[Sequence], plot_path: Path
+                 ) -> tuple[dict, dict | None, Held | None]:
+    """Candidate and champion on the gate subjects: same sequences, the newest judge; and the
+    candidate's raw held-out predictions there (for its calibration figures)."""
     judge = TrainedModel.load(judge_dir)
     candidate = evaluate(TrainedModel.load(candidate_dir), gate_seqs, judge)
     plot_confusion(candidate, plot_path)
     champion = None
     if champion_dir is not None:
         champion = evaluate(TrainedModel.load(champion_dir), gate_seqs, judge).to_dict()
-    return candidate.to_dict(), champion
+    return candidate.to_dict(), champion, candidate.held
 
 
 @task(name="register", **_retrying)
@@ -147,7 +154,7 @@ def log_and_register(result: RetrainResult, config: TrainConfig, folds: list[dic
     run_id = log_training_run(
         dataset=result.dataset, dataset_version=result.dataset_version, profile=result.profile,
         params=config.to_dict(), skeleton=skeleton, classes=classes, folds=folds,
-        gate=result.gate, confusion_png=confusion,
+        gate=result.gate, confusion_png=confusion, calibration=result.calibration,
         run_name=f"retrain-{result.dataset}-v{result.dataset_version}",
     )
     info = log_packaged_model(run_id, model_dir, example)
@@ -215,18 +222,20 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
         cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]
+        calibration = fit_on_folds(cv)
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
         meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name}
         model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
-                                          folder / "model", meta)
+                                          folder / "model", meta, calibration["temperature"])
         judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,
                                           folder / "judge", meta)
         model_dir, judge_dir = model_run.result(), judge_run.result()
         current = alias_version(name, CHAMPION)
         champion_dir = (saved_model_dir(name, current, folder / "champion")
                         if current is not None else None)
-        result.gate, result.champion_gate = gate_figures(
+        result.gate, result.champion_gate, gate_held = gate_figures(
             model_dir, judge_dir, champion_dir, gate_seqs, folder / "confusion_matrix.png")
+        result.calibration = on_gate(calibration, gate_held, folder / "reliability.png")
         candidate = TrainedModel.load(model_dir)
         result.run_id, result.version = log_and_register(
             result, config, [f["metrics"]["evaluation"] for f in cv["folds"]], model_dir,

@@ -3,7 +3,8 @@
 Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
 Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
 POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), POSECOACH_LIMIT_<FIELD>
-(InputLimits), POSECOACH_NOTIFY_URL,
+(InputLimits), POSECOACH_UNSURE_THRESHOLD, POSECOACH_REVIEW_<FIELD> (ReviewSettings),
+POSECOACH_DRIFT_<FIELD> (DriftSettings), POSECOACH_NOTIFY_URL,
 MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 """
 
@@ -92,6 +93,30 @@ class InputLimits:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The review queue of a score run (model.serve.review): every unsure repetition and every
+    exercise disagreement, `audit` confident ones drawn at random, at most `limit` in all."""
+
+    audit: int = 5
+    limit: int = 500
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """When scored repetitions have drifted from training (model.evaluate.drift): a PSI at or
+    above `psi` that is unlikely by chance (significance `alpha` over an exercise's tests)."""
+
+    psi: float = 0.25
+    alpha: float = 0.01
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _numbers_from(cls: type, prefix: str, env: dict[str, str] | os._Environ) -> object:
     """A dataclass of numbers with <prefix><FIELD> overrides ("none" clears a field)."""
     defaults = cls()
@@ -130,6 +155,9 @@ class Settings:
     notify_url: str | None = None
     gate: GateSettings = field(default_factory=GateSettings)
     limits: InputLimits = field(default_factory=InputLimits)
+    unsure_threshold: float = 0.6
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
     datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
 
@@ -173,6 +201,9 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
         gate=_numbers_from(GateSettings, "POSECOACH_GATE_", env),
         limits=_numbers_from(InputLimits, "POSECOACH_LIMIT_", env),
+        unsure_threshold=float(env.get("POSECOACH_UNSURE_THRESHOLD", "0.6")),
+        review=_numbers_from(ReviewSettings, "POSECOACH_REVIEW_", env),
+        drift=_numbers_from(DriftSettings, "POSECOACH_DRIFT_", env),
         datasets=_datasets_from(env),
     )
 
@@ -202,9 +233,11 @@ __all__ = [
     "EXERCISES",
     "PROFILES",
     "DatasetSpec",
+    "DriftSettings",
     "GateSettings",
     "InputLimits",
     "Profile",
+    "ReviewSettings",
     "Settings",
     "get_settings",
     "load_settings",

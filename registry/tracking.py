@@ -113,6 +113,7 @@ def log_training_run(
     folds: Iterable[Mapping[str, Any]] = (),
     gate: Mapping[str, Any] | None = None,
     confusion_png: Path | None = None,
+    calibration: Mapping[str, Any] | None = None,
     code: str | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
@@ -123,7 +124,9 @@ def log_training_run(
     Evaluation.to_dict()), logged per fold (step = fold index, `cv.<name>`) and as mean and
     standard deviation; `gate` the gate-subject figures (`gate.<name>`), whose per-class table
     is logged as per_class.json / per_class.csv and as `gate.class.<class>.<figure>` metrics
-    (a class name that is not plain as model.data.names.metric_key makes it).
+    (a class name that is not plain as model.data.names.metric_key makes it); `calibration`
+    the temperature and its ECE, Brier score and NLL before and after (`calibration.<name>`,
+    calibration.json, and its reliability diagram when it names one as `reliability_png`).
     """
     experiment_id = ensure_experiment(dataset)
     folds = list(folds)
@@ -159,4 +162,9 @@ def log_training_run(
                 })
         if confusion_png is not None:
             mlflow.log_artifact(str(confusion_png))
+        if calibration:
+            _log_figures("calibration", scalar_figures(calibration))
+            mlflow.log_dict(dict(calibration), "calibration.json")
+            if calibration.get("reliability_png"):
+                mlflow.log_artifact(str(calibration["reliability_png"]))
         return run.info.run_id

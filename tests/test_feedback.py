@@ -10,7 +10,6 @@ from model.data.skeletons import get_skeleton
 from model.serve.feedback import (
     CUES,
     GOOD_CUE,
-    UNSURE_FLOOR,
     UNSURE_PREFIX,
     coach_cue,
     cue_joints,
@@ -18,7 +17,6 @@ from model.serve.feedback import (
     joint_deviations,
     joint_words,
     many_joint_deviations,
-    unsure_threshold,
 )
 from model.settings import CORRECT
 
@@ -171,16 +169,3 @@ def test_every_ec3d_mistake_has_a_cue_and_others_get_the_generic_one():
     assert coach_cue(CORRECT, devs) == GOOD_CUE
     assert coach_cue(CORRECT, devs, unsure=True) == UNSURE_PREFIX + GOOD_CUE
     assert coach_cue("elbows_flared", devs, unsure=True).startswith(UNSURE_PREFIX)
-
-
-def test_unsure_threshold_from_training_predictions():
-    conf = np.array([0.3, 0.4, 0.45, 0.6, 0.7, 0.8, 0.9])
-    right = np.array([False, False, True, False, True, True, True])
-    # cumulative wrong share by confidence: 1, 1, .67, .75, .6, .5, .43 -> mostly wrong up to 0.7
-    assert unsure_threshold(conf, right) == pytest.approx(0.75)
-    assert unsure_threshold(conf, np.ones_like(right)) == UNSURE_FLOOR
-    assert unsure_threshold(np.array([0.1, 0.2, 0.9]), np.array([False, True, True])) == (
-        UNSURE_FLOOR
-    )
-    with pytest.raises(ValueError, match="same length"):
-        unsure_threshold(conf, right[:3])

@@ -52,7 +52,8 @@ def test_fold_saves_both_models_and_evaluates_the_held_out_subject(fold, split):
     model = TrainedModel.load(result.model_dir)
     judge = TrainedModel.load(result.judge_dir)
     assert model.config.variant == "full" and judge.config.variant == JUDGE_VARIANT
-    assert model.unsure_threshold is not None
+    assert len(result.held["log_probs"]) == len(test) == len(result.held["true"])
+    assert result.held["classes"] == [f"{e}/{lbl}" for e, lbl in model.classes]
     ev = result.figures
     assert isinstance(ev, Evaluation) and ev.n == len(test)
     for judge_name in ("self", "independent"):

@@ -29,7 +29,7 @@ def trained() -> TrainedModel:
     seqs = toy_sequences(reps=3)
     model = train(seqs, replace(TINY, epochs=2), progress=False,
                   meta={"dataset": "toy", "dataset_version": 4, "score": np.float32(0.5)})
-    model.unsure_threshold = 0.6
+    model.temperature = 1.7
     return model
 
 
@@ -48,7 +48,7 @@ def test_saved_folder_holds_weights_and_a_readable_card(trained, tmp_path: Path)
     assert card["classes"] == [["squat", "correct"], ["squat", "not_low_enough"]]
     assert card["normalization"] == trained.normalization.to_dict()
     assert card["train"]["hidden"] == 16 and card["gcn"]["variant"] == "full"
-    assert card["unsure_threshold"] == 0.6
+    assert card["temperature"] == 1.7
     assert card["versions"]["dataset"] == "toy" and card["versions"]["dataset_version"] == 4
     assert card["versions"]["torch"] == torch.__version__
     assert card["versions"]["code"]["package"] == "0.1.0"
@@ -88,7 +88,7 @@ def test_reloaded_model_gives_identical_results(trained, poses, tmp_path: Path):
     for x, y in zip(a.corrected, b.corrected, strict=True):
         np.testing.assert_array_equal(x, y)
     assert loaded.classes == trained.classes and loaded.config == trained.config
-    assert loaded.unsure_threshold == 0.6 and loaded.normalization == trained.normalization
+    assert loaded.temperature == 1.7 and loaded.normalization == trained.normalization
 
 
 # The "train" and "gcn" entries of model.json as written before the settings became one tree

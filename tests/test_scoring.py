@@ -19,7 +19,6 @@ from model.data.synth import make_dataset, make_session, to_skeleton
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
 from model.learn.train import train
-from model.serve.feedback import UNSURE_FLOOR
 from model.serve.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
 from model.settings import PROFILES, run_config
 
@@ -53,7 +52,7 @@ def test_one_result_per_repetition_with_consistent_figures(model, test_seqs):
         assert probs.sum() == pytest.approx(1.0, abs=1e-4)
         assert r.predicted == names[int(probs.argmax())]
         assert r.confidence == pytest.approx(probs.max(), abs=1e-5)
-        assert r.unsure == (r.confidence < threshold_of(model))
+        assert r.unsure == (r.confidence < threshold_of())
         assert r.exercise_mismatch == (not r.predicted.startswith(f"{s.exercise}/"))
         assert r.corrected.shape == s.poses.shape
         assert len(r.cues) == 1 and r.deviations
@@ -125,11 +124,26 @@ def test_a_mapped_skeleton_scores_like_the_canonical_one(model, test_seqs):
 
 
 def test_calibration_is_saved_with_the_model(model, tmp_path):
-    assert model.unsure_threshold >= UNSURE_FLOOR
     assert model.meta[HOLD_KEY] > 0
+    model.temperature = 2.5
     loaded = TrainedModel.load(model.save(tmp_path / "m"))
-    assert loaded.unsure_threshold == model.unsure_threshold
+    assert loaded.temperature == 2.5
     assert loaded.meta[HOLD_KEY] == model.meta[HOLD_KEY]
+    model.temperature = 1.0
+
+
+def test_confidence_is_calibrated_and_unsure_follows_the_setting(model, test_seqs, monkeypatch):
+    raw = score(model, test_seqs[:4])
+    model.temperature = 4.0
+    try:
+        soft = score(model, test_seqs[:4])
+        monkeypatch.setenv("POSECOACH_UNSURE_THRESHOLD", "1.01")
+        everything_unsure = score(model, test_seqs[:1])
+    finally:
+        model.temperature = 1.0
+    for a, b in zip(raw, soft, strict=True):
+        assert a.predicted == b.predicted and b.confidence < a.confidence
+    assert everything_unsure[0].unsure
 
 
 def test_sessions_are_cut_then_scored(model):

@@ -18,6 +18,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from model.learn.saved import scaled
+
 ECE_BINS = 15
 LOG_T_RANGE = (-4.0, 4.0)  # temperatures from e^-4 to e^4
 
@@ -39,11 +41,6 @@ class Held:
     def pooled(cls, parts: Seq[Held]) -> Held:
         return cls(np.concatenate([p.log_probs for p in parts]).astype(np.float64),
                    np.concatenate([p.true for p in parts]).astype(np.int64))
-
-
-def scaled(log_probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities after dividing the log-probabilities by `temperature`."""
-    return np.exp(log_softmax(np.asarray(log_probs, np.float64) / temperature, axis=-1))
 
 
 def fit_temperature(held: Held) -> float:

@@ -19,13 +19,14 @@ is NaN, and None in `to_dict()`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from model.data.labels import Class, class_name, classes_from
 from model.data.sequence import Sequence
+from model.evaluate.calibration import Held
 from model.learn.saved import TrainedModel
 from model.learn.softdtw import soft_dtw_divergence
 from model.learn.targets import NO_TARGET, pair_targets
@@ -75,8 +76,10 @@ class Evaluation:
     macro: float
     correction: dict[str, dict[str, float]]
     sdtw: dict[str, dict[str, float]]
+    held: Held | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
+        """The figures; the held-out predictions (`held`) stay out."""
         return {
             "n": self.n,
             "micro": _num(self.micro),
@@ -188,7 +191,9 @@ def _mean_divergence(sdtw: tuple[np.ndarray, np.ndarray] | None,
 
 def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel | None = None,
              batch_size: int = BATCH_SIZE) -> Evaluation:
-    """Classify and correct `test_seqs` with `model` and compute every figure of DESIGN.md.
+    """Classify and correct `test_seqs` with `model` and compute every figure of DESIGN.md;
+    `held` keeps its raw log-probabilities and true class indices (classes it knows) for
+    calibration.
 
     A model without a classifier (separated_corrector) is fed the judge's predictions, as the
     paper pairs its separated corrector with a separate classifier; its accuracy is NaN.
@@ -221,7 +226,11 @@ def evaluate(model: TrainedModel, test_seqs: list[Sequence], judge: TrainedModel
     }
     sdtw = divergence_to_targets(poses, inference.corrected, test_seqs)
     uncorrected = None if judge is None else judged_correct(judge, poses, exercises, batch_size)
-    return summarize(classes, true, pred, judged, sdtw, uncorrected)
+    result = summarize(classes, true, pred, judged, sdtw, uncorrected)
+    if pred is not None:
+        seen = true < len(known)  # a class the model never saw has no probability to calibrate
+        result.held = Held(inference.log_probs[seen].astype(np.float64), true[seen])
+    return result
 
 
 def judge_predictions(judge: TrainedModel, model: TrainedModel, poses: list[np.ndarray],

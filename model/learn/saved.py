@@ -1,6 +1,8 @@
 """The saved form of a trained model: a folder with model.safetensors (the weights) and
-model.json (skeleton, classes, normalisation, configurations, versions, the "unsure" threshold).
-Loading reads JSON and safetensors only: nothing is unpickled.
+model.json (skeleton, classes, normalisation, configurations, versions, the calibration
+temperature). Loading reads JSON and safetensors only: nothing is unpickled. A card written
+before models kept a temperature loads with temperature 1 (probabilities as the network gives
+them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from scipy.special import log_softmax
 
 from model.data.labels import Class
 from model.data.normalize import Normalization, normalize_many
@@ -53,6 +56,12 @@ def _plain(value: object) -> object:
     raise TypeError(f"model meta holds a {type(value).__name__}, which JSON cannot store")
 
 
+def scaled(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities after dividing the log-probabilities by `temperature` (temperature
+    scaling: the predicted class stays, the confidence softens for temperature > 1)."""
+    return np.exp(log_softmax(np.asarray(log_probs, np.float64) / temperature, axis=-1))
+
+
 @dataclass
 class Inference:
     log_probs: np.ndarray  # (B, classes)
@@ -68,7 +77,7 @@ class TrainedModel:
     classes: list[Class]
     normalization: Normalization
     meta: dict = field(default_factory=dict)
-    unsure_threshold: float | None = None
+    temperature: float = 1.0
     _folded: tuple[list[torch.Tensor], list[int], FoldedGCN] | None = field(
         default=None, init=False, repr=False, compare=False)
 
@@ -90,7 +99,7 @@ class TrainedModel:
             "normalization": self.normalization.to_dict(),
             "gcn": self.gcn_config.to_dict(),
             "train": self.config.to_dict(),
-            "unsure_threshold": self.unsure_threshold,
+            "temperature": self.temperature,
             "versions": {
                 "code": code_version(),
                 "torch": torch.__version__,
@@ -129,8 +138,12 @@ class TrainedModel:
             classes=[(c[0], c[1]) for c in card["classes"]],
             normalization=Normalization.from_dict(card["normalization"]),
             meta=card["meta"],
-            unsure_threshold=card["unsure_threshold"],
+            temperature=float(card.get("temperature", 1.0)),
         )
+
+    def probabilities(self, log_probs: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities from the network's log-probabilities."""
+        return scaled(log_probs, self.temperature)
 
     def _check_poses(self, poses: list[np.ndarray]) -> None:
         joints = self.gcn_config.n_nodes // 3

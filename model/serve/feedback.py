@@ -6,12 +6,8 @@ given back in real centimetres by multiplying with the body scale that normalisa
 A displacement held at 80 % of its peak or more over at least half the frames is said to happen
 "throughout" the repetition (or hold); otherwise at the moment of its peak.
 
-"Unsure": a prediction whose confidence is below a threshold chosen on the training data by
-`unsure_threshold` — the highest confidence at or below which the training-set predictions are
-mostly (more than half) wrong, and never below `UNSURE_FLOOR` (a prediction the model itself gives
-less than even odds). model.serve.scoring.calibrate (called by the fold) chooses it and stores
-it in the saved model (TrainedModel.unsure_threshold, "unsure_threshold" in model.json); a
-model without one uses the floor.
+"Unsure": a prediction whose calibrated confidence (the model's temperature applied) is below
+the unsure threshold, a setting (model.settings: POSECOACH_UNSURE_THRESHOLD); the cue then says so.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import numpy as np
 from model.data.skeletons import Skeleton
 from model.settings import CORRECT
 
-UNSURE_FLOOR = 0.5
 TOP_JOINTS = 3
 SECONDARY_SHARE = 0.5
 BOTTOM_WINDOW = 0.15
@@ -235,26 +230,3 @@ def coach_cue(label: str, deviations: list[Deviation], unsure: bool = False) -> 
         text = cue.text.format(cm=cm, moment=top.moment)
     return prefix + text
 
-
-def unsure_threshold(confidence: np.ndarray, correct: np.ndarray,
-                     floor: float = UNSURE_FLOOR) -> float:
-    """The confidence below which training predictions are mostly wrong (at least `floor`).
-
-    Sorting predictions by confidence, the threshold sits just above the highest confidence at
-    or below which more than half of them are wrong.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    if confidence.shape != correct.shape or confidence.ndim != 1:
-        raise ValueError("confidence and correct must be 1-D arrays of the same length")
-    if confidence.size == 0:
-        return floor
-    order = np.argsort(confidence, kind="stable")
-    conf = confidence[order]
-    wrong_share = np.cumsum(~correct[order]) / np.arange(1, conf.size + 1)
-    mostly_wrong = np.flatnonzero(wrong_share > 0.5)
-    if mostly_wrong.size == 0:
-        return floor
-    k = int(mostly_wrong[-1])
-    above = conf[k + 1] if k + 1 < conf.size else min(1.0, conf[k] + 1e-6)
-    return float(max(floor, (conf[k] + above) / 2))

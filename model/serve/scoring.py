@@ -25,15 +25,9 @@ from model.data.sequence import Sequence, SequenceError, validate, validate_many
 from model.data.skeletons import SkeletonError, get_skeleton, joint_map
 from model.learn.gcn import get_variant
 from model.learn.saved import TrainedModel
-from model.serve.feedback import (
-    UNSURE_FLOOR,
-    Deviation,
-    coach_cue,
-    cue_joints,
-    many_joint_deviations,
-    unsure_threshold,
-)
+from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
 from model.serve.segment import HOLD_EXERCISES, segment
+from model.settings import get_settings
 
 BATCH_SIZE = 512
 HOLD_KEY = "hold_seconds"
@@ -193,10 +187,10 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
     inference = model.infer(poses, batch_size=max(1, len(poses)))
     classes: list[Class] = [tuple(c) for c in model.classes]
     names = [class_name(c) for c in classes]
-    probs = np.exp(inference.log_probs.astype(np.float64))
+    probs = model.probabilities(inference.log_probs)
     best = probs.argmax(axis=1)
     rounded = probs.round(6).tolist()
-    threshold = threshold_of(model)
+    threshold = threshold_of()
     classifies = has_classifier(model)
     labels = [classes[b][1] for b in best.tolist()] if classifies else [None] * len(ready)
     ready_seqs = [sequences[i] for i in ready]
@@ -259,23 +253,16 @@ def cut_session(model: TrainedModel, session: Sequence,
             for n, (a, b) in enumerate(cuts)]
 
 
-def threshold_of(model: TrainedModel) -> float:
-    """The model's "unsure" threshold (the floor when it was never calibrated)."""
-    return UNSURE_FLOOR if model.unsure_threshold is None else float(model.unsure_threshold)
+def threshold_of() -> float:
+    """The "unsure" threshold on calibrated confidence (settings: POSECOACH_UNSURE_THRESHOLD)."""
+    return get_settings().unsure_threshold
 
 
-def calibrate(model: TrainedModel, train_seqs: list[Sequence],
-              batch_size: int = BATCH_SIZE) -> float:
-    """What scoring learns from the model's training data, stored in the model: the "unsure"
-    threshold (returned) and the median length of its holds in seconds (meta["hold_seconds"])."""
-    poses, _ = normalize_valid(model, train_seqs)
-    log_probs = model.infer(poses, batch_size=batch_size).log_probs
-    classes: list[Class] = [tuple(c) for c in model.classes]
-    true = np.array([classes.index((s.exercise, s.label)) for s in train_seqs])
-    probs = np.exp(log_probs.astype(np.float64))
-    model.unsure_threshold = unsure_threshold(probs.max(axis=1), probs.argmax(axis=1) == true)
-    holds = [len(p) for p, s in zip(poses, train_seqs, strict=True)
-             if s.exercise in HOLD_EXERCISES]
+def calibrate(model: TrainedModel, train_seqs: list[Sequence]) -> float | None:
+    """What scoring learns from the model's training data besides its temperature (fitted on
+    held-out predictions by model.evaluate.calibration): the median length of its holds in
+    seconds, stored in meta["hold_seconds"] and returned (None without holds)."""
+    holds = [len(s.poses) / s.fps for s in train_seqs if s.exercise in HOLD_EXERCISES]
     if holds:
-        model.meta[HOLD_KEY] = float(np.median(holds)) / model.normalization.fps
-    return model.unsure_threshold
+        model.meta[HOLD_KEY] = float(np.median(holds))
+    return model.meta.get(HOLD_KEY)
