@@ -1,9 +1,15 @@
-"""Scoring throughput, repetitions per second, pictures excluded.
+"""Scoring throughput, repetitions per second, and the wall time of `posecoach score`.
 
-Subject, end to end: a Parquet file of 2,048 repetitions (the dataset's row layout) is read,
-scored by the one scoring path (model.serve.scoring.score: validate, normalise, classify and
-correct in batches of 512, feedback in words) and written out as a JSON report and a Parquet report.
-Variants on the same model, in the same run:
+Subject, the score flow as `posecoach score` runs it (flows.score.score_flow, Prefect flow,
+the model resolved from an MLflow registry of its own): a folder of 200 uploaded sessions
+(JSON, NPZ and Parquet in turn, 3-5 repetitions each) in; per session a JSON report, the
+corrected motions and an animated HTML page, the `repetitions` Delta table, the ledger and the
+run's overview page out. Variants on the same model, in the same run:
+  - the same flow with `--no-html` (JSON + NPZ + Parquet, no pages);
+  - end to end on repetitions: a Parquet file of 2,048 repetitions (the dataset's row layout) is
+    read, scored by the one scoring path (model.serve.scoring.score: validate, normalise,
+    classify and correct in batches of 512, feedback in words) and written out as a JSON report
+    and a Parquet report;
   - the model's raw batched forward pass over the same repetitions, already normalised and
     DCT-encoded (the ceiling: no I/O, normalisation or feedback), as scoring runs it (the
     network folded for inference, TrainedModel.folded), and as the module itself computes it
@@ -16,15 +22,25 @@ Variants on the same model, in the same run:
     model loaded once per actor, actor start-up included), records out as JSON + Parquet:
     the 2,048 repetitions in batches of 512, and the 64 session files (the score flow's scoring
     stage without its HTML pages and pictures).
-`seconds` is the time per 1,000 repetitions, so the ratios compare rates.
+`seconds` is the time per 1,000 repetitions, so the ratios compare rates. Apart from those,
+the wall time of the command `posecoach score` on 2 uploads (a fresh process: start-up, model
+lookup, scoring, reports), once with a local Prefect server up (`posecoach server start`) and
+once on Prefect's embedded API.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +50,7 @@ import torch
 
 from bench import Row, median_seconds
 from bench.scoring_setup import bench_model, repetitions
+from flows.synth import write_sessions
 from model.data.dataset import from_table, to_table
 from model.data.formats import write_session
 from model.data.readers import read_session
@@ -44,6 +61,10 @@ from model.serve.scoring import RepResult, normalize_valid, score, score_session
 from workers.scoring import SCORED, score_batch
 
 N_REPS, N_SESSIONS, BATCH, REPEATS, RAY_REPEATS = 2048, 64, 512, 3, 1
+N_FLOW_SESSIONS, FLOW_REPEATS, N_COMMAND_UPLOADS = 200, 3, 2
+FLOW = "score flow: uploads -> JSON + HTML + Parquet (posecoach score)"
+FLOW_NO_HTML = "score flow --no-html: uploads -> JSON + Parquet"
+BENCH_DATASET = "benchscore"
 REPORT_JSON_FIELDS = ("probabilities", "deviations", "cues", "frames", "corrected")
 
 
@@ -78,14 +99,110 @@ def run(threads: int) -> list[Row]:
         pq.write_table(to_table(seqs), work / "batch.parquet")
         make_sessions(work, N_SESSIONS)
         model.save(work / "model")
-        timings, counts = measure(model, seqs, work)
+        with scratch_registry(work / "home", model, work / "model") as version:
+            timings, counts = flow(work, version)
+            timings_lib, counts_lib = measure(model, seqs, work)
+            commands = command_wall_times(work, version)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    timings |= timings_lib
+    counts |= counts_lib
     per_k = {name: t / counts[name] * 1000 for name, t in timings.items()}
-    subject = per_k["end to end: Parquet in -> score -> JSON + Parquet"]
-    return [Row("scoring throughput (per 1,000 reps)", name, t, t / subject,
+    subject = per_k[FLOW]
+    rows = [Row("scoring throughput (per 1,000 reps)", name, t, t / subject,
                 f"{1000 / t:,.0f} reps/s over {counts[name]} reps")
             for name, t in per_k.items()]
+    up = commands["server up"]
+    return rows + [Row(f"posecoach score, {N_COMMAND_UPLOADS} uploads (wall)", name, t, t / up,
+                       "fresh process, model already downloaded")
+                   for name, t in commands.items()]
+
+
+@contextmanager
+def scratch_registry(home: Path, model: TrainedModel, model_dir: Path) -> Iterator[str]:
+    """A POSECOACH_HOME and sqlite MLflow of their own, the bench model registered there as
+    the champion of BENCH_DATASET; yields its version."""
+    from registry.imported import register_imported
+    from registry.versions import CHAMPION, model_name, set_alias
+
+    saved = {k: os.environ.get(k) for k in ("POSECOACH_HOME", "MLFLOW_TRACKING_URI")}
+    home.mkdir(parents=True)
+    os.environ["POSECOACH_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    try:
+        example, _ = make_session("u0", "squat", ["correct"], seed=0)
+        name, _, version = register_imported(model_dir, model, BENCH_DATASET, example)
+        set_alias(name, CHAMPION, version)
+        assert name == model_name(BENCH_DATASET)
+        yield version
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def flow(work: Path, version: str) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds of the score flow (with and without pages) over the uploads folder, a
+    fresh reports folder per call, and the repetitions each call scored."""
+    from flows.score import score_flow
+
+    write_sessions(work / "flow", N_FLOW_SESSIONS, seed=11, fmt=None)
+    uploads = str(work / "flow" / "sessions")
+    runs = itertools.count()
+    scored: dict[bool, int] = {}
+
+    def once(html: bool) -> None:
+        out = work / f"flow-out-{next(runs)}"
+        result = score_flow(uploads, dataset=BENCH_DATASET, out=str(out), html=html)
+        assert result["accounted"] and result["reports"] == N_FLOW_SESSIONS, result
+        assert (out / "index.html").is_file() == html
+        scored[html] = result["repetitions"]
+
+    timings = {FLOW: median_seconds(lambda: once(True), FLOW_REPEATS),
+               FLOW_NO_HTML: median_seconds(lambda: once(False), FLOW_REPEATS)}
+    return timings, {FLOW: scored[True], FLOW_NO_HTML: scored[False]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command_wall_times(work: Path, version: str) -> dict[str, float]:
+    """Wall seconds of `posecoach score` on N_COMMAND_UPLOADS uploads as a new process, with a
+    local Prefect server up and on the embedded API (the median of two runs each)."""
+    from flows import server
+
+    uploads = work / "two"
+    write_sessions(uploads, N_COMMAND_UPLOADS, seed=12, fmt="json")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    runs = itertools.count()
+
+    def once() -> None:
+        out = work / f"command-out-{next(runs)}"
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "flows.cli", "score", str(uploads / "sessions"),
+                        "--dataset", BENCH_DATASET, "--out", str(out), "--json"],
+                       env=env, check=True, capture_output=True, timeout=600)
+        took.append(time.perf_counter() - began)
+
+    times: dict[str, float] = {}
+    server.start(port=_free_port())
+    try:
+        took: list[float] = []
+        once()
+        once()
+        times["server up"] = sorted(took)[0]
+    finally:
+        server.stop()
+    took = []
+    once()
+    once()
+    times["embedded Prefect API"] = sorted(took)[0]
+    return times
 
 
 def measure(model: TrainedModel, seqs: list, work: Path

@@ -1,0 +1,50 @@
+"""`posecoach server start|stop|status`: the local Prefect server later commands reuse
+(see flows/server.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from flows import server
+from flows.options import JsonOpt
+from flows.output import console, emit, fail
+
+server_app = typer.Typer(help="A local Prefect server that later commands reuse.",
+                         no_args_is_help=True)
+
+
+def show(result: dict[str, Any]) -> None:
+    if result.get("running"):
+        console.print(f"Prefect server running at {result['url']} (pid {result['pid']}); "
+                      f"later commands use it. Log: {result['log']}")
+    elif "stopped" in result:
+        console.print(f"stopped the Prefect server at {result['url']}" if result["stopped"]
+                      else result["reason"])
+    else:
+        console.print("no Prefect server running: commands start their own (embedded) API; "
+                      "`posecoach server start` keeps one for later commands")
+
+
+@server_app.command("start")
+def start(port: int = typer.Option(server.DEFAULT_PORT, "--port", help="Port on 127.0.0.1."),
+          as_json: bool = JsonOpt) -> None:
+    """Start a local Prefect server (or find the one running); it stays until `stop`."""
+    try:
+        result = server.start(port=port)
+    except server.ServerError as exc:
+        fail(str(exc))
+    emit(result, as_json, show)
+
+
+@server_app.command("stop")
+def stop(as_json: bool = JsonOpt) -> None:
+    """Stop the server `start` started."""
+    emit(server.stop(), as_json, show)
+
+
+@server_app.command("status")
+def status(as_json: bool = JsonOpt) -> None:
+    """Whether the server `start` started is running, and where."""
+    emit(server.status(), as_json, show)
