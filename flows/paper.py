@@ -21,7 +21,7 @@ from model.evaluate.folds import fit, judge_config_for
 from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.saved import TrainedModel
-from model.settings import Profile, get_settings, run_config
+from model.settings import Profile, run_config
 
 DATASET = "ec3d"
 TRAIN_SUBJECTS = ("s1", "s2", "s3")
@@ -65,12 +65,11 @@ def run_protocol(path: Path, variants: list[str], profile: Profile, workdir: Pat
                  synthetic: bool = False, progress: bool = True) -> dict:
     """Train every variant and the judge on s1-s3, evaluate on s4; the figures as one dict."""
     train, test, refused = _checked_split(path)
-    spec = get_settings().get_dataset(DATASET)
-    judge = fit(train, judge_config_for(run_config(profile, spec)), workdir, "judge",
+    judge = fit(train, judge_config_for(run_config(profile)), workdir, "judge",
                 progress=progress)
     figures = {}
     for variant in variants:
-        config = run_config(profile, spec, variant=variant)
+        config = run_config(profile, variant=variant)
         model = fit(train, config, workdir, variant, progress=progress)
         ev = evaluate(model, test, judge)
         plot = plot_confusion(ev, workdir / f"confusion-{variant}.png", synthetic=synthetic)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -23,6 +24,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 
@@ -194,7 +197,8 @@ def s3_server(folder: Path) -> Server:
 
 class Relay:
     """A TCP relay on a free localhost port to `target_port`, which can be cut (new connections
-    refused, open ones dropped: the server is unreachable) and mended again."""
+    refused, open ones dropped: the server is unreachable) and mended again; `cut_at` cuts it
+    as the `nth` request matching a pattern comes through, before the server sees it."""
 
     def __init__(self, target_port: int):
         self.port, self.target = free_port(), target_port
@@ -202,17 +206,22 @@ class Relay:
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
+        self._trigger: tuple[re.Pattern[bytes], int] | None = None
         self.mend()
 
     def mend(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
+    def cut_at(self, pattern: bytes, nth: int = 1) -> None:
+        self._trigger = (re.compile(pattern), nth)
+
     def cut(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self._trigger = None
         with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             for conn in self._open:
                 with suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
@@ -228,16 +237,28 @@ class Relay:
                 return
             with self._lock:
                 self._open |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False),
+                             daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, outgoing: bool) -> None:
         with suppress(OSError):
             while data := src.recv(65536):
+                if outgoing and self._trips(data):
+                    self.cut()
+                    return
                 dst.sendall(data)
         with suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+    def _trips(self, data: bytes) -> bool:
+        with self._lock:
+            if self._trigger is None:
+                return False
+            pattern, left = self._trigger
+            left -= len(pattern.findall(data))
+            self._trigger = (pattern, left)
+            return left <= 0
 
 
 #: Gate settings that let any candidate through: the tests check the flow, not the model.
@@ -251,3 +272,25 @@ def prefect_settings(api: str) -> Any:
     process's environment (Prefect reads its environment once, at import)."""
     return temporary_settings({PREFECT_API_URL: api,
                                PREFECT_API_AUTH_STRING: os.environ.get("PREFECT_API_AUTH_STRING")})
+
+
+RUN_TIMEOUT_S = 480
+
+
+def read_deployment(api: str, name: str, proc, log: Path, seconds: float = 180.0):
+    """The deployment once `posecoach serve` has registered it."""
+    deadline = time.monotonic() + seconds
+    with prefect_settings(api), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"posecoach serve exited: {log.read_text()[-3000:]}"
+            try:
+                return client.read_deployment_by_name(name)
+            except Exception:  # noqa: BLE001 - not registered yet
+                time.sleep(2)
+    raise TimeoutError(f"{name} was not registered in {seconds:.0f} s: {log.read_text()[-3000:]}")
+
+
+def run(api: str, name: str, **parameters: object):
+    with prefect_settings(api):
+        return run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT_S,
+                              poll_interval=3, as_subflow=False)

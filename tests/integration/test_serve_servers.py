@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
-from servers import PERMISSIVE_GATE, prefect_settings, spawn, stop, tool
+from servers import PERMISSIVE_GATE, read_deployment, run, spawn, stop, tool
 
 from model.data.dataset import Dataset
 from model.data.formats import write_session
@@ -28,7 +24,6 @@ from model.data.synth import make_dataset, make_session
 pytestmark = pytest.mark.integration
 
 CRON, TIMEZONE = "15 3 * * *", "Europe/Zurich"
-RUN_TIMEOUT_S = 480
 
 
 class Inbox(BaseHTTPRequestHandler):
@@ -78,25 +73,6 @@ def served(servers, inbox: str) -> Iterator[dict]:
                "prefect": servers.prefect.url, "mlflow": servers.mlflow.url}
     finally:
         stop(proc, signal.SIGINT)
-
-
-def read_deployment(api: str, name: str, proc, log: Path, seconds: float = 180.0):
-    """The deployment once `posecoach serve` has registered it."""
-    deadline = time.monotonic() + seconds
-    with prefect_settings(api), get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"posecoach serve exited: {log.read_text()[-3000:]}"
-            try:
-                return client.read_deployment_by_name(name)
-            except Exception:  # noqa: BLE001 - not registered yet
-                time.sleep(2)
-    raise TimeoutError(f"{name} was not registered in {seconds:.0f} s: {log.read_text()[-3000:]}")
-
-
-def run(api: str, name: str, **parameters: object):
-    with prefect_settings(api):
-        return run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT_S,
-                              poll_interval=3, as_subflow=False)
 
 
 def test_serve_registers_the_nightly_cron_and_both_deployments_run(served) -> None:
