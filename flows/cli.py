@@ -10,11 +10,13 @@ from __future__ import annotations
 import typer
 
 from flows import (
+    cmd_data,
     cmd_demo,
     cmd_ingest,
     cmd_models,
     cmd_paper,
     cmd_retrain,
+    cmd_review,
     cmd_score,
     cmd_serve,
     cmd_synth,
@@ -34,8 +36,13 @@ app.command("synth")(cmd_synth.synth_command)
 app.command("demo")(cmd_demo.demo)
 app.command("paper-protocol")(cmd_paper.paper_protocol)
 app.command("serve")(cmd_serve.serve)
+app.command("drift")(cmd_review.drift)
 
-data_app = typer.Typer(help="Dataset versions, deletion and restore.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset cards, versions, deletion and restore.",
+                       no_args_is_help=True)
+data_app.command("create")(cmd_data.create)
+data_app.command("configure")(cmd_data.configure_card)
+data_app.command("show")(cmd_data.show)
 data_app.command("versions")(cmd_ingest.versions)
 data_app.command("delete-subject")(cmd_ingest.delete_subject)
 data_app.command("restore")(cmd_ingest.restore)

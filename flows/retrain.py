@@ -23,6 +23,8 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows.confidence import fit_on_folds, on_gate
+from flows.drift import nightly_drift
+from model.data.card import CardError, load_card
 from model.data.dataset import Dataset
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
@@ -32,6 +34,7 @@ from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
+from model.serve.scoring import SEGMENTATION_KEY
 from model.settings import get_settings, run_config
 from registry.access import server_errors
 from registry.gate import NIGHTLY_ACTOR, promote
@@ -92,6 +95,7 @@ class RetrainResult:
     gate: dict = field(default_factory=dict)
     champion_gate: dict | None = None
     calibration: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
     run_id: str | None = None
     seconds: float = 0.0
 
@@ -199,32 +203,37 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
     began = time.perf_counter()
     settings = get_settings()
     prof = settings.get_profile(profile)
-    spec = settings.get_dataset(dataset)
+    card = load_card(Dataset(dataset))
     name = model_name(dataset)
     with dataset_lock(dataset), server_errors():
         version = pin_dataset(dataset)
         result = RetrainResult(dataset=dataset, dataset_version=version, profile=prof.name,
                                status="skipped", model=name)
+        result.drift = nightly_drift(dataset)
         done = find_versions(name, dataset_version=str(version), profile=prof.name)
         if done:
             return finish_registered(result, done[-1], actor, settings.models).to_dict()
         seqs = load_sequences(dataset, version)
-        train_seqs, gate_seqs = split_gate(seqs, spec.gate_subjects)
-        if not gate_seqs:
+        if not card.gate_subjects:
             raise RetrainError(
-                f"dataset {dataset!r} v{version} has no sequences of its gate subjects "
-                f"{list(spec.gate_subjects)}; declare them with "
-                f"POSECOACH_GATE_SUBJECTS_{dataset.upper()}=subject,...")
+                f"dataset {dataset!r} has no gate subjects on its card; declare them with "
+                f"posecoach data configure {dataset} --gate-subjects S1,S2")
+        try:
+            card.check_gate({s.subject for s in seqs})
+        except CardError as exc:
+            raise RetrainError(f"dataset {dataset!r} v{version}: {exc}") from exc
+        train_seqs, gate_seqs = split_gate(seqs, card.gate_subjects)
         if len({s.subject for s in train_seqs}) < 2:
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "
                                "subjects besides the gate subjects")
-        config = run_config(prof, spec, seed=seed, threads=prof.threads_per_fold)
-        norm = Normalization(skeleton=spec.skeleton, fps=settings.fps)
+        config = run_config(prof, card, seed=seed, threads=prof.threads_per_fold)
+        norm = Normalization(skeleton=card.skeleton, fps=settings.fps)
         cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]
         calibration = fit_on_folds(cv)
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
-        meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name}
+        meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name,
+                "card": card.to_dict(), SEGMENTATION_KEY: dict(card.segmentation)}
         model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
                                           folder / "model", meta, calibration["temperature"])
         judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,
@@ -239,7 +248,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         candidate = TrainedModel.load(model_dir)
         result.run_id, result.version = log_and_register(
             result, config, [f["metrics"]["evaluation"] for f in cv["folds"]], model_dir,
-            folder / "confusion_matrix.png", gate_seqs[0], spec.skeleton,
+            folder / "confusion_matrix.png", gate_seqs[0], card.skeleton,
             list(candidate.classes))
         decision = promote(name, result.version, candidate=result.gate,
                            champion=result.champion_gate, actor=actor)

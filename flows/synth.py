@@ -25,9 +25,9 @@ from model.data.formats import (
     write_sequences_json,
     write_session,
 )
+from model.data.labels import EC3D_EXERCISES
 from model.data.sequence import Sequence
 from model.data.synth import exercise_labels, make_dataset, make_session, write_broken_sessions
-from model.settings import EXERCISES
 
 LABELLED_WRITERS = {
     "json": lambda seq, path: write_sequences_json([seq], path),
@@ -54,7 +54,7 @@ def write_sessions(out: Path, n: int, seed: int, fmt: str | None) -> list[dict]:
     rng = np.random.default_rng([seed, 7])
     truth = []
     for i in range(n):
-        exercise = EXERCISES[i % len(EXERCISES)]
+        exercise = EC3D_EXERCISES[i % len(EC3D_EXERCISES)]
         labels = [str(x) for x in rng.choice(exercise_labels(exercise), int(rng.integers(3, 6)))]
         seq, bounds = make_session(f"u{i % 3 + 1}", exercise, labels, seed=seed + i)
         suffix = fmt or SESSION_FORMATS[i % len(SESSION_FORMATS)]

@@ -1,8 +1,10 @@
-"""One settings object: paths, URIs, profiles and datasets, with environment overrides.
+"""One settings object: paths, URIs and profiles, with environment overrides.
 
 Every layer reads these plain values; nothing here imports Ray, MLflow or Prefect.
+Dataset settings are data, on each dataset's card (model.data.card).
 Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
-POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings), POSECOACH_LIMIT_<FIELD>
+POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings;
+POSECOACH_GATE_SUBJECTS_<NAME> overrides a card's gate subjects), POSECOACH_LIMIT_<FIELD>
 (InputLimits), POSECOACH_UNSURE_THRESHOLD, POSECOACH_REVIEW_<FIELD> (ReviewSettings),
 POSECOACH_DRIFT_<FIELD> (DriftSettings), POSECOACH_NOTIFY_URL,
 MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
@@ -13,11 +15,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from model.learn.config import TrainConfig, get_variant
 
-EXERCISES: tuple[str, ...] = ("squat", "lunge", "plank")
 CORRECT = "correct"
 
 
@@ -45,22 +46,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A named dataset: its skeleton, the subjects kept for the promotion gate only, and whether
-    its models are blind to the mean pose (TrainConfig.motion_only; UI-PRMD: measured in
-    README, "Real data: UI-PRMD deep squats")."""
+class DatasetRecipe(Protocol):
+    """What a dataset's card (model.data.card.DatasetCard) asks of its trainings."""
 
-    name: str
-    skeleton: str
-    gate_subjects: tuple[str, ...]
-    motion_only: bool = False
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "ec3d": DatasetSpec("ec3d", "ec3d19", ("s4",)),
-    "uiprmd": DatasetSpec("uiprmd", "ec3d19", ("s09", "s10"), motion_only=True),
-}
+    motion_only: bool | str
+    beta: float
 
 
 @dataclass(frozen=True)
@@ -129,19 +119,6 @@ def _numbers_from(cls: type, prefix: str, env: dict[str, str] | os._Environ) -> 
     return cls(**values)
 
 
-def _datasets_from(env: dict[str, str] | os._Environ) -> dict[str, DatasetSpec]:
-    """DATASETS plus POSECOACH_GATE_SUBJECTS_<NAME>="s4,s5" declarations and overrides."""
-    out = dict(DATASETS)
-    prefix = "POSECOACH_GATE_SUBJECTS_"
-    for key, raw in env.items():
-        if key.startswith(prefix) and key != prefix:
-            name = key.removeprefix(prefix).lower()
-            subjects = tuple(s.strip() for s in raw.split(",") if s.strip())
-            known = out.get(name, DatasetSpec(name, "ec3d19", ()))
-            out[name] = replace(known, gate_subjects=subjects)
-    return out
-
-
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -159,7 +136,6 @@ class Settings:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
-    datasets: dict[str, DatasetSpec] = field(default_factory=lambda: dict(DATASETS))
 
     @property
     def quarantine(self) -> Path:
@@ -174,11 +150,6 @@ class Settings:
         if key not in self.profiles:
             raise KeyError(f"unknown profile {key!r}; known: {', '.join(self.profiles)}")
         return self.profiles[key]
-
-    def get_dataset(self, name: str) -> DatasetSpec:
-        if name not in self.datasets:
-            return DatasetSpec(name, "ec3d19", ())
-        return self.datasets[name]
 
     def with_home(self, home: Path) -> Settings:
         """The same settings re-rooted at another home (paths and the default sqlite URI follow)."""
@@ -204,7 +175,6 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         unsure_threshold=float(env.get("POSECOACH_UNSURE_THRESHOLD", "0.6")),
         review=_numbers_from(ReviewSettings, "POSECOACH_REVIEW_", env),
         drift=_numbers_from(DriftSettings, "POSECOACH_DRIFT_", env),
-        datasets=_datasets_from(env),
     )
 
 
@@ -213,26 +183,25 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def run_config(profile: Profile, dataset: DatasetSpec | None = None, *, variant: str = "full",
+def run_config(profile: Profile, dataset: DatasetRecipe | None = None, *, variant: str = "full",
                seed: int = 0, device: str = "cpu", threads: int | None = None,
                **overrides: Any) -> TrainConfig:
     """The training configuration of one run, assembled here alone: the profile's settings
-    (nightly = the paper's), what the dataset asks (motion_only), the run's variant, seed,
-    device and threads, then `overrides` (tests and benchmarks: epochs=1, beta=0.1, ...).
+    (nightly = the paper's), what the dataset's card asks (motion_only, beta), the run's
+    variant, seed, device and threads, then `overrides` (tests and benchmarks: epochs=1, ...).
     A variant without the smoothness term trains with smooth_weight 0."""
     smooth = profile.train.smooth_weight if get_variant(variant).smoothness else 0.0
     run = {"variant": variant, "seed": seed, "device": device, "threads": threads,
            "smooth_weight": smooth}
     if dataset is not None:
-        run["motion_only"] = dataset.motion_only
+        run.update(motion_only=dataset.motion_only, beta=dataset.beta)
     return replace(profile.train, **{**run, **overrides})
 
 
 __all__ = [
     "CORRECT",
-    "EXERCISES",
     "PROFILES",
-    "DatasetSpec",
+    "DatasetRecipe",
     "DriftSettings",
     "GateSettings",
     "InputLimits",

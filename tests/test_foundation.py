@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model.data import sequence as sequence_module
+from model.data.card import DatasetCard, with_env
 from model.data.labels import classes_from, correct_class, ec3d_classes
 from model.data.normalize import (
     Normalization,
@@ -127,7 +128,7 @@ def _seq(poses, **kw):
     "change, kind",
     [
         (dict(skeleton="openpose18"), "unknown_skeleton"),
-        (dict(exercise="burpee"), "unknown_exercise"),
+        (dict(exercise="Burpee!"), "unknown_exercise"),
         (dict(units="inch"), "unknown_units"),
         (dict(fps=0.0), "bad_fps"),
         (dict(poses=squat_clip()[:5]), "too_few_frames"),
@@ -324,18 +325,8 @@ def test_gate_margins_come_from_settings():
 
 
 def test_gate_subjects_of_a_dataset_can_be_declared():
-    s = load_settings({"POSECOACH_GATE_SUBJECTS_UIPRMD": "s01", "POSECOACH_GATE_SUBJECTS_MINE":
-                       "a, b"})  # fmt: skip
-    assert s.get_dataset("uiprmd").gate_subjects == ("s01",)
-    assert s.get_dataset("mine").gate_subjects == ("a", "b")
-    assert s.get_dataset("ec3d").gate_subjects == ("s4",)
-    assert s.get_dataset("other").gate_subjects == ()
+    env = {"POSECOACH_GATE_SUBJECTS_UIPRMD": "s01", "POSECOACH_GATE_SUBJECTS_MINE": "a, b"}
+    assert with_env(DatasetCard("uiprmd", gate_subjects=("s09",)), env).gate_subjects == ("s01",)
+    assert with_env(DatasetCard("mine"), env).gate_subjects == ("a", "b")
+    assert with_env(DatasetCard("ec3d", gate_subjects=("s4",)), env).gate_subjects == ("s4",)
 
-
-def test_uiprmd_models_are_blind_to_the_mean_pose_even_with_other_gate_subjects():
-    assert load_settings({}).get_dataset("uiprmd").motion_only
-    s = load_settings({"POSECOACH_GATE_SUBJECTS_UIPRMD": "s01"})
-    assert s.get_dataset("uiprmd").motion_only
-    assert s.get_dataset("uiprmd").skeleton == "ec3d19"
-    assert not s.get_dataset("ec3d").motion_only
-    assert not s.get_dataset("other").motion_only

@@ -48,7 +48,7 @@ def bad_inputs(folder: Path, seq: Sequence) -> dict[str, str]:
     write_sequence_npz(replace(seq, poses=seq.poses[:, :17]), folder / "joints.npz")
     _json(replace(seq, units="furlong"), folder / "units.json")
     _json(replace(seq, skeleton="alien"), folder / "skeleton.json")
-    _json(replace(seq, exercise="yoga"), folder / "exercise.json")
+    _json(replace(seq, exercise="Yoga Pose!"), folder / "exercise.json")  # not a plain name
     (folder / "broken.json").write_text('{"format": "posecoach-sequence", "poses": [[[0.1, ')
     good_npz = write_sequence_npz(seq, folder / "tmp.npz").read_bytes()
     (folder / "tmp.npz").unlink()

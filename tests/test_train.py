@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.data.card import DatasetCard
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
@@ -23,7 +24,7 @@ from model.learn.train import (
     smoothness,
     train,
 )
-from model.settings import DATASETS, PROFILES, run_config
+from model.settings import PROFILES, run_config
 
 torch.set_num_threads(1)
 UPPER = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
@@ -87,10 +88,11 @@ def test_profiles_give_the_papers_hyper_parameters_at_nightly():
 
 
 def test_a_run_config_takes_the_dataset_and_overrides_and_workers_change_only_placement():
-    cfg = run_config(PROFILES["demo"], DATASETS["uiprmd"], seed=4, threads=2, epochs=1, beta=0.1)
+    card = DatasetCard("uiprmd", motion_only=True, beta=0.3)
+    cfg = run_config(PROFILES["demo"], card, seed=4, threads=2, epochs=1, beta=0.1)
     assert cfg.motion_only and (cfg.epochs, cfg.beta, cfg.seed, cfg.threads) == (1, 0.1, 4, 2)
     assert (cfg.hidden, cfg.lr_decay) == (PROFILES["demo"].train.hidden, 0.8)
-    assert not run_config(PROFILES["demo"], DATASETS["ec3d"]).motion_only
+    assert not run_config(PROFILES["demo"], DatasetCard("ec3d", motion_only=False)).motion_only
     placed = cfg.placed(device="cuda")
     assert (placed.device, placed.threads) == ("cuda", 2)
     assert {k: v for k, v in placed.to_dict().items() if k not in PLACEMENT} == \

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from model.settings import CORRECT, EXERCISES
+from model.settings import CORRECT
 
 EC3D_LABEL_NAMES: dict[int, str] = {
     1: CORRECT,
@@ -22,6 +22,7 @@ EC3D_LABEL_NAMES: dict[int, str] = {
     10: "unknown",
 }
 EC3D_EXERCISE_IDS: dict[int, str] = {0: "squat", 1: "lunge", 2: "plank"}
+EC3D_EXERCISES: tuple[str, ...] = tuple(EC3D_EXERCISE_IDS.values())
 
 EC3D_LABELS: dict[str, tuple[int, ...]] = {
     "squat": (1, 2, 3, 4, 5, 10),
@@ -34,7 +35,7 @@ Class = tuple[str, str]
 
 def ec3d_classes() -> list[Class]:
     """The paper's 12 classes in its order."""
-    return [(ex, EC3D_LABEL_NAMES[i]) for ex in EXERCISES for i in EC3D_LABELS[ex]]
+    return [(ex, EC3D_LABEL_NAMES[i]) for ex in EC3D_EXERCISES for i in EC3D_LABELS[ex]]
 
 
 def class_name(cls: Class) -> str:

@@ -12,6 +12,7 @@ through one of these.
 - `metric_key`: an MLflow metric or tag key part: kept when plain, else `safe_name`.
 - `html_text`: text escaped for HTML (attributes included), unprintable characters replaced.
 - `sql_text`: a SQL string literal.
+- `exercise_name`: an exercise as datasets store it (a partition value), checked, never changed.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
 """
@@ -30,6 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PLAIN_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SUFFIX_PART = re.compile(r"[a-z0-9]{1,8}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_/]{1,200}")
+_EXERCISE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -92,3 +94,12 @@ def sql_text(value: object) -> str:
     if "\x00" in text:
         raise ValueError(f"{text!r}: a NUL character cannot be part of a SQL string")
     return "'" + text.replace("'", "''") + "'"
+
+
+def exercise_name(value: object) -> str:
+    """`value` when it is a plain exercise name (lower-case letters, digits, '_'; at most 40;
+    a dataset partition and a path segment as it is); ValueError otherwise."""
+    if not isinstance(value, str) or not _EXERCISE.fullmatch(value):
+        raise ValueError(f"exercise {value!r} is not a plain name (lower-case letters, digits, "
+                         "'_'; at most 40)")
+    return value

@@ -31,6 +31,9 @@ VARIANTS: dict[str, Variant] = {
                              smoothness=False),
 }
 
+#: A recipe setting chosen by the training on its own training data (model.learn.recipe).
+AUTO = "auto"
+
 #: Settings that may differ between a checkpoint and the run resuming it: where it runs.
 PLACEMENT = ("device", "threads")
 
@@ -69,7 +72,8 @@ class TrainConfig(Architecture):
     `motion_only` (not in the paper): the network never sees a repetition's mean pose, the DCT
     coefficient 0 of every trajectory, which carries the body's build and standing posture
     rather than the movement; corrections are still added to the whole input (see
-    model.learn.train.ignore_mean_pose).
+    model.learn.train.ignore_mean_pose). "auto" (AUTO) leaves it to the training, which
+    chooses on its training subjects alone (model.learn.recipe) and keeps the choice.
     """
 
     epochs: int = 50
@@ -84,7 +88,7 @@ class TrainConfig(Architecture):
     device: str = "cpu"
     threads: int | None = None
     gamma: float = 0.01
-    motion_only: bool = False
+    motion_only: bool | str = False
 
     def placed(self, *, device: str | None = None, threads: int | None = None) -> TrainConfig:
         """The same training where a worker runs it (PLACEMENT); None keeps a value."""

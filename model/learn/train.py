@@ -31,6 +31,7 @@ from model.data.sequence import Sequence, SequenceError
 from model.learn.config import PLACEMENT, TrainConfig, get_variant
 from model.learn.dct import idct_basis
 from model.learn.gcn import FeedbackGCN, GCNConfig, encode_poses, poses_to_nodes
+from model.learn.recipe import resolve
 from model.learn.saved import TrainedModel
 from model.learn.softdtw import soft_dtw, soft_dtw_self
 from model.learn.targets import pair_targets
@@ -336,6 +337,7 @@ def train(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     poses = normalize_labelled(sequences, norm)
+    config, chosen = resolve(config, poses, sequences)
     classes = classes_from((s.exercise, s.label) for s in sequences)
     data = prepare(poses, sequences, classes, config.n_dct, config.gamma).to(device)
     network = GCNConfig.for_data(config, n_nodes=data.coefs.shape[1], n_classes=len(classes))
@@ -364,4 +366,5 @@ def train(
             on_epoch(row)
     module.eval()
     return TrainedModel(module, config, classes, norm,
-                        {**(meta or {}), "history": run.history, "n_train": len(sequences)})
+                        {**(meta or {}), "history": run.history, "n_train": len(sequences),
+                         **({"recipe": chosen} if chosen else {})})

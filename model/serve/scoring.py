@@ -26,12 +26,13 @@ from model.data.skeletons import SkeletonError, get_skeleton, joint_map
 from model.learn.gcn import get_variant
 from model.learn.saved import TrainedModel
 from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
-from model.serve.segment import HOLD_EXERCISES, segment
+from model.serve.segment import HOLD_EXERCISES, SegmentError, segment
 from model.settings import get_settings
 
 BATCH_SIZE = 512
 HOLD_KEY = "hold_seconds"
 DEFAULT_HOLD_SECONDS = 3.0
+SEGMENTATION_KEY = "segmentation"  # the dataset card's map, in the model's meta
 
 
 @dataclass
@@ -118,6 +119,16 @@ def _unmapped(seq: Sequence, norm: Normalization) -> SequenceError | None:
     return None
 
 
+def _unknown_exercise(seq: Sequence, model: TrainedModel) -> SequenceError | None:
+    """The error for a sequence of an exercise the model was not trained on; None if it was."""
+    known = sorted({c[0] for c in model.classes})
+    if seq.exercise in known:
+        return None
+    return SequenceError(seq.source or f"{seq.subject}/{seq.exercise}/{seq.rep}",
+                         f"exercise {seq.exercise!r} is not one this model was trained on "
+                         f"({', '.join(known)})", "unknown_exercise")
+
+
 def normalize_valid(model: TrainedModel, seqs: list[Sequence]) -> tuple[list[np.ndarray],
                                                                       list[float]]:
     """Normalise sequences known to be valid (training or test data); raises on the first bad."""
@@ -176,7 +187,8 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
     ready, valid = [], []
     for i, (seq, checked) in enumerate(zip(sequences, validate_many(sequences), strict=True)):
         error = (checked if isinstance(checked, SequenceError)
-                 else _unmapped(checked, model.normalization))
+                 else _unmapped(checked, model.normalization)
+                 or _unknown_exercise(checked, model))
         if error is not None:
             results[i] = _error_result(seq, error)
             continue
@@ -243,7 +255,12 @@ def cut_session(model: TrainedModel, session: Sequence,
     poses, _ = prepare(session, replace(model.normalization, fps=session.fps))
     seconds = model.meta.get(HOLD_KEY) or DEFAULT_HOLD_SECONDS
     window = hold_window or max(1, int(round(seconds * session.fps)))
-    cuts = segment(poses, session.exercise, session.fps, window)
+    try:
+        cuts = segment(poses, session.exercise, session.fps, window,
+                       declared=model.meta.get(SEGMENTATION_KEY))
+    except SegmentError as exc:
+        raise SequenceError(session.source or session.subject, str(exc),
+                            "cannot_segment") from exc
     if not cuts:
         raise SequenceError(session.source or session.subject,
                             f"no {session.exercise} repetition found in the session",

@@ -8,15 +8,23 @@ enough" repetitions are found too), widened on both sides while the depth stays 
 noise floor (three times the jitter of the smoothed signal, estimated from its frame-to-frame
 differences) and then for as long as it keeps falling. Planks, a hold, are
 cut into consecutive windows as long as the model's training repetitions.
+
+How an exercise is cut ("cycle" or "hold") is posecoach's word for squat, lunge and plank, or
+the dataset card's (model.data.card, `segmentation`), which a model carries in its meta. An
+exercise neither names (arm raises, gait) cannot be cut: SegmentError says so, and its
+sessions must come as segmented repetitions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from model.data.card import SEGMENTERS
 from model.data.skeletons import get_skeleton
 
-HOLD_EXERCISES = ("plank",)
+#: How posecoach cuts the sessions of the exercises it knows; a card may name more.
+KNOWN_SEGMENTATION: dict[str, str] = {"squat": "cycle", "lunge": "cycle", "plank": "hold"}
+HOLD_EXERCISES = tuple(e for e, how in KNOWN_SEGMENTATION.items() if how == "hold")
 MIN_REP_SECONDS = 0.5
 SMOOTH_SECONDS = 0.2
 DETECT_FRACTION = 0.25
@@ -90,10 +98,30 @@ def hold_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
     return cuts
 
 
+class SegmentError(ValueError):
+    """A session whose exercise posecoach cannot cut into repetitions."""
+
+
+def segmenter(exercise: str, declared: dict[str, str] | None = None) -> str:
+    """How sessions of `exercise` are cut: as `declared` (a card's map), else as posecoach
+    knows; SegmentError when neither says."""
+    how = (declared or {}).get(exercise, KNOWN_SEGMENTATION.get(exercise))
+    if how not in SEGMENTERS:
+        known = sorted({*KNOWN_SEGMENTATION, *(declared or {})})
+        raise SegmentError(
+            f"cannot cut a continuous {exercise!r} session into repetitions: posecoach cuts "
+            f"{', '.join(known)} (the up-down cycle of the hips, or windows of a hold); upload "
+            f"segmented repetitions, or declare it: posecoach data configure DATASET "
+            f"--segmentation {exercise}=cycle|hold")
+    return how
+
+
 def segment(
-    poses: np.ndarray, exercise: str, fps: float, hold_window: int, skeleton: str = "ec3d19"
+    poses: np.ndarray, exercise: str, fps: float, hold_window: int, skeleton: str = "ec3d19",
+    declared: dict[str, str] | None = None,
 ) -> list[tuple[int, int]]:
-    """Repetitions of a normalised session (z up) as (start, end) frames at its own rate."""
-    if exercise in HOLD_EXERCISES:
+    """Repetitions of a normalised session (z up) as (start, end) frames at its own rate;
+    SegmentError for an exercise that cannot be cut (`segmenter`)."""
+    if segmenter(exercise, declared) == "hold":
         return hold_windows(poses.shape[0], hold_window)
     return cycle_repetitions(poses, fps, skeleton)

@@ -1,0 +1,94 @@
+"""`posecoach data create | configure | show NAME`: a dataset's card (model.data.card).
+
+`create` writes a dataset's card (its default card, from the data it holds, with the options
+given); `configure` changes a stored card (or the default one) field by field; `show` prints
+the card retrain, cross-validation and scoring use, and whether it is stored or the default.
+Every change is checked against the data: a gate subject or an exercise the data does not hold
+is refused, naming it. Exit status 1 for a card that cannot be written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from flows.options import JsonOpt
+from flows.output import console, emit, fail
+from model.data.card import CardError, configure, load_card, parse_value, read_card
+from model.data.dataset import Dataset
+
+NameArg = typer.Argument(..., help="The dataset's name, e.g. ec3d or uiprmd.")
+SkeletonOpt = typer.Option(None, "--skeleton", help="The skeleton its models train on.")
+GateOpt = typer.Option(None, "--gate-subjects",
+                       help="Subjects kept for the promotion gate only, comma-separated.")
+MotionOpt = typer.Option(None, "--motion-only",
+                         help="true | false | auto (chosen per training on its subjects).")
+BetaOpt = typer.Option(None, "--beta", help="The correction term's weight in the loss.")
+ExercisesOpt = typer.Option(None, "--exercises",
+                            help="The exercises it may hold, comma-separated (empty: any).")
+SegmentOpt = typer.Option(None, "--segmentation",
+                          help="How sessions are cut, EXERCISE=cycle|hold pairs, comma-separated.")
+
+
+def _changes(**raw: str | None) -> dict[str, Any]:
+    return {key: parse_value(key, value) for key, value in raw.items() if value is not None}
+
+
+def show_card(result: dict[str, Any]) -> None:
+    where = "stored" if result["stored"] else "default (not stored: posecoach data create)"
+    table = Table(title=f"dataset {result['card']['name']!r}: card, {where}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in result["card"].items():
+        if key not in ("format", "name"):
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+def _answer(card: Any, as_json: bool) -> None:
+    emit({"card": card.to_dict(), "stored": card.stored}, as_json, show_card)
+
+
+def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str = GateOpt,
+           motion_only: str = MotionOpt, beta: str = BetaOpt, exercises: str = ExercisesOpt,
+           segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
+    """Write a dataset's card: its default card with the options given."""
+    ds = Dataset(name)
+    try:
+        if read_card(name, ds.uri) is not None:
+            fail(f"dataset {name!r} already has a card; change it with posecoach data "
+                 f"configure {name} ...")
+        card = configure(ds, **_changes(skeleton=skeleton, gate_subjects=gate_subjects,
+                                        motion_only=motion_only, beta=beta,
+                                        exercises=exercises, segmentation=segmentation))
+    except CardError as exc:
+        fail(str(exc))
+    _answer(card, as_json)
+
+
+def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
+                   gate_subjects: str = GateOpt, motion_only: str = MotionOpt,
+                   beta: str = BetaOpt, exercises: str = ExercisesOpt,
+                   segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
+    """Change fields of a dataset's card (stored, or its default) and store it."""
+    try:
+        changes = _changes(skeleton=skeleton, gate_subjects=gate_subjects,
+                           motion_only=motion_only, beta=beta, exercises=exercises,
+                           segmentation=segmentation)
+        if not changes:
+            fail("nothing to change: give at least one option (see --help)", code=2)
+        card = configure(Dataset(name), **changes)
+    except CardError as exc:
+        fail(str(exc))
+    _answer(card, as_json)
+
+
+def show(name: str = NameArg, as_json: bool = JsonOpt) -> None:
+    """Print the card retrain, cross-validation and scoring use for a dataset."""
+    try:
+        card = load_card(Dataset(name))
+    except CardError as exc:
+        fail(str(exc))
+    _answer(card, as_json)

@@ -1,0 +1,244 @@
+"""A dataset's card: the settings a dataset needs, kept as data beside its Delta table.
+
+The card lives at `<dataset uri>/_posecoach_card.json` (a hidden name: Delta and vacuum leave
+it alone). It holds the skeleton models train on, the subjects kept for the promotion gate
+only, the training recipe (`motion_only`: true, false or "auto", chosen per training by an
+inner leave-one-subject-out on its training subjects, model.learn.recipe; `beta`, the
+correction term's weight), the exercises the dataset may hold (empty: whatever its data
+brings) and how continuous sessions of each are cut into repetitions (model.serve.segment).
+
+Every dataset gets the same default card when first ingested (`default_card`): the gate is the
+last fifth of its subjects in natural order (at least one), the recipe is "auto" with beta 0.1.
+A dataset made before cards existed reads as its default card until one is written
+(`posecoach data create NAME`). POSECOACH_GATE_SUBJECTS_<NAME> overrides a card's gate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from model.data import storage
+from model.data.dataset import Dataset
+from model.data.skeletons import SKELETONS
+
+CARD_FILE = "_posecoach_card.json"
+FORMAT = 1
+AUTO = "auto"
+DEFAULT_BETA = 0.1
+GATE_SHARE = 0.2
+SEGMENTERS = ("cycle", "hold")
+GATE_ENV = "POSECOACH_GATE_SUBJECTS_"
+_EXERCISE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
+
+
+class CardError(ValueError):
+    """A card that cannot be used; the message names the dataset and the problem."""
+
+
+def natural_key(text: str) -> list:
+    """'s2' before 's10': digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def check_exercise(name: str) -> str:
+    """An exercise name as datasets store it (a partition value): lower-case letters, digits
+    and '_', at most 40; ValueError otherwise."""
+    if not isinstance(name, str) or not _EXERCISE.fullmatch(name):
+        raise ValueError(f"exercise {name!r} is not a plain name (lower-case letters, digits, "
+                         "'_'; at most 40)")
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """One dataset's settings (see the module docstring)."""
+
+    name: str
+    skeleton: str = "ec3d19"
+    gate_subjects: tuple[str, ...] = ()
+    motion_only: bool | str = AUTO
+    beta: float = DEFAULT_BETA
+    exercises: tuple[str, ...] = ()
+    segmentation: dict[str, str] = field(default_factory=dict)
+    stored: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"dataset {self.name!r} card"
+        if self.skeleton not in SKELETONS:
+            raise CardError(f"{where}: unknown skeleton {self.skeleton!r} "
+                            f"(known: {', '.join(sorted(SKELETONS))})")
+        if self.motion_only not in (True, False, AUTO):
+            raise CardError(f"{where}: motion_only must be true, false or {AUTO!r}, "
+                            f"got {self.motion_only!r}")
+        if not (isinstance(self.beta, int | float) and math.isfinite(self.beta)
+                and self.beta >= 0):
+            raise CardError(f"{where}: beta must be a number >= 0, got {self.beta!r}")
+        try:
+            for ex in (*self.exercises, *self.segmentation):
+                check_exercise(ex)
+        except ValueError as exc:
+            raise CardError(f"{where}: {exc}") from exc
+        if bad := {e: s for e, s in self.segmentation.items() if s not in SEGMENTERS}:
+            raise CardError(f"{where}: segmentation {bad} (known: {', '.join(SEGMENTERS)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["stored"]
+        return {"format": FORMAT, **out, "gate_subjects": list(self.gate_subjects),
+                "exercises": list(self.exercises)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetCard:
+        if d.get("format") != FORMAT:
+            raise CardError(f"dataset {d.get('name')!r} card: format {d.get('format')!r}, "
+                            f"expected {FORMAT}")
+        known = {f.name for f in fields(cls)} - {"stored"}
+        if extra := sorted(set(d) - known - {"format"}):
+            raise CardError(f"dataset {d.get('name')!r} card: unknown fields {extra}")
+        values = {k: v for k, v in d.items() if k in known}
+        for key in ("gate_subjects", "exercises"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
+        return cls(**values)
+
+    def check_exercises(self, exercises: set[str]) -> None:
+        """CardError when the data holds exercises the card does not list (an empty list
+        takes any)."""
+        if self.exercises and (extra := sorted(exercises - set(self.exercises))):
+            raise CardError(f"dataset {self.name!r} card lists exercises "
+                            f"{list(self.exercises)}; the data also holds {extra}")
+
+    def check_gate(self, subjects: set[str]) -> None:
+        """CardError naming every gate subject that has no data in `subjects`."""
+        if missing := [s for s in self.gate_subjects if s not in subjects]:
+            raise CardError(
+                f"dataset {self.name!r} card names gate subjects {missing} that have no data "
+                f"(subjects present: {', '.join(sorted(subjects, key=natural_key)) or 'none'}); "
+                f"set them with: posecoach data configure {self.name} --gate-subjects S1,S2")
+
+
+def default_gate(subjects: set[str]) -> tuple[str, ...]:
+    """The last fifth of the subjects in natural order, at least one; none when fewer than
+    three (training needs two subjects besides the gate)."""
+    ordered = sorted(subjects, key=natural_key)
+    if len(ordered) < 3:
+        return ()
+    return tuple(ordered[-max(1, round(GATE_SHARE * len(ordered))):])
+
+
+def default_card(name: str, subjects: set[str] | None = None) -> DatasetCard:
+    """The card every dataset starts with, its gate taken from the subjects it holds."""
+    return DatasetCard(name, gate_subjects=default_gate(subjects or set()))
+
+
+def card_uri(dataset_uri: str) -> str:
+    return storage.join(dataset_uri, CARD_FILE)
+
+
+def read_card(name: str, dataset_uri: str) -> DatasetCard | None:
+    """The stored card of a dataset, or None when it has none."""
+    uri = card_uri(dataset_uri)
+    if not storage.exists(uri):
+        return None
+    try:
+        raw = json.loads(storage.read_text(uri))
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{uri}: not a JSON card: {exc}") from exc
+    card = DatasetCard.from_dict(raw)
+    if card.name != name:
+        raise CardError(f"{uri}: the card is for dataset {card.name!r}, not {name!r}")
+    return replace(card, stored=True)
+
+
+def write_card(card: DatasetCard, dataset_uri: str) -> DatasetCard:
+    storage.write_text(card_uri(dataset_uri), json.dumps(card.to_dict(), indent=2) + "\n")
+    return replace(card, stored=True)
+
+
+def gate_override(name: str, env: dict[str, str] | os._Environ | None = None
+                  ) -> tuple[str, ...] | None:
+    """POSECOACH_GATE_SUBJECTS_<NAME>="s4,s5", when set."""
+    raw = (os.environ if env is None else env).get(GATE_ENV + name.upper())
+    if raw is None:
+        return None
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+def with_env(card: DatasetCard, env: dict[str, str] | os._Environ | None = None
+             ) -> DatasetCard:
+    """The card with the environment's overrides applied."""
+    gate = gate_override(card.name, env)
+    return card if gate is None else replace(card, gate_subjects=gate)
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """A card field's value from command-line text: lists comma-separated, segmentation as
+    EXERCISE=cycle|hold pairs, motion_only true/false/auto, beta a number."""
+    if key in ("gate_subjects", "exercises"):
+        return tuple(s.strip() for s in raw.split(",") if s.strip())
+    if key == "segmentation":
+        pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise CardError(f"segmentation {raw!r}: give EXERCISE=cycle|hold pairs")
+        return {k.strip(): v.strip() for k, v in pairs}
+    if key == "motion_only":
+        words = {"true": True, "false": False, AUTO: AUTO}
+        if raw.lower() not in words:
+            raise CardError(f"motion_only {raw!r}: give true, false or {AUTO}")
+        return words[raw.lower()]
+    if key == "beta":
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise CardError(f"beta {raw!r} is not a number") from exc
+    return raw
+
+
+def dataset_subjects(dataset: Dataset) -> set[str]:
+    """The subjects a dataset holds now (none when it does not exist yet)."""
+    if not dataset.exists():
+        return set()
+    return {str(s) for s in dataset.read_table(columns=["subject"]).column("subject").to_pylist()}
+
+
+def load_card(dataset: Dataset) -> DatasetCard:
+    """The dataset's card with the environment's overrides: the stored one, else the default
+    card from its data (`stored` False: `posecoach data create` writes it)."""
+    card = read_card(dataset.name, dataset.uri)
+    if card is None:
+        card = default_card(dataset.name, dataset_subjects(dataset))
+    return with_env(card)
+
+
+def ensure_card(dataset: Dataset) -> DatasetCard:
+    """Write the default card of a dataset that has data and no card yet; returns its card."""
+    card = read_card(dataset.name, dataset.uri)
+    if card is None and dataset.exists():
+        card = write_card(default_card(dataset.name, dataset_subjects(dataset)), dataset.uri)
+    return with_env(card) if card is not None else load_card(dataset)
+
+
+def save_card(dataset: Dataset, card: DatasetCard) -> DatasetCard:
+    """Check a card against the dataset's data (its gate subjects and exercises) and store it."""
+    if card.name != dataset.name:
+        raise CardError(f"card for {card.name!r} given to dataset {dataset.name!r}")
+    if dataset.exists():
+        card.check_gate(dataset_subjects(dataset))
+        exercises = dataset.read_table(columns=["exercise"]).column("exercise").to_pylist()
+        card.check_exercises(set(exercises))
+    return write_card(card, dataset.uri)
+
+
+def configure(dataset: Dataset, **changes: Any) -> DatasetCard:
+    """The dataset's card (stored, else default) with `changes`, checked and stored."""
+    stored = read_card(dataset.name, dataset.uri)
+    base = stored or default_card(dataset.name, dataset_subjects(dataset))
+    allowed = {f.name for f in fields(DatasetCard)} - {"name", "stored"}
+    if unknown := sorted(set(changes) - allowed):
+        raise CardError(f"dataset {dataset.name!r} card has no fields {unknown}")
+    return save_card(dataset, replace(base, **changes))
