@@ -9,8 +9,6 @@ from rich.table import Table
 
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail, work
-from flows.score import StoreUnavailable, score_flow
-from registry.versions import RegistryError
 
 
 def show(result: dict[str, Any]) -> None:
@@ -33,6 +31,8 @@ def show(result: dict[str, Any]) -> None:
         console.print("the model disagrees with the declared exercise in: "
                       + ", ".join(result["exercise_disagreements"]))
     console.print(f"reports in {result['out']}")
+    if result.get("overview"):
+        console.print(f"overview: {result['overview']}")
 
 
 def score(
@@ -41,13 +41,17 @@ def score(
     model: str = typer.Option(None, "--model", help="Registered model name."),
     version: str = typer.Option(None, "--version", help="Pin a version instead of @champion."),
     out: str = typer.Option(None, "--out", help="Where reports go (default: settings' reports)."),
+    no_html: bool = typer.Option(False, "--no-html", help="JSON, motions and table only."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded."""
+    from flows.score import StoreUnavailable, score_flow
+    from registry.versions import RegistryError
+
     try:
         with work(as_json):
             result = score_flow(path=path, dataset=dataset, version=version, out=out,
-                                model=model)
+                                model=model, html=not no_html, progress=not as_json)
     except (RegistryError, StoreUnavailable, FileNotFoundError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

@@ -39,9 +39,11 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from rich.progress import Progress
 
+from flows.drift import features_json
 from flows.output import console
 from flows.report_html import overview_page
 from flows.reports import ModelInfo, write_session
+from flows.review import run_name, write_review
 from model.data import storage
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
@@ -100,6 +102,7 @@ class ScoreSummary:
     error_records: list[dict] = field(default_factory=list)
     report_files: list[str] = field(default_factory=list)
     overview: str | None = None
+    review: dict | None = None
     seconds: float = 0.0
 
     @property
@@ -185,6 +188,7 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
     data["start_frame"] = [(r.get("frames") or [None, None])[0] for r in rows]
     data["end_frame"] = [(r.get("frames") or [None, None])[1] for r in rows]
     data["cues"] = [" ".join(r.get("cues") or []) for r in rows]
+    data["features"] = pa.array([r.get("features") for r in rows], pa.string())
     data["model"] = [info.name] * len(rows)
     data["model_version"] = [info.version] * len(rows)
     data["scored_at"] = [scored_at] * len(rows)
@@ -206,7 +210,7 @@ class Records:
 
     def session(self, uri: str, key: str, rows: list[dict], report: str, html: str,
                 summary: dict) -> None:
-        self.rows += [{**r, "key": key} for r in rows]
+        self.rows += [{**r, "key": key, "page": html} for r in rows]
         self.ledger.append({"key": key, "input": uri, "session_id": summary["session_id"],
                             "report": report, "html": html, "summary": json.dumps(summary)})
 
@@ -265,14 +269,17 @@ def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], l
     return todo, skipped
 
 
-def _rows(scored: SessionScore) -> list[dict]:
+def _rows(scored: SessionScore, model: TrainedModel) -> list[dict]:
     return [{**r.to_dict(), "input": scored.input, "session_id": scored.session_id,
-             "status": SCORED} for r in scored.results]
+             "status": SCORED, "features": features_json(r, model)} for r in scored.results]
 
 
 def readers(n_sessions: int) -> int:
-    """Processes that read and cut uploads beside this one: one per core, none for a few."""
-    return 0 if n_sessions < PARALLEL_MIN_SESSIONS else os.cpu_count() or 1
+    """Processes that read and cut uploads beside this one: one per core this process may run
+    on, none for a few sessions."""
+    if n_sessions < PARALLEL_MIN_SESSIONS:
+        return 0
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
@@ -307,7 +314,7 @@ def write_reports(scored: SessionScore, key: str, model: TrainedModel, out: str,
         records.error(scored.input, "report_failed",
                       f"{scored.input}: {type(exc).__name__}: {exc}")
         return
-    records.session(scored.input, key, _rows(scored), uris["json"], uris.get("html", ""),
+    records.session(scored.input, key, _rows(scored, model), uris["json"], uris.get("html", ""),
                     session_summary(report, uris))
 
 
@@ -390,6 +397,7 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
                         progress)
     page = overview(out, info, {k for _, k in todo}, set(skipped),
                     records.error_records) if html else None
+    review = write_review(out, run_name(), records.scored) if records.scored else None
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
     mismatched = sorted({r.get("session_id") or r["input"] for r in records.scored
                          if r.get("exercise_mismatch")})
@@ -400,6 +408,7 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
         mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
         unsure=labels.get("unsure", 0), exercise_disagreements=mismatched,
         error_records=records.error_records, report_files=records.reports, overview=page,
+        review=review,
         seconds=time.perf_counter() - began,
     )
 
