@@ -1,13 +1,15 @@
 """Real recordings: UI-PRMD deep squats (correct vs incorrect), the whole pipeline.
 
 Ingest ../shared/data/ui-prmd through the generic reader into the `uiprmd` dataset (the ingest
-flow) -> leave-one-subject-out cross-validation on Ray at the paper's settings (`nightly`
-profile; 10 folds, each trains the full model and its independent judge, a separated
-classifier, on nine subjects; the last epoch is kept, nothing is chosen on the held-out
-subject; the correction term weighted by BETA = 0.1 instead of 1) with the networks blind to
-each repetition's mean pose, the dataset's setting
-(DatasetSpec.motion_only -> TrainConfig.motion_only: a body's build and standing posture shift
-the scores of a new person; README says how it was chosen) -> one MLflow run
+flow, which gives it the default card every new dataset gets) -> leave-one-subject-out
+cross-validation on Ray at the `nightly` profile with the card's recipe, assembled as the
+retrain flow assembles it (model.settings.run_config(profile, card)): 10 folds, each trains the
+full model and its independent judge, a separated classifier, on nine subjects; the last epoch
+is kept; the card's `motion_only` "auto" is chosen inside each fold by an inner
+leave-one-subject-out over its nine training subjects (model.learn.recipe), never on the
+held-out subject; the card's correction weight beta (0.1 by default). No setting exists only
+here: a card written by hand (posecoach data configure uiprmd ...) is what this measures too.
+-> one MLflow run
 (registry.tracking.log_training_run, plus the judge's and the baselines' figures). In the same
 run, on the same sequences and folds: the plain baselines of
 SOURCE.md (bench/uiprmd_baseline.py).
@@ -34,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from bench import Row
 from bench.uiprmd_baseline import CLASSIFIERS, loso
 from flows.ingest import ingest_flow
+from model.data.card import load_card
 from model.data.dataset import Dataset
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
@@ -49,10 +52,6 @@ DATASET = "uiprmd"
 SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 PROFILE = "nightly"
 INCORRECT = "incorrect"
-# The correction term's weight in the loss (the paper: 1). On these recordings the soft-DTW
-# divergence outweighs the class NLL about a hundredfold in the shared trunk; 0.1 was chosen by
-# leave-one-subject-out over s01-s08 (README).
-BETA = 0.1
 
 
 def held_out_figures(model: TrainedModel, seqs: list[Sequence]) -> dict[str, float]:
@@ -81,6 +80,7 @@ def spread(per_fold: list[dict[str, float]]) -> dict[str, float]:
 def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
     """Per fold and over folds: the full model and its judge (the classification branch)."""
     full, judge, corrected, epochs = [], [], [], {"full": [], "judge": []}
+    chosen = []
     for fold in cv.folds:
         test = [s for s in seqs if s.subject == fold.held_out]
         models = {"full": TrainedModel.load(fold.model_dir),
@@ -88,13 +88,14 @@ def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
         full.append(held_out_figures(models["full"], test))
         judge.append(held_out_figures(models["judge"], test))
         corrected.append(fold.metrics["evaluation"]["correction"]["independent"]["incorrect"])
+        chosen.append({"held_out": fold.held_out, **models["full"].meta.get("recipe", {})})
         for key, model in models.items():
             epochs[key] += [row["seconds"] for row in model.meta["history"]]
     return {
         "full": {**spread(full), "folds": full,
                  "corrected_judged_correct": float(np.mean(corrected)),
                  "corrected_judged_correct_std": float(np.std(corrected)),
-                 "epoch_seconds": float(np.mean(epochs["full"]))},
+                 "epoch_seconds": float(np.mean(epochs["full"])), "recipe": chosen},
         "separated_classifier": {**spread(judge), "folds": judge,
                                  "epoch_seconds": float(np.mean(epochs["judge"]))},
     }
@@ -165,8 +166,8 @@ def measure(threads: int) -> list[Row]:
         raise RuntimeError(f"UI-PRMD ingest rejected inputs: {report.rejected_by_kind}")
     version = Dataset(DATASET).version()
     seqs = Dataset(DATASET).read(version=version)
-    spec = settings.get_dataset(DATASET)  # motion_only as the retrain flow has it
-    config = run_config(settings.get_profile(PROFILE), spec, threads=1, beta=BETA)
+    card = load_card(Dataset(DATASET))
+    config = run_config(settings.get_profile(PROFILE), card, threads=1)  # as retrain does
     began = time.perf_counter()
     cv = cross_validate(seqs, config, threads_per_fold=1)  # a fresh workdir: nothing reused
     cv_seconds = time.perf_counter() - began
@@ -183,16 +184,19 @@ def measure(threads: int) -> list[Row]:
     log_extra(run_id, {"gcn_full": gcn["full"],
                        "gcn_separated_classifier": gcn["separated_classifier"], **baselines})
     doc = {"dataset_version": version, "sequences": len(seqs), "profile": PROFILE,
-           "motion_only": config.motion_only, "beta": BETA,
+           "card": card.to_dict(), "motion_only": config.motion_only, "beta": config.beta,
            "cv_seconds": cv_seconds, "gcn": gcn, "baselines": baselines, "picture": picture,
            "mlflow_run": run_id, "ingest": report.to_dict()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "uiprmd.json").write_text(json.dumps(doc, indent=2, default=str))
     name = f"UI-PRMD deep squat LOSO, {len(cv.folds)} folds, {len(seqs)} reps"
     full = gcn["full"]
-    blind = ", motion only" if config.motion_only else ""
+    picked = sum(bool(f["motion_only"]["motion_only"]) for f in full["recipe"]
+                 if "motion_only" in f)
+    blind = (f", motion only in {picked} of {len(cv.folds)} folds"
+             if config.motion_only == "auto" else ", motion only" if config.motion_only else "")
     rows = [
-        Row(name, f"GCN full (nightly, beta {BETA}{blind})",
+        Row(name, f"GCN full (nightly, card: beta {config.beta}{blind})",
             cv_seconds, 1.0,
             f"{note(full)}; corrected incorrect judged correct "
             f"{full['corrected_judged_correct']:.1%}; {full['epoch_seconds']:.1f} s/epoch; "
