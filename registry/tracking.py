@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from model.data import storage
 from model.data.labels import class_name
 from model.data.names import metric_key
 from model.evaluate.summary import scalar_figures, summarise
@@ -167,4 +169,30 @@ def log_training_run(
             mlflow.log_dict(dict(calibration), "calibration.json")
             if calibration.get("reliability_png"):
                 mlflow.log_artifact(str(calibration["reliability_png"]))
+        return run.info.run_id
+
+
+def log_drift_run(dataset: str, drift: Mapping[str, Any], page: str | None = None) -> str:
+    """Log one drift report (flows.drift.DriftResult.to_dict()) as a run of the dataset's
+    experiment: per exercise `drift.<exercise>.<figure>` and `.psi.<feature>`, `drift.seen`, the
+    figures as drift.json and the page as an artifact when it is a local file."""
+    metrics: dict[str, float] = {"drift.seen": float(bool(drift.get("drift_seen"))),
+                                 "drift.n_scored": float(drift.get("n_scored") or 0)}
+    for e in drift.get("exercises", []):
+        key = f"drift.{metric_key(e['exercise'])}"
+        metrics[f"{key}.drifted"] = float(len(e["drifted"]))
+        for name in ("n_scored", "class_psi", "unsure_share"):
+            metrics[f"{key}.{name}"] = e[name]
+        for f in e["features"]:
+            metrics[f"{key}.psi.{metric_key(f['feature'])}"] = f["psi"]
+    finite = {_metric_name(k): float(v) for k, v in metrics.items()
+              if v is not None and math.isfinite(float(v))}
+    tags = {"dataset": dataset, "kind": "drift", "model_version": str(drift.get("model_version")),
+            "code_version": code_version()}
+    with mlflow.start_run(experiment_id=ensure_experiment(dataset), tags=tags,
+                          run_name=f"drift-{dataset}") as run:
+        mlflow.log_metrics(finite)
+        mlflow.log_dict(dict(drift), "drift.json")
+        if page and not storage.is_remote(page) and Path(page).is_file():
+            mlflow.log_artifact(page)
         return run.info.run_id

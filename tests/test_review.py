@@ -23,7 +23,7 @@ def test_select_takes_unsure_and_mismatches_then_an_audit_sample():
     assert reasons.count(UNSURE) == 2 and reasons.count(MISMATCH) == 1
     assert reasons.count(AUDIT) == 3
     assert len({(r.session_id, r.rep) for r in picked}) == 6  # no repetition twice
-    assert picked[0].report == "sess0.html#rep-3"
+    assert picked[0].report == "sess0.html#rep-4"
     assert select(scored_rows(), audit=3, limit=50, seed=1) == picked  # seeded
     assert len(select(scored_rows(), audit=10, limit=4)) == 4
 
@@ -35,9 +35,9 @@ def test_a_filled_csv_reads_back_labelled_rows_and_counts_the_rest():
     lines[1] = lines[1] + "knees_inward"  # the person labels the first row
     rows, errors, unlabelled = read_labelled("\n".join(lines) + "\n", "review.csv")
     assert errors == [] and unlabelled == len(picked) - 1
-    assert [(r.session_id, r.rep, r.label) for r in rows] == [
-        (picked[0].session_id, picked[0].rep, "knees_inward")]
-    assert rows[0].start_frame == picked[0].start_frame
+    assert [(line, r.session_id, r.rep, r.label) for line, r in rows] == [
+        (2, picked[0].session_id, picked[0].rep, "knees_inward")]
+    assert rows[0][1].start_frame == picked[0].start_frame
 
 
 def test_bad_rows_get_errors_naming_their_line_and_the_others_go_in():

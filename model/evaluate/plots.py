@@ -1,4 +1,5 @@
-"""Pictures (matplotlib, Agg): the confusion matrix, and a correction drawn over the original.
+"""Pictures (matplotlib, Agg): the confusion matrix, reliability diagrams, movement features
+of training against scored repetitions (drift), and a correction drawn over the original.
 
 Figures drawn from synthetic data carry the word "synthetic" in their title when the caller says
 so (`synthetic=True`); they are never EC3D's figures.
@@ -67,6 +68,28 @@ def plot_reliability(curves: dict[str, list[tuple[float, float, int]]], path: Ta
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(_title("held-out reliability", synthetic))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_drift(train: dict[str, np.ndarray], scored: dict[str, np.ndarray], path: Target,
+               title: str, synthetic: bool = False) -> Target:
+    """Histograms of movement features, training against scored (density), one panel each."""
+    names = list(train)
+    cols = min(3, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        both = np.concatenate([train[name], scored[name]])
+        bins = np.histogram_bin_edges(both[np.isfinite(both)], bins=20)
+        ax.hist(train[name], bins=bins, density=True, alpha=0.5, label="training")
+        ax.hist(scored[name], bins=bins, density=True, alpha=0.5, label="scored")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(_title(title, synthetic), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

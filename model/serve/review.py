@@ -51,13 +51,14 @@ def select(rows: Iterable[Mapping], audit: int, limit: int, seed: int = 0) -> li
 
 
 def _row(r: Mapping, reason: str) -> ReviewRow:
+    """A review row; its link points at the repetition on the session's page (numbered from 1)."""
     start, end = r["frames"]
     report = str(r.get("report") or "")
     return ReviewRow(session_id=str(r.get("session_id", "")), source=str(r.get("input", "")),
                      rep=int(r.get("rep", 0)), start_frame=int(start), end_frame=int(end),
                      exercise=str(r.get("exercise", "")), predicted=str(r["predicted"]),
                      confidence=float(r.get("confidence") or 0.0), reason=reason,
-                     report=f"{report}#rep-{int(r.get('rep', 0))}" if report else "")
+                     report=f"{report}#rep-{int(r.get('rep', 0)) + 1}" if report else "")
 
 
 def to_jsonl(rows: Iterable[ReviewRow]) -> str:
@@ -81,10 +82,11 @@ class RowError:
     reason: str
 
 
-def read_labelled(text: str, name: str) -> tuple[list[ReviewRow], list[RowError], int]:
+def read_labelled(text: str, name: str
+                  ) -> tuple[list[tuple[int, ReviewRow]], list[RowError], int]:
     """The rows of a filled-in review file (CSV, or JSON lines when `name` ends in .jsonl) that
-    carry a label; the rows that cannot be read, each with its line; and how many rows are still
-    unlabelled."""
+    carry a label, each with its line; the rows that cannot be read, each with its line; and how
+    many rows are still unlabelled."""
     if name.endswith(".jsonl"):
         records = []
         for line, raw in enumerate(text.splitlines(), 1):
@@ -108,7 +110,7 @@ def read_labelled(text: str, name: str) -> tuple[list[ReviewRow], list[RowError]
             unlabelled += 1
             continue
         try:
-            labelled.append(_parsed(rec))
+            labelled.append((line, _parsed(rec)))
         except (KeyError, TypeError, ValueError) as exc:
             errors.append(RowError(line, str(exc)))
     return labelled, errors, unlabelled
