@@ -3,17 +3,17 @@ compact | vacuum`."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from flows.cmd_review import ingest_review_file
 from flows.ingest import IngestReport, ingest_flow, quarantine_dir
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
-from flows.review import is_review_file
+from model.data.conventions import UP_AXES
 from model.data.dataset import Dataset
 from model.data.sequence import SequenceError
 
@@ -40,6 +40,11 @@ def show_report(report: dict[str, Any]) -> None:
             first = next(r for r in report["rejections"] if r["kind"] == kind)
             kinds.add_row(kind, str(count), f"{first['file']}: {first['reason']}")
         console.print(kinds)
+    taken = Counter(f"{key} {value['value']}" for file in report["conventions"].values()
+                    for key, value in file.items() if value["source"] == "data")
+    if taken:
+        console.print("taken from the data: " + ", ".join(
+            f"{what} ({n} file{'s' * (n > 1)})" for what, n in sorted(taken.items())))
     if report["released"]:
         console.print(f"{len(report['released'])} fixed file(s) left quarantine")
     console.print(f"{report['inputs']} inputs in {report['seconds']:.1f} s "
@@ -53,7 +58,12 @@ def ingest(
     dataset: str = DatasetOpt,
     layout: str = typer.Option(None, "--layout", help="Input layout, when not told by the file."),
     skeleton: str = typer.Option(None, "--skeleton", help="Declared skeleton of the poses."),
-    units: str = typer.Option(None, "--units", help="Declared units: m, cm or mm."),
+    units: str = typer.Option(None, "--units", help="Units m, cm or mm, over what the files "
+                              "declare and the data says."),
+    up: str = typer.Option(None, "--up", help="Up axis (+x, -x, +y, -y, +z, -z), over what the "
+                           "files declare and the data says."),
+    mirrored: bool = typer.Option(None, "--mirrored/--not-mirrored",
+                                  help="Left-handed coordinates or not, over the data's word."),
     fps: float = typer.Option(None, "--fps", help="Declared frame rate."),
     exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
     subject: str = typer.Option(None, "--subject", help="Declared subject."),
@@ -67,14 +77,14 @@ def ingest(
 
     Re-ingest fixed files with `posecoach ingest var/quarantine/DATASET --dataset DATASET`.
     """
-    declared = _declared(layout=layout, skeleton=skeleton, units=units, fps=fps,
+    declared = _declared(layout=layout, skeleton=skeleton, units=units, up=up, mirrored=mirrored,
+                         fps=fps,
                          exercise=exercise, subject=subject, label=label, pattern=pattern)
+    if up is not None and up not in UP_AXES:
+        fail(f"--up {up!r}: one of {', '.join(UP_AXES)}")
     missing = [s for s in sources if not Path(s).exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
-    if len(sources) == 1 and is_review_file(sources[0]):
-        ingest_review_file(sources[0], dataset, as_json)
-        return
     try:
         report: IngestReport = ingest_flow(sources, dataset, **declared)
     except SequenceError as exc:

@@ -31,6 +31,11 @@ def show(result: dict) -> None:
     """The paper's table for every variant, then the paper's own figures for reference."""
     marker = " [yellow](synthetic data, not EC3D's figures)[/yellow]" if (
         result["data"]["synthetic"]) else ""
+    console.print(f"subject keys, sorted: {', '.join(result['subject_order'])}; training "
+                  f"{', '.join(result['train_subjects'])}; test "
+                  f"{', '.join(result['test_subjects'])}"
+                  + (f"; unused {', '.join(result['unused_subjects'])}"
+                     if result["unused_subjects"] else ""))
     for variant, d in result["variants"].items():
         ev = Evaluation.from_dict(d)
         table = Table(title=f"{variant}: train {'+'.join(result['train_subjects'])}, test "
@@ -63,6 +68,10 @@ def show(result: dict) -> None:
                       f"{result['refused'][0]['source']}: {result['refused'][0]['reason']}")
 
 
+def _keys(text: str | None) -> list[str] | None:
+    return None if text is None else [k.strip() for k in text.split(",") if k.strip()]
+
+
 def paper_protocol(
     ec3d: Path = typer.Option(..., "--ec3d", help="EC3D's data_3D.pickle (read restricted)."),
     variant: str = typer.Option(
@@ -73,6 +82,12 @@ def paper_protocol(
                                  "(default: a new folder under $POSECOACH_HOME/paper)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Mark the figures as synthetic "
                                    "(the pickle came from posecoach's generator)."),
+    train_subjects: str = typer.Option(None, "--train-subjects", help="Comma-separated subject "
+                                       "keys that train (default: the first three, sorted)."),
+    test_subjects: str = typer.Option(None, "--test-subjects", help="Comma-separated subject "
+                                      "keys that test (default: the fourth, sorted)."),
+    up: str = typer.Option(None, "--up", help="Up axis (+x ... -z), over what the data says."),
+    units: str = typer.Option(None, "--units", help="m, cm or mm, over what the data says."),
     model: Path = typer.Option(None, "--model", help="A saved model folder to evaluate instead "
                                "of training (e.g. one imported by `models import-paper`)."),
     judge: Path = typer.Option(None, "--judge", help="With --model: the saved judge."),
@@ -90,9 +105,12 @@ def paper_protocol(
     if not ec3d.is_file():
         fail(f"--ec3d {ec3d}: no such file")
     workdir = workdir or settings.home / "paper" / time.strftime("%Y%m%d-%H%M%S")
+    choice = {"train_subjects": _keys(train_subjects), "test_subjects": _keys(test_subjects),
+              "declared": {k: v for k, v in (("up", up), ("units", units)) if v is not None}}
     try:
-        result = (run_protocol(ec3d, variants, chosen, workdir, synthetic) if model is None
-                  else run_saved(ec3d, model, judge, workdir, synthetic))
+        result = (run_protocol(ec3d, variants, chosen, workdir, synthetic, **choice)
+                  if model is None else run_saved(ec3d, model, judge, workdir, synthetic,
+                                                  **choice))
     except (SequenceError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

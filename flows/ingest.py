@@ -4,6 +4,8 @@ Every input ends as a row of the dataset or as an error record: a sequence that 
 validation, a file that cannot be read at all, a file with nothing in it. Each rejected file is
 copied to `<quarantine>/<dataset>/` and described in `_errors.jsonl` there, one JSON line per
 rejection (file, original, sequence, kind, reason, time, the fields the file was read with).
+The report says, per file, which up axis, units and mirroring its rows got and from where
+(declared, an option, or the data).
 Ingesting a file from the quarantine folder again, once fixed, takes it out of quarantine when
 nothing in it is rejected any more.
 """
@@ -27,7 +29,7 @@ from prefect.cache_policies import NONE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.output import console
-from model.data.card import ensure_card, load_card
+from model.data.conventions import file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.names import safe_file_name
 from model.data.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
@@ -63,6 +65,7 @@ class IngestReport:
     quarantined: list[str]
     released: list[str]
     seconds: float
+    conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -92,6 +95,7 @@ class ReadResult:
 
     sequences: list[tuple[str, Sequence]]
     rejections: list[Rejection]
+    conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> int:
@@ -158,6 +162,7 @@ def _read_unit(unit: Unit, on_file: Any) -> ReadResult:
                 out.rejections.append(Rejection(file, item.source, item.kind, item.reason))
             else:
                 out.sequences.append((file, item))
+                out.conventions.setdefault(file, file_conventions(item))
     except SequenceError as exc:
         out.rejections.append(Rejection(str(unit.path), None, exc.kind, exc.reason))
     except Exception as exc:  # a reader bug or an exotic failure must still leave a record
@@ -182,6 +187,7 @@ def read_inputs(units: list[Unit]) -> ReadResult:
             got = _read_unit(unit, lambda: bar.advance(job))
             out.sequences += got.sequences
             out.rejections += got.rejections
+            out.conventions |= got.conventions
     return out
 
 
@@ -190,10 +196,8 @@ def _describe(seq: Sequence) -> str:
 
 
 @task(name="validate", cache_policy=NONE)
-def validate_sequences(read: ReadResult, exercises: tuple[str, ...] = ()
-                       ) -> tuple[list[Sequence], list[Rejection]]:
-    """Keep the sequences that pass validate_many and are of the dataset card's `exercises`
-    (any, when it lists none); the others become rejections."""
+def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection]]:
+    """Keep the sequences that pass validate_many; the others become rejections."""
     good: list[Sequence] = []
     bad: list[Rejection] = []
     with _progress() as bar:
@@ -202,11 +206,6 @@ def validate_sequences(read: ReadResult, exercises: tuple[str, ...] = ()
             batch = read.sequences[start:start + VALIDATE_BATCH]
             checked = validate_many(seq for _, seq in batch)
             for (path, seq), result in zip(batch, checked, strict=True):
-                if not isinstance(result, SequenceError) and exercises and (
-                        result.exercise not in exercises):
-                    result = SequenceError(str(path), f"exercise {result.exercise!r} is not on "
-                                           f"the dataset's card ({', '.join(exercises)})",
-                                           "unknown_exercise")
                 if isinstance(result, SequenceError):
                     bad.append(Rejection(path, _describe(seq), result.kind, result.reason))
                 else:
@@ -321,11 +320,9 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
     start = time.perf_counter()
     units = plan(sources, dataset, declared)
     read = read_inputs(units)
-    card = load_card(Dataset(dataset))
-    good, invalid = validate_sequences(read, card.exercises)
+    good, invalid = validate_sequences(read)
     note = f"ingest of {', '.join(map(str, sources))}"[:500]
     written = write_dataset(dataset, good, note)
-    ensure_card(Dataset(dataset))  # a dataset's first ingest writes its default card
     rejections = read.rejections + invalid
     quarantined, released = quarantine(dataset, units, rejections)
     return IngestReport(
@@ -333,5 +330,5 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
         accepted=len(good), inserted=written.inserted, duplicates=written.duplicates,
         updated=written.updated, rejections=rejections, version=written.version,
         quarantined=quarantined, released=released,
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(time.perf_counter() - start, 3), conventions=read.conventions,
     )

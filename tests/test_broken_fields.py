@@ -50,7 +50,7 @@ def test_ec3d_labels_with_an_empty_field_name_it(seqs, tmp_path, empty, column) 
     assert all(column in x.reason and str(path) in str(x) for x in out)
 
 
-@pytest.mark.parametrize("field", ["subject", "exercise", "label", "skeleton", "units", "fps"])
+@pytest.mark.parametrize("field", ["subject", "exercise", "label", "skeleton", "fps"])
 @pytest.mark.parametrize("empty", [None, "", " "])
 def test_json_fields_null_or_empty_are_named(seqs, tmp_path, field, empty) -> None:
     path = write_sequences_json([seqs[0]], tmp_path / "one.json")

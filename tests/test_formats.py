@@ -89,7 +89,8 @@ def test_session_round_trip(tmp_path, suffix):
     seq, _ = make_session("u3", "lunge", ["correct", "knee_passes_toe"], seed=1)
     path = write_session(seq, tmp_path / f"s.{suffix}")
     back = read_session(path)
-    assert back.label is None and back.meta == {"session_id": seq.meta["session_id"]}
+    assert back.label is None and back.meta["session_id"] == seq.meta["session_id"]
+    assert (back.meta["up"], back.meta["mirrored"]) == ("+z", False)  # told by the data
     assert (back.subject, back.exercise, back.skeleton, back.units, back.fps) == (
         "u3", "lunge", "ec3d19", "m", 30.0)
     assert np.array_equal(back.poses, seq.poses, equal_nan=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.data.ec3d_pickle import write_ec3d_pickle
+from flows.paper import read_split
+from model.data.ec3d_pickle import safe_load, write_ec3d_pickle
+from model.data.sequence import SequenceError
 from model.data.synth import make_dataset
 
 runner = CliRunner()
@@ -69,7 +72,49 @@ def test_a_pickle_without_the_test_subject_fails_with_the_reason(tmp_path):
     result = run("--ec3d", str(path), "--workdir", str(tmp_path / "w"))
     assert result.exit_code != 0
     text = " ".join(result.output.split())
-    assert "two.pickle" in text and "s4" in text
+    assert "two.pickle" in text and "subject keys in the file: 1, 2" in text
+    assert "--test-subjects" in text
+
+
+def _named_pickle(path, names: dict[str, object]):
+    """An EC3D pickle whose subjects are the given keys (numbers or names)."""
+    seqs = make_dataset(n_subjects=len(names), reps=1, seed=3, exercises=("squat",))
+    data = safe_load(write_ec3d_pickle(seqs, path))
+    data["labels"] = data["labels"].astype(object)
+    data["labels"][:, 1] = [names[f"s{n}"] for n in data["labels"][:, 1]]
+    path.write_bytes(pickle.dumps(data))
+    return path, seqs
+
+
+@pytest.mark.parametrize("keys,train,test", [
+    ({"s1": "dave", "s2": "alice", "s3": "carol", "s4": "bob"}, ["alice", "bob", "carol"],
+     ["dave"]),
+    ({"s1": 10, "s2": 2, "s3": 3, "s4": 1}, ["1", "2", "3"], ["10"]),
+])
+def test_subject_keys_are_sorted_and_taken_by_position(tmp_path, keys, train, test):
+    path, seqs = _named_pickle(tmp_path / "named.pickle", keys)
+    split = read_split(path)
+    assert (split.train_keys, split.test_keys) == (train, test)
+    per_subject = len(seqs) // len(keys)
+    assert (len(split.train), len(split.test)) == (3 * per_subject, per_subject)
+    chosen = read_split(path, train_subjects=[test[0]], test_subjects=train[:2])
+    assert (chosen.train_keys, chosen.test_keys, chosen.unused_keys) == (
+        [test[0]], train[:2], [train[2]])
+    with pytest.raises(SequenceError, match="zoe: no such subject"):
+        read_split(path, test_subjects=["zoe"])
+    with pytest.raises(SequenceError, match="both train and test"):
+        read_split(path, train_subjects=train, test_subjects=train[:1])
+
+
+def test_the_cli_prints_which_keys_train_and_test(tmp_path):
+    path, _ = _named_pickle(tmp_path / "named.pickle",
+                            {"s1": "dave", "s2": "alice", "s3": "carol", "s4": "bob"})
+    result = run("--ec3d", str(path), "--workdir", str(tmp_path / "w"), "--variant",
+                 "separated_classifier", "--train-subjects", "alice,bob",
+                 "--test-subjects", "dave")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "training alice, bob; test dave; unused carol" in text
 
 
 def test_unknown_variant_and_missing_file(tmp_path):

@@ -80,7 +80,7 @@ def test_missing_fields_are_named_per_sequence(tmp_path, seqs):
     path = _headerless_csv(seqs[0], tmp_path / "bare.csv")
     (err,) = list(iter_sequences(path))
     assert isinstance(err, SequenceError) and err.kind == "missing_field"
-    for field in ("skeleton", "units", "fps", "subject", "exercise", "label"):
+    for field in ("skeleton", "fps", "subject", "exercise", "label"):
         assert field in err.reason
 
 

@@ -157,7 +157,8 @@ def test_sessions_are_cut_then_scored(model):
 
 
 def test_a_session_without_repetitions_is_an_error_naming_it(model, test_seqs):
-    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0)
+    jitter = np.random.default_rng(0).normal(0, 1e-3, (90, *test_seqs[0].poses.shape[1:]))
+    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0) + jitter.astype(np.float32)
     session = replace(test_seqs[0], poses=still, exercise="squat", source="still.json")
     with pytest.raises(SequenceError, match="still.json: no squat repetition") as err:
         score_session(model, session)

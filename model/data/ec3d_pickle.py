@@ -131,6 +131,11 @@ def _subject(value: object) -> str:
         return text
 
 
+def _subject_key(value: object) -> int | float | str:
+    """The subject as the labels hold it, as a plain number or text."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
     src = str(path)
     if not isinstance(data, dict) or "poses" not in data or "labels" not in data:
@@ -148,9 +153,13 @@ def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
     return poses, labels
 
 
-def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0, zeros_lost: bool = True
-                     ) -> Iterator[Sequence | SequenceError]:
+def read_ec3d_pickle(path: Path, units: str | None = None, fps: float = 30.0,
+                     zeros_lost: bool = True) -> Iterator[Sequence | SequenceError]:
     """The sequences of an EC3D pickle, in ec3d19; a SequenceError for a piece it cannot use.
+
+    Nothing is assumed of the axes: `units` None (not declared) and no up axis, for
+    model.data.conventions to tell from the data. meta["subject_key"] keeps the subject as
+    the labels hold it (a number or a name), which the paper's protocol sorts by.
 
     Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout).
     With `zeros_lost`, exact (0, 0, 0) joints are lost joints (NaN).
@@ -189,7 +198,7 @@ def read_ec3d_pickle(path: Path, units: str = "m", fps: float = 30.0, zeros_lost
         joints = zeros_as_lost(joints) if zeros_lost else joints.astype(np.float32)
         yield Sequence(poses=joints, subject=_subject(subj_raw),
                        exercise=exercise, skeleton="ec3d19", fps=float(fps), label=label, rep=rep,
-                       source=where, units=units)
+                       source=where, units=units, meta={"subject_key": _subject_key(subj_raw)})
 
 
 def _subject_number(subject: str) -> int:
@@ -200,8 +209,9 @@ def _subject_number(subject: str) -> int:
     return int(match.group(1))
 
 
-def write_ec3d_pickle(seqs: list[Sequence], path: Path) -> Path:
-    """Write ec3d19 sequences in EC3D's layout (NaN in the 6 BODY_25 slots EC3D lacks)."""
+def write_ec3d_pickle(seqs: list[Sequence], path: Path, units: str = "m") -> Path:
+    """Write ec3d19 sequences in EC3D's layout (NaN in the 6 BODY_25 slots EC3D lacks), their
+    coordinates in `units`."""
     pose_blocks, label_blocks = [], []
     for seq in seqs:
         if seq.skeleton != "ec3d19":
@@ -212,7 +222,8 @@ def write_ec3d_pickle(seqs: list[Sequence], path: Path) -> Path:
         n = seq.n_frames
         block = np.full((n, 3, len(BODY25_NAMES)), np.nan, dtype=np.float64)
         block[:, :, list(EC3D_BODY25_INDICES)] = (
-            np.asarray(seq.poses, dtype=np.float64) * UNITS[seq.units]).transpose(0, 2, 1)
+            np.asarray(seq.poses, dtype=np.float64) * (UNITS[seq.units] / UNITS[units])
+        ).transpose(0, 2, 1)
         pose_blocks.append(block)
         row = [_EXERCISE_NAMES[seq.exercise], _subject_number(seq.subject),
                _LABEL_IDS[seq.label], int(seq.rep)]

@@ -45,10 +45,14 @@ from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
 
 ZEROS_LOST = "zeros_lost"
-SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST)
-SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise", ZEROS_LOST)
-REQUIRED = ("skeleton", "units", "fps", "subject", "exercise")
-TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label")
+UP, MIRRORED = "up", "mirrored"  # the axis conventions (model.data.conventions)
+TIMESTAMPS = "timestamps"  # seconds of each frame (JSON), to check the frame rate against
+SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST,
+                   UP, MIRRORED)
+SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise", ZEROS_LOST,
+                  UP, MIRRORED)
+REQUIRED = ("skeleton", "fps", "subject", "exercise")
+TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label", UP)
 PARQUET_META_KEY = b"posecoach"
 
 
@@ -132,6 +136,18 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
                                         "surrogate)", "bad_field")
 
 
+def _timestamps(value: object, frames: int, source: str) -> list[float]:
+    """A sequence's frame times: one number per frame, increasing."""
+    try:
+        stamps = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise SequenceError(source, "timestamps are not numbers", "bad_field") from e
+    if stamps.shape != (frames,) or not (np.diff(stamps) > 0).all():
+        raise SequenceError(source, f"timestamps are not {frames} increasing numbers, one per "
+                                    "frame", "bad_field")
+    return stamps.tolist()
+
+
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
                    ) -> Sequence:
     """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
@@ -147,7 +163,11 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
     except (TypeError, ValueError) as e:
         raise SequenceError(source, f"fps {fields['fps']!r} or rep {fields.get('rep')!r} is not a "
                                     "number", "bad_field") from e
-    meta = {}
+    meta = {k: str(fields[k]) for k in (UP,) if not _absent(fields.get(k))}
+    if fields.get(TIMESTAMPS) is not None:
+        meta[TIMESTAMPS] = _timestamps(fields[TIMESTAMPS], np.shape(poses)[0], source)
+    if not _absent(fields.get(MIRRORED)):
+        meta[MIRRORED] = flag(fields[MIRRORED], MIRRORED, source)
     if session:
         given = fields.get("session_id")
         meta["session_id"] = Path(source).name.split(".")[0] if _absent(given) else str(given)
@@ -155,7 +175,7 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
         poses=poses, subject=str(fields["subject"]), exercise=str(fields["exercise"]),
         skeleton=str(fields["skeleton"]), fps=fps,
         label=None if session else str(fields["label"]), rep=rep, source=source,
-        units=str(fields["units"]), meta=meta,
+        units=None if _absent(fields.get("units")) else str(fields["units"]), meta=meta,
     )
 
 
@@ -166,7 +186,7 @@ def _fields(seq: Sequence, session: bool) -> dict:
         out["session_id"] = seq.meta.get("session_id") or f"{seq.subject}-{seq.exercise}"
     else:
         out |= {"label": seq.label, "rep": int(seq.rep)}
-    return out
+    return out | {k: seq.meta[k] for k in (UP, MIRRORED) if seq.meta.get(k) is not None}
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:
@@ -217,7 +237,8 @@ def read_sequences_json(path: Path, declared: dict) -> Iterator[Sequence | Seque
         try:
             if not isinstance(item, dict) or "poses" not in item:
                 raise SequenceError(src, "no 'poses' in this item", "bad_layout")
-            fields = {**declared, **shared, **{k: item[k] for k in SEQUENCE_FIELDS if k in item}}
+            fields = {**declared, **shared,
+                      **{k: item[k] for k in (*SEQUENCE_FIELDS, TIMESTAMPS) if k in item}}
             yield build_sequence(_poses_from_nested(item["poses"], src), fields, src)
         except SequenceError as e:
             yield e

@@ -1,8 +1,10 @@
 """The one normalisation, used identically in training and scoring.
 
 In order: units to metres; missing joints (NaN) filled by linear interpolation in time; the
-source skeleton mapped onto the model's (joint maps in model.data.skeletons); the declared up axis
-turned to +z; frames resampled to the model's rate (linear interpolation); every frame centred
+source skeleton mapped onto the model's (joint maps in model.data.skeletons); the up axis (the
+sequence's meta `up`, settled by model.data.conventions, else the layout's, else +z) turned to
++z, and mirrored (left-handed) coordinates made right-handed; frames resampled to the
+model's rate (linear interpolation); every frame centred
 on its mid-hip; the whole sequence turned about the vertical so that the mean hip line (right to
 left hip) points along +y, which makes the body face +x; optionally divided by body size (the
 median of neck-to-mid-hip plus hip-knee-ankle lengths, relative to a 0.9 m reference) so that
@@ -26,12 +28,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from model.data.conventions import is_mirrored, up_of
 from model.data.sequence import UNITS, Sequence
 from model.data.skeletons import get_skeleton, joint_map
 
 REFERENCE_BODY_M = 0.9
 
-_UP_ROTATIONS = {
+UP_ROTATIONS = {  # each turns its up axis to +z (proper rotations)
     "+z": np.eye(3),
     "-z": np.diag([1.0, -1.0, -1.0]),
     "+y": np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]),
@@ -129,26 +132,31 @@ def normalize_many(seqs: list[Sequence], norm: Normalization) -> list[tuple[np.n
     out: list[tuple[np.ndarray, float]] = [None] * len(seqs)  # type: ignore[list-item]
     groups: dict[tuple, list[int]] = {}
     for k, seq in enumerate(seqs):
-        groups.setdefault((seq.skeleton, seq.units, float(seq.fps)), []).append(k)
-    for (skeleton, units, fps), members in groups.items():
-        results = _normalize_group([seqs[k].poses for k in members], skeleton, units, fps, norm)
+        groups.setdefault((seq.skeleton, seq.units, float(seq.fps), up_of(seq),
+                           is_mirrored(seq)), []).append(k)
+    for (skeleton, units, fps, up, mirrored), members in groups.items():
+        results = _normalize_group([seqs[k].poses for k in members], skeleton, units, fps, norm,
+                                   up, mirrored)
         for k, result in zip(members, results, strict=True):
             out[k] = result
     return out
 
 
 def _normalize_group(chunks: list[np.ndarray], skeleton: str, units: str, fps: float,
-                     norm: Normalization) -> list[tuple[np.ndarray, float]]:
-    """The normalisation of sequences sharing a skeleton, units and rate, frames concatenated."""
+                     norm: Normalization, up: str = "+z", mirrored: bool = False
+                     ) -> list[tuple[np.ndarray, float]]:
+    """The normalisation of sequences sharing a skeleton, units, rate, up axis and handedness,
+    frames concatenated."""
     jm = joint_map(skeleton, norm.skeleton)
-    up = get_skeleton(skeleton).up
     lengths = [len(c) for c in chunks]
     poses = np.concatenate(chunks, dtype=np.float64)  # one copy, converted on the way
     poses *= UNITS[units]
     _fill_lost(poses, lengths)
     poses = jm.apply(poses)
     if up != "+z":
-        poses = poses @ _UP_ROTATIONS[up].T
+        poses = poses @ UP_ROTATIONS[up].T
+    if mirrored:
+        poses[..., 0] *= -1.0  # a horizontal axis: right-handed again, up kept
     if abs(fps - norm.fps) >= 1e-9:
         parts = [resample(c, fps, norm.fps) for c in _split(poses, lengths)]
         lengths = [len(c) for c in parts]

@@ -4,7 +4,10 @@ Where a file's fields come from, weakest first: a built-in layout (`layout=`, or
 from a file name when no manifest applies), a `posecoach.json` manifest in the file's folder or
 a folder above it (up to the folder being read), the options declared by the caller, the
 manifest's or layout's file-name `pattern` (a regular expression searched in the file's path,
-named groups subject, exercise, label, rep), and last the file itself, which wins.
+named groups subject, exercise, label, rep), and last the file itself, which wins. A layout
+can also come from a JSON layout file (`layout_file`, model.data.layouts); its sequences are
+mapped onto the canonical joints as they are read. Then each file is one source whose up axis,
+units and mirroring are settled against its data (model.data.conventions).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from model.data.conventions import settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
     SEQUENCE_FIELDS,
@@ -24,16 +28,19 @@ from model.data.formats import (
     read_sequence_npz,
     read_sequences_json,
 )
+from model.data.layouts import load_layout, to_canonical
 from model.data.sequence import Sequence, SequenceError
 
 MANIFEST = "posecoach.json"
-DECLARABLE = (*SEQUENCE_FIELDS, "layout", "pattern")
+LAYOUT_FILE = "layout_file"
+DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
     "uiprmd": {
         "skeleton": "vicon39",
         "units": "mm",
+        "up": "+z",
         "fps": 100.0,
         "exercise": "squat",
         "pattern": r"/(?P<label>correct|incorrect)/m\d+_(?P<subject>s\d+)_e(?P<rep>\d+)"
@@ -74,6 +81,8 @@ def _manifest(folder: Path, root: Path) -> dict:
             if not isinstance(doc, dict):
                 raise SequenceError(str(candidate), "manifest is not a JSON object",
                                     "bad_manifest")
+            if isinstance(doc.get(LAYOUT_FILE), str):  # relative to the manifest's folder
+                doc[LAYOUT_FILE] = str(d / doc[LAYOUT_FILE])
             return doc
         if d == root:
             break
@@ -113,6 +122,8 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
     layout = _layout(layout_name, path) if layout_name else (
         {} if manifest else _recognised_layout(path))
     merged = {**layout, **manifest, **{k: v for k, v in declared.items() if v is not None}}
+    if merged.get(LAYOUT_FILE):
+        merged["skeleton"] = load_layout(merged[LAYOUT_FILE]).skeleton.name
     pattern = merged.pop("pattern", None)
     merged.pop("layout", None)
     if pattern:
@@ -120,19 +131,32 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
     return merged
 
 
-def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
-    fields = declared_fields(path, root, declared)
+def _parse_file(path: Path, fields: dict) -> Iterator[Sequence | SequenceError]:
     if path.name.lower().endswith(_PICKLE_SUFFIXES):
-        yield from read_ec3d_pickle(path, units=fields.get("units", "m"),
-                                    fps=float(fields.get("fps", 30.0)),
-                                    zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
-                                                    str(path)))
+        for item in read_ec3d_pickle(path, units=fields.get("units"),
+                                     fps=float(fields.get("fps", 30.0)),
+                                     zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
+                                                     str(path))):
+            yield item if isinstance(item, SequenceError) else with_declared(item, fields)
         return
     reader = _READERS.get(_suffix(path))
     if reader is None:
         known = ", ".join((*_READERS, *_PICKLE_SUFFIXES))
         raise SequenceError(str(path), f"unknown file type (known: {known})", "unknown_format")
     yield from reader(path, fields)
+
+
+def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    """The file's items, its sequences' axes and units settled together (one source)."""
+    fields = declared_fields(path, root, declared)
+    items = list(_parse_file(path, fields))
+    if fields.get(LAYOUT_FILE):
+        layout = load_layout(fields[LAYOUT_FILE])
+        items = [s if isinstance(s, SequenceError) else to_canonical(s, layout) for s in items]
+    seqs = iter(settle([s for s in items if not isinstance(s, SequenceError)], declared,
+                       str(path)))
+    for item in items:
+        yield item if isinstance(item, SequenceError) else next(seqs)
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -148,9 +172,13 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
 
     Yields unvalidated Sequences, or a SequenceError for a piece (or, in a folder, a file) that
     cannot be parsed. Raises SequenceError when `path` itself is missing or, being a file, is
-    unreadable as a whole. Declarable: skeleton, units, fps, subject, exercise, label, rep,
-    zeros_lost (exact (0, 0, 0) joints are lost joints: the `openpose` layout's convention, and
-    EC3D pickles' unless declared false), layout (e.g. "uiprmd", "openpose") and pattern.
+    unreadable as a whole. Declarable: skeleton, units, up, mirrored, fps, subject, exercise,
+    label, rep, zeros_lost (exact (0, 0, 0) joints are lost joints: the `openpose` layout's
+    convention, and EC3D pickles' unless declared false), layout (e.g. "uiprmd", "openpose"),
+    layout_file (a JSON layout, model.data.layouts: its files are read in its joints and mapped
+    onto the canonical ones) and pattern. Each file's up axis, units and mirroring are settled
+    against its data (model.data.conventions); `up`, `units` and `mirrored` given here override
+    both.
     """
     unknown = sorted(set(declared) - set(DECLARABLE))
     if unknown:
@@ -169,8 +197,12 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
         raise SequenceError(str(path), "no such file or folder", "unreadable")
 
 
-def read_session(path: Path) -> Sequence:
-    """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set."""
+def read_session(path: Path, layout_file: str | Path | None = None, **forced: object
+                 ) -> Sequence:
+    """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
+    axes and units settled (model.data.conventions), `forced` (up, units, mirrored) as given.
+    With a `layout_file`, a session in that layout's skeleton is mapped onto the canonical
+    joints."""
     path = Path(path)
     if not path.is_file():
         raise SequenceError(str(path), "no such file (a session is one file)", "unreadable")
@@ -178,4 +210,10 @@ def read_session(path: Path) -> Sequence:
     if reader is None:
         raise SequenceError(str(path), f"unknown session file type (known: "
                                        f"{', '.join(SESSION_READERS)})", "unknown_format")
-    return reader(path)
+    layout = load_layout(layout_file) if layout_file else None
+    session = reader(path)
+    [session] = settle([to_canonical(session, layout) if layout else session], forced,
+                       str(path))
+    if isinstance(session, SequenceError):
+        raise session
+    return session

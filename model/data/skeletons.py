@@ -1,4 +1,5 @@
-"""Skeletons as data: joint names, bones for drawing, the up axis, and joint maps onto EC3D's 19.
+"""Skeletons as data: joint names, bones for drawing, the up axis where a layout fixes it (a
+camera's, or image coordinates'), and joint maps onto EC3D's 19.
 
 A joint map says, for each canonical joint, which source joints make it (their mean). A source
 layout that lacks a canonical joint declares a stand-in (for example a heel from the ankle); such
@@ -18,7 +19,7 @@ class Skeleton:
     name: str
     joints: tuple[str, ...]
     bones: tuple[tuple[str, str], ...]
-    up: str = "+z"
+    up: str | None = None  # the up axis when the layout fixes it; None: the data's or declared
 
     @property
     def n_joints(self) -> int:
@@ -52,10 +53,18 @@ class JointMap:
         return w
 
     def apply(self, poses: np.ndarray) -> np.ndarray:
-        """Map (frames, source joints, 3) onto (frames, target joints, 3)."""
+        """Map (frames, source joints, 3) onto (frames, target joints, 3). A lost (NaN) source
+        joint makes lost only the target joints made from it."""
         if self.source == self.target:
             return poses
-        return self.weights.astype(poses.dtype) @ poses
+        weights = self.weights.astype(poses.dtype)
+        lost = np.isnan(poses)
+        if not lost.any():
+            return weights @ poses
+        mapped = weights @ np.where(lost, 0, poses)
+        feeds = (self.weights != 0).T.astype(float)  # (source joints, target joints)
+        mapped[lost.any(axis=-1).astype(float) @ feeds > 0] = np.nan
+        return mapped
 
 
 BODY25_NAMES = (
@@ -107,8 +116,8 @@ VICON39_NAMES = (
 
 
 SKELETONS: dict[str, Skeleton] = {
-    "ec3d19": Skeleton("ec3d19", EC3D_JOINTS, _EC3D_BONES, up="+z"),
-    "body25": Skeleton("body25", BODY25_NAMES, _EC3D_BONES, up="+z"),
+    "ec3d19": Skeleton("ec3d19", EC3D_JOINTS, _EC3D_BONES),
+    "body25": Skeleton("body25", BODY25_NAMES, _EC3D_BONES),
     "coco17": Skeleton(
         "coco17",
         COCO17_NAMES,
@@ -144,7 +153,6 @@ SKELETONS: dict[str, Skeleton] = {
          ("LKNE", "LANK"), ("LANK", "LTOE"), ("LANK", "LHEE"), ("RASI", "RKNE"),
          ("RKNE", "RANK"), ("RANK", "RTOE"), ("RANK", "RHEE"), ("C7", "CLAV"),
          ("LFHD", "RFHD")),
-        up="+z",
     ),  # fmt: skip
 }
 

@@ -1,0 +1,392 @@
+"""Axes, units and handedness told by the data, and checked against what a source declares.
+
+A source (one file, or one uploaded session) is estimated once, pooled over all its sequences,
+on the canonical joints (the source's joint map):
+- the vertical axis and its sign: the signed coordinate axis nearest to the pooled direction
+  from the feet to the head over the frames of upright exercises, and from the elbows
+  up to the shoulders over lying ones (a plank rests on its arms), so that a file
+  of squats, lunges and planks agrees on one axis;
+- the unit scale: the body's size (neck to mid-hip plus hip-knee-ankle, the measure of
+  model.data.normalize.body_size) is a plausible human one in exactly one of m, cm and mm;
+  only bodies whose bone lengths hold steady over frames count;
+- mirroring: left-handed coordinates, which some estimators write, from the body's own left
+  (left hip and shoulder minus the right ones), its facing (heels to toes, neck to nose) and
+  the vertical; in right-handed coordinates facing x left = up;
+- the frame rate, where a sequence carries its frames' timestamps (meta `timestamps`).
+
+`settle` then fixes each sequence's fields. What an option forces (`--up`, `--units`,
+`mirrored`) is taken as it is. What the source declares (the file, its manifest, its layout) is
+kept when the data agrees or cannot tell, and is an error naming the source, the declaration
+and the estimate when the data says otherwise. What nobody declared is taken from the data,
+and is an error when the data cannot tell. What was decided, and from where, is recorded in
+the sequence's meta under `conventions`; the up axis and mirroring under `up` and `mirrored`,
+where model.data.normalize reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from model.data.sequence import MAX_BODY_EXTENT_M, UNITS, Sequence, SequenceError
+from model.data.skeletons import CANONICAL, SkeletonError, get_skeleton, joint_map
+
+UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
+UP, MIRRORED, CONVENTIONS, TIMESTAMPS = "up", "mirrored", "conventions", "timestamps"
+FORCEABLE = (UP, "units", MIRRORED)
+LYING_EXERCISES = frozenset({"plank"})
+
+MIN_FRAMES = 10  # frames of signal below which the data cannot tell
+MIN_AGREEMENT = 0.6  # share of frames whose own nearest axis is the pooled one
+MAX_TILT_DEG = 30.0  # the pooled direction this far from its nearest axis is no axis
+BODY_RANGE_M = (0.4, 2.5)  # plausible body sizes (a child to a very tall adult)
+MAX_BONE_SPREAD = 0.25  # relative spread of a bone's length over frames for a body
+MIN_HANDEDNESS = 0.3  # mean handedness (-1 left-handed .. +1 right-handed) to tell
+MAX_FPS_ERROR = 0.05  # relative difference of a declared rate from the timestamps'
+
+_HEAD = ("nose", "neck")
+_FEET = ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe", "r_big_toe")
+_SHOULDERS = ("l_shoulder", "r_shoulder")
+_ELBOWS = ("l_elbow", "r_elbow")
+_BONES = (("l_hip", "l_knee"), ("r_hip", "r_knee"), ("l_knee", "l_ankle"),
+          ("r_knee", "r_ankle"), ("neck", "mid_hip"))
+
+
+def axis_vector(up: str) -> np.ndarray:
+    """The unit vector of a signed axis name ("+x" ... "-z")."""
+    if up not in UP_AXES:
+        raise ValueError(f"up axis {up!r} is not one of {', '.join(UP_AXES)}")
+    v = np.zeros(3)
+    v["xyz".index(up[1])] = 1.0 if up[0] == "+" else -1.0
+    return v
+
+
+def _nearest_axis(v: np.ndarray) -> np.ndarray:
+    """Index into UP_AXES of the signed axis nearest to each row of v (rows, 3)."""
+    i = np.argmax(np.abs(v), axis=-1)
+    return 2 * i + (np.take_along_axis(v, i[..., None], axis=-1)[..., 0] < 0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a source's data says; a field is None where the data cannot tell."""
+
+    up: str | None
+    up_agreement: float
+    up_tilt_deg: float | None
+    up_frames: int
+    units: str | None
+    body_size: float | None  # in the source's own units
+    mirrored: bool | None
+    handedness: float | None
+    fps: float | None
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _canonical(seq: Sequence) -> np.ndarray | None:
+    """The sequence's poses on the canonical joints, float64; None where it cannot be mapped."""
+    try:
+        jm = joint_map(seq.skeleton, CANONICAL)
+        n_joints = get_skeleton(seq.skeleton).n_joints
+    except SkeletonError:
+        return None
+    poses = np.asarray(seq.poses)
+    if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (n_joints, 3):
+        return None
+    poses = poses.astype(np.float64)
+    poses[~np.isfinite(poses)] = np.nan
+    return jm.apply(poses)
+
+
+def _mean(poses: np.ndarray, joints: Iterable[str]) -> np.ndarray:
+    sk = get_skeleton(CANONICAL)
+    return poses[:, [sk.index(j) for j in joints]].mean(axis=1)
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    """Rows of v made unit length; rows that are not finite or are zero dropped."""
+    norm = np.linalg.norm(v, axis=-1)
+    ok = np.isfinite(norm) & (norm > 1e-9)
+    return v[ok] / norm[ok, None]
+
+
+def _up_votes(poses: np.ndarray, exercise: str) -> np.ndarray:
+    """Per frame, the unit direction the body says is up (rows with no signal dropped)."""
+    if exercise in LYING_EXERCISES:
+        return _unit_rows(_mean(poses, _SHOULDERS) - _mean(poses, _ELBOWS))
+    return _unit_rows(_mean(poses, _HEAD) - _mean(poses, _FEET))
+
+
+def _estimate_up(votes: np.ndarray) -> tuple[str | None, float, float | None]:
+    if len(votes) < MIN_FRAMES:
+        return None, 0.0, None
+    pooled = votes.mean(axis=0)
+    best = int(_nearest_axis(pooled[None])[0])
+    agreement = float(np.mean(_nearest_axis(votes) == best))
+    cos = abs(pooled).max() / max(float(np.linalg.norm(pooled)), 1e-12)
+    tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    told = agreement >= MIN_AGREEMENT and tilt <= MAX_TILT_DEG
+    return (UP_AXES[best] if told else None), agreement, tilt
+
+
+def _lengths(poses: np.ndarray, a: str, b: str) -> np.ndarray:
+    sk = get_skeleton(CANONICAL)
+    return np.linalg.norm(poses[:, sk.index(a)] - poses[:, sk.index(b)], axis=-1)
+
+
+def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-frame body size (source units) and the median relative spread of bone lengths."""
+    legs = sum(_lengths(poses, a, b) for a, b in _BONES[:4]) / 2
+    sizes = _lengths(poses, *_BONES[4]) + legs
+    spreads = []
+    for a, b in _BONES:
+        length = _lengths(poses, a, b)
+        length = length[np.isfinite(length)]
+        if len(length) and np.median(length) > 0:
+            spreads.append(float(np.std(length) / np.median(length)))
+    return sizes[np.isfinite(sizes)], float(np.median(spreads)) if spreads else np.inf
+
+
+def _estimate_units(sizes: np.ndarray, spread: float) -> tuple[str | None, float | None]:
+    if len(sizes) < MIN_FRAMES:
+        return None, None
+    size = float(np.median(sizes))
+    if spread > MAX_BONE_SPREAD:
+        return None, size
+    low, high = BODY_RANGE_M
+    fits = [u for u, scale in UNITS.items() if low <= size * scale <= high]
+    return (fits[0] if len(fits) == 1 else None), size
+
+
+def _handedness(poses: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Per frame, +1 for right-handed coordinates and -1 for mirrored ones (rows dropped where
+    the body's facing or left is not seen)."""
+    left = (_mean(poses, ("l_hip", "l_shoulder")) - _mean(poses, ("r_hip", "r_shoulder")))
+    facing = (_mean(poses, ("l_big_toe", "r_big_toe")) - _mean(poses, ("l_heel", "r_heel"))
+              + _mean(poses, ("nose",)) - _mean(poses, ("neck",)))
+    left = left - np.outer(left @ up, up)
+    facing = facing - np.outer(facing @ up, up)
+    triple = np.cross(facing, left) @ up
+    scale = np.linalg.norm(facing, axis=-1) * np.linalg.norm(left, axis=-1)
+    ok = np.isfinite(triple) & (scale > 1e-12)
+    return triple[ok] / scale[ok]
+
+
+def _estimate_fps(seqs: list[Sequence]) -> float | None:
+    steps = []
+    for seq in seqs:
+        stamps = np.asarray(seq.meta.get(TIMESTAMPS, ()), dtype=float)
+        if stamps.ndim == 1 and len(stamps) > 1:
+            steps.append(np.diff(stamps))
+    if not steps:
+        return None
+    step = float(np.median(np.concatenate(steps)))
+    return 1.0 / step if step > 0 else None
+
+
+def estimate(seqs: list[Sequence], up: str | None = None) -> Estimate:
+    """What the data of one source says, pooled over its sequences. Mirroring is judged in the
+    frame of `up` when given (the axis that will be used), else of the estimated one."""
+    mapped = [(seq, _canonical(seq)) for seq in seqs]
+    mapped = [(seq, p) for seq, p in mapped if p is not None and len(p)]
+    with np.errstate(invalid="ignore"):
+        votes = [_up_votes(p, seq.exercise) for seq, p in mapped]
+        found_up, agreement, tilt = _estimate_up(
+            np.concatenate(votes) if votes else np.empty((0, 3)))
+        bodies = [_body_sizes(p) for _, p in mapped]
+        sizes = np.concatenate([s for s, _ in bodies]) if bodies else np.empty(0)
+        spread = float(np.median([s for _, s in bodies])) if bodies else np.inf
+        units, size = _estimate_units(sizes, spread)
+        judged = up or found_up
+        hands = (np.concatenate([_handedness(p, axis_vector(judged)) for _, p in mapped])
+                 if judged and mapped else np.empty(0))
+    handedness = float(hands.mean()) if len(hands) >= MIN_FRAMES else None
+    mirrored = None if handedness is None or abs(handedness) < MIN_HANDEDNESS else (
+        handedness < 0)
+    return Estimate(up=found_up, up_agreement=agreement, up_tilt_deg=tilt,
+                    up_frames=int(sum(len(v) for v in votes)), units=units, body_size=size,
+                    mirrored=mirrored, handedness=handedness, fps=_estimate_fps(seqs))
+
+
+class ConventionError(SequenceError):
+    """A declaration that the data contradicts, or a field that nobody declared and the data
+    cannot tell."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One field of one sequence: its value and where it came from."""
+
+    value: object
+    source: str  # "option", "declared", "data" or "default"
+
+
+def _evidence(field: str, est: Estimate) -> str:
+    """What the data showed for a field, in words."""
+    if field == UP:
+        if est.up_tilt_deg is None:
+            return f"too few frames with a visible body ({est.up_frames})"
+        return (f"the body's up is along {est.up or 'no one axis'}: the nearest axis in "
+                f"{est.up_agreement:.0%} of {est.up_frames} frames, pooled "
+                f"{est.up_tilt_deg:.0f} degrees off it")
+    if field == "units":
+        if est.body_size is None:
+            return "too few frames with a visible body"
+        return (f"the body measures {est.body_size:.4g} in the file's units (neck to mid-hip "
+                "plus hip-knee-ankle)")
+    if field == MIRRORED:
+        if est.handedness is None:
+            return "the body's facing and left side are not seen"
+        return f"handedness {est.handedness:+.2f} (+1 right-handed, -1 mirrored)"
+    return f"the timestamps give {est.fps:.4g} frames per second"
+
+
+def _found(field: str, est: Estimate) -> object:
+    return {UP: est.up, "units": est.units, MIRRORED: est.mirrored, "fps": est.fps}[field]
+
+
+def _declared(seq: Sequence, field: str) -> object:
+    """What the source declared for a field of this sequence; None where nothing."""
+    if field == UP:
+        return seq.meta.get(UP) or _layout_up(seq.skeleton)
+    if field == "units":
+        return seq.units or None
+    if field == MIRRORED:
+        return seq.meta.get(MIRRORED)
+    return float(seq.fps)
+
+
+def _layout_up(skeleton: str) -> str | None:
+    try:
+        return get_skeleton(skeleton).up
+    except SkeletonError:
+        return None
+
+
+def _agrees(field: str, declared: object, found: object) -> bool:
+    if field == "fps":
+        return abs(float(declared) - float(found)) <= MAX_FPS_ERROR * float(found)
+    return declared == found
+
+
+def _absurd_in(seq: Sequence, units: object, est: Estimate) -> bool:
+    """Whether the body is impossibly large in the declared units: validation rejects it as
+    absurd coordinates, which says more than a contradiction would."""
+    return (est.body_size is not None and units in UNITS
+            and est.body_size * UNITS[units] > MAX_BODY_EXTENT_M)
+
+
+def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision | None:
+    """The field's value and its origin; None where nobody declared it and the data cannot
+    tell. ConventionError where the declaration contradicts the data."""
+    if field in forced:
+        return Decision(forced[field], "option")
+    declared, found = _declared(seq, field), _found(field, est)
+    if declared is None:
+        return None if found is None else Decision(found, "data")
+    if field == UP and declared not in UP_AXES:
+        raise ConventionError(seq.source or seq.subject, f"up {declared!r} is not one of "
+                                                         f"{', '.join(UP_AXES)}", "bad_field")
+    if field == "units" and declared not in UNITS:
+        return Decision(declared, "declared")  # validation names the unknown units
+    if found is not None and not _agrees(field, declared, found) and not (
+            field == "units" and _absurd_in(seq, declared, est)):
+        option = {UP: f"--up {declared}", "units": f"--units {declared}",
+                  MIRRORED: "the mirrored option", "fps": "the right --fps"}[field]
+        raise ConventionError(
+            seq.source or seq.subject,
+            f"{field} is declared {declared!r}, but the data says {found!r} "
+            f"({_evidence(field, est)}); fix the declaration, or pass {option} to keep it",
+            "contradicts_data")
+    return Decision(declared, "declared")
+
+
+def _has_body(seq: Sequence) -> bool:
+    """Whether the sequence itself shows a body in MIN_FRAMES frames (a sequence that does not
+    is left to validation, which names what is wrong with it)."""
+    poses = _canonical(seq)
+    return poses is not None and int(np.isfinite(poses).all(axis=(1, 2)).sum()) >= MIN_FRAMES
+
+
+def _checked_forced(forced: dict, source: str) -> dict:
+    out = {k: v for k, v in forced.items() if k in FORCEABLE and v is not None}
+    if UP in out and out[UP] not in UP_AXES:
+        raise ConventionError(source, f"up {out[UP]!r} is not one of {', '.join(UP_AXES)}",
+                              "bad_field")
+    if "units" in out and out["units"] not in UNITS:
+        raise ConventionError(source, f"units {out['units']!r} are not one of "
+                                      f"{', '.join(UNITS)}", "unknown_units")
+    if MIRRORED in out:
+        out[MIRRORED] = bool(out[MIRRORED])
+    return out
+
+
+def _settled(seq: Sequence, forced: dict, est: Estimate) -> Sequence:
+    decisions = {f: _decide(seq, f, forced, est) for f in (UP, "units", MIRRORED, "fps")}
+    missing = [f for f in (UP, "units") if decisions[f] is None]
+    if missing and _has_body(seq):
+        raise ConventionError(
+            seq.source or seq.subject,
+            "; ".join(f"{f} is not declared and the data cannot tell it ({_evidence(f, est)})"
+                      for f in missing) + ": declare it in the file, posecoach.json or an "
+                                          "option", f"unknown_{missing[0]}")
+    decisions[MIRRORED] = decisions[MIRRORED] or Decision(False, "default")
+    meta = {k: v for k, v in seq.meta.items() if k != TIMESTAMPS}
+    record = {f: asdict(d) for f, d in decisions.items() if d is not None}
+    meta[CONVENTIONS] = {**record, "estimate": est.to_dict()}
+    if decisions[UP] is not None:
+        meta[UP] = decisions[UP].value
+    meta[MIRRORED] = bool(decisions[MIRRORED].value)
+    units = decisions["units"].value if decisions["units"] is not None else seq.units
+    return replace(seq, units=units, meta=meta)
+
+
+def settle(seqs: list[Sequence], forced: dict | None = None, source: str = ""
+           ) -> list[Sequence | SequenceError]:
+    """The sequences of one source with their up axis, units and mirroring decided (see the
+    module's docstring), in order; a ConventionError in place of each one that cannot be.
+
+    `forced`: up, units and mirrored given as options, taken as they are. Raises
+    ConventionError (naming `source`) when a forced value is not a valid one."""
+    forced = _checked_forced(forced or {}, source)
+    declared_ups = {_declared(s, UP) for s in seqs} & set(UP_AXES)
+    judged = forced.get(UP) or (declared_ups.pop() if len(declared_ups) == 1 else None)
+    est = estimate(seqs, up=judged)
+    out: list[Sequence | SequenceError] = []
+    for seq in seqs:
+        try:
+            out.append(_settled(seq, forced, est))
+        except ConventionError as exc:
+            out.append(exc)
+    return out
+
+
+def with_declared(seq: Sequence, fields: dict) -> Sequence:
+    """The sequence with the up axis and mirroring that `fields` (a file's manifest, layout or
+    options) declare, where the sequence itself declares none."""
+    meta = dict(seq.meta)
+    for key in (UP, MIRRORED):
+        if meta.get(key) is None and fields.get(key) is not None:
+            meta[key] = fields[key]
+    return replace(seq, meta=meta) if meta != seq.meta else seq
+
+
+def up_of(seq: Sequence) -> str:
+    """The up axis a sequence's coordinates use: settled or declared (meta `up`), else its
+    layout's, else +z."""
+    return seq.meta.get(UP) or _layout_up(seq.skeleton) or "+z"
+
+
+def is_mirrored(seq: Sequence) -> bool:
+    """Whether a sequence's coordinates are mirrored (left-handed): meta `mirrored`."""
+    return bool(seq.meta.get(MIRRORED))
+
+
+def file_conventions(seq: Sequence) -> dict[str, dict]:
+    """A settled sequence's up axis, units, mirroring and rate, each with where it came from."""
+    record = seq.meta.get(CONVENTIONS) or {}
+    return {k: v for k, v in record.items() if k != "estimate"}

@@ -1,0 +1,170 @@
+"""Layouts as data (model.data.layouts): a 20-joint Kinect v1-like export and a 22-joint
+SMPL-like one read through a JSON layout file, without padding, onto the canonical joints;
+broken layout files are refused naming the file and the problem."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from model.data.formats import write_sequence_csv, write_sequence_npz
+from model.data.layouts import LayoutError, load_layout
+from model.data.normalize import UP_ROTATIONS, Normalization, normalize_many
+from model.data.readers import iter_sequences
+from model.data.sequence import Sequence, SequenceError, validate_many
+from model.data.skeletons import EC3D_JOINTS
+from model.data.synth import make_dataset
+
+J = {name: i for i, name in enumerate(EC3D_JOINTS)}
+SIDES = (("l", "left"), ("r", "right"))
+
+
+def _hand(p: np.ndarray, side: str) -> np.ndarray:
+    wrist, elbow = p[:, J[f"{side}_wrist"]], p[:, J[f"{side}_elbow"]]
+    return wrist + 0.3 * (wrist - elbow)
+
+
+def kinect1(p: np.ndarray) -> dict[str, np.ndarray]:
+    """Kinect v1's 20 joints, made from canonical poses (the inverse of its map)."""
+    out = {"hip_center": p[:, J["mid_hip"]], "spine": (p[:, J["mid_hip"]] + p[:, J["neck"]]) / 2,
+           "shoulder_center": p[:, J["neck"]], "head": p[:, J["nose"]]}
+    for s, side in SIDES:
+        out |= {f"shoulder_{side}": p[:, J[f"{s}_shoulder"]],
+                f"elbow_{side}": p[:, J[f"{s}_elbow"]], f"wrist_{side}": p[:, J[f"{s}_wrist"]],
+                f"hand_{side}": _hand(p, s)}
+    for s, side in SIDES:
+        out |= {f"hip_{side}": p[:, J[f"{s}_hip"]], f"knee_{side}": p[:, J[f"{s}_knee"]],
+                f"ankle_{side}": p[:, J[f"{s}_ankle"]], f"foot_{side}": p[:, J[f"{s}_big_toe"]]}
+    return out
+
+
+KINECT1_MAP = {
+    "nose": "head", "neck": "shoulder_center", "mid_hip": "hip_center",
+    **{f"{s}_{part}": f"{part}_{side}" for s, side in SIDES
+       for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")},
+    **{f"{s}_big_toe": f"foot_{side}" for s, side in SIDES},
+    **{f"{s}_heel": f"ankle_{side}" for s, side in SIDES},
+}
+
+
+def smpl22(p: np.ndarray) -> dict[str, np.ndarray]:
+    """SMPL's 22 body joints, made from canonical poses."""
+    hip, neck = p[:, J["mid_hip"]], p[:, J["neck"]]
+    out = {"pelvis": hip, "spine1": hip + (neck - hip) / 4, "spine2": hip + (neck - hip) / 2,
+           "spine3": hip + 3 * (neck - hip) / 4, "neck": neck, "head": p[:, J["nose"]]}
+    for s, _ in SIDES:
+        out |= {f"{s}_hip": p[:, J[f"{s}_hip"]], f"{s}_knee": p[:, J[f"{s}_knee"]],
+                f"{s}_ankle": p[:, J[f"{s}_ankle"]], f"{s}_foot": p[:, J[f"{s}_big_toe"]],
+                f"{s}_collar": (neck + p[:, J[f"{s}_shoulder"]]) / 2,
+                f"{s}_shoulder": p[:, J[f"{s}_shoulder"]], f"{s}_elbow": p[:, J[f"{s}_elbow"]],
+                f"{s}_wrist": p[:, J[f"{s}_wrist"]]}
+    return out
+
+
+SMPL22_MAP = {
+    "nose": ["head"], "neck": ["neck"], "mid_hip": ["pelvis"],
+    **{f"{s}_{part}": [f"{s}_{part}"] for s, _ in SIDES
+       for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")},
+    **{f"{s}_big_toe": [f"{s}_foot"] for s, _ in SIDES},
+    **{f"{s}_heel": [f"{s}_ankle"] for s, _ in SIDES},
+}
+
+EXPORTS = {
+    # name: (joints from canonical poses, map, up declared by the layout, how files are written)
+    "kinect1": (kinect1, KINECT1_MAP, "+y", write_sequence_csv),
+    "smpl22": (smpl22, SMPL22_MAP, None, write_sequence_npz),
+}
+
+
+def layout_doc(name: str) -> dict:
+    make, mapping, up, _ = EXPORTS[name]
+    joints = list(make(np.zeros((1, 19, 3))))
+    doc = {"format": "posecoach-layout", "name": name, "joints": joints,
+           "bones": [[joints[0], joints[1]]], "map": dict(mapping),
+           "approximate": ["nose", "l_heel", "r_heel"]}
+    return doc | ({"up": up} if up else {})
+
+
+@pytest.fixture(scope="module")
+def seqs() -> list[Sequence]:
+    return make_dataset(n_subjects=1, reps=1, seed=8)
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_an_export_in_its_own_joints_reads_onto_the_canonical_ones(seqs, tmp_path, name):
+    make, _, up, write = EXPORTS[name]
+    layout_path = tmp_path / f"{name}.json"
+    layout_path.write_text(json.dumps(layout_doc(name)))
+    layout = load_layout(layout_path)
+    n_joints = len(layout.skeleton.joints)
+    assert n_joints == {"kinect1": 20, "smpl22": 22}[name]
+    folder = tmp_path / "export"
+    suffix = "csv" if write is write_sequence_csv else "npz"
+    for k, seq in enumerate(seqs):
+        joints = make(np.asarray(seq.poses, np.float64))
+        poses = np.stack(list(joints.values()), axis=1) @ UP_ROTATIONS[up or "+z"]
+        write(replace(seq, poses=poses.astype(np.float32), skeleton=name),
+              folder / f"{k:03d}.{suffix}")
+    (folder / "posecoach.json").write_text(json.dumps({"layout_file": f"../{name}.json"}))
+    out = list(iter_sequences(folder))
+    assert not [o for o in out if isinstance(o, SequenceError)]
+    read = validate_many(out)
+    assert {s.skeleton for s in read} == {"ec3d19"}
+    assert {s.meta["layout"] for s in read} == {name}
+    assert {s.meta["up"] for s in read} == {up or "+z"}
+    assert read[0].meta["conventions"]["up"]["source"] == ("declared" if up else "data")
+    keep = [J[j] for j in EC3D_JOINTS if not j.endswith("heel")]  # heels stand in from ankles
+    norm = Normalization()
+    for got, want in zip(normalize_many(read, norm), normalize_many(seqs, norm), strict=True):
+        np.testing.assert_allclose(got[0][:, keep], want[0][:, keep], atol=2e-5,
+                                   equal_nan=True)
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda d: d["map"].update(nose=["forehead"]), "does not list: forehead"),
+    (lambda d: d["map"].pop("l_heel"), "leaves out canonical joints l_heel"),
+    (lambda d: d["map"].update(tail=["head"]), "not canonical joints: tail"),
+    (lambda d: d.update(bones=[["head", "antenna"]]), "'bones' names joints"),
+    (lambda d: d.update(joints=d["joints"] + ["head"]), "more than once"),
+    (lambda d: d.update(approximate=["pinky"]), "'approximate' names joints"),
+    (lambda d: d.update(up="up"), "'up' is 'up'"),
+    (lambda d: d.update(name="kinect2"), "already a layout (built in)"),
+    (lambda d: d.update(colour="red"), "unknown keys colour"),
+])
+def test_a_broken_layout_file_is_refused_naming_it(tmp_path, change, problem):
+    doc = layout_doc("kinect1")
+    doc["name"] = f"kinect1-{tmp_path.name}"
+    change(doc)
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LayoutError) as err:
+        load_layout(path)
+    assert problem in err.value.reason and str(path) in str(err.value)
+
+
+def test_a_batch_with_a_broken_layout_file_goes_on(seqs, tmp_path):
+    good_layout = tmp_path / "kinect1.json"
+    good_layout.write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(good_layout)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "_layout.json").write_text('{"name": "x", "joints": [')  # "_": not data
+    (broken / "posecoach.json").write_text(json.dumps({"layout_file": "_layout.json"}))
+    poses = np.stack(list(kinect1(np.asarray(seqs[0].poses, np.float64)).values()), axis=1)
+    write_sequence_csv(replace(seqs[0], poses=poses.astype(np.float32), skeleton="kinect1"),
+                       broken / "take.csv")
+    write_sequence_csv(seqs[0], tmp_path / "plain" / "take.csv")
+    out = list(iter_sequences(tmp_path / "broken")) + list(iter_sequences(tmp_path / "plain"))
+    [err] = [o for o in out if isinstance(o, SequenceError)]
+    assert err.kind == "bad_layout_file" and "_layout.json" in str(err)
+    assert len([o for o in out if not isinstance(o, SequenceError)]) == 1
+
+
+def test_a_missing_layout_file_is_named(seqs, tmp_path):
+    path = write_sequence_csv(seqs[0], tmp_path / "take.csv")
+    with pytest.raises(SequenceError) as err:
+        list(iter_sequences(path, layout_file=str(tmp_path / "nowhere.json")))
+    assert err.value.kind == "unreadable" and "nowhere.json" in str(err.value)
