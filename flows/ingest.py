@@ -29,6 +29,7 @@ from prefect.cache_policies import NONE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.output import console
+from model.data.card import ensure_card, load_card
 from model.data.conventions import file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.names import safe_file_name
@@ -196,8 +197,10 @@ def _describe(seq: Sequence) -> str:
 
 
 @task(name="validate", cache_policy=NONE)
-def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection]]:
-    """Keep the sequences that pass validate_many; the others become rejections."""
+def validate_sequences(read: ReadResult, exercises: tuple[str, ...] = ()
+                       ) -> tuple[list[Sequence], list[Rejection]]:
+    """Keep the sequences that pass validate_many and are of the dataset card's `exercises`
+    (any, when it lists none); the others become rejections."""
     good: list[Sequence] = []
     bad: list[Rejection] = []
     with _progress() as bar:
@@ -206,6 +209,11 @@ def validate_sequences(read: ReadResult) -> tuple[list[Sequence], list[Rejection
             batch = read.sequences[start:start + VALIDATE_BATCH]
             checked = validate_many(seq for _, seq in batch)
             for (path, seq), result in zip(batch, checked, strict=True):
+                if not isinstance(result, SequenceError) and exercises and (
+                        result.exercise not in exercises):
+                    result = SequenceError(str(path), f"exercise {result.exercise!r} is not on "
+                                           f"the dataset's card ({', '.join(exercises)})",
+                                           "unknown_exercise")
                 if isinstance(result, SequenceError):
                     bad.append(Rejection(path, _describe(seq), result.kind, result.reason))
                 else:
@@ -320,9 +328,11 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
     start = time.perf_counter()
     units = plan(sources, dataset, declared)
     read = read_inputs(units)
-    good, invalid = validate_sequences(read)
+    card = load_card(Dataset(dataset))
+    good, invalid = validate_sequences(read, card.exercises)
     note = f"ingest of {', '.join(map(str, sources))}"[:500]
     written = write_dataset(dataset, good, note)
+    ensure_card(Dataset(dataset))  # a dataset's first ingest writes its default card
     rejections = read.rejections + invalid
     quarantined, released = quarantine(dataset, units, rejections)
     return IngestReport(

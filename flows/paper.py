@@ -25,7 +25,7 @@ from model.evaluate.folds import fit, judge_config_for
 from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.saved import TrainedModel
-from model.settings import Profile, get_settings, run_config
+from model.settings import Profile, run_config
 
 DATASET = "ec3d"
 TRAIN_POSITIONS = 3  # the first three subjects by sorted key train, the fourth tests
@@ -128,12 +128,11 @@ def run_protocol(path: Path, variants: list[str], profile: Profile, workdir: Pat
     the figures as one dict. `choice`: read_split's subjects and declared options."""
     split = _checked_split(path, **choice)
     train, test = split.train, split.test
-    spec = get_settings().get_dataset(DATASET)
-    judge = fit(train, judge_config_for(run_config(profile, spec)), workdir, "judge",
+    judge = fit(train, judge_config_for(run_config(profile)), workdir, "judge",
                 progress=progress)
     figures = {}
     for variant in variants:
-        config = run_config(profile, spec, variant=variant)
+        config = run_config(profile, variant=variant)
         model = fit(train, config, workdir, variant, progress=progress)
         ev = evaluate(model, test, judge)
         plot = plot_confusion(ev, workdir / f"confusion-{variant}.png", synthetic=synthetic)

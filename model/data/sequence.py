@@ -2,7 +2,8 @@
 
 Missing joints (a pose estimator that lost a joint for a few frames) are NaN; a sequence may have
 a few of them (they are filled by interpolation when normalised) but not many. Infinite values,
-wrong shapes, absurd sizes, unknown units, skeletons or exercises are refused with a
+wrong shapes, absurd sizes, unknown units or skeletons, exercise names that are not plain
+(any exercise is welcome; a dataset's card may restrict them) are refused with a
 SequenceError that names the input and the problem. So are degenerate sequences, each under its
 own kind: no joint left at all (`no_joints`), every joint at one point in every frame
 (`collapsed`), nothing moving from the first frame to the last (`no_motion`).
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.data.names import exercise_name
 from model.data.skeletons import SKELETONS
-from model.settings import EXERCISES
 
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 MIN_FRAMES = 10
@@ -82,11 +83,10 @@ def _checked_poses(seq: Sequence) -> np.ndarray:
     src = _source(seq)
     if seq.skeleton not in SKELETONS:
         raise SequenceError(src, f"unknown skeleton {seq.skeleton!r}", "unknown_skeleton")
-    if seq.exercise not in EXERCISES:
-        raise SequenceError(
-            src, f"unknown exercise {seq.exercise!r} (known: {', '.join(EXERCISES)})",
-            "unknown_exercise",
-        )
+    try:
+        exercise_name(seq.exercise)
+    except ValueError as exc:
+        raise SequenceError(src, str(exc), "unknown_exercise") from exc
     if seq.units is not None and seq.units not in UNITS:
         raise SequenceError(
             src, f"unknown units {seq.units!r} (known: {', '.join(UNITS)})", "unknown_units"

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from model.data.formats import write_session
-from model.data.labels import EC3D_LABEL_NAMES, EC3D_LABELS
+from model.data.labels import EC3D_EXERCISES, EC3D_LABEL_NAMES, EC3D_LABELS
 from model.data.normalize import UP_ROTATIONS
 from model.data.sequence import Sequence
 from model.data.skeletons import EC3D_JOINTS, get_skeleton
-from model.settings import CORRECT, EXERCISES
+from model.settings import CORRECT
 
 CANONICAL = "ec3d19"
 SYNTH_FPS = 30.0
@@ -399,7 +399,7 @@ def make_rep(subject: Subject, exercise: str, label: str, rng: np.random.Generat
 
 
 def make_dataset(n_subjects: int = 4, reps: int = 8, seed: int = 0,
-                 exercises: Iterable[str] = EXERCISES) -> list[Sequence]:
+                 exercises: Iterable[str] = EC3D_EXERCISES) -> list[Sequence]:
     """`reps` repetitions of every (subject, exercise, label); subjects "s1".."sN"."""
     seqs = []
     for k in range(1, n_subjects + 1):
