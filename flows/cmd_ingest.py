@@ -10,9 +10,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from flows.cmd_review import ingest_review_file
 from flows.ingest import IngestReport, ingest_flow, quarantine_dir
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
+from flows.review import is_review_file
 from model.data.conventions import UP_AXES
 from model.data.dataset import Dataset
 from model.data.sequence import SequenceError
@@ -85,6 +87,9 @@ def ingest(
     missing = [s for s in sources if not Path(s).exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
+    if len(sources) == 1 and is_review_file(sources[0]):
+        ingest_review_file(sources[0], dataset, as_json)
+        return
     try:
         report: IngestReport = ingest_flow(sources, dataset, **declared)
     except SequenceError as exc:
