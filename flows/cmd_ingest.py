@@ -17,6 +17,7 @@ from flows.output import console, emit, fail
 from flows.review import is_review_file
 from model.data.conventions import UP_AXES
 from model.data.dataset import Dataset
+from model.data.layouts import load_layout
 from model.data.sequence import SequenceError
 
 
@@ -59,6 +60,9 @@ def ingest(
     sources: list[str] = typer.Argument(..., help="Files or folders of labelled sequences."),
     dataset: str = DatasetOpt,
     layout: str = typer.Option(None, "--layout", help="Input layout, when not told by the file."),
+    layout_file: Path = typer.Option(None, "--layout-file", help="A JSON layout (joints, bones, "
+                                     "map onto the canonical 19, up) for a source without a "
+                                     "built-in one."),
     skeleton: str = typer.Option(None, "--skeleton", help="Declared skeleton of the poses."),
     units: str = typer.Option(None, "--units", help="Units m, cm or mm, over what the files "
                               "declare and the data says."),
@@ -79,11 +83,17 @@ def ingest(
 
     Re-ingest fixed files with `posecoach ingest var/quarantine/DATASET --dataset DATASET`.
     """
-    declared = _declared(layout=layout, skeleton=skeleton, units=units, up=up, mirrored=mirrored,
+    declared = _declared(layout=layout, layout_file=layout_file and str(layout_file),
+                         skeleton=skeleton, units=units, up=up, mirrored=mirrored,
                          fps=fps,
                          exercise=exercise, subject=subject, label=label, pattern=pattern)
     if up is not None and up not in UP_AXES:
         fail(f"--up {up!r}: one of {', '.join(UP_AXES)}")
+    if layout_file is not None:
+        try:
+            load_layout(layout_file)
+        except SequenceError as exc:
+            fail(f"--layout-file: {exc}")
     missing = [s for s in sources if not Path(s).exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")

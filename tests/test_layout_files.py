@@ -9,7 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from flows.cli import app
+from model.data.dataset import Dataset
 from model.data.formats import write_sequence_csv, write_sequence_npz
 from model.data.layouts import LayoutError, load_layout
 from model.data.normalize import UP_ROTATIONS, Normalization, normalize_many
@@ -168,3 +171,35 @@ def test_a_missing_layout_file_is_named(seqs, tmp_path):
     with pytest.raises(SequenceError) as err:
         list(iter_sequences(path, layout_file=str(tmp_path / "nowhere.json")))
     assert err.value.kind == "unreadable" and "nowhere.json" in str(err.value)
+
+
+def test_posecoach_ingest_with_a_layout_file_and_axes_from_the_data(prefect_api, seqs,
+                                                                    tmp_path):
+    layout_path = tmp_path / "kinect1.json"
+    layout_path.write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(layout_path)
+    folder = tmp_path / "kinect"
+    for k, seq in enumerate(seqs[:3]):
+        joints = np.stack(list(kinect1(np.asarray(seq.poses, np.float64)).values()), axis=1)
+        write_sequence_csv(replace(seq, poses=(joints @ UP_ROTATIONS["+y"]).astype(np.float32),
+                                   skeleton="kinect1", units="m"), folder / f"{k}.csv")
+    runner = CliRunner()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    refused = runner.invoke(app, ["ingest", str(folder), "--dataset", "kin",
+                                  "--layout-file", str(broken)])
+    assert refused.exit_code != 0 and "broken.json" in " ".join(refused.output.split())
+    result = runner.invoke(app, ["ingest", str(folder), "--dataset", "kin", "--layout-file",
+                                 str(layout_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["inserted"], report["rejected"]) == (3, 0)
+    assert {c["up"]["value"] for c in report["conventions"].values()} == {"+y"}
+    rows = Dataset("kin").read()
+    assert {s.skeleton for s in rows} == {"ec3d19"} and {s.meta["layout"] for s in rows} == {
+        "kinect1"}
+    forced = runner.invoke(app, ["ingest", str(folder), "--dataset", "kin2", "--layout-file",
+                                 str(layout_path), "--up=-y", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert {c["up"]["source"] for c in json.loads(forced.stdout)["conventions"].values()} == {
+        "option"}
