@@ -16,7 +16,9 @@ SOURCE.md (bench/uiprmd_baseline.py).
 
 Figures per model: mean accuracy over folds with its spread (standard deviation), balanced
 accuracy (mean of the per-class accuracies), AUC of P(incorrect); for the full model also the
-share of the held-out incorrect repetitions the independent judge calls correct once corrected.
+share of the held-out incorrect repetitions the independent judge calls correct once corrected,
+and the ECE (15 bins) of its held-out confidences before and after temperature scaling, the
+calibrated figure cross-fitted (each fold scaled by the temperature of the other folds).
 One corrected held-out squat is drawn (original red, corrected green) under
 $POSECOACH_HOME/bench/; every figure goes to $POSECOACH_HOME/bench/uiprmd.json.
 """
@@ -40,6 +42,8 @@ from model.data.card import load_card
 from model.data.dataset import Dataset
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
+from model.evaluate.calibration import calibrate_folds
+from model.evaluate.folds import held_out_predictions
 from model.evaluate.metrics import judged_correct
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
@@ -172,6 +176,7 @@ def measure(threads: int) -> list[Row]:
     cv = cross_validate(seqs, config, threads_per_fold=1)  # a fresh workdir: nothing reused
     cv_seconds = time.perf_counter() - began
     gcn = gcn_figures(cv, seqs)
+    calibration = calibrate_folds(held_out_predictions([f.metrics for f in cv.folds]))
     baselines = baseline_figures(seqs)
     picture = draw_correction(cv, seqs, out_dir / "uiprmd_correction.png")
     first = TrainedModel.load(cv.folds[0].model_dir)
@@ -185,7 +190,8 @@ def measure(threads: int) -> list[Row]:
                        "gcn_separated_classifier": gcn["separated_classifier"], **baselines})
     doc = {"dataset_version": version, "sequences": len(seqs), "profile": PROFILE,
            "card": card.to_dict(), "motion_only": config.motion_only, "beta": config.beta,
-           "cv_seconds": cv_seconds, "gcn": gcn, "baselines": baselines, "picture": picture,
+           "cv_seconds": cv_seconds, "gcn": gcn, "calibration": calibration.to_dict(),
+           "baselines": baselines, "picture": picture,
            "mlflow_run": run_id, "ingest": report.to_dict()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "uiprmd.json").write_text(json.dumps(doc, indent=2, default=str))
@@ -199,7 +205,9 @@ def measure(threads: int) -> list[Row]:
         Row(name, f"GCN full (nightly, card: beta {config.beta}{blind})",
             cv_seconds, 1.0,
             f"{note(full)}; corrected incorrect judged correct "
-            f"{full['corrected_judged_correct']:.1%}; {full['epoch_seconds']:.1f} s/epoch; "
+            f"{full['corrected_judged_correct']:.1%}; ECE {calibration.before['ece']:.1%} "
+            f"uncalibrated, {calibration.after['ece']:.1%} calibrated (temperature fitted on "
+            f"the other folds' held-out subjects); {full['epoch_seconds']:.1f} s/epoch; "
             "time: the CV of model + judge on Ray"),
         Row(name, "GCN classification branch (separated_classifier)", cv_seconds, 1.0,
             f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds; "
