@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from model.data.dataset import Dataset
-from model.data.formats import write_sequence_csv, write_sequence_npz
+from model.data.formats import write_sequence_csv, write_sequence_npz, write_session
 from model.data.layouts import LayoutError, load_layout
 from model.data.normalize import UP_ROTATIONS, Normalization, normalize_many
-from model.data.readers import iter_sequences
+from model.data.readers import iter_sequences, read_session
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.data.skeletons import EC3D_JOINTS
-from model.data.synth import make_dataset
+from model.data.synth import make_dataset, make_session
 
 J = {name: i for i, name in enumerate(EC3D_JOINTS)}
 SIDES = (("l", "left"), ("r", "right"))
@@ -203,3 +203,23 @@ def test_posecoach_ingest_with_a_layout_file_and_axes_from_the_data(prefect_api,
     assert forced.exit_code == 0, forced.output
     assert {c["up"]["source"] for c in json.loads(forced.stdout)["conventions"].values()} == {
         "option"}
+
+
+def test_a_session_folder_names_its_layout_and_axes_in_posecoach_json(seqs, tmp_path):
+    layout_path = tmp_path / "kinect1.json"
+    layout_path.write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(layout_path)
+    session, _ = make_session("u1", "squat", ["correct"], seed=2)
+    joints = np.stack(list(kinect1(np.asarray(session.poses, np.float64)).values()), axis=1)
+    uploads = tmp_path / "uploads"
+    path = write_session(replace(session, poses=(joints @ UP_ROTATIONS["+y"]).astype(np.float32),
+                                 skeleton="kinect1"), uploads / "u1.json")
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../kinect1.json"}))
+    read = read_session(path)
+    assert (read.skeleton, read.meta["layout"], read.meta["up"]) == ("ec3d19", "kinect1", "+y")
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../kinect1.json",
+                                                        "up": "+z"}))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "contradicts_data" and "u1.json" in str(err.value)
+    assert read_session(path, up="+y").meta["conventions"]["up"]["source"] == "option"

@@ -309,7 +309,10 @@ def _has_body(seq: Sequence) -> bool:
     """Whether the sequence itself shows a body in MIN_FRAMES frames (a sequence that does not
     is left to validation, which names what is wrong with it)."""
     poses = _canonical(seq)
-    return poses is not None and int(np.isfinite(poses).all(axis=(1, 2)).sum()) >= MIN_FRAMES
+    if poses is None:
+        return False
+    seen = poses[np.isfinite(poses).all(axis=(1, 2))]
+    return len(seen) >= MIN_FRAMES and bool(np.ptp(seen, axis=1).max() > 0)
 
 
 def _checked_forced(forced: dict, source: str) -> dict:
@@ -366,13 +369,14 @@ def settle(seqs: list[Sequence], forced: dict | None = None, source: str = ""
 
 
 def with_declared(seq: Sequence, fields: dict) -> Sequence:
-    """The sequence with the up axis and mirroring that `fields` (a file's manifest, layout or
-    options) declare, where the sequence itself declares none."""
+    """The sequence with the up axis, mirroring and units that `fields` (a file's manifest,
+    layout or options) declare, where the sequence itself declares none."""
     meta = dict(seq.meta)
     for key in (UP, MIRRORED):
         if meta.get(key) is None and fields.get(key) is not None:
             meta[key] = fields[key]
-    return replace(seq, meta=meta) if meta != seq.meta else seq
+    units = seq.units or fields.get("units")
+    return replace(seq, meta=meta, units=units) if (meta, units) != (seq.meta, seq.units) else seq
 
 
 def up_of(seq: Sequence) -> str:

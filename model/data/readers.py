@@ -201,8 +201,9 @@ def read_session(path: Path, layout_file: str | Path | None = None, **forced: ob
                  ) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
     axes and units settled (model.data.conventions), `forced` (up, units, mirrored) as given.
-    With a `layout_file`, a session in that layout's skeleton is mapped onto the canonical
-    joints."""
+    A posecoach.json in the session's folder may declare up, units, mirrored and layout_file
+    (the session file wins). With a layout file, a session in that layout's skeleton is mapped
+    onto the canonical joints."""
     path = Path(path)
     if not path.is_file():
         raise SequenceError(str(path), "no such file (a session is one file)", "unreadable")
@@ -210,8 +211,10 @@ def read_session(path: Path, layout_file: str | Path | None = None, **forced: ob
     if reader is None:
         raise SequenceError(str(path), f"unknown session file type (known: "
                                        f"{', '.join(SESSION_READERS)})", "unknown_format")
+    manifest = _manifest(path.parent, path.parent)
+    layout_file = layout_file or manifest.get(LAYOUT_FILE)
     layout = load_layout(layout_file) if layout_file else None
-    session = reader(path)
+    session = with_declared(reader(path), manifest)
     [session] = settle([to_canonical(session, layout) if layout else session], forced,
                        str(path))
     if isinstance(session, SequenceError):
