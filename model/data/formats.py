@@ -186,6 +186,8 @@ def _fields(seq: Sequence, session: bool) -> dict:
         out["session_id"] = seq.meta.get("session_id") or f"{seq.subject}-{seq.exercise}"
     else:
         out |= {"label": seq.label, "rep": int(seq.rep)}
+    if seq.units is None:  # not declared: left for the reader to tell from the data
+        del out["units"]
     return out | {k: seq.meta[k] for k in (UP, MIRRORED) if seq.meta.get(k) is not None}
 
 
