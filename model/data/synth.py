@@ -543,7 +543,7 @@ def _broken_variants(seq: Sequence) -> list[tuple[str, str, Sequence | bytes]]:
         ("not a session file", ".npz", b"this is not a zip archive\n"),
         ("unknown units", ".parquet", replace(seq, units="furlongs")),
         ("centimetres declared as metres", ".json", replace(seq, poses=p * 100)),
-        ("unknown exercise", ".npz", replace(seq, exercise="burpee")),
+        ("exercise that is no plain name", ".npz", replace(seq, exercise="../Burpee")),
         ("every joint at one point", ".npz", replace(seq, poses=np.zeros_like(p))),
         ("nothing moves", ".parquet", replace(seq, poses=np.repeat(p[:1], len(p), axis=0))),
     ]
