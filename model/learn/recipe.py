@@ -5,8 +5,10 @@ It carries the body's build and standing posture, which shift the scores of a pe
 seen, but for a hold (a plank) or a stance mistake the mean pose is the exercise. The choice is
 an inner leave-one-subject-out over the training subjects alone, of a standardised logistic
 regression on the network's own inputs (the DCT coefficients, with and without coefficient 0):
-cheap, and blind to whatever is held out of this training. A tie keeps the mean pose (the
-paper's input); fewer than two training subjects cannot choose and keep it too.
+cheap, and blind to whatever is held out of this training. The mean pose is kept only when it
+wins by more than the standard error of the per-subject differences (a one-standard-error
+rule towards the input that does not carry the person); otherwise the network sees the motion
+only. Fewer than two training subjects cannot choose and keep the mean pose (the paper's input).
 """
 
 from __future__ import annotations
@@ -33,18 +35,20 @@ def _probe() -> object:
                          LogisticRegression(C=PROBE_C, max_iter=PROBE_ITERATIONS))
 
 
-def inner_loso_accuracy(x: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> float:
-    """Mean over training subjects of the probe's accuracy on each one, trained on the rest."""
+def inner_loso_accuracy(x: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """The probe's accuracy on each training subject (sorted; NaN where the others hold one
+    class only), trained on the rest."""
     scores = []
     for held in sorted(set(subjects.tolist())):
         test = subjects == held
         if len(set(y[~test].tolist())) < 2:
+            scores.append(float("nan"))
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf = _probe().fit(x[~test], y[~test])
         scores.append(float((clf.predict(x[test]) == y[test]).mean()))
-    return float(np.mean(scores)) if scores else float("nan")
+    return np.array(scores)
 
 
 def choose_motion_only(poses: list[np.ndarray], seqs: list[Sequence], n_dct: int
@@ -57,9 +61,15 @@ def choose_motion_only(poses: list[np.ndarray], seqs: list[Sequence], n_dct: int
     y = np.array([f"{s.exercise}/{s.label}" for s in seqs])
     whole = inner_loso_accuracy(coefs.reshape(len(coefs), -1), y, subjects)
     motion = inner_loso_accuracy(coefs[:, :, 1:].reshape(len(coefs), -1), y, subjects)
-    chosen = bool(motion > whole)
-    return chosen, {"motion_only": chosen, "inner_loso_with_mean_pose": whole,
-                    "inner_loso_motion_only": motion,
+    gain = (whole - motion)[~np.isnan(whole - motion)]
+    if gain.size < 2:
+        return False, {"motion_only": False, "reason": "no two subjects to compare on"}
+    standard_error = float(gain.std(ddof=1) / np.sqrt(gain.size))
+    chosen = not bool(gain.mean() > standard_error)
+    return chosen, {"motion_only": chosen,
+                    "inner_loso_with_mean_pose": float(np.nanmean(whole)),
+                    "inner_loso_motion_only": float(np.nanmean(motion)),
+                    "mean_pose_gain": float(gain.mean()), "standard_error": standard_error,
                     "subjects": sorted(set(subjects.tolist()))}
 
 
