@@ -24,6 +24,16 @@ def show(result: dict[str, Any]) -> None:
     console.rule("4. score uploads")
     console.print(f"scored with {result['scored_with']}")
     cmd_score.show(result["score"])
+    review = result["review"]
+    console.rule("5. review, labelled, ingested")
+    if review["rows"]:
+        console.print(f"{review['rows']} repetitions to review; the synthetic labeller filled in "
+                      f"{review['labelled_by_truth']} from the sessions' truth ({review['file']})")
+        console.print(f"ingested: {review['inserted']} new, {review['duplicates']} already "
+                      f"there, {len(review['errors'])} errors; the next retrain pins dataset "
+                      f"version {review['version']}, which holds them")
+    else:
+        console.print("nothing to review")
     console.rule("where things are")
     for key, value in result["where"].items():
         console.print(f"{key}: {value}")

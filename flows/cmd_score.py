@@ -31,6 +31,10 @@ def show(result: dict[str, Any]) -> None:
         console.print("the model disagrees with the declared exercise in: "
                       + ", ".join(result["exercise_disagreements"]))
     console.print(f"reports in {result['out']}")
+    if result.get("review"):
+        console.print(f"review queue: {result['review']['csv']} "
+                      f"({result['review']['rows']} repetitions; fill in `label`, then "
+                      "posecoach ingest it)")
     if result.get("overview"):
         console.print(f"overview: {result['overview']}")
 

@@ -3,7 +3,9 @@
 Synthesise an EC3D-like dataset (EC3D's data_3D.pickle layout) -> ingest it -> retrain
 (cross-validation on local Ray, MLflow on sqlite, register, gate, promote) -> synthesise
 uploaded sessions, a few broken on purpose -> score them with the champion (or, when the gate
-refused the very first model, with that version pinned, and the summary says so). The same
+refused the very first model, with that version pinned, and the summary says so) -> the run's
+review queue filled in by a synthetic labeller from the sessions' truth -> ingested, so the
+dataset version the next retrain pins holds the reviewed repetitions. The same
 seed gives the same data, so a second run ingests nothing new and the retrain skips the known
 version.
 """
@@ -11,12 +13,14 @@ version.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from flows.ingest import ingest_flow
 from flows.retrain import retrain_flow
+from flows.review import fill_from_truth, ingest_review
 from flows.score import score_flow
 from flows.synth import synthesize
 from model.settings import get_settings
@@ -44,6 +48,7 @@ def demo_flow(profile: str | None = None, dataset: str = "ec3d", seed: int = 0,
         pinned = retrain["version"]
     score = score_flow(path=str(settings.home / "uploads" / "sessions"), dataset=dataset,
                        version=pinned)
+    review = review_loop(score, uploads["sessions"], dataset)
     return {
         "profile": prof.name,
         "synth": {k: synth[k] for k in ("out", "sequences", "subjects", "pickle")},
@@ -51,6 +56,7 @@ def demo_flow(profile: str | None = None, dataset: str = "ec3d", seed: int = 0,
         "retrain": retrain,
         "uploads": {"sessions": len(uploads["sessions"]), "broken": len(uploads["broken"])},
         "score": score,
+        "review": review,
         "scored_with": (f"version {pinned}, pinned: the gate refused it and there is no "
                         "champion yet") if pinned else "the champion",
         "where": {
@@ -60,3 +66,14 @@ def demo_flow(profile: str | None = None, dataset: str = "ec3d", seed: int = 0,
         },
         "seconds": time.perf_counter() - began,
     }
+
+
+def review_loop(score: dict, truth: list[dict], dataset: str) -> dict:
+    """The score run's review file labelled from the uploads' truth and ingested."""
+    if not score.get("review"):
+        return {"rows": 0}
+    filled = Path(str(score["review"]["csv"]).removesuffix(".csv") + ".labelled.csv")
+    labelled = fill_from_truth(score["review"]["csv"], truth, filled)
+    report = ingest_review(filled, dataset).to_dict()
+    return {"rows": score["review"]["rows"], "labelled_by_truth": labelled, "file": str(filled),
+            **{k: report[k] for k in ("inserted", "duplicates", "updated", "errors", "version")}}

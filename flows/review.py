@@ -13,6 +13,8 @@ error naming its line, and the other rows still go in.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -148,3 +150,28 @@ def ingest_review(path: str | Path, dataset: str) -> ReviewIngest:
         report.updated = written.updated
     report.version = ds.version() if ds.exists() else None
     return report
+
+
+def fill_from_truth(path: str | Path, truth: list[dict], out: str | Path) -> int:
+    """A synthetic labeller (the demo's): label each row of the review CSV at `path` with the
+    true label of the session's repetition it overlaps most (sessions.truth.json of `posecoach
+    synth --sessions`), written to `out`; returns how many rows it labelled."""
+    by_session = {t["session_id"]: t for t in truth}
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
+    labelled = 0
+    for row in rows:
+        known = by_session.get(row["session_id"])
+        if known is None:
+            continue
+        start, end = int(row["start_frame"]), int(row["end_frame"])
+        overlap = [min(end, b) - max(start, a) for a, b in known["boundaries"]]
+        best = max(range(len(overlap)), key=overlap.__getitem__)
+        if overlap[best] > 0:
+            row["label"] = f"{known['exercise']}/{known['labels'][best]}"
+            labelled += 1
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    Path(out).write_text(buf.getvalue(), encoding="utf-8")
+    return labelled

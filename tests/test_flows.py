@@ -30,7 +30,8 @@ BOUNDARY_TOLERANCE = 9  # frames: 0.3 s at 30 fps
 @pytest.fixture(scope="module")
 def flow_env(session_dir: Path, prefect_api: str, ray_local: None) -> Path:
     """A home of its own, the dataset's gate subject declared, permissive gate floors (a
-    3-epoch model is near chance; the gate's own rules are tested in test_registry_gate)."""
+    3-epoch model is near chance; the gate's own rules are tested in test_registry_gate) and
+    no promotion over a champion."""
     mp = pytest.MonkeyPatch()
     home = session_dir / "flows-home"
     mp.setenv("POSECOACH_HOME", str(home))
@@ -39,6 +40,9 @@ def flow_env(session_dir: Path, prefect_api: str, ray_local: None) -> Path:
         mp.setenv(f"POSECOACH_GATE_{key}", "0")
     mp.setenv("POSECOACH_GATE_CLASS_FLOOR", "none")
     mp.setenv("POSECOACH_GATE_MIN_CORRECTION_GAIN", "none")
+    # A later model would have to beat the champion's macro accuracy by 1: the demo's second
+    # retrain (on the reviewed rows) is never promoted, so its rerun scores with version 1.
+    mp.setenv("POSECOACH_GATE_MACRO_MARGIN", "-1")
     yield home
     mp.undo()
 
@@ -55,7 +59,7 @@ def demo_runs(flow_env: Path) -> tuple[dict, dict]:
     return run_demo(), run_demo()
 
 
-def test_retrain_registers_and_promotes_then_skips_the_same_version(demo_runs):
+def test_retrain_registers_promotes_and_calibrates(demo_runs):
     first, second = demo_runs
     name = model_name(DATASET)
     retrain = first["retrain"]
@@ -63,14 +67,39 @@ def test_retrain_registers_and_promotes_then_skips_the_same_version(demo_runs):
     assert retrain["dataset_version"] == first["ingest"]["version"]
     assert set(retrain["cv_mean"]) >= {"evaluation.micro", "evaluation.macro"}
     assert retrain["gate"]["classes"] and retrain["decision"]["actor"] == "nightly flow"
-    assert alias_version(name, CHAMPION) == alias_version(name, CHALLENGER) == "1"
-    versions = list_versions(name)
-    assert [v.version for v in versions] == ["1"]
-    assert versions[0].dataset_version == str(retrain["dataset_version"])
-    assert set(versions[0].aliases) == {CHAMPION, CHALLENGER}
+    versions = {v.version: v for v in list_versions(name)}
+    assert sorted(versions) == ["1", "2"]  # the second on the reviewed rows
+    assert versions["1"].dataset_version == str(retrain["dataset_version"])
+    assert alias_version(name, CHALLENGER) == "2"
+    assert alias_version(name, CHAMPION) == "1"
     assert second["ingest"]["inserted"] == 0
     assert second["ingest"]["duplicates"] == first["synth"]["sequences"]
-    assert second["retrain"]["status"] == "skipped" and second["retrain"]["version"] == "1"
+    calibration = retrain["calibration"]
+    assert calibration["temperature"] > 0 and Path(calibration["reliability_png"]).is_file()
+    for where in ("cv", "gate"):
+        assert set(calibration[where]["before"]) >= {"ece", "brier", "nll"}
+    assert retrain["drift"]["drift_seen"] is False and "no champion" in retrain["drift"]["reason"]
+
+
+def test_reviewed_rows_are_in_the_next_retrains_dataset_version(demo_runs, flow_env):
+    first, second = demo_runs
+    review = first["review"]
+    assert review["rows"] > 0 and review["labelled_by_truth"] > 0 and review["errors"] == []
+    assert review["inserted"] == review["labelled_by_truth"]
+    assert second["review"] == {"rows": 0}  # the rerun scored nothing new
+    retrain = second["retrain"]
+    assert retrain["dataset_version"] == review["version"] > first["ingest"]["version"]
+    assert retrain["version"] == "2" and retrain["status"] == "not promoted"
+    assert 0 < retrain["drift"]["n_scored"] <= first["score"]["repetitions"]
+    assert Path(retrain["drift"]["page"]).is_file()
+    again = retrain_flow(dataset=DATASET, profile="test")
+    assert again["status"] == "skipped" and again["version"] == "2"
+    drift = CliRunner().invoke(app, ["drift", "--dataset", DATASET, "--since", "2000-01-01",
+                                     "--json"])
+    assert drift.exit_code == 0, drift.output
+    report = json.loads(drift.stdout)
+    assert report["n_scored"] == retrain["drift"]["n_scored"] and report["run_id"]
+    assert {e["exercise"] for e in report["exercises"]} == {"squat", "lunge", "plank"}
 
 
 def test_score_writes_reports_errors_and_skips_on_rerun(demo_runs, flow_env):
