@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import DeltaError
 from prefect import flow, task
 from prefect.cache_policies import NONE
@@ -56,6 +56,8 @@ from registry.versions import model_name
 
 UPLOAD_SUFFIXES = (".json", ".npz", ".parquet")
 LEDGER = "_ledger"
+#: The ledger of earlier releases (JSON lines with the same keys); its sessions count as scored.
+OLD_LEDGER = "_scored.jsonl"
 ERRORS = "_errors.jsonl"
 TABLE = "repetitions"
 OVERVIEW = "index.html"
@@ -141,6 +143,16 @@ def read_ledger(out: str, columns: list[str] | None = None) -> pa.Table | None:
     return DeltaTable(uri).to_pyarrow_table(columns=columns)
 
 
+def add_missing_columns(target: DeltaTable, schema: pa.Schema) -> DeltaTable:
+    """`target` with the columns of `schema` it lacks added, null in its rows: a table written
+    by an earlier release (no `key`, no `features`) takes today's rows."""
+    have = {f.name for f in target.schema().fields}
+    missing = [Field.from_arrow(f.with_nullable(True)) for f in schema if f.name not in have]
+    if missing:
+        target.alter.add_columns(missing)
+    return target
+
+
 def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
     """Insert the rows of `table` whose keys `uri` does not hold yet (creating the table when
     there is none), retried when a concurrent writer commits first."""
@@ -150,7 +162,8 @@ def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
             if not DeltaTable.is_deltatable(uri):
                 write_deltalake(uri, table, mode="error")
             else:
-                (DeltaTable(uri).merge(table, on, source_alias="s", target_alias="t")
+                (add_missing_columns(DeltaTable(uri), table.schema)
+                 .merge(table, on, source_alias="s", target_alias="t")
                  .when_not_matched_insert_all().execute())
             return
         except (DeltaError, OSError) as exc:
@@ -262,6 +275,7 @@ def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], l
         raise FileNotFoundError(f"{path}: no such folder, prefix or file")
     ledger = read_ledger(out, ["key"])
     done = set() if ledger is None else set(ledger.column("key").to_pylist())
+    done |= {r["key"] for r in read_jsonl(storage.join(out, OLD_LEDGER))}
     todo, skipped = [], []
     for uri in storage.list_files(path, UPLOAD_SUFFIXES):
         key = ledger_key(storage.sha256(uri), info)
