@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.output import console
 from model.data.card import ensure_card, load_card
-from model.data.conventions import file_conventions
+from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.names import safe_file_name
 from model.data.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
@@ -132,9 +132,13 @@ class Unit:
 
 def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) -> list[Unit]:
     """What to read. A folder is read whole (its manifests apply); a file in quarantine is read
-    alone with the fields recorded when it was quarantined, unless options are declared."""
+    alone with the fields recorded when it was quarantined, unless options are declared. The
+    recorded up axis, units and mirroring are not made options (options override the data):
+    they are checked against the data again, or told by it."""
     folder = quarantine_dir(dataset)
-    recorded = {} if declared else {r["file"]: r.get("fields") or {} for r in read_errors(folder)}
+    recorded = {} if declared else {
+        r["file"]: {k: v for k, v in (r.get("fields") or {}).items() if k not in FORCEABLE}
+        for r in read_errors(folder)}
     units: list[Unit] = []
     for src in map(Path, sources):
         files = input_files(src)

@@ -170,3 +170,15 @@ def test_an_up_axis_that_is_no_axis_is_named(seqs):
     [err] = settle([replace(seqs[0], meta={"up": "sideways"}, source="odd.json")])
     assert isinstance(err, SequenceError) and err.kind == "bad_field"
     assert "sideways" in err.reason and "odd.json" in str(err)
+
+
+def test_a_quarantined_file_is_checked_again_not_forced(seqs):
+    from flows.ingest import plan, quarantine_dir
+    folder = quarantine_dir("conventions")
+    path = write_ec3d_pickle(_as_y_up(seqs[:2]), folder / "y_up.pickle")
+    (folder / "_errors.jsonl").write_text(json.dumps(
+        {"file": str(path.resolve()), "fields": {"up": "+z", "units": "m", "fps": 30}}) + "\n")
+    [unit] = plan([str(path)], "conventions", {})
+    assert unit.options == {"fps": 30}
+    read = list(iter_sequences(path, **unit.options))
+    assert read and all(not isinstance(o, SequenceError) and o.meta["up"] == "+y" for o in read)
