@@ -2,7 +2,7 @@
 
 `python -m bench.conventions_figures [--profile test] [--out FILE.json]`
 
-EC3D format: posecoach's synthetic EC3D-format pickle (4 subjects, 2 repetitions of each
+EC3D format: posecoach's synthetic EC3D-format pickle (4 subjects, 4 repetitions of each
 class) is written z-up in metres, and again in each of the six up conventions, mirrored or not,
 in m, cm and mm, each repetition turned to a new random heading (36 files); nothing about the
 axes or units is declared. One
@@ -43,7 +43,7 @@ from model.settings import PROFILES, run_config
 
 UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd" / "vicon"
 UIPRMD_TEST = ("s08", "s09", "s10")
-REPS = 2  # repetitions of each class and subject in the synthetic file
+REPS = 4  # repetitions of each class and subject in the synthetic file
 
 
 def moved(seq: Sequence, up: str, mirrored: bool, rng: np.random.Generator) -> Sequence:
