@@ -1,7 +1,8 @@
 """Who may do what on the servers (tests/integration/conftest.py: MLflow's basic-auth app, and
 Prefect's API auth string, credentials in the environment as deployed): `posecoach models
-promote` without credentials, or as a user who may only read, is refused and moves nothing; the
-service user's promote and rollback go through and are tagged with who made them."""
+promote` without credentials, and a promote by a user who may only read, are refused and move
+nothing; the service user's promotes (the CLI's and the registry's) and rollback go through and
+are tagged with who made them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.server.auth.client import AuthServiceClient
 from servers import PERMISSIVE_GATE, tool
 
+from registry.access import RegistryRefused
+from registry.gate import promote, rollback
 from registry.versions import CHAMPION, model_name, register_candidate
 
 pytestmark = pytest.mark.integration
@@ -57,7 +60,8 @@ def said(done: subprocess.CompletedProcess) -> str:
 
 
 def test_promote_needs_an_account_allowed_to_and_records_who(servers, monkeypatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", servers.mlflow.url)
+    for key, value in {"MLFLOW_TRACKING_URI": servers.mlflow.url, **PERMISSIVE_GATE}.items():
+        monkeypatch.setenv(key, value)
     client = MlflowClient(tracking_uri=servers.mlflow.url, registry_uri=servers.mlflow.url)
     first, second = register(servers), register(servers)
     reader, password = "reader", secrets.token_urlsafe(18)
@@ -68,21 +72,22 @@ def test_promote_needs_an_account_allowed_to_and_records_who(servers, monkeypatc
     assert anonymous.returncode == 1, anonymous.stderr
     assert f"MLflow server at {servers.mlflow.url} refused" in said(anonymous)
     assert "without credentials" in said(anonymous)
-    as_reader = models(servers, "promote", first, MLFLOW_TRACKING_USERNAME=reader,
-                       MLFLOW_TRACKING_PASSWORD=password)
-    assert as_reader.returncode == 1 and "as user 'reader'" in said(as_reader), as_reader.stderr
+    with monkeypatch.context() as as_reader:
+        as_reader.setenv("MLFLOW_TRACKING_USERNAME", reader)
+        as_reader.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        with pytest.raises(RegistryRefused, match="as user 'reader'"):
+            promote(NAME, first)
     assert CHAMPION not in client.get_registered_model(NAME).aliases
 
-    for version in (first, second):
-        done = models(servers, "promote", version)
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["actor"] == servers.auth["MLFLOW_TRACKING_USERNAME"]
-    back = models(servers, "rollback", "--reason", "checking who")
-    assert back.returncode == 0, back.stderr
+    service = servers.auth["MLFLOW_TRACKING_USERNAME"]
+    done = models(servers, "promote", first)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["actor"] == service
+    assert promote(NAME, second).actor == service
+    assert rollback(NAME, reason="checking who").actor == service
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == first
     for version in (first, second):
-        tags = client.get_model_version(NAME, version).tags
-        assert tags["gate.actor"] == servers.auth["MLFLOW_TRACKING_USERNAME"]
+        assert client.get_model_version(NAME, version).tags["gate.actor"] == service
     assert client.get_model_version(NAME, second).tags["gate.decision"] == "rolled_back"
 
 

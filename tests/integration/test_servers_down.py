@@ -185,8 +185,11 @@ def test_prefect_stopped_during_serve(servers, champion, uploads, restarts) -> N
     try:
         deployment = read_deployment(api, "score/uploads", proc, log)
         with prefect_settings(api), get_client(sync_client=True) as client:
-            flight = client.create_flow_run_from_deployment(deployment.id,
-                                                            parameters={"out": out})
+            while deployment.parameters.get("path") != str(uploads):  # this serve's, not older
+                time.sleep(2)
+                deployment = client.read_deployment(deployment.id)
+            flight = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"path": str(uploads), "out": out})
             deadline = time.monotonic() + 240
             while not client.read_flow_run(flight.id).state.is_running():
                 assert time.monotonic() < deadline, "the score run did not start"
@@ -197,7 +200,7 @@ def test_prefect_stopped_during_serve(servers, champion, uploads, restarts) -> N
         assert proc.poll() is None, log.read_text()[-3000:]
         servers.prefect.start()
         wait_for_text(log, f"the Prefect server at {api} answers again", 3 * WATCH_EVERY_S)
-        rerun = run(api, "score/uploads", out=out)
+        rerun = run(api, "score/uploads", path=str(uploads), out=out)
         assert rerun.state.is_completed(), (rerun.state, log.read_text()[-3000:])
         with prefect_settings(api), get_client(sync_client=True) as client:
             assert client.read_flow_run(flight.id).state.is_final()
