@@ -153,18 +153,27 @@ def add_missing_columns(target: DeltaTable, schema: pa.Schema) -> DeltaTable:
     return target
 
 
+def create_empty(uri: str, schema: pa.Schema) -> None:
+    """Create `uri` with no rows. Rows are only ever merged in: two writers creating the table
+    at once would otherwise both commit theirs as blind appends, and double them."""
+    try:
+        write_deltalake(uri, schema.empty_table(), mode="error")
+    except DeltaError:
+        if not DeltaTable.is_deltatable(uri):
+            raise
+
+
 def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
-    """Insert the rows of `table` whose keys `uri` does not hold yet (creating the table when
-    there is none), retried when a concurrent writer commits first."""
+    """Insert the rows of `table` whose keys `uri` does not hold yet (creating the table empty
+    when there is none), retried when a concurrent writer commits first."""
     on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     for attempt in range(MERGE_TRIES):
         try:
             if not DeltaTable.is_deltatable(uri):
-                write_deltalake(uri, table, mode="error")
-            else:
-                (add_missing_columns(DeltaTable(uri), table.schema)
-                 .merge(table, on, source_alias="s", target_alias="t")
-                 .when_not_matched_insert_all().execute())
+                create_empty(uri, table.schema)
+            (add_missing_columns(DeltaTable(uri), table.schema)
+             .merge(table, on, source_alias="s", target_alias="t")
+             .when_not_matched_insert_all().execute())
             return
         except (DeltaError, OSError) as exc:
             if attempt == MERGE_TRIES - 1:
