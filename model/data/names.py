@@ -12,6 +12,8 @@ through one of these.
 - `metric_key`: an MLflow metric or tag key part: kept when plain, else `safe_name`.
 - `html_text`: text escaped for HTML (attributes included), unprintable characters replaced.
 - `sql_text`: a SQL string literal.
+- `terminal_text`: text for the terminal: no escape sequences, no rich markup.
+- `csv_cell`: a spreadsheet cell that no spreadsheet runs as a formula.
 - `exercise_name`: an exercise as datasets store it (a partition value), checked, never changed.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
@@ -94,6 +96,34 @@ def sql_text(value: object) -> str:
     if "\x00" in text:
         raise ValueError(f"{text!r}: a NUL character cannot be part of a SQL string")
     return "'" + text.replace("'", "''") + "'"
+
+
+def terminal_text(value: object) -> str:
+    """Text to print on a terminal through rich: control characters (ESC and the other escape
+    sequences' starters included) shown as U+FFFD, line breaks and tabs as spaces, and `[`
+    escaped so that it is never markup."""
+    text = _UNPRINTABLE.sub("\ufffd", _text(value))
+    return re.sub(r"[\t\r\n]", " ", text).replace("[", "\\[")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a value starting like a formula (`= + - @`, tab,
+    carriage return) gets a leading `'`; numbers and plain text are kept as they are."""
+    text = _text(value)
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def exercise_name(value: object) -> str:
