@@ -19,6 +19,7 @@ from flows import (
     cmd_review,
     cmd_score,
     cmd_serve,
+    cmd_server,
     cmd_synth,
 )
 
@@ -29,6 +30,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         verbose: bool = typer.Option(False, "--verbose", "-v",
+                                      help="Show the libraries' output (Prefect, Ray, MLflow) "
+                                           "on the terminal instead of only in the log.")) -> None:
+    """Around every verb: what it starts ends with it (even when killed), a server left by
+    `posecoach server start` is used, and the libraries' output goes to
+    $POSECOACH_HOME/logs/<verb>-<time>.log unless --verbose."""
+    from flows import console, lifetime, server
+
+    verb = ctx.invoked_subcommand or "posecoach"
+    if verb != "server":
+        lifetime.tie_descendants()
+        server.use_running_server()
+    if not verbose:
+        log = console.quiet(verb)
+        if log is not None:
+            ctx.call_on_close(console.restore)
+
+
 app.command("ingest")(cmd_ingest.ingest)
 app.command("retrain")(cmd_retrain.retrain)
 app.command("score")(cmd_score.score)
@@ -57,6 +80,7 @@ models_app.command("promote")(cmd_models.promote_model)
 models_app.command("rollback")(cmd_models.rollback_model)
 models_app.command("import-paper")(cmd_models.import_paper_model)
 app.add_typer(models_app, name="models")
+app.add_typer(cmd_server.server_app, name="server")
 
 __all__ = ["app"]
 
