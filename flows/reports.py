@@ -1,6 +1,6 @@
 """Mistake reports: one JSON document and one HTML page per scored session.
 
-The JSON layout is versioned (`SCHEMA`) and documented in the README ("Score reports"). The HTML
+The JSON layout is versioned (`SCHEMA`) and documented in docs/scoring.md ("The report"). The HTML
 page (flows.report_html) animates, per repetition, the original motion in red with the corrected
 one in green (side and front views) beside the cues and the per-joint deviations; it is one
 self-contained file.

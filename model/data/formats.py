@@ -1,4 +1,4 @@
-"""The open formats posecoach reads and writes (the README, "Input formats", shows each layout).
+"""The open formats posecoach reads and writes (docs/input-formats.md shows each layout).
 
 Labelled sequences, one sequence per file unless said otherwise:
 - JSON: an object {"format": "posecoach-sequence", "skeleton", "units", "fps", "subject",
