@@ -12,17 +12,20 @@ from rich.table import Table
 
 from flows.cmd_review import ingest_review_file
 from flows.ingest import IngestReport, ingest_flow, quarantine_dir
-from flows.options import DatasetOpt, JsonOpt
+from flows.options import (
+    DatasetOpt,
+    JsonOpt,
+    LayoutFileOpt,
+    LayoutOpt,
+    MirroredOpt,
+    UnitsOpt,
+    UpOpt,
+)
 from flows.output import console, emit, fail
 from flows.review import is_review_file
-from model.data.conventions import UP_AXES
 from model.data.dataset import Dataset
-from model.data.layouts import load_layout
+from model.data.readers import checked_declarations
 from model.data.sequence import SequenceError
-
-
-def _declared(**options: Any) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def show_report(report: dict[str, Any]) -> None:
@@ -59,17 +62,12 @@ def show_report(report: dict[str, Any]) -> None:
 def ingest(
     sources: list[str] = typer.Argument(..., help="Files or folders of labelled sequences."),
     dataset: str = DatasetOpt,
-    layout: str = typer.Option(None, "--layout", help="Input layout, when not told by the file."),
-    layout_file: Path = typer.Option(None, "--layout-file", help="A JSON layout (joints, bones, "
-                                     "map onto the canonical 19, up) for a source without a "
-                                     "built-in one."),
+    layout: str = LayoutOpt,
+    layout_file: Path = LayoutFileOpt,
     skeleton: str = typer.Option(None, "--skeleton", help="Declared skeleton of the poses."),
-    units: str = typer.Option(None, "--units", help="Units m, cm or mm, over what the files "
-                              "declare and the data says."),
-    up: str = typer.Option(None, "--up", help="Up axis (+x, -x, +y, -y, +z, -z), over what the "
-                           "files declare and the data says."),
-    mirrored: bool = typer.Option(None, "--mirrored/--not-mirrored",
-                                  help="Left-handed coordinates or not, over the data's word."),
+    units: str = UnitsOpt,
+    up: str = UpOpt,
+    mirrored: bool = MirroredOpt,
     fps: float = typer.Option(None, "--fps", help="Declared frame rate."),
     exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
     subject: str = typer.Option(None, "--subject", help="Declared subject."),
@@ -83,17 +81,13 @@ def ingest(
 
     Re-ingest fixed files with `posecoach ingest var/quarantine/DATASET --dataset DATASET`.
     """
-    declared = _declared(layout=layout, layout_file=layout_file and str(layout_file),
-                         skeleton=skeleton, units=units, up=up, mirrored=mirrored,
-                         fps=fps,
-                         exercise=exercise, subject=subject, label=label, pattern=pattern)
-    if up is not None and up not in UP_AXES:
-        fail(f"--up {up!r}: one of {', '.join(UP_AXES)}")
-    if layout_file is not None:
-        try:
-            load_layout(layout_file)
-        except SequenceError as exc:
-            fail(f"--layout-file: {exc}")
+    try:
+        declared = checked_declarations(layout=layout, layout_file=layout_file,
+                                        skeleton=skeleton, units=units, up=up,
+                                        mirrored=mirrored, fps=fps, exercise=exercise,
+                                        subject=subject, label=label, pattern=pattern)
+    except SequenceError as exc:
+        fail(str(exc))
     missing = [s for s in sources if not Path(s).exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from flows.options import DatasetOpt, JsonOpt
+from flows.options import (
+    DatasetOpt,
+    JsonOpt,
+    LayoutFileOpt,
+    LayoutOpt,
+    MirroredOpt,
+    UnitsOpt,
+    UpOpt,
+)
 from flows.output import console, emit, fail, work
+from model.data.names import terminal_text
+from model.data.readers import checked_declarations
+from model.data.sequence import SequenceError
 
 
 def show(result: dict[str, Any]) -> None:
@@ -26,10 +38,11 @@ def show(result: dict[str, Any]) -> None:
         mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(result["mistakes"].items()))
         console.print(f"mistakes: {mistakes}; unsure: {result['unsure']}")
     for err in result["error_records"]:
-        console.print(f"[red]error[/red] {err['kind']}: {err['reason']}")
+        console.print(f"[red]error[/red] {terminal_text(err['kind'])}: "
+                      f"{terminal_text(err['reason'])}")
     if result["exercise_disagreements"]:
         console.print("the model disagrees with the declared exercise in: "
-                      + ", ".join(result["exercise_disagreements"]))
+                      + ", ".join(map(terminal_text, result["exercise_disagreements"])))
     console.print(f"reports in {result['out']}")
     if result.get("review"):
         console.print(f"review queue: {result['review']['csv']} "
@@ -46,16 +59,30 @@ def score(
     version: str = typer.Option(None, "--version", help="Pin a version instead of @champion."),
     out: str = typer.Option(None, "--out", help="Where reports go (default: settings' reports)."),
     no_html: bool = typer.Option(False, "--no-html", help="JSON, motions and table only."),
+    layout: str = LayoutOpt,
+    layout_file: Path = LayoutFileOpt,
+    units: str = UnitsOpt,
+    up: str = UpOpt,
+    mirrored: bool = MirroredOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Score uploaded sessions with the champion model; reports per session, errors recorded."""
+    """Score uploaded sessions with the champion model; reports per session, errors recorded.
+
+    Each upload is its own source: its up axis, units and mirroring are settled against its own
+    data, as `posecoach ingest` does; one the data contradicts is an error record."""
     from flows.score import StoreUnavailable, score_flow
     from registry.versions import RegistryError
 
     try:
+        declared = checked_declarations(layout=layout, layout_file=layout_file, units=units,
+                                        up=up, mirrored=mirrored)
+    except SequenceError as exc:
+        fail(str(exc))
+    try:
         with work(as_json):
             result = score_flow(path=path, dataset=dataset, version=version, out=out,
-                                model=model, html=not no_html, progress=not as_json)
+                                model=model, html=not no_html, progress=not as_json,
+                                declared=declared)
     except (RegistryError, StoreUnavailable, FileNotFoundError) as exc:
         fail(str(exc))
     emit(result, as_json, show)

@@ -18,6 +18,7 @@ import numpy as np
 
 from flows.report_html import Motion, session_page
 from model.data import storage
+from model.data.conventions import file_conventions
 from model.data.names import safe_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
@@ -71,6 +72,7 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
         "subject": session.subject,
         "declared_exercise": declared_exercise,
         "source": session.source,
+        "conventions": file_conventions(session),
         "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": model.to_dict(),
         "summary": {

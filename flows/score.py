@@ -16,6 +16,10 @@ on (model version, file content[, repetition]), which Delta's atomic commits kee
 object store too: two runs of one folder at once, or a rerun after a crash, record each session
 and each repetition once. A rerun scores only the sessions the ledger does not hold: sessions in
 = reports + skipped + errors.
+
+Declarations of the uploads' conventions (`declared`: up, units, mirrored, layout, layout_file)
+go with every file to its reader, here, in the reader processes or on Ray; each file is settled
+against its own data, and one that contradicts a declaration is an error record naming it.
 """
 
 from __future__ import annotations
@@ -307,12 +311,12 @@ def readers(n_sessions: int) -> int:
 
 def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
                records: Records, html: bool, block_sessions: int,
-               advance: Callable[[int], None]) -> None:
+               advance: Callable[[int], None], declared: dict | None = None) -> None:
     """Score in this process, block by block, through model.serve.sessions: the next block is
     read and cut by worker processes while this one is scored and written."""
     model = TrainedModel.load(model_dir)
     blocks = [todo[i : i + block_sessions] for i in range(0, len(todo), block_sessions)]
-    with UploadCutter(model, readers(len(todo))) as cutter:
+    with UploadCutter(model, readers(len(todo)), declared) as cutter:
         pending = cutter.submit([uri for uri, _ in blocks[0]]) if blocks else []
         for n, block in enumerate(blocks):
             cut = cutter.result(pending)
@@ -343,14 +347,15 @@ def write_reports(scored: SessionScore, key: str, model: TrainedModel, out: str,
 
 def score_on_ray(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
                  records: Records, html: bool, block_sessions: int,
-                 advance: Callable[[int], None]) -> None:
+                 advance: Callable[[int], None], declared: dict | None = None) -> None:
     """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch."""
     from workers.scoring import score_batch
 
     for start in range(0, len(todo), block_sessions):
         block = todo[start : start + block_sessions]
         found = score_batch([u for u, _ in block], model_dir,
-                            on_session=SessionReports(out, info, html), progress=False)
+                            on_session=SessionReports(out, info, html), progress=False,
+                            declared=declared)
         by_input: dict[str, list[dict]] = {}
         for r in found:
             by_input.setdefault(r["input"], []).append(r)
@@ -395,7 +400,8 @@ def overview(out: str, info: ModelInfo, scored: set[str], skipped: set[str],
 
 
 def score_all(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
-              html: bool, block_sessions: int, block_seconds: float, progress: bool) -> Records:
+              html: bool, block_sessions: int, block_seconds: float, progress: bool,
+              declared: dict | None = None) -> Records:
     """Score the sessions to do, here or on Ray, with one progress bar; records kept up to date."""
     records = Records(out, info, block_seconds)
     ray = on_cluster() and len(todo) >= RAY_MIN_SESSIONS
@@ -404,20 +410,20 @@ def score_all(todo: list[tuple[str, str]], model_dir: Path, out: str, info: Mode
         (score_on_ray if ray else score_here)(
             todo, model_dir, out, info, records, html,
             max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
-            lambda n: bar.advance(job, n))
+            lambda n: bar.advance(job, n), declared)
     records.flush()
     return records
 
 
 def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bool = True,
                  block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
-                 progress: bool = False) -> ScoreSummary:
-    """Plan, score and record every session under `path` not yet scored by this model version,
-    then write the run's overview page."""
+                 progress: bool = False, declared: dict | None = None) -> ScoreSummary:
+    """Plan, score and record every session under `path` not yet scored by this model version
+    (read with the `declared` conventions), then write the run's overview page."""
     began = time.perf_counter()
     todo, skipped = plan(path, out, info)
     records = score_all(todo, model_dir, out, info, html, block_sessions, block_seconds,
-                        progress)
+                        progress, declared)
     page = overview(out, info, {k for _, k in todo}, set(skipped),
                     records.error_records) if html else None
     review = write_review(out, run_name(), records.scored) if records.scored else None
@@ -471,10 +477,11 @@ def store_errors(path: str, out: str) -> Iterator[None]:
 def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                out: str | None = None, model: str | None = None, html: bool = True,
                block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
-               progress: bool = False) -> dict[str, Any]:
-    """Score every uploaded session under `path` with the champion (or a pinned version)."""
+               progress: bool = False, declared: dict | None = None) -> dict[str, Any]:
+    """Score every uploaded session under `path` with the champion (or a pinned version);
+    `declared`: the uploads' conventions (model.data.readers.checked_declarations)."""
     model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
     with store_errors(path, out):
         return score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
-                            progress).to_dict()
+                            progress, declared).to_dict()

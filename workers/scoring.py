@@ -81,15 +81,18 @@ class Scorer:
     report writer, say) and returns fields added to that session's records; if it fails, the
     session comes back as one "failed" record with the reason."""
 
-    def __init__(self, model_uri: str, device: str = "cpu", on_session: SessionHook | None = None):
+    def __init__(self, model_uri: str, device: str = "cpu", on_session: SessionHook | None = None,
+                 declared: dict | None = None):
         self.model = TrainedModel.load(local_model_dir(model_uri), device=device)
+        self.declared = declared
         self.node_id = ray.get_runtime_context().get_node_id()
         self.on_session = on_session
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         indices = [int(i) for i in batch["index"]]
         if "path" in batch:
-            scored = score_uploads(self.model, [str(p) for p in batch["path"]])
+            scored = score_uploads(self.model, [str(p) for p in batch["path"]],
+                                   declared=self.declared)
             records = [self.session(s) for s in scored]
         else:
             seqs = [row_sequence(p, f) for p, f in zip(batch["poses"], batch["fields"],
@@ -143,9 +146,12 @@ def input_rows(inputs: Iterable[str | Path | Sequence]) -> list[dict]:
 def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
                 batch_size: int = 8, concurrency: int | None = None,
                 output: str | Path | None = None, gpu_fraction: float = 0.25,
-                progress: bool = True, on_session: SessionHook | None = None) -> list[dict]:
+                progress: bool = True, on_session: SessionHook | None = None,
+                declared: dict | None = None) -> list[dict]:
     """Score session files (or dataset sequences) on Ray; one record per repetition or rejected
-    input, in input order; also written as JSON lines to `output` when given."""
+    input, in input order; also written as JSON lines to `output` when given. `declared`: the
+    session files' conventions (up, units, mirrored, layout, layout_file: model.data.readers.
+    read_session); a layout file must be readable where the actors run."""
     rows = input_rows(inputs)
     if not rows:
         return []
@@ -158,7 +164,7 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     n_batches = math.ceil(len(rows) / batch_size)
     actors = concurrency or max(1, min(capacity(place), n_batches))
     scored = ray.data.from_items(rows, override_num_blocks=n_batches).map_batches(
-        Scorer, fn_constructor_args=(str(model_dir), place.device, on_session),
+        Scorer, fn_constructor_args=(str(model_dir), place.device, on_session, declared),
         batch_size=batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=place.num_cpus,

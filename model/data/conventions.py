@@ -315,7 +315,9 @@ def _has_body(seq: Sequence) -> bool:
     return len(seen) >= MIN_FRAMES and bool(np.ptp(seen, axis=1).max() > 0)
 
 
-def _checked_forced(forced: dict, source: str) -> dict:
+def checked_forced(forced: dict, source: str) -> dict:
+    """The up axis, units and mirroring of `forced` that are given, checked; ConventionError
+    naming `source` where one is not a valid value."""
     out = {k: v for k, v in forced.items() if k in FORCEABLE and v is not None}
     if UP in out and out[UP] not in UP_AXES:
         raise ConventionError(source, f"up {out[UP]!r} is not one of {', '.join(UP_AXES)}",
@@ -355,7 +357,7 @@ def settle(seqs: list[Sequence], forced: dict | None = None, source: str = ""
 
     `forced`: up, units and mirrored given as options, taken as they are. Raises
     ConventionError (naming `source`) when a forced value is not a valid one."""
-    forced = _checked_forced(forced or {}, source)
+    forced = checked_forced(forced or {}, source)
     declared_ups = {_declared(s, UP) for s in seqs} & set(UP_AXES)
     judged = forced.get(UP) or (declared_ups.pop() if len(declared_ups) == 1 else None)
     est = estimate(seqs, up=judged)

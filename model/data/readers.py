@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from model.data.conventions import settle, with_declared
+from model.data.conventions import FORCEABLE, checked_forced, settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
     SEQUENCE_FIELDS,
@@ -34,6 +34,8 @@ from model.data.sequence import Sequence, SequenceError
 MANIFEST = "posecoach.json"
 LAYOUT_FILE = "layout_file"
 DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
+#: What a caller may declare for uploaded sessions (`read_session`).
+SESSION_DECLARABLE = (*FORCEABLE, "layout", LAYOUT_FILE)
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
@@ -159,6 +161,20 @@ def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | Se
         yield item if isinstance(item, SequenceError) else next(seqs)
 
 
+def checked_declarations(source: str = "the options", **declared: object) -> dict:
+    """The declarations given (None dropped), checked before any file is read: up, units and
+    mirrored valid values, the layout a known one, the layout file a usable one. SequenceError
+    naming `source` (or the layout file) and the problem."""
+    given = {k: v for k, v in declared.items() if v is not None}
+    checked_forced(given, source)
+    if given.get("layout") is not None:
+        _layout(str(given["layout"]), Path(source))
+    if given.get(LAYOUT_FILE) is not None:
+        given[LAYOUT_FILE] = str(given[LAYOUT_FILE])
+        load_layout(given[LAYOUT_FILE])
+    return given
+
+
 def _folder_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*")
@@ -197,13 +213,14 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
         raise SequenceError(str(path), "no such file or folder", "unreadable")
 
 
-def read_session(path: Path, layout_file: str | Path | None = None, **forced: object
-                 ) -> Sequence:
+def read_session(path: Path, layout: str | None = None, layout_file: str | Path | None = None,
+                 **forced: object) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
     axes and units settled (model.data.conventions), `forced` (up, units, mirrored) as given.
-    A posecoach.json in the session's folder may declare up, units, mirrored and layout_file
-    (the session file wins). With a layout file, a session in that layout's skeleton is mapped
-    onto the canonical joints."""
+    A built-in `layout` (declared, or named by a posecoach.json in the session's folder) and
+    the manifest may declare up, units and mirrored (the manifest over the layout, the session
+    file over both), the manifest also `layout_file`. With a layout file (the argument over
+    the manifest's), a session in that layout's skeleton is mapped onto the canonical joints."""
     path = Path(path)
     if not path.is_file():
         raise SequenceError(str(path), "no such file (a session is one file)", "unreadable")
@@ -212,10 +229,12 @@ def read_session(path: Path, layout_file: str | Path | None = None, **forced: ob
         raise SequenceError(str(path), f"unknown session file type (known: "
                                        f"{', '.join(SESSION_READERS)})", "unknown_format")
     manifest = _manifest(path.parent, path.parent)
+    layout_name = layout or manifest.get("layout")
+    fields = {**(_layout(layout_name, path) if layout_name else {}), **manifest}
     layout_file = layout_file or manifest.get(LAYOUT_FILE)
-    layout = load_layout(layout_file) if layout_file else None
-    session = with_declared(reader(path), manifest)
-    [session] = settle([to_canonical(session, layout) if layout else session], forced,
+    mapping = load_layout(layout_file) if layout_file else None
+    session = with_declared(reader(path), fields)
+    [session] = settle([to_canonical(session, mapping) if mapping else session], forced,
                        str(path))
     if isinstance(session, SequenceError):
         raise session

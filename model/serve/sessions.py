@@ -9,6 +9,10 @@ process that forked them.
 Every input comes back: as a scored session, or with the reason it could not be scored
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
 error). Files on an object store (s3://, gs://) are read through model.data.storage.
+
+Declarations of the uploads' conventions (`declared`: up, units, mirrored, layout, layout_file,
+model.data.readers.SESSION_DECLARABLE) reach the reader of every file, in whichever process
+reads it; each file is its own source, settled against its own data.
 """
 
 from __future__ import annotations
@@ -52,16 +56,18 @@ class SessionScore:
         return None if self.session is None else self.session.meta.get("session_id")
 
 
-def read_upload(uri: str) -> Sequence:
-    """An uploaded session from a local path or an object-store URI (the URI kept as source)."""
+def read_upload(uri: str, declared: dict | None = None) -> Sequence:
+    """An uploaded session from a local path or an object-store URI (the URI kept as source),
+    read with the `declared` conventions (model.data.readers.read_session)."""
+    declared = declared or {}
     if not storage.is_remote(uri):
-        return read_session(Path(uri))
+        return read_session(Path(uri), **declared)
     suffix = Path(uri.rsplit("/", 1)[-1]).suffix
     with tempfile.TemporaryDirectory(prefix="posecoach-upload-") as tmp:
         local = Path(tmp) / f"upload{suffix}"
         local.write_bytes(storage.read_bytes(uri))
         try:
-            session = read_session(local)
+            session = read_session(local, **declared)
         except SequenceError as exc:
             raise SequenceError(uri, exc.reason, exc.kind) from exc
     session.source = uri
@@ -73,10 +79,12 @@ def _failed(uri: str, exc: Exception, kind: str = "failed") -> SessionScore:
                         error_kind=kind)
 
 
-def cut_upload(model: TrainedModel, uri: str) -> tuple[SessionScore, list[Sequence]]:
-    """Read one upload and cut it into repetitions; a SessionScore saying why not, if not."""
+def cut_upload(model: TrainedModel, uri: str, declared: dict | None = None
+               ) -> tuple[SessionScore, list[Sequence]]:
+    """Read one upload (with the `declared` conventions) and cut it into repetitions; a
+    SessionScore saying why not, if not."""
     try:
-        session = read_upload(uri)
+        session = read_upload(uri, declared)
         return SessionScore(uri, session=session), cut_session(model, session)
     except SequenceError as exc:
         status = EMPTY if exc.kind == "no_repetitions" else REJECTED
@@ -102,13 +110,14 @@ def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
     return out
 
 
-def score_uploads(model: TrainedModel, uris: Iterable[str],
-                  batch_size: int = BATCH_SIZE) -> list[SessionScore]:
+def score_uploads(model: TrainedModel, uris: Iterable[str], batch_size: int = BATCH_SIZE,
+                  declared: dict | None = None) -> list[SessionScore]:
     """Score uploaded session files together; one SessionScore per input, in input order."""
-    return score_cut(model, [cut_upload(model, uri) for uri in uris], batch_size)
+    return score_cut(model, [cut_upload(model, uri, declared) for uri in uris], batch_size)
 
 
 _WORKER_MODEL: TrainedModel | None = None
+_WORKER_DECLARED: dict = {}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -120,23 +129,25 @@ def _die_with_parent() -> None:
 
 def _cut_in_worker(uri: str) -> Cut:
     assert _WORKER_MODEL is not None
-    return cut_upload(_WORKER_MODEL, uri)
+    return cut_upload(_WORKER_MODEL, uri, _WORKER_DECLARED)
 
 
 class UploadCutter:
     """Reads and cuts uploads in `workers` forked processes (in this one when workers < 1 or
-    fork is not available); `submit` hands back a block's result later, in input order."""
+    fork is not available), with the `declared` conventions; `submit` hands back a block's
+    result later, in input order."""
 
-    def __init__(self, model: TrainedModel, workers: int):
+    def __init__(self, model: TrainedModel, workers: int, declared: dict | None = None):
         self.model = model
+        self.declared = dict(declared or {})
         can_fork = "fork" in multiprocessing.get_all_start_methods()
         self.workers = workers if can_fork else 0
         self.pool: Pool | None = None
 
     def __enter__(self) -> UploadCutter:
-        global _WORKER_MODEL
+        global _WORKER_MODEL, _WORKER_DECLARED
         if self.workers >= 1:
-            _WORKER_MODEL = self.model
+            _WORKER_MODEL, _WORKER_DECLARED = self.model, self.declared
             self.pool = multiprocessing.get_context("fork").Pool(self.workers,
                                                                  initializer=_die_with_parent)
         return self
@@ -148,7 +159,7 @@ class UploadCutter:
 
     def submit(self, uris: list[str]) -> AsyncResult | list[Cut]:
         if self.pool is None:
-            return [cut_upload(self.model, uri) for uri in uris]
+            return [cut_upload(self.model, uri, self.declared) for uri in uris]
         return self.pool.map_async(_cut_in_worker, uris, chunksize=4)
 
     @staticmethod
