@@ -49,6 +49,7 @@ from flows.report_html import overview_page
 from flows.reports import ModelInfo, write_session
 from flows.review import run_name, write_review
 from model.data import storage
+from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
@@ -291,6 +292,8 @@ def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], l
     done |= {r["key"] for r in read_jsonl(storage.join(out, OLD_LEDGER))}
     todo, skipped = [], []
     for uri in storage.list_files(path, UPLOAD_SUFFIXES):
+        if uri.rsplit("/", 1)[-1] == MANIFEST:  # the folder's declarations, not an upload
+            continue
         key = ledger_key(storage.sha256(uri), info)
         (skipped.append(key) if key in done else todo.append((uri, key)))
     return todo, skipped
