@@ -4,12 +4,14 @@ $POSECOACH_HOME/logs/<command>-<time>.log, the last `KEEP_LOGS` kept; `--verbose
 
 `quiet(command)` sends file descriptor 2 (stderr, which the libraries, their loggers and the
 processes they start write to) to the log, and gives flows.output.console a copy of the
-terminal's stderr, until `restore()`. It does so only when stderr is the process's real stderr
+terminal's stderr, until `restore()`. posecoach's own warnings and errors (its loggers: flows,
+model, workers, registry) go to both. It does so only when stderr is the process's real stderr
 (not a test runner's capture).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -20,6 +22,7 @@ from typing import TextIO
 from model.settings import get_settings
 
 KEEP_LOGS = 50
+OWN_LOGGERS = ("flows", "model", "workers", "registry")
 
 
 def log_dir() -> Path:
@@ -46,6 +49,7 @@ class Quiet:
     log: Path
     saved_fd: int
     terminal: TextIO
+    handlers: list[logging.Handler]
 
 
 _active: Quiet | None = None
@@ -74,12 +78,25 @@ def quiet(command: str) -> Path | None:
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 2)
     os.close(fd)
-    _active = Quiet(log, saved_fd, terminal)
+    _active = Quiet(log, saved_fd, terminal, _own_handlers(terminal))
     console.file = terminal
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return log
+
+
+def _own_handlers(terminal: TextIO) -> list[logging.Handler]:
+    """Handlers that show posecoach's own warnings and errors on the terminal and in the log
+    (stderr, now the log), attached to its loggers."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(terminal),
+                                       logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).addHandler(handler)
+    return handlers
 
 
 def restore() -> None:
@@ -89,6 +106,9 @@ def restore() -> None:
         return
     from flows.output import console
 
+    for handler in _active.handlers:
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
     sys.stderr.flush()
     os.dup2(_active.saved_fd, 2)
     os.close(_active.saved_fd)

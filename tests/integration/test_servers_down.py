@@ -230,7 +230,8 @@ def test_object_store_unreachable_during_score(servers, champion, uploads, monke
         cut = score_cli(servers, uploads, out, relay.url)
         assert cut.returncode == 1, cut.stderr[-3000:]
         assert f"the object store at {relay.url} did not answer" in " ".join(cut.stderr.split())
-        assert read_ledger(out) is None
+        ledger = read_ledger(out)  # created empty before the first merge, or not at all
+        assert ledger is None or ledger.num_rows == 0
         assert DeltaTable(storage.join(out, TABLE)).to_pyarrow_table().num_rows > 0
 
         relay.mend()
