@@ -33,7 +33,7 @@ from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.names import safe_file_name
-from model.data.readers import MANIFEST, SKIPPED_SUFFIXES, declared_fields, iter_sequences
+from model.data.readers import declared_fields, folder_files, iter_sequences
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
@@ -114,11 +114,7 @@ def input_files(source: Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise SequenceError(str(source), "no such file or folder", "missing_source")
-    return sorted(
-        p for p in source.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith((".", "_"))
-        and p.suffix.lower() not in SKIPPED_SUFFIXES
-    )  # fmt: skip
+    return folder_files(source)
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,9 @@ def checked_declarations(source: str = "the options", **declared: object) -> dic
     return given
 
 
-def _folder_files(folder: Path) -> list[Path]:
+def folder_files(folder: Path) -> list[Path]:
+    """The files of a folder the readers read (recursively; not its posecoach.json, hidden names
+    or skipped suffixes), sorted."""
     return sorted(
         p for p in folder.rglob("*")
         if p.is_file() and p.name != MANIFEST and not p.name.startswith((".", "_"))
@@ -202,7 +204,7 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
                          f"{', '.join(DECLARABLE)})")
     path = Path(path)
     if path.is_dir():
-        for file in _folder_files(path):
+        for file in folder_files(path):
             try:
                 yield from _read_file(file, path, declared)
             except SequenceError as e:
