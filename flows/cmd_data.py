@@ -16,8 +16,6 @@ from rich.table import Table
 
 from flows.options import JsonOpt
 from flows.output import console, emit, fail
-from model.data.card import CardError, configure, load_card, parse_value, read_card
-from model.data.dataset import Dataset
 
 NameArg = typer.Argument(..., help="The dataset's name, e.g. ec3d or uiprmd.")
 SkeletonOpt = typer.Option(None, "--skeleton", help="The skeleton its models train on.")
@@ -33,6 +31,8 @@ SegmentOpt = typer.Option(None, "--segmentation",
 
 
 def _changes(**raw: str | None) -> dict[str, Any]:
+    from model.data.card import parse_value
+
     return {key: parse_value(key, value) for key, value in raw.items() if value is not None}
 
 
@@ -55,6 +55,9 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
            motion_only: str = MotionOpt, beta: str = BetaOpt, exercises: str = ExercisesOpt,
            segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
     """Write a dataset's card: its default card with the options given."""
+    from model.data.card import CardError, configure, read_card
+    from model.data.dataset import Dataset
+
     ds = Dataset(name)
     try:
         if read_card(name, ds.uri) is not None:
@@ -73,6 +76,9 @@ def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
                    beta: str = BetaOpt, exercises: str = ExercisesOpt,
                    segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
     """Change fields of a dataset's card (stored, or its default) and store it."""
+    from model.data.card import CardError, configure
+    from model.data.dataset import Dataset
+
     try:
         changes = _changes(skeleton=skeleton, gate_subjects=gate_subjects,
                            motion_only=motion_only, beta=beta, exercises=exercises,
@@ -87,6 +93,9 @@ def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
 
 def show(name: str = NameArg, as_json: bool = JsonOpt) -> None:
     """Print the card retrain, cross-validation and scoring use for a dataset."""
+    from model.data.card import CardError, load_card
+    from model.data.dataset import Dataset
+
     try:
         card = load_card(Dataset(name))
     except CardError as exc:

@@ -7,7 +7,6 @@ from typing import Any
 import typer
 
 from flows import cmd_ingest, cmd_retrain, cmd_score
-from flows.demo import demo_flow
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail, work
 
@@ -47,6 +46,8 @@ def demo(
     as_json: bool = JsonOpt,
 ) -> None:
     """Synthesise, ingest, retrain and promote, then score uploaded sessions (all local)."""
+    from flows.demo import demo_flow
+
     try:
         with work(as_json):
             result = demo_flow(profile=profile, dataset=dataset, seed=seed,

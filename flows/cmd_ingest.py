@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from flows.cmd_review import ingest_review_file
-from flows.ingest import IngestReport, ingest_flow, quarantine_dir
 from flows.options import (
     DatasetOpt,
     JsonOpt,
@@ -22,14 +21,16 @@ from flows.options import (
     UpOpt,
 )
 from flows.output import console, emit, fail
-from flows.review import is_review_file
-from model.data.dataset import Dataset
-from model.data.readers import checked_declarations
 from model.data.sequence import SequenceError
+
+if TYPE_CHECKING:
+    from model.data.dataset import Dataset
 
 
 def show_report(report: dict[str, Any]) -> None:
     """The human summary of an ingest."""
+    from flows.ingest import quarantine_dir
+
     console.print(f"ingest into {report['dataset']!r}: now at version {report['version']}")
     table = Table()
     table.add_column("", style="bold")
@@ -81,6 +82,10 @@ def ingest(
 
     Re-ingest fixed files with `posecoach ingest var/quarantine/DATASET --dataset DATASET`.
     """
+    from flows.ingest import IngestReport, ingest_flow
+    from flows.review import is_review_file
+    from model.data.readers import checked_declarations
+
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file,
                                         skeleton=skeleton, units=units, up=up,
@@ -104,6 +109,8 @@ def ingest(
 
 
 def _dataset(name: str) -> Dataset:
+    from model.data.dataset import Dataset
+
     ds = Dataset(name)
     if not ds.exists():
         fail(f"no dataset {name!r} at {ds.uri}")

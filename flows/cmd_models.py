@@ -9,20 +9,16 @@ version or the registry could not do it (unknown model or version, no previous c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from flows.models import import_paper, listing
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail
-from model.learn.paper import PaperWeightsError
-from registry.gate import Decision, default_actor, promote, rollback
-from registry.versions import (
-    RegistryError,
-)
-from registry.versions import model_name as registered_name
+
+if TYPE_CHECKING:
+    from registry.gate import Decision
 
 
 def _figure(value: float | None) -> str:
@@ -60,6 +56,9 @@ def _answer(decision: Decision, as_json: bool) -> None:
 
 def list_models(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
     """Versions, aliases and key gate figures of the dataset's registered model."""
+    from flows.models import listing
+    from registry.versions import RegistryError
+
     try:
         result = listing(dataset)
     except RegistryError as exc:
@@ -76,6 +75,10 @@ def promote_model(
 ) -> None:
     """Make VERSION the champion if the gate lets it (its recorded gate-subject figures
     against the champion's), or regardless with --force --reason."""
+    from registry.gate import default_actor, promote
+    from registry.versions import RegistryError
+    from registry.versions import model_name as registered_name
+
     if force and not (reason and reason.strip()):
         fail("--force needs --reason TEXT saying why", code=2)
     try:
@@ -92,6 +95,10 @@ def rollback_model(
     as_json: bool = JsonOpt,
 ) -> None:
     """Give the champion alias back to the previous champion."""
+    from registry.gate import default_actor, rollback
+    from registry.versions import RegistryError
+    from registry.versions import model_name as registered_name
+
     try:
         decision = rollback(registered_name(dataset), actor=default_actor(), reason=reason)
     except RegistryError as exc:
@@ -132,6 +139,10 @@ def import_paper_model(
 ) -> None:
     """Import the paper's released weights (Ours.pt, Classifer.pt, classifer_for_eval.pt),
     save them as a posecoach model with the paper's preprocessing and register them."""
+    from flows.models import import_paper
+    from model.learn.paper import PaperWeightsError
+    from registry.versions import RegistryError
+
     if not path.is_file():
         fail(f"{path}: no such file")
     try:

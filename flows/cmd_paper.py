@@ -12,9 +12,7 @@ from rich.table import Table
 
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from flows.paper import run_protocol, run_saved
 from model.data.sequence import SequenceError
-from model.evaluate.metrics import Evaluation
 from model.learn.config import VARIANTS
 from model.settings import get_settings
 
@@ -29,6 +27,8 @@ def _num(x: float | None) -> str:
 
 def show(result: dict) -> None:
     """The paper's table for every variant, then the paper's own figures for reference."""
+    from model.evaluate.metrics import Evaluation
+
     marker = " [yellow](synthetic data, not EC3D's figures)[/yellow]" if (
         result["data"]["synthetic"]) else ""
     console.print(f"subject keys, sorted: {', '.join(result['subject_order'])}; training "
@@ -94,6 +94,8 @@ def paper_protocol(
     as_json: bool = JsonOpt,
 ) -> None:
     """The paper's protocol: train on EC3D subjects 1-3, test on subject 4, print its table."""
+    from flows.paper import run_protocol, run_saved
+
     settings = get_settings()
     variants = list(VARIANTS) if variant == "all" else [variant]
     if variant != "all" and variant not in VARIANTS:

@@ -9,10 +9,7 @@ from rich.table import Table
 
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail, work
-from flows.retrain import RetrainError, retrain_flow
 from model.evaluate.summary import figure_at
-from registry.gate import default_actor
-from registry.versions import RegistryError
 
 KEY_FIGURES = {
     "micro": "accuracy (micro)",
@@ -51,6 +48,10 @@ def retrain(
     as_json: bool = JsonOpt,
 ) -> None:
     """Cross-validate, train, register and (through the gate) promote a dataset's model."""
+    from flows.retrain import RetrainError, retrain_flow
+    from registry.gate import default_actor
+    from registry.versions import RegistryError
+
     try:
         with work(as_json):
             result = retrain_flow(dataset=dataset, profile=profile, seed=seed,

@@ -9,11 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from flows.drift import DriftError, check_drift
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail, work
-from flows.review import ingest_review
-from registry.versions import RegistryError
 
 
 def show_review(report: dict[str, Any]) -> None:
@@ -31,6 +28,8 @@ def show_review(report: dict[str, Any]) -> None:
 
 def ingest_review_file(path: str, dataset: str, as_json: bool) -> None:
     """Ingest the labelled rows of one review file (unlabelled ones stay for later)."""
+    from flows.review import ingest_review
+
     emit(ingest_review(path, dataset).to_dict(), as_json, show_review)
 
 
@@ -68,6 +67,9 @@ def drift(
     as_json: bool = JsonOpt,
 ) -> None:
     """Compare the repetitions scored lately with the champion's training data, per exercise."""
+    from flows.drift import DriftError, check_drift
+    from registry.versions import RegistryError
+
     start = parse_since(since)
     try:
         with work(as_json):

@@ -19,7 +19,6 @@ from flows.options import (
 )
 from flows.output import console, emit, fail, work
 from model.data.names import terminal_text
-from model.data.readers import checked_declarations
 from model.data.sequence import SequenceError
 
 
@@ -71,6 +70,7 @@ def score(
     Each upload is its own source: its up axis, units and mirroring are settled against its own
     data, as `posecoach ingest` does; one the data contradicts is an error record."""
     from flows.score import StoreUnavailable, score_flow
+    from model.data.readers import checked_declarations
     from registry.versions import RegistryError
 
     try:

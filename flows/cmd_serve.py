@@ -8,16 +8,7 @@ from rich.table import Table
 
 from flows.options import DatasetOpt, JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from flows.serve import (
-    DEFAULT_CRON,
-    DEFAULT_TIMEZONE,
-    ServeError,
-    describe,
-    require_server,
-    retrain_deployment,
-    score_deployment,
-    serve_deployments,
-)
+from flows.schedule import DEFAULT_CRON, DEFAULT_TIMEZONE
 from model.settings import get_settings
 
 
@@ -50,6 +41,15 @@ def serve(
     as_json: bool = JsonOpt,
 ) -> None:
     """Serve the retrain (cron) and score (on demand, optional cron) deployments."""
+    from flows.serve import (
+        ServeError,
+        describe,
+        require_server,
+        retrain_deployment,
+        score_deployment,
+        serve_deployments,
+    )
+
     try:
         api_url = require_server(get_settings().prefect_api_url)
         deployments = [retrain_deployment(cron, timezone, dataset, profile),

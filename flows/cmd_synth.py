@@ -12,7 +12,6 @@ from rich.table import Table
 
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
-from flows.synth import LABELLED_WRITERS, SESSION_FORMATS, synthesize
 from model.settings import get_settings
 
 
@@ -42,6 +41,8 @@ def synth_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write a synthetic EC3D-like dataset (and uploaded sessions) into a folder."""
+    from flows.synth import LABELLED_WRITERS, SESSION_FORMATS, synthesize
+
     settings = get_settings()
     try:
         prof = settings.get_profile(profile)

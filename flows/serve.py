@@ -31,13 +31,12 @@ from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
 from flows.retrain import retrain_flow
+from flows.schedule import DEFAULT_CRON, DEFAULT_TIMEZONE
 from flows.score import score_flow
 from model.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CRON = "0 2 * * *"
-DEFAULT_TIMEZONE = "UTC"
 RETRAIN_DEPLOYMENT = "nightly"
 SCORE_DEPLOYMENT = "uploads"
 WATCH_EVERY_S = 10.0
