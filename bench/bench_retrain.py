@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from bench import Row
 from flows.retrain import retrain_flow
 from model.data.dataset import Dataset
 from model.data.synth import make_dataset
-from model.settings import get_settings
+from model.settings import environment, get_settings
 
 DATASET, PROFILE, TARGET_S = "ec3d", "nightly", 600.0
 
@@ -35,18 +34,11 @@ DATASET, PROFILE, TARGET_S = "ec3d", "nightly", 600.0
 @contextmanager
 def scratch_home() -> Iterator[Path]:
     """POSECOACH_HOME (and the default sqlite MLflow store under it) in a temporary folder."""
-    saved = {k: os.environ.get(k) for k in ("POSECOACH_HOME", "MLFLOW_TRACKING_URI")}
     home = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
-    os.environ["POSECOACH_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        yield home
+        with environment({"POSECOACH_HOME": str(home), "MLFLOW_TRACKING_URI": None}):
+            yield home
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         shutil.rmtree(home, ignore_errors=True)
 
 

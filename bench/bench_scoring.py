@@ -58,6 +58,7 @@ from model.data.synth import exercise_labels, make_session
 from model.learn.gcn import encode_poses
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult, normalize_valid, score, score_session
+from model.settings import environment
 from workers.scoring import SCORED, score_batch
 
 N_REPS, N_SESSIONS, BATCH, REPEATS, RAY_REPEATS = 2048, 64, 512, 3, 1
@@ -125,22 +126,14 @@ def scratch_registry(home: Path, model: TrainedModel, model_dir: Path) -> Iterat
     from registry.imported import register_imported
     from registry.versions import CHAMPION, model_name, set_alias
 
-    saved = {k: os.environ.get(k) for k in ("POSECOACH_HOME", "MLFLOW_TRACKING_URI")}
     home.mkdir(parents=True)
-    os.environ["POSECOACH_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-    try:
+    with environment({"POSECOACH_HOME": str(home),
+                      "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}):
         example, _ = make_session("u0", "squat", ["correct"], seed=0)
         name, _, version = register_imported(model_dir, model, BENCH_DATASET, example)
         set_alias(name, CHAMPION, version)
         assert name == model_name(BENCH_DATASET)
         yield version
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def flow(work: Path, version: str) -> tuple[dict[str, float], dict[str, int]]:

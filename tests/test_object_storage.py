@@ -27,7 +27,7 @@ from model.data.sequence import SequenceError
 from model.data.synth import make_dataset
 from model.learn.saved import TrainedModel
 from model.learn.train import train
-from model.settings import PROFILES, run_config
+from model.settings import PROFILES, environment, run_config
 
 torch.set_num_threads(1)
 
@@ -63,20 +63,14 @@ def s3_env() -> Iterator[dict[str, str]]:
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
            "AWS_ALLOW_HTTP": "true"}
-    saved = {k: os.environ.get(k) for k in env}
     try:
         wait_for(env["AWS_ENDPOINT_URL"] + "/moto-api/", proc)
-        os.environ.update(env)
-        client = boto3.client("s3")
-        for bucket in BUCKETS:
-            client.create_bucket(Bucket=bucket)
-        yield env
+        with environment(env):
+            client = boto3.client("s3")
+            for bucket in BUCKETS:
+                client.create_bucket(Bucket=bucket)
+            yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         proc.terminate()
         proc.wait(timeout=30)
 

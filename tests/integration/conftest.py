@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from servers import Server, credentials, mlflow_server, postgres, postgres_bin, prefect_server
 
+from model.settings import environment
+
 
 @dataclass
 class Servers:
@@ -33,16 +35,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs `postgresql`)")
     folder = tmp_path_factory.mktemp("servers")
     auth = credentials()
-    saved = {k: os.environ.get(k) for k in auth}
     with postgres(bin_dir, ("mlflow", "mlflow_auth", "prefect")) as pg, \
             mlflow_server(pg, folder, auth).serving() as mlflow, \
-            prefect_server(pg, folder, auth).serving() as prefect:
-        os.environ.update(auth)
-        try:
-            yield Servers(mlflow, prefect, auth, folder)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            prefect_server(pg, folder, auth).serving() as prefect, environment(auth):
+        yield Servers(mlflow, prefect, auth, folder)
