@@ -1,0 +1,166 @@
+"""The command line's house-keeping: the libraries' output in a log file (the last 50 kept),
+posecoach's own lines on the terminal; what a command starts dies with it even under SIGKILL; a
+local Prefect server started once, found by later commands, stopped; `posecoach --help` without
+the heavy libraries imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+HEAVY = ("prefect", "ray", "mlflow", "torch", "deltalake", "matplotlib")
+
+
+def python(code: str, home: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POSECOACH_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+QUIET = """
+import logging, os, sys, warnings
+from flows.console import quiet, restore
+from flows.output import console
+log = quiet("unit")
+print("library noise", file=sys.stderr)
+os.write(2, b"raw noise from a child process\\n")
+logging.getLogger("prefect.flow_runs").warning("a prefect warning")
+logging.getLogger("flows.serve").error("no server answers, says posecoach")
+warnings.warn("a deprecation of the library's")
+console.print("the summary")
+restore()
+print("after restore", file=sys.stderr)
+print(log)
+"""
+
+
+def test_library_output_goes_to_the_log_and_the_summary_to_the_terminal(tmp_path):
+    done = python(QUIET, tmp_path)
+    assert done.returncode == 0, done.stderr
+    log = Path(done.stdout.strip())
+    assert log.parent == tmp_path / "logs" and log.name.startswith("unit-")
+    assert "the summary" in done.stderr and "after restore" in done.stderr
+    assert "no server answers, says posecoach" in done.stderr
+    assert "no server answers, says posecoach" in log.read_text()
+    for noise in ("library noise", "raw noise", "a prefect warning", "a deprecation"):
+        assert noise not in done.stderr
+        assert noise in log.read_text()
+
+
+def test_only_the_last_50_logs_are_kept(tmp_path, monkeypatch):
+    from flows.console import KEEP_LOGS, log_path
+
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for k in range(60):
+        old = logs / f"old-{k:02d}.log"
+        old.touch()
+        os.utime(old, (1_000_000 + k, 1_000_000 + k))
+    new = log_path("score")
+    kept = sorted(p.name for p in logs.glob("*.log"))
+    assert len(kept) == KEEP_LOGS and new.name in kept
+    assert "old-59.log" in kept and "old-10.log" not in kept
+
+
+KILLED = """
+import subprocess, sys, time
+from flows.lifetime import tie_descendants
+assert tie_descendants()
+sleeper = subprocess.Popen(["sleep", "300"])
+nested = subprocess.Popen([sys.executable, "-c",
+                           "import subprocess; subprocess.Popen(['sleep', '301']).wait()"])
+print(sleeper.pid, nested.pid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_what_a_command_starts_dies_with_it_even_under_sigkill(tmp_path):
+    env = {**os.environ, "POSECOACH_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", KILLED], env=env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        pids = [int(p) for p in child.stdout.readline().split()]
+        deadline = time.monotonic() + 60
+        while not [p for p in _all_pids() if _ppid(p) == pids[1]]:
+            assert time.monotonic() < deadline, "the nested sleep did not start"
+            time.sleep(0.1)
+        pids += [p for p in _all_pids() if _ppid(p) == pids[1]]
+        time.sleep(2.0)  # the watcher notes descendants every half second
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(running(p) for p in pids):
+        assert time.monotonic() < deadline, [p for p in pids if running(p)]
+        time.sleep(0.2)
+
+
+def _all_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def test_help_imports_none_of_the_heavy_libraries(tmp_path):
+    done = python("import sys\nfrom typer.testing import CliRunner\nfrom flows.cli import app\n"
+                  "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
+                  f"print([m for m in {HEAVY!r} if m in sys.modules])", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SERVER = """
+import json, os
+from flows import server
+started = server.start(port={port})
+again = server.start(port={port})
+os.environ.pop("PREFECT_API_URL", None)
+used = server.use_running_server()
+status = server.status()
+stopped = server.stop()
+print(json.dumps({{"started": started, "again": again, "used": used, "status": status,
+                  "stopped": stopped, "after": server.status()}}))
+"""
+
+
+def test_a_started_server_is_found_by_later_commands_until_stopped(tmp_path):
+    done = python(SERVER.format(port=_free_port()), tmp_path)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["started"]["running"] and not doc["started"]["already_running"]
+    assert doc["again"]["already_running"] and doc["again"]["pid"] == doc["started"]["pid"]
+    assert doc["used"] == doc["started"]["api_url"] == doc["status"]["api_url"]
+    assert doc["stopped"]["stopped"] and not doc["after"]["running"]
+    assert not running(doc["started"]["pid"])
