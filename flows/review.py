@@ -13,8 +13,6 @@ error naming its line, and the other rows still go in.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +22,16 @@ from model.data import storage
 from model.data.dataset import Dataset
 from model.data.names import safe_file_name
 from model.data.sequence import Sequence, SequenceError, validate
-from model.serve.review import COLUMNS, ReviewRow, read_labelled, select, to_csv, to_jsonl
+from model.serve.review import (
+    COLUMNS,
+    ReviewRow,
+    csv_records,
+    csv_text,
+    read_labelled,
+    select,
+    to_csv,
+    to_jsonl,
+)
 from model.serve.sessions import read_upload
 from model.settings import get_settings
 
@@ -157,7 +164,7 @@ def fill_from_truth(path: str | Path, truth: list[dict], out: str | Path) -> int
     true label of the session's repetition it overlaps most (sessions.truth.json of `posecoach
     synth --sessions`), written to `out`; returns how many rows it labelled."""
     by_session = {t["session_id"]: t for t in truth}
-    rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
+    _, rows = csv_records(Path(path).read_text(encoding="utf-8"))
     labelled = 0
     for row in rows:
         known = by_session.get(row["session_id"])
@@ -169,9 +176,5 @@ def fill_from_truth(path: str | Path, truth: list[dict], out: str | Path) -> int
         if overlap[best] > 0:
             row["label"] = f"{known['exercise']}/{known['labels'][best]}"
             labelled += 1
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    Path(out).write_text(buf.getvalue(), encoding="utf-8")
+    Path(out).write_text(csv_text(rows), encoding="utf-8")
     return labelled

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from model.data import storage
 from model.data.labels import class_name
-from model.data.names import metric_key
+from model.data.names import csv_row, metric_key
 from model.evaluate.summary import scalar_figures, summarise
 from model.learn.saved import code_version as saved_code_version
 from model.settings import get_settings
@@ -82,11 +82,13 @@ def fold_summary(folds: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def per_class_csv(rows: list[dict[str, Any]]) -> str:
+    """The per-class table as CSV; text cells (class names come from datasets) through
+    model.data.names.csv_cell, so that none opens as a spreadsheet formula."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(csv_row(row) for row in rows)
     return buf.getvalue()
 
 

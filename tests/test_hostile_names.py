@@ -28,6 +28,9 @@ from model.data.dataset import Dataset
 from model.data.formats import write_sequences_json, write_session
 from model.data.hostile import COLLIDING, HOSTILE_NAMES
 from model.data.names import (
+    csv_cell,
+    csv_row,
+    csv_value,
     html_text,
     metric_key,
     safe_file_name,
@@ -70,6 +73,29 @@ def test_names_are_plain_bounded_and_distinct() -> None:
     assert len({metric_key(v) for v in HOSTILE}) == len(HOSTILE)
     with pytest.raises(ValueError, match="NUL"):
         sql_text("a\x00b")
+
+
+def test_csv_cells_never_start_a_formula_and_read_back_as_they_were() -> None:
+    formulas = ['=HYPERLINK("http://x","y")', "@SUM(1)", "+A1", "-rf", "\tx", "\rx", "'=x",
+                "''@x"]
+    for value in formulas:
+        assert csv_cell(value) == "'" + value
+    kept = ["-1.5", "+2", "-1e3", "'-1.5", "plain", "'quoted", "", "a=b"]
+    assert [csv_cell(v) for v in kept] == kept
+    for value in (*formulas, *kept, *HOSTILE):
+        assert csv_value(csv_cell(value)) == value
+    assert csv_value('=HYPERLINK("a")') == '=HYPERLINK("a")'  # saved by a spreadsheet unquoted
+    assert csv_cell(-1.5) == "-1.5"
+    assert csv_row({"class": "=1+1", "n": 4, "accuracy": -0.5, "x": None}) == {
+        "class": "'=1+1", "n": 4, "accuracy": -0.5, "x": None}
+
+
+def test_per_class_csv_quotes_formula_class_names() -> None:
+    from registry.tracking import per_class_csv
+
+    rows = [{"class": "squat/correct", "accuracy": -0.5}, {"class": "@SUM(1)", "accuracy": None}]
+    assert per_class_csv(rows).splitlines() == [
+        "class,accuracy", "squat/correct,-0.5", "'@SUM(1),"]
 
 
 @pytest.mark.parametrize("part", ["..", "a/../../b", "./x", "a\\b", "nul\x00"])

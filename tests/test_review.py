@@ -1,9 +1,14 @@
 """The review queue: which scored repetitions are picked, and filled-in files read back with
 clear errors per row while the other rows still go in."""
 
+import csv
+import io
 import json
+from dataclasses import replace
 
 from model.serve.review import AUDIT, MISMATCH, UNSURE, read_labelled, select, to_csv, to_jsonl
+
+FORMULAS = ('=HYPERLINK("http://x","y")', "@SUM(1)", "+1+2", "'=already quoted", "-1.5")
 
 
 def scored_rows(n: int = 20) -> list[dict]:
@@ -55,3 +60,22 @@ def test_bad_rows_get_errors_naming_their_line_and_the_others_go_in():
     assert "not a whole number" in errors[0].reason and "not a range" in errors[1].reason
     malformed, errors, _ = read_labelled("a,b\n1,2\n", "review.csv")
     assert malformed == [] and "header lacks" in errors[0].reason
+
+
+def test_formula_values_are_quoted_in_the_csv_and_read_back_as_they_were():
+    rows = scored_rows(len(FORMULAS))
+    for r, value in zip(rows, FORMULAS, strict=False):
+        r.update(session_id=value, input=value, unsure=True)
+    picked = select(rows, audit=0, limit=50)
+    assert [r.session_id for r in picked] == list(FORMULAS)
+    text = to_csv(picked)
+    cells = list(csv.DictReader(io.StringIO(text)))
+    assert [c["session_id"] for c in cells] == [
+        '\'=HYPERLINK("http://x","y")', "'@SUM(1)", "'+1+2", "''=already quoted", "-1.5"]
+    assert cells[1]["source"] == "'@SUM(1)" and cells[0]["confidence"] == "0.9"
+    lines = text.splitlines()
+    labelled = [lines[0]] + [line + "correct" for line in lines[1:]]
+    back, errors, _ = read_labelled("\n".join(labelled) + "\n", "review.csv")
+    assert errors == []
+    assert [(r.session_id, r.source) for _, r in back] == [(v, v) for v in FORMULAS]
+    assert [r for _, r in back] == [replace(r, label="correct") for r in picked]

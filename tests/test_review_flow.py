@@ -14,11 +14,12 @@ from score_fixtures import INFO, save_tiny_model
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.review import ingest_review
+from flows.review import fill_from_truth, ingest_review, write_review
 from flows.score import score_folder
 from flows.synth import write_sessions
 from model.data.dataset import Dataset
-from model.data.synth import make_dataset
+from model.data.formats import write_session
+from model.data.synth import make_dataset, make_session
 from model.serve.sessions import read_upload
 
 DATASET = "reviewtest"
@@ -98,3 +99,34 @@ def test_labelled_rows_go_in_once_and_bad_rows_get_errors(scored, tmp_path):
 def truth_label(truth: list[dict], row: dict) -> str:
     return next(t for t in truth if t["session_id"] == row["session_id"])["labels"][
         int(row["rep"])]
+
+
+def test_a_formula_session_id_is_quoted_in_the_csv_and_ingested_as_it_was(tmp_path):
+    """A session id a spreadsheet would run (`=HYPERLINK(...)`) starts with `'` in the review
+    CSV, and still there once the demo's labeller has filled the file in; ingested, the dataset
+    row keeps the id as the upload gave it."""
+    hostile = '=HYPERLINK("http://x","y")'
+    session, bounds = make_session("u1", "squat", ["correct", "correct"], seed=5)
+    session.meta["session_id"] = hostile
+    upload = write_session(session, tmp_path / "sessions" / "formula.json")
+    start, end = bounds[0]
+    scored = [{"session_id": hostile, "input": str(upload), "rep": 0, "frames": [start, end],
+               "exercise": "squat", "predicted": "squat/correct", "confidence": 0.4,
+               "unsure": True, "page": str(tmp_path / "out" / "formula.html")}]
+    review = write_review(str(tmp_path / "out"), "run", scored)
+    text = Path(review["csv"]).read_text()
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["session_id"] == "'" + hostile and row["confidence"] == "0.4"
+    truth = [{"session_id": hostile, "exercise": "squat", "labels": ["correct", "correct"],
+              "boundaries": [list(b) for b in bounds]}]
+    filled = tmp_path / "filled.csv"
+    assert fill_from_truth(review["csv"], truth, filled) == 1
+    assert list(csv.DictReader(io.StringIO(filled.read_text())))[0]["session_id"] == "'" + hostile
+    dataset = "reviewformula"
+    Dataset(dataset).write(make_dataset(n_subjects=1, reps=1, seed=9))
+    report = ingest_review(filled, dataset)
+    assert (report.inserted, report.errors) == (1, [])
+    [new] = [s for s in Dataset(dataset).read() if "review" in s.meta]
+    assert new.meta["review"]["session_id"] == hostile
+    assert new.meta["review"]["source"] == str(upload)
+    assert len(new.poses) == end - start

@@ -13,7 +13,8 @@ through one of these.
 - `html_text`: text escaped for HTML (attributes included), unprintable characters replaced.
 - `sql_text`: a SQL string literal.
 - `terminal_text`: text for the terminal: no escape sequences, no rich markup.
-- `csv_cell`: a spreadsheet cell that no spreadsheet runs as a formula.
+- `csv_cell`: a spreadsheet cell that no spreadsheet runs as a formula; `csv_row` a row's text
+  cells so; `csv_value` the value again from a cell read back (the inverse of `csv_cell`).
 - `exercise_name`: an exercise as datasets store it (a partition value), checked, never changed.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
@@ -25,6 +26,7 @@ import hashlib
 import html
 import re
 import unicodedata
+from collections.abc import Mapping
 
 HASH_CHARS = 12
 MAX_SLUG = 48
@@ -109,13 +111,32 @@ def terminal_text(value: object) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _looks_like_formula(text: str) -> bool:
+    """Whether `csv_cell` prefixes the text: after any leading `'`, it starts like a formula
+    and is not a number (a value already starting with `'` is prefixed again, so that
+    `csv_value` can tell the two apart)."""
+    rest = text.lstrip("'")
+    return rest.startswith(_FORMULA_START) and not _is_number(rest)
+
+
 def csv_cell(value: object) -> str:
     """A CSV cell a spreadsheet shows as text: a value starting like a formula (`= + - @`, tab,
-    carriage return) gets a leading `'`; numbers and plain text are kept as they are."""
+    carriage return; after any `'` it starts with) gets a leading `'`; numbers and plain text
+    are kept as they are."""
     text = _text(value)
-    if text.startswith(_FORMULA_START) and not _is_number(text):
-        return "'" + text
-    return text
+    return "'" + text if _looks_like_formula(text) else text
+
+
+def csv_value(cell: str) -> str:
+    """The value `csv_cell` wrote as `cell`: its leading `'` removed where `csv_cell` added it;
+    any other cell (one a spreadsheet saved without the `'`, too) as it is."""
+    return cell[1:] if cell.startswith("'") and _looks_like_formula(cell[1:]) else cell
+
+
+def csv_row(row: Mapping[str, object]) -> dict[str, object]:
+    """A row for csv.DictWriter with its text cells through `csv_cell`; other values (numbers,
+    None) as they are."""
+    return {k: csv_cell(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _is_number(text: str) -> bool:

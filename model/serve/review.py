@@ -4,7 +4,9 @@ CSV to fill in, and the labelled rows read back.
 A score run picks the repetitions the model was unsure of, those whose predicted exercise
 disagrees with the declared one, and a small random sample of the confident rest (an audit of
 what the model is sure about). Each row names the upload and the repetition's frames, so that a
-labelled row can be cut from its session again; the CSV has an empty `label` column.
+labelled row can be cut from its session again; the CSV has an empty `label` column, and a
+text cell that a spreadsheet would run as a formula starts with `'` (model.data.names.csv_cell),
+which reading the file back removes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+
+from model.data.names import csv_row, csv_value
 
 COLUMNS = ("session_id", "source", "rep", "start_frame", "end_frame", "exercise", "predicted",
            "confidence", "reason", "report", "label")
@@ -66,12 +70,25 @@ def to_jsonl(rows: Iterable[ReviewRow]) -> str:
 
 
 def to_csv(rows: Iterable[ReviewRow]) -> str:
+    return csv_text(asdict(r) for r in rows)
+
+
+def csv_text(records: Iterable[Mapping]) -> str:
+    """The review CSV of records keyed by COLUMNS; text cells through names.csv_cell, so that
+    no value from an upload opens as a spreadsheet formula (csv_records reads them back)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for r in rows:
-        writer.writerow(asdict(r))
+    writer.writerows(csv_row(r) for r in records)
     return buf.getvalue()
+
+
+def csv_records(text: str) -> tuple[list[str], list[dict]]:
+    """The header and rows of a review CSV, each text cell as it was before csv_text wrote it
+    (names.csv_value)."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [{k: csv_value(v) if isinstance(v, str) else v for k, v in r.items()} for r in reader]
+    return list(reader.fieldnames or []), rows
 
 
 @dataclass(frozen=True)
@@ -96,11 +113,11 @@ def read_labelled(text: str, name: str
                 except json.JSONDecodeError as exc:
                     records.append((line, f"not JSON: {exc.msg}"))
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        header, rows = csv_records(text)
+        missing = [c for c in COLUMNS if c not in header]
         if missing:
             return [], [RowError(1, f"{name}: the header lacks {', '.join(missing)}")], 0
-        records = [(i + 2, dict(r)) for i, r in enumerate(reader)]
+        records = [(i + 2, r) for i, r in enumerate(rows)]
     labelled, errors, unlabelled = [], [], 0
     for line, rec in records:
         if isinstance(rec, str) or not isinstance(rec, dict):
