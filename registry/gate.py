@@ -6,7 +6,9 @@ figure sets and the policy. Decisions leave tags on the version: `gate.decision`
 refused, forced, rolled_back), `gate.rule`, `gate.reason`, `gate.actor`, `gate.time`,
 `gate.figures` (what was compared), and `gate.log` (every decision on that version, as JSON).
 The registered model's `champion.history` tag lists the versions that held `champion`, oldest
-first: rollback moves the alias back one step.
+first: rollback moves the alias back one step. The tags are written before the alias moves, so
+a champion always carries the decision that made it one (a failure in between leaves the
+decision tagged and the alias where it was).
 """
 
 from __future__ import annotations
@@ -253,13 +255,13 @@ def promote(
                  "champion_version": current, "policy": policy.to_dict(),
                  "gate_reason": result.reason},
     )
+    _tag_decision(decision)
     if decision.promoted:
         set_alias(name, CHAMPION, version)
         history = champion_history(name)
         if current is not None and (not history or history[-1] != current):
             history.append(current)
         _set_history(name, [*history, version])
-    _tag_decision(decision)
     return decision
 
 
@@ -275,8 +277,6 @@ def rollback(name: str, *, actor: str | None = None, reason: str | None = None) 
         raise RegistryError(f"{name}: version {current} is the first champion; "
                             "there is no previous one to roll back to")
     previous = history[-1]
-    set_alias(name, CHAMPION, previous)
-    _set_history(name, history)
     decision = Decision(
         name=name, version=current, decision="rolled_back", rule="rollback",
         reason=reason or "rolled back by request", actor=actor or default_actor(), time=_now(),
@@ -285,4 +285,6 @@ def rollback(name: str, *, actor: str | None = None, reason: str | None = None) 
     )
     _tag_decision(decision)
     _tag_decision(Decision(**{**decision.to_dict(), "version": previous}))
+    set_alias(name, CHAMPION, previous)
+    _set_history(name, history)
     return decision

@@ -217,3 +217,43 @@ def test_tags_and_run_record(model_uri: str) -> None:
     home = get_settings().home
     assert Path(home, "mlartifacts", f"posecoach-{DATASET}").is_dir(), \
         "a local store keeps artifacts under POSECOACH_HOME"
+
+
+def test_decision_is_tagged_before_the_champion_moves(model_uri: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while moving the alias leaves the decision tagged and the champion unchanged
+    (promotion and rollback alike): no champion is ever without its decision record."""
+    from mlflow.tracking import MlflowClient
+
+    dataset = "gatecrash"
+    name = model_name(dataset)
+
+    def register_here(gate: dict) -> str:
+        return register_candidate(model_uri, dataset, dataset_version=1,
+                                  code_version=code_version(), skeleton="ec3d19",
+                                  classes=CLASSES, gate=gate)
+
+    v1 = register_here(figures(0.80, 0.90))
+    promote(name, v1, actor="ana")
+    v2 = register_here(figures(0.85, 0.92))
+
+    def crash(self, name: str, alias: str, version: str) -> None:
+        raise RuntimeError("killed while moving the alias")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "set_registered_model_alias", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            promote(name, v2, actor="nightly flow")
+    assert alias_version(name, CHAMPION) == v1
+    assert get_version(name, v2).tags["gate.decision"] == "promoted"
+    assert champion_history(name) == [v1]
+
+    promote(name, v2, actor="nightly flow")
+    assert alias_version(name, CHAMPION) == v2
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "set_registered_model_alias", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            rollback(name, actor="ana", reason="crash test")
+    assert alias_version(name, CHAMPION) == v2
+    for version in (v1, v2):
+        assert get_version(name, version).tags["gate.decision"] == "rolled_back"
