@@ -21,6 +21,7 @@ from flows.options import (
     UpOpt,
 )
 from flows.output import console, emit, fail
+from model.data.names import terminal_text
 from model.data.sequence import SequenceError
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ def show_report(report: dict[str, Any]) -> None:
         kinds.add_column("example")
         for kind, count in report["rejected_by_kind"].items():
             first = next(r for r in report["rejections"] if r["kind"] == kind)
-            kinds.add_row(kind, str(count), f"{first['file']}: {first['reason']}")
+            kinds.add_row(kind, str(count),
+                          terminal_text(f"{first['file']}: {first['reason']}"))
         console.print(kinds)
     taken = Counter(f"{key} {value['value']}" for file in report["conventions"].values()
                     for key, value in file.items() if value["source"] == "data")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from flows.options import JsonOpt, ProfileOpt
 from flows.output import console, emit, fail
+from model.data.names import terminal_text
 from model.data.sequence import SequenceError
 from model.learn.config import VARIANTS
 from model.settings import get_settings
@@ -31,11 +32,11 @@ def show(result: dict) -> None:
 
     marker = " [yellow](synthetic data, not EC3D's figures)[/yellow]" if (
         result["data"]["synthetic"]) else ""
-    console.print(f"subject keys, sorted: {', '.join(result['subject_order'])}; training "
-                  f"{', '.join(result['train_subjects'])}; test "
-                  f"{', '.join(result['test_subjects'])}"
-                  + (f"; unused {', '.join(result['unused_subjects'])}"
-                     if result["unused_subjects"] else ""))
+    keys = {k: ", ".join(map(terminal_text, result[k]))
+            for k in ("subject_order", "train_subjects", "test_subjects", "unused_subjects")}
+    console.print(f"subject keys, sorted: {keys['subject_order']}; training "
+                  f"{keys['train_subjects']}; test {keys['test_subjects']}"
+                  + (f"; unused {keys['unused_subjects']}" if result["unused_subjects"] else ""))
     for variant, d in result["variants"].items():
         ev = Evaluation.from_dict(d)
         table = Table(title=f"{variant}: train {'+'.join(result['train_subjects'])}, test "
@@ -64,8 +65,9 @@ def show(result: dict) -> None:
                   f"{_pct(ref['macro_classification'])} %, macro correction "
                   f"{_pct(ref['macro_correction_self'])} % (self-judged)")
     if result["refused"]:
+        first = result["refused"][0]
         console.print(f"[red]{len(result['refused'])} sequences refused[/red], e.g. "
-                      f"{result['refused'][0]['source']}: {result['refused'][0]['reason']}")
+                      + terminal_text(f"{first['source']}: {first['reason']}"))
 
 
 def _keys(text: str | None) -> list[str] | None:

@@ -11,11 +11,12 @@ from rich.table import Table
 
 from flows.options import DatasetOpt, JsonOpt
 from flows.output import console, emit, fail, work
+from model.data.names import terminal_text
 
 
 def show_review(report: dict[str, Any]) -> None:
-    table = Table(title=f"review file {report['file']} into {report['dataset']!r}, now at "
-                  f"version {report['version']}")
+    table = Table(title=f"review file {terminal_text(report['file'])} into "
+                  f"{report['dataset']!r}, now at version {report['version']}")
     table.add_column("", style="bold")
     table.add_column("rows", justify="right")
     for key in ("labelled", "inserted", "duplicates", "updated", "unlabelled"):
@@ -23,7 +24,7 @@ def show_review(report: dict[str, Any]) -> None:
     table.add_row("errors", str(len(report["errors"])))
     console.print(table)
     for err in report["errors"]:
-        console.print(f"[red]error[/red] line {err['line']}: {err['reason']}")
+        console.print(f"[red]error[/red] line {err['line']}: {terminal_text(err['reason'])}")
 
 
 def ingest_review_file(path: str, dataset: str, as_json: bool) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from model.data.names import terminal_text
+
 console = Console(stderr=True)
 
 
@@ -42,6 +44,7 @@ def work(as_json: bool) -> Iterator[None]:
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Stop the command with a reason on stderr and a non-zero exit status."""
-    console.print(f"[red]error:[/red] {message}")
+    """Stop the command with a reason on stderr and a non-zero exit status; the reason is
+    printed as plain text (it may quote a file's name or content)."""
+    console.print(f"[red]error:[/red] {terminal_text(message)}")
     raise typer.Exit(code)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 
 ROOT = Path(__file__).parent.parent
 HEAVY = ("prefect", "ray", "mlflow", "torch", "deltalake", "matplotlib")
@@ -164,3 +165,44 @@ def test_a_started_server_is_found_by_later_commands_until_stopped(tmp_path):
     assert doc["used"] == doc["started"]["api_url"] == doc["status"]["api_url"]
     assert doc["stopped"]["stopped"] and not doc["after"]["running"]
     assert not running(doc["started"]["pid"])
+
+
+HOSTILE = "evil\x1b]0;owned\x07\x1b[2J[bold red]name[/bold red].json"
+
+
+def _printed(show, result: dict) -> str:
+    from flows.output import console
+
+    with console.capture() as captured:
+        show(result)
+    return captured.get()
+
+
+def _plain(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text
+    assert "[bold red]name[/bold red]" in text  # markup shown, not obeyed
+
+
+def test_an_error_naming_a_hostile_file_is_printed_as_plain_text():
+    from flows.output import console, fail
+
+    with console.capture() as captured, pytest.raises(typer.Exit):
+        fail(f"{HOSTILE}: not valid JSON")
+    _plain(captured.get())
+
+
+def test_ingest_and_review_summaries_print_upload_names_as_plain_text():
+    from flows.cmd_ingest import show_report
+    from flows.cmd_review import show_review
+
+    report = {"dataset": "d", "version": 2, "files": 1, "inputs": 1, "accepted": 0,
+              "inserted": 0, "duplicates": 0, "updated": 0, "rejected": 1,
+              "rejected_by_kind": {"bad_json": 1},
+              "rejections": [{"kind": "bad_json", "file": HOSTILE, "reason": "not JSON"}],
+              "conventions": {}, "released": [], "seconds": 0.1, "per_second": 10,
+              "accounted": True}
+    _plain(_printed(show_report, report))
+    review = {"file": HOSTILE, "version": 3, "dataset": "d", "labelled": 1, "unlabelled": 0,
+              "inserted": 0, "duplicates": 0, "updated": 0,
+              "errors": [{"line": 2, "reason": HOSTILE}]}
+    _plain(_printed(show_review, review))
