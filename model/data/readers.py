@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from model.data.conventions import FORCEABLE, checked_forced, settle, with_declared
+from model.data.conventions import checked_forced, settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
     SEQUENCE_FIELDS,
@@ -34,8 +34,6 @@ from model.data.sequence import Sequence, SequenceError
 MANIFEST = "posecoach.json"
 LAYOUT_FILE = "layout_file"
 DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
-#: What a caller may declare for uploaded sessions (`read_session`).
-SESSION_DECLARABLE = (*FORCEABLE, "layout", LAYOUT_FILE)
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {

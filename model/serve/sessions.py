@@ -11,8 +11,8 @@ Every input comes back: as a scored session, or with the reason it could not be 
 error). Files on an object store (s3://, gs://) are read through model.data.storage.
 
 Declarations of the uploads' conventions (`declared`: up, units, mirrored, layout, layout_file,
-model.data.readers.SESSION_DECLARABLE) reach the reader of every file, in whichever process
-reads it; each file is its own source, settled against its own data.
+as model.data.readers.read_session takes them) reach the reader of every file, in whichever
+process reads it; each file is its own source, settled against its own data.
 """
 
 from __future__ import annotations
