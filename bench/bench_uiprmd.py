@@ -207,7 +207,9 @@ def measure(threads: int) -> list[Row]:
             f"{note(full)}; corrected incorrect judged correct "
             f"{full['corrected_judged_correct']:.1%}; ECE {calibration.before['ece']:.1%} "
             f"uncalibrated, {calibration.after['ece']:.1%} calibrated (temperature fitted on "
-            f"the other folds' held-out subjects); {full['epoch_seconds']:.1f} s/epoch; "
+            f"the other folds' held-out subjects; a perfectly calibrated model would show "
+            f"{calibration.after['ece_floor']:.1%}, {calibration.after['ece_floor_p10']:.1%}-"
+            f"{calibration.after['ece_floor_p90']:.1%}); {full['epoch_seconds']:.1f} s/epoch; "
             "time: the CV of model + judge on Ray"),
         Row(name, "GCN classification branch (separated_classifier)", cv_seconds, 1.0,
             f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds; "

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evaluate.calibration import Held, calibrate_folds, figures, reliability, scaled
+from model.evaluate.calibration import (
+    Held,
+    calibrate_folds,
+    ece_floor,
+    figures,
+    reliability,
+    scaled,
+)
 from model.evaluate.folds import held_out_predictions
 from model.evaluate.plots import plot_reliability
 
@@ -36,4 +43,5 @@ def on_gate(calibration: dict, held: Held | None, plot_path: Path) -> dict:
                       f"gate, temperature {t:.2f}": reliability(calibrated, held.true)},
                      plot_path)
     return {**calibration, "reliability_png": str(plot_path),
-            "gate": {"before": figures(raw, held.true), "after": figures(calibrated, held.true)}}
+            "gate": {"before": figures(raw, held.true),
+                     "after": {**figures(calibrated, held.true), **ece_floor(calibrated)}}}

@@ -8,6 +8,7 @@ from scipy.special import log_softmax
 from model.evaluate.calibration import (
     Held,
     calibrate_folds,
+    ece_floor,
     figures,
     fit_temperature,
     reliability,
@@ -40,6 +41,7 @@ def test_cross_fitted_figures_use_no_fold_on_itself():
     cal = calibrate_folds(folds)
     assert cal.after["ece"] < cal.before["ece"]
     assert cal.after["n"] == cal.before["n"] == 2000
+    assert cal.after["ece_floor_p10"] <= cal.after["ece_floor"] <= cal.after["ece_floor_p90"]
     # a fold's cross-fitted figure depends on the other folds only: changing the scores of
     # fold 0 leaves the temperature applied to fold 0 as it was.
     changed = [overconfident(400, sharpness=1.0, seed=9), *folds[1:]]
@@ -78,3 +80,23 @@ def test_reliability_diagram_is_a_png(tmp_path):
                              "after": reliability(scaled(held.log_probs, 3.0), held.true)},
                             tmp_path / "reliability.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_ece_floor_is_what_sampling_alone_gives():
+    rng = np.random.default_rng(4)
+    probs = np.exp(log_softmax(rng.normal(0.0, 2.0, (200, 3)), axis=1))
+    small, large = ece_floor(probs), ece_floor(np.tile(probs, (25, 1)))
+    assert small == ece_floor(probs)  # seeded: the same figures every time
+    assert large["ece_floor_p90"] < small["ece_floor_p10"]  # more predictions, a lower floor
+    truthful = [figures(probs, np.array([rng.choice(3, p=p) for p in probs]))["ece"]
+                for _ in range(40)]
+    inside = np.mean([small["ece_floor_p10"] <= e <= small["ece_floor_p90"] for e in truthful])
+    assert 0.6 <= inside <= 0.95  # about 80 % of truthful models' ECEs fall within p10-p90
+
+
+def test_an_overconfident_model_lies_above_its_floor_and_scaling_brings_it_down():
+    fit, held_out = overconfident(300, seed=5), overconfident(300, seed=6)
+    raw = np.exp(held_out.log_probs)
+    assert figures(raw, held_out.true)["ece"] > ece_floor(raw)["ece_floor_p90"]
+    calibrated = scaled(held_out.log_probs, fit_temperature(fit))
+    assert figures(calibrated, held_out.true)["ece"] < ece_floor(calibrated)["ece_floor_p90"]

@@ -34,6 +34,9 @@ def test_folds_temperature_lowers_gate_ece(tmp_path):
     gate = out["gate"]
     assert gate["after"]["ece"] < 0.06 < gate["before"]["ece"]
     assert gate["after"]["nll"] < gate["before"]["nll"]
+    # the calibrated ECE sits within what sampling alone gives; the raw one far above it
+    assert gate["after"]["ece"] < gate["after"]["ece_floor_p90"] < gate["before"]["ece"]
+    assert calibration["cv"]["after"]["ece"] < calibration["cv"]["after"]["ece_floor_p90"]
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -21,6 +21,8 @@ from scipy.special import log_softmax
 from model.learn.saved import scaled
 
 ECE_BINS = 15
+FLOOR_DRAWS = 1000
+FLOOR_CHUNK = 50  # draws at a time: memory (chunk, n, classes)
 LOG_T_RANGE = (-4.0, 4.0)  # temperatures from e^-4 to e^4
 
 
@@ -57,6 +59,12 @@ def fit_temperature(held: Held) -> float:
     return float(np.exp(best.x))
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """The equal-width confidence bin of each prediction."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
 def figures(probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> dict[str, float]:
     """ECE (equal-width confidence bins), multi-class Brier score and NLL of probabilities
     (n, classes) against true class indices (n,)."""
@@ -66,8 +74,7 @@ def figures(probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> dict[s
         return {"ece": float("nan"), "brier": float("nan"), "nll": float("nan"), "n": 0}
     confidence = probs.max(axis=1)
     right = probs.argmax(axis=1) == true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = _bin_of(confidence, bins)
     ece = 0.0
     for b in range(bins):
         inside = which == b
@@ -80,13 +87,39 @@ def figures(probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> dict[s
     return {"ece": float(ece), "brier": brier, "nll": nll, "n": int(n)}
 
 
+def ece_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = FLOOR_DRAWS, seed: int = 0
+              ) -> dict[str, float]:
+    """The ECE that sampling alone gives at these probabilities: labels drawn from the
+    probabilities themselves (a perfectly calibrated model), `draws` times; the median and the
+    10th and 90th percentiles. A measured ECE inside that range is as good as this many
+    predictions can show."""
+    probs = np.asarray(probs, np.float64)
+    n = len(probs)
+    if n == 0:
+        return {"ece_floor": float("nan"), "ece_floor_p10": float("nan"),
+                "ece_floor_p90": float("nan")}
+    rng = np.random.default_rng(seed)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    onehot = np.eye(bins)[_bin_of(confidence, bins)]  # (n, bins)
+    expected = confidence @ onehot  # the confidences summed per bin
+    ece = []
+    for start in range(0, draws, FLOOR_CHUNK):
+        u = rng.random((min(FLOOR_CHUNK, draws - start), n, 1))
+        drawn = np.minimum((u > cumulative[None]).sum(axis=2), probs.shape[1] - 1)
+        right = (drawn == predicted[None]).astype(np.float64)
+        ece.append(np.abs(right @ onehot - expected).sum(axis=1) / n)
+    ece = np.concatenate(ece)
+    return {"ece_floor": float(np.median(ece)), "ece_floor_p10": float(np.quantile(ece, 0.1)),
+            "ece_floor_p90": float(np.quantile(ece, 0.9))}
+
+
 def reliability(probs: np.ndarray, true: np.ndarray, bins: int = ECE_BINS
                 ) -> list[tuple[float, float, int]]:
     """(mean confidence, accuracy, count) per non-empty confidence bin: a reliability diagram."""
     confidence = np.asarray(probs, np.float64).max(axis=1)
     right = np.asarray(probs).argmax(axis=1) == true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = _bin_of(confidence, bins)
     return [(float(confidence[which == b].mean()), float(right[which == b].mean()),
              int((which == b).sum())) for b in range(bins) if (which == b).any()]
 
@@ -115,4 +148,4 @@ def calibrate_folds(folds: Seq[Held]) -> Calibration:
     after = np.concatenate(cross) if cross else np.zeros_like(pooled.log_probs)
     return Calibration(temperature=fit_temperature(pooled),
                        before=figures(np.exp(pooled.log_probs), pooled.true),
-                       after=figures(after, pooled.true))
+                       after={**figures(after, pooled.true), **ece_floor(after)})
