@@ -6,7 +6,8 @@ $POSECOACH_HOME/logs/<command>-<time>.log, the last `KEEP_LOGS` kept; `--verbose
 processes they start write to) to the log, and gives flows.output.console a copy of the
 terminal's stderr, until `restore()`. posecoach's own warnings and errors (its loggers: flows,
 model, workers, registry) go to both. It does so only when stderr is the process's real stderr
-(not a test runner's capture).
+(not a test runner's capture). After `restore()` those libraries' loggers keep to warnings:
+what they say while the process shuts down is not for the terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from model.settings import get_settings
 
 KEEP_LOGS = 50
 OWN_LOGGERS = ("flows", "model", "workers", "registry")
+SHUTDOWN_QUIET = ("prefect",)  # loggers that still talk at exit (its temporary server stops)
 
 
 def log_dir() -> Path:
@@ -109,6 +111,8 @@ def restore() -> None:
     for handler in _active.handlers:
         for name in OWN_LOGGERS:
             logging.getLogger(name).removeHandler(handler)
+    for name in SHUTDOWN_QUIET:  # the command is done: the libraries' exit chatter stays out
+        logging.getLogger(name).setLevel(logging.WARNING)
     sys.stderr.flush()
     os.dup2(_active.saved_fd, 2)
     os.close(_active.saved_fd)

@@ -40,6 +40,9 @@ QUIET = """
 import logging, os, sys, warnings
 from flows.console import quiet, restore
 from flows.output import console
+shutdown = logging.getLogger("prefect")
+shutdown.setLevel(logging.INFO)
+shutdown.addHandler(logging.StreamHandler(sys.stderr))
 log = quiet("unit")
 print("library noise", file=sys.stderr)
 os.write(2, b"raw noise from a child process\\n")
@@ -49,6 +52,7 @@ warnings.warn("a deprecation of the library's")
 console.print("the summary")
 restore()
 print("after restore", file=sys.stderr)
+shutdown.info("stopping the temporary server, at exit")
 print(log)
 """
 
@@ -61,6 +65,7 @@ def test_library_output_goes_to_the_log_and_the_summary_to_the_terminal(tmp_path
     assert "the summary" in done.stderr and "after restore" in done.stderr
     assert "no server answers, says posecoach" in done.stderr
     assert "no server answers, says posecoach" in log.read_text()
+    assert "stopping the temporary server" not in done.stderr
     for noise in ("library noise", "raw noise", "a prefect warning", "a deprecation"):
         assert noise not in done.stderr
         assert noise in log.read_text()
