@@ -106,7 +106,9 @@ def projected(motion: Motion, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray,
 
 def _path(xy: np.ndarray, bones: list[tuple[int, int]]) -> str:
     """The SVG path of one frame's bones (the player script draws the same)."""
-    return "".join(f"M{xy[a, 0]} {xy[a, 1]}L{xy[b, 0]} {xy[b, 1]}" for a, b in bones)
+    points = xy.tolist()  # Python ints format faster than numpy scalars
+    return "".join(f"M{points[a][0]} {points[a][1]}L{points[b][0]} {points[b][1]}"
+                   for a, b in bones)
 
 
 def animation(motion: Motion, skeleton: Skeleton, fps: float, label: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 
 from flows.report_html import Motion, session_page
 from model.data import storage
@@ -114,5 +115,15 @@ def write_session(out: str, session: Sequence, results: list[RepResult], model: 
         storage.write_text(uris["html"], page)
     else:
         del uris["html"]
-    storage.write_text(uris["json"], json.dumps(report, indent=2))
+    storage.write_bytes(uris["json"], report_json(report))
     return uris, report
+
+
+def report_json(report: dict) -> bytes:
+    """The report as indented JSON text (UTF-8): by orjson, or by the standard library where
+    orjson refuses (text that is not Unicode, such as an undecodable file name kept as a
+    surrogate escape)."""
+    try:
+        return orjson.dumps(report, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        return json.dumps(report, indent=2).encode("utf-8")

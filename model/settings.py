@@ -158,6 +158,12 @@ class Settings:
         return load_settings({**os.environ, "POSECOACH_HOME": str(home)})
 
 
+def load_limits(env: dict[str, str] | os._Environ | None = None) -> InputLimits:
+    """The input limits alone (POSECOACH_LIMIT_<FIELD>, os.environ by default): what every file
+    read checks, without building the rest of the settings."""
+    return _numbers_from(InputLimits, "POSECOACH_LIMIT_", os.environ if env is None else env)
+
+
 def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
     """Build the settings from the environment (os.environ by default)."""
     env = os.environ if env is None else env
@@ -173,7 +179,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         fps=float(env.get("POSECOACH_FPS", "30")),
         notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
         gate=_numbers_from(GateSettings, "POSECOACH_GATE_", env),
-        limits=_numbers_from(InputLimits, "POSECOACH_LIMIT_", env),
+        limits=load_limits(env),
         unsure_threshold=float(env.get("POSECOACH_UNSURE_THRESHOLD", "0.6")),
         review=_numbers_from(ReviewSettings, "POSECOACH_REVIEW_", env),
         drift=_numbers_from(DriftSettings, "POSECOACH_DRIFT_", env),
@@ -211,6 +217,7 @@ __all__ = [
     "ReviewSettings",
     "Settings",
     "get_settings",
+    "load_limits",
     "load_settings",
     "run_config",
 ]

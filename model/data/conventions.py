@@ -133,21 +133,23 @@ def _estimate_up(votes: np.ndarray) -> tuple[str | None, float, float | None]:
     return (UP_AXES[best] if told else None), agreement, tilt
 
 
-def _lengths(poses: np.ndarray, a: str, b: str) -> np.ndarray:
+def _bone_lengths(poses: np.ndarray) -> np.ndarray:
+    """Per frame, the length of each of _BONES: (frames, bones)."""
     sk = get_skeleton(CANONICAL)
-    return np.linalg.norm(poses[:, sk.index(a)] - poses[:, sk.index(b)], axis=-1)
+    ends = [[sk.index(a) for a, _ in _BONES], [sk.index(b) for _, b in _BONES]]
+    return np.linalg.norm(poses[:, ends[0]] - poses[:, ends[1]], axis=-1)
 
 
 def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-frame body size (source units) and the median relative spread of bone lengths."""
-    legs = sum(_lengths(poses, a, b) for a, b in _BONES[:4]) / 2
-    sizes = _lengths(poses, *_BONES[4]) + legs
+    lengths = _bone_lengths(poses)
+    sizes = lengths[:, 4] + (lengths[:, 0] + lengths[:, 1] + lengths[:, 2] + lengths[:, 3]) / 2
     spreads = []
-    for a, b in _BONES:
-        length = _lengths(poses, a, b)
+    for length in lengths.T:
         length = length[np.isfinite(length)]
-        if len(length) and np.median(length) > 0:
-            spreads.append(float(np.std(length) / np.median(length)))
+        middle = float(np.median(length)) if len(length) else 0.0
+        if middle > 0:
+            spreads.append(float(np.std(length) / middle))
     return sizes[np.isfinite(sizes)], float(np.median(spreads)) if spreads else np.inf
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,7 +62,14 @@ def coordinate_columns(skeleton: str) -> list[str]:
 
 
 def _poses_from_nested(value: object, src: str) -> np.ndarray:
-    """(frames, joints, 3) floats from nested lists, null -> NaN."""
+    """(frames, joints, 3) floats from nested lists, null -> NaN: numbers of a regular shape
+    convert in one step; anything else goes the general way, which names what is wrong."""
+    try:
+        direct = np.array(value, dtype=np.float32)
+        if direct.ndim == 3 and direct.shape[2] == 3:
+            return direct
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        pass
     try:
         arr = np.array(value, dtype=object)
         if arr.ndim != 3 or arr.shape[2] != 3:
@@ -200,7 +208,31 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+#: Integers orjson reads exactly; beyond them it reads floats, where the standard library's ints.
+_EXACT_INT = 2**63
+
+
+def _wide_number(doc: object) -> bool:
+    """Whether a field of the document or of its `sequences` is an integral float at least
+    _EXACT_INT in size: maybe a wider integer that orjson read as a float."""
+    items = [doc] if isinstance(doc, dict) else []
+    if items and isinstance(doc.get("sequences"), list):
+        items += [item for item in doc["sequences"] if isinstance(item, dict)]
+    return any(isinstance(v, float) and abs(v) >= _EXACT_INT and v.is_integer()
+               for item in items for v in item.values())
+
+
 def _json_value(text: str | bytes, src: str) -> object:
+    """The JSON document in `text`, parsed by orjson (several times faster on the nested lists
+    of poses). A document orjson refuses (NaN, UTF-16, nested over 1,024 deep, ...) or may have
+    read differently (integers over 64 bits) is parsed again by the standard library, whose
+    reading stands."""
+    try:
+        doc = orjson.loads(text)
+        if not _wide_number(doc):
+            return doc
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except RecursionError as e:
@@ -294,7 +326,8 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
                 raise SequenceError(src, f"no 'poses' array (has: {', '.join(z.files)})",
                                     "bad_layout")
             poses = z["poses"]
-            fields = {k: z[k].item() for k in keys if k in z.files and z[k].ndim == 0}
+            given = {k: z[k] for k in keys if k in z.files}  # each array read once
+            fields = {k: v.item() for k, v in given.items() if v.ndim == 0}
     except SequenceError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

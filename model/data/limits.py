@@ -13,14 +13,15 @@ import zlib
 from pathlib import Path
 
 from model.data.sequence import SequenceError
-from model.settings import InputLimits, get_settings
+from model.settings import InputLimits, load_limits
 
 MIB = 1 << 20
 TOO_LARGE = "too_large"
 
 
 def input_limits() -> InputLimits:
-    return get_settings().limits
+    """The limits as the environment sets them now (model.settings.load_limits)."""
+    return load_limits()
 
 
 def _refuse(src: str, what: str, limit: str) -> SequenceError:

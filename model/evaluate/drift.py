@@ -45,9 +45,8 @@ def movement_features(poses: np.ndarray, joints: tuple[str, ...], fps: float) ->
         trunk = poses[:, index["neck"]] - poses[:, index["mid_hip"]]
         cos = trunk[:, 2] / np.clip(np.linalg.norm(trunk, axis=1), 1e-9, None)
         out["trunk_lean_deg"] = float(np.degrees(np.nanmedian(np.arccos(np.clip(cos, -1, 1)))))
-    extent = np.nanmax(poses, axis=0) - np.nanmin(poses, axis=0)
-    for name, i in index.items():
-        out[f"rom_{name}_m"] = float(np.linalg.norm(extent[i]))
+    ranges = np.linalg.norm(np.nanmax(poses, axis=0) - np.nanmin(poses, axis=0), axis=1).tolist()
+    out |= {f"rom_{name}_m": ranges[i] for name, i in index.items()}
     return out
 
 

@@ -122,7 +122,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Pool worker start: on Linux, the kernel kills this worker when its parent dies."""
+    """Pool worker start: SIGTERM (the pool's terminate) ends this worker outright, whatever
+    handler the parent had installed (a Prefect flow's turns it into an exception, which can
+    leave the pool's queue lock held and the pool's join waiting forever); on Linux, the kernel
+    kills this worker when its parent dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
