@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -316,36 +317,53 @@ def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: Mod
                records: Records, html: bool, block_sessions: int,
                advance: Callable[[int], None], declared: dict | None = None) -> None:
     """Score in this process, block by block, through model.serve.sessions: the next block is
-    read and cut by worker processes while this one is scored and written."""
+    read and cut by worker processes while this one is scored, and each scored block's reports
+    are written by the same workers while the next one is scored here."""
     model = TrainedModel.load(model_dir)
     blocks = [todo[i : i + block_sessions] for i in range(0, len(todo), block_sessions)]
+    write = partial(write_reports, out=out, info=info, html=html)
     with UploadCutter(model, readers(len(todo)), declared) as cutter:
         pending = cutter.submit([uri for uri, _ in blocks[0]]) if blocks else []
+        writing: list = []
         for n, block in enumerate(blocks):
             cut = cutter.result(pending)
             if n + 1 < len(blocks):
                 pending = cutter.submit([uri for uri, _ in blocks[n + 1]])
             keys = dict(block)
-            for scored in score_cut(model, cut):
-                write_reports(scored, keys[scored.input], model, out, info, records, html)
-            advance(len(block))
-            records.block_done()
+            jobs = [(scored, keys[scored.input]) for scored in score_cut(model, cut)]
+            record_written(records, cutter.result(writing), advance)
+            writing = cutter.apply(write, jobs)
+        record_written(records, cutter.result(writing), advance)
 
 
-def write_reports(scored: SessionScore, key: str, model: TrainedModel, out: str,
-                  info: ModelInfo, records: Records, html: bool) -> None:
-    """One scored session's report files, then its pending records (or its error record)."""
+def record_written(records: Records, written: list[dict], advance: Callable[[int], None]
+                   ) -> None:
+    """Add a block's written sessions (`write_reports`) to the pending records."""
+    for done in written:
+        if "error" in done:
+            records.error(*done["error"])
+        else:
+            records.session(*done["session"])
+    if written:
+        advance(len(written))
+        records.block_done()
+
+
+def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, info: ModelInfo,
+                  html: bool) -> dict:
+    """One scored session's report files, and its records: {"session": Records.session's
+    arguments} or, for a session not scored or its reports not written, {"error":
+    Records.error's}."""
+    scored, key = job
     if not scored.ok:
-        records.error(scored.input, scored.error_kind, scored.error)
-        return
+        return {"error": (scored.input, scored.error_kind, scored.error)}
     try:
         uris, report = write_session(out, scored.session, scored.results, model, info, html)
     except Exception as exc:  # noqa: BLE001 - reported as the session's error record
-        records.error(scored.input, "report_failed",
-                      f"{scored.input}: {type(exc).__name__}: {exc}")
-        return
-    records.session(scored.input, key, _rows(scored, model), uris["json"], uris.get("html", ""),
-                    session_summary(report, uris))
+        return {"error": (scored.input, "report_failed",
+                          f"{scored.input}: {type(exc).__name__}: {exc}")}
+    return {"session": (scored.input, key, _rows(scored, model), uris["json"],
+                        uris.get("html", ""), session_summary(report, uris))}
 
 
 def score_on_ray(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,

@@ -51,9 +51,10 @@ def exists(uri: str | Path) -> bool:
 
 
 def write_bytes(uri: str | Path, data: bytes) -> str:
-    """Write one whole object or file (parent folders created); returns `uri` as a string."""
-    fs, path = resolve(uri)
-    if isinstance(fs, pafs.LocalFileSystem):
+    """Write one whole object or file (parent folders created); returns `uri` as a string. A
+    local path is written as named (the OS resolves it; no resolving beforehand)."""
+    fs, path = (None, str(uri)) if "://" not in str(uri) else resolve(uri)
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")

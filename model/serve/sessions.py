@@ -3,8 +3,9 @@ repetition of the lot classified and corrected in large batches by the one scori
 (model.serve.scoring.score), then handed back per session.
 
 Reading and cutting (parsing, checks, segmentation: most of the time per session) can run in
-forked worker processes (`UploadCutter`), a block ahead of the scoring; the workers die with the
-process that forked them.
+forked worker processes (`UploadCutter`), a block ahead of the scoring, and so can other work
+per session (the score flow writes its reports there); the workers die with the process that
+forked them.
 
 Every input comes back: as a scored session, or with the reason it could not be scored
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
@@ -22,10 +23,11 @@ import multiprocessing
 import signal
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
+from typing import TypeVar
 
 from model.data import storage
 from model.data.readers import read_session
@@ -34,6 +36,7 @@ from model.learn.saved import TrainedModel
 from model.serve.scoring import BATCH_SIZE, RepResult, cut_session, score
 
 SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass
@@ -136,10 +139,17 @@ def _cut_in_worker(uri: str) -> Cut:
     return cut_upload(_WORKER_MODEL, uri, _WORKER_DECLARED)
 
 
+def _apply_in_worker(job: tuple[Callable[[TrainedModel, T], R], T]) -> R:
+    assert _WORKER_MODEL is not None
+    fn, item = job
+    return fn(_WORKER_MODEL, item)
+
+
 class UploadCutter:
     """Reads and cuts uploads in `workers` forked processes (in this one when workers < 1 or
     fork is not available), with the `declared` conventions; `submit` hands back a block's
-    result later, in input order."""
+    result later, in input order. `apply` runs other per-session work (writing the reports of
+    sessions scored here) in the same processes, queued behind the reads submitted before."""
 
     def __init__(self, model: TrainedModel, workers: int, declared: dict | None = None):
         self.model = model
@@ -166,6 +176,12 @@ class UploadCutter:
             return [cut_upload(self.model, uri, self.declared) for uri in uris]
         return self.pool.map_async(_cut_in_worker, uris, chunksize=4)
 
+    def apply(self, fn: Callable[[TrainedModel, T], R], items: list[T]) -> AsyncResult | list[R]:
+        """fn(model, item) for each item (fn and items picklable), handed back by `result`."""
+        if self.pool is None:
+            return [fn(self.model, item) for item in items]
+        return self.pool.map_async(_apply_in_worker, [(fn, item) for item in items], chunksize=4)
+
     @staticmethod
-    def result(pending: AsyncResult | list[Cut]) -> list[Cut]:
+    def result(pending: AsyncResult | list) -> list:
         return pending if isinstance(pending, list) else pending.get()
