@@ -140,6 +140,7 @@ def flow(work: Path, version: str) -> tuple[dict[str, float], dict[str, int]]:
     """Median seconds of the score flow (with and without pages) over the uploads folder, a
     fresh reports folder per call, and the repetitions each call scored."""
     from flows.score import score_flow
+    from flows.server import flow_engine
 
     write_sessions(work / "flow", N_FLOW_SESSIONS, seed=11, fmt=None)
     uploads = str(work / "flow" / "sessions")
@@ -148,7 +149,8 @@ def flow(work: Path, version: str) -> tuple[dict[str, float], dict[str, int]]:
 
     def once(html: bool) -> None:
         out = work / f"flow-out-{next(runs)}"
-        result = score_flow(uploads, dataset=BENCH_DATASET, out=str(out), html=html)
+        with flow_engine():  # the engine settings posecoach score runs its flow with
+            result = score_flow(uploads, dataset=BENCH_DATASET, out=str(out), html=html)
         assert result["accounted"] and result["reports"] == N_FLOW_SESSIONS, result
         assert (out / "index.html").is_file() == html
         scored[html] = result["repetitions"]

@@ -20,7 +20,7 @@ from flows.options import (
     UnitsOpt,
     UpOpt,
 )
-from flows.output import console, emit, fail
+from flows.output import console, emit, fail, work
 from model.data.names import terminal_text
 from model.data.sequence import SequenceError
 
@@ -102,7 +102,8 @@ def ingest(
         ingest_review_file(sources[0], dataset, as_json)
         return
     try:
-        report: IngestReport = ingest_flow(sources, dataset, **declared)
+        with work(as_json):
+            report: IngestReport = ingest_flow(sources, dataset, **declared)
     except SequenceError as exc:
         fail(str(exc))
     emit(report.to_dict(), as_json, show_report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
 import typer
@@ -34,12 +34,12 @@ def emit(result: dict, as_json: bool, human: Callable[[dict], None]) -> None:
 
 @contextmanager
 def work(as_json: bool) -> Iterator[None]:
-    """Around a verb's work: with --json, whatever libraries print to stdout goes to stderr,
-    so that stdout holds the one JSON document alone."""
-    if not as_json:
-        yield
-        return
-    with redirect_stdout(sys.stderr):
+    """Around a verb's work: Prefect's engine settings for its flows (flows.server.flow_engine),
+    and with --json, whatever libraries print to stdout goes to stderr, so that stdout holds
+    the one JSON document alone."""
+    from flows.server import flow_engine
+
+    with flow_engine(), redirect_stdout(sys.stderr) if as_json else nullcontext():
         yield
 
 

@@ -211,3 +211,21 @@ def test_ingest_and_review_summaries_print_upload_names_as_plain_text():
               "inserted": 0, "duplicates": 0, "updated": 0,
               "errors": [{"line": 2, "reason": HOSTILE}]}
     _plain(_printed(show_review, review))
+
+
+def test_flows_on_the_ephemeral_api_send_no_heartbeats_and_with_a_server_they_do(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from flows.output import work
+    from flows.server import flow_engine
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    before = get_current_settings().flows.heartbeat_frequency
+    with flow_engine():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with work(as_json=True):  # every verb runs its flows inside work()
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == before
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with flow_engine():
+        assert get_current_settings().flows.heartbeat_frequency == before is not None
