@@ -100,3 +100,20 @@ def test_an_overconfident_model_lies_above_its_floor_and_scaling_brings_it_down(
     assert figures(raw, held_out.true)["ece"] > ece_floor(raw)["ece_floor_p90"]
     calibrated = scaled(held_out.log_probs, fit_temperature(fit))
     assert figures(calibrated, held_out.true)["ece"] < ece_floor(calibrated)["ece_floor_p90"]
+
+
+def test_one_confidently_wrong_person_does_not_make_everyone_else_underconfident():
+    """The fit's loss is bounded (Brier): 100 repetitions predicted wrong with near certainty,
+    among 1,800 of nine other people, barely move the temperature (under the NLL, whose loss
+    grows without bound, it rose more than fourfold here)."""
+    others = [overconfident(200, seed=s) for s in range(9)]
+    rng = np.random.default_rng(42)
+    true = rng.integers(0, 4, 100)
+    logits = rng.normal(0.0, 1.0, (100, 4))
+    logits[np.arange(100), (true + 1) % 4] += 2.5  # a wrong class, by far
+    wrong = Held(log_softmax(30.0 * logits, axis=1), true)
+    without, with_wrong = fit_temperature(Held.pooled(others)), fit_temperature(
+        Held.pooled([*others, wrong]))
+    assert with_wrong / without < 1.5
+    good = Held.pooled(others)
+    assert figures(scaled(good.log_probs, with_wrong), good.true)["ece"] < 0.05

@@ -3,10 +3,10 @@ model's probabilities match its accuracy (ECE, Brier score, NLL).
 
 A temperature T divides the log-probabilities before the softmax: T > 1 softens an overconfident
 model, T < 1 sharpens an underconfident one, and the predicted class never changes. It is fitted
-by minimising the negative log-likelihood of predictions the model made on subjects it was not
-trained on (the cross-validation folds' held-out subjects), never on the gate subjects. Figures
-after calibration are cross-fitted: each fold's predictions are scaled by a temperature fitted on
-the other folds' predictions, so no figure is measured on the predictions it was fitted to.
+by minimising the Brier score of predictions the model made on subjects it was not trained on
+(the cross-validation folds' held-out subjects), never on the gate subjects. Figures after
+calibration are cross-fitted: each fold's predictions are scaled by a temperature fitted on the
+other folds' predictions, so no figure is measured on the predictions it was fitted to.
 """
 
 from __future__ import annotations
@@ -46,16 +46,22 @@ class Held:
 
 
 def fit_temperature(held: Held) -> float:
-    """The temperature that minimises the held-out negative log-likelihood (1.0 for no data)."""
+    """The temperature that minimises the held-out Brier score (1.0 for no data).
+
+    The Brier score, a proper scoring rule like the NLL, is bounded: a held-out person whose
+    repetitions the model gets confidently wrong costs at most 2 a repetition, where the NLL
+    grows without bound and pulls the temperature up until every other person's predictions are
+    underconfident."""
     if len(held.true) == 0:
         return 1.0
     log_probs = held.log_probs.astype(np.float64)
-    rows = np.arange(len(held.true))
+    onehot = np.eye(log_probs.shape[1])[held.true]
 
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(log_probs / np.exp(log_t), axis=-1)[rows, held.true].mean())
+    def brier(log_t: float) -> float:
+        probs = np.exp(log_softmax(log_probs / np.exp(log_t), axis=-1))
+        return float(((probs - onehot) ** 2).sum(axis=1).mean())
 
-    best = minimize_scalar(nll, bounds=LOG_T_RANGE, method="bounded", options={"xatol": 1e-4})
+    best = minimize_scalar(brier, bounds=LOG_T_RANGE, method="bounded", options={"xatol": 1e-4})
     return float(np.exp(best.x))
 
 
