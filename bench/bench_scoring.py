@@ -139,8 +139,8 @@ def scratch_registry(home: Path, model: TrainedModel, model_dir: Path) -> Iterat
 def flow(work: Path, version: str) -> tuple[dict[str, float], dict[str, int]]:
     """Median seconds of the score flow (with and without pages) over the uploads folder, a
     fresh reports folder per call, and the repetitions each call scored."""
+    from flows.engine import flow_engine
     from flows.score import score_flow
-    from flows.server import flow_engine
 
     write_sessions(work / "flow", N_FLOW_SESSIONS, seed=11, fmt=None)
     uploads = str(work / "flow" / "sessions")

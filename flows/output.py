@@ -34,10 +34,10 @@ def emit(result: dict, as_json: bool, human: Callable[[dict], None]) -> None:
 
 @contextmanager
 def work(as_json: bool) -> Iterator[None]:
-    """Around a verb's work: Prefect's engine settings for its flows (flows.server.flow_engine),
+    """Around a verb's work: Prefect's engine settings for its flows (flows.engine.flow_engine),
     and with --json, whatever libraries print to stdout goes to stderr, so that stdout holds
     the one JSON document alone."""
-    from flows.server import flow_engine
+    from flows.engine import flow_engine
 
     with flow_engine(), redirect_stdout(sys.stderr) if as_json else nullcontext():
         yield

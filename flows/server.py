@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -166,18 +165,3 @@ def use_running_server() -> str | None:
     os.environ["PREFECT_API_URL"] = state.api_url
     return state.api_url
 
-
-@contextlib.contextmanager
-def flow_engine() -> Iterator[None]:
-    """Prefect's engine settings for the flows a verb runs. On the ephemeral API (no
-    PREFECT_API_URL) flow runs send no heartbeats: the API ends with the command, so nothing is
-    left to watch them, and the engine waits for its heartbeat thread, which looks for the stop
-    once a second, at the end of every run. With a server the heartbeats stay, so that it can
-    mark a run whose process died as crashed."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield

@@ -216,8 +216,8 @@ def test_ingest_and_review_summaries_print_upload_names_as_plain_text():
 def test_flows_on_the_ephemeral_api_send_no_heartbeats_and_with_a_server_they_do(monkeypatch):
     from prefect.settings import get_current_settings
 
+    from flows.engine import flow_engine
     from flows.output import work
-    from flows.server import flow_engine
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     before = get_current_settings().flows.heartbeat_frequency
