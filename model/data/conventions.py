@@ -143,7 +143,7 @@ def _bone_lengths(poses: np.ndarray) -> np.ndarray:
 def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-frame body size (source units) and the median relative spread of bone lengths."""
     lengths = _bone_lengths(poses)
-    sizes = lengths[:, 4] + (lengths[:, 0] + lengths[:, 1] + lengths[:, 2] + lengths[:, 3]) / 2
+    sizes = lengths[:, 4] + lengths[:, :4].sum(axis=1) / 2  # trunk + the two legs' mean
     spreads = []
     for length in lengths.T:
         length = length[np.isfinite(length)]
