@@ -25,7 +25,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model.collector import collector_paused
 from model.data.limits import (
     MIB,
     TOO_LARGE,
@@ -61,15 +62,22 @@ def coordinate_columns(skeleton: str) -> list[str]:
     return [f"{j}_{c}" for j in get_skeleton(skeleton).joints for c in "xyz"]
 
 
+def _regular_poses(value: object) -> np.ndarray | None:
+    """(frames, joints, 3) float32 from nested lists of numbers of a regular shape, in one
+    step; None for anything else."""
+    try:
+        direct = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    return direct if direct.ndim == 3 and direct.shape[2] == 3 else None
+
+
 def _poses_from_nested(value: object, src: str) -> np.ndarray:
     """(frames, joints, 3) floats from nested lists, null -> NaN: numbers of a regular shape
     convert in one step; anything else goes the general way, which names what is wrong."""
-    try:
-        direct = np.array(value, dtype=np.float32)
-        if direct.ndim == 3 and direct.shape[2] == 3:
-            return direct
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        pass
+    direct = _regular_poses(value)
+    if direct is not None:
+        return direct
     try:
         arr = np.array(value, dtype=object)
         if arr.ndim != 3 or arr.shape[2] != 3:
@@ -212,29 +220,47 @@ def _write_atomic(path: Path, data: bytes) -> Path:
 _EXACT_INT = 2**63
 
 
-def _wide_number(doc: object) -> bool:
-    """Whether a field of the document or of its `sequences` is an integral float at least
-    _EXACT_INT in size: maybe a wider integer that orjson read as a float."""
+def _items(doc: object) -> list[dict]:
+    """The document's objects that hold a sequence's fields: itself and its `sequences`."""
     items = [doc] if isinstance(doc, dict) else []
     if items and isinstance(doc.get("sequences"), list):
         items += [item for item in doc["sequences"] if isinstance(item, dict)]
+    return items
+
+
+def _wide_number(doc: object) -> bool:
+    """Whether a field of the document or of its `sequences` is an integral float at least
+    _EXACT_INT in size: maybe a wider integer that orjson read as a float."""
     return any(isinstance(v, float) and abs(v) >= _EXACT_INT and v.is_integer()
-               for item in items for v in item.values())
+               for item in _items(doc) for v in item.values())
+
+
+def _parsed(parse: Callable[[str | bytes], object], text: str | bytes) -> object:
+    """The document parsed, each regular `poses` made an array and its nested lists freed
+    while the cycle collector is paused (model.collector): a collection over those lists would
+    cost more than the parse."""
+    with collector_paused():
+        doc = parse(text)
+        for item in _items(doc):
+            poses = _regular_poses(item["poses"]) if "poses" in item else None
+            if poses is not None:
+                item["poses"] = poses
+        return doc
 
 
 def _json_value(text: str | bytes, src: str) -> object:
     """The JSON document in `text`, parsed by orjson (several times faster on the nested lists
-    of poses). A document orjson refuses (NaN, UTF-16, nested over 1,024 deep, ...) or may have
-    read differently (integers over 64 bits) is parsed again by the standard library, whose
-    reading stands."""
+    of poses); regular poses come back as arrays. A document orjson refuses (NaN, UTF-16,
+    nested over 1,024 deep, ...) or may have read differently (integers over 64 bits) is parsed
+    again by the standard library, whose reading stands."""
     try:
-        doc = orjson.loads(text)
+        doc = _parsed(orjson.loads, text)
         if not _wide_number(doc):
             return doc
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(text)
+        return _parsed(json.loads, text)
     except RecursionError as e:
         raise SequenceError(src, "JSON nested too deep to read", "too_deep") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

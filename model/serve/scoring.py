@@ -12,13 +12,12 @@ Continuous sessions are cut into repetitions first by `score_session`.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.collector import collector_paused
 from model.data.labels import Class, class_name
 from model.data.normalize import Normalization, normalize, normalize_many
 from model.data.sequence import Sequence, SequenceError, validate, validate_many
@@ -160,24 +159,9 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
     sequences = list(sequences)
     results: list[RepResult] = []
     for start in range(0, len(sequences), batch_size):
-        with _collector_paused():
+        with collector_paused():
             results += _score_batch(model, sequences[start : start + batch_size])
     return results
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a batch builds its many small, acyclic objects (lists
-    from numpy, deviations, results): its full passes over every live object otherwise cost
-    about a tenth of scoring. Reference counting still frees them; the collector is back on
-    (if it was on) after the batch."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
