@@ -25,6 +25,7 @@ against its own data, and one that contradicts a declaration is an error record 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -54,7 +55,7 @@ from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
-from model.serve.sessions import SCORED, SessionScore, UploadCutter, score_cut
+from model.serve.sessions import SCORED, SessionScore, SessionWorkers, cut_upload, score_cut
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version
@@ -67,14 +68,17 @@ OLD_LEDGER = "_scored.jsonl"
 ERRORS = "_errors.jsonl"
 TABLE = "repetitions"
 OVERVIEW = "index.html"
-#: Sessions scored together; their repetitions go through score() in batches of 512.
+#: Sessions a worker scores together, at most (their repetitions in one score() call).
 BLOCK_SESSIONS = 128
 #: The ledger and the table are brought up to date at least this often (and at the end).
 BLOCK_SECONDS = 2.0
 #: Ray Data only pays on a cluster, for batches at least this large (actor start-up per node).
 RAY_MIN_SESSIONS = 1024
-#: Fewer sessions than this are read in this process (forking readers would cost more).
+#: Fewer sessions than this are scored in this process (forking workers would cost more).
 PARALLEL_MIN_SESSIONS = 16
+#: Chunks of sessions per worker process, at the least: each scores its chunk's repetitions in
+#: one score() call, and the last chunks finish close together.
+CHUNKS_PER_WORKER = 4
 MERGE_TRIES = 20
 TABLE_COLUMNS = ("session_id", "input", "rep", "predicted", "label", "confidence", "unsure",
                  "exercise_mismatch", "exercise", "subject")
@@ -305,9 +309,9 @@ def _rows(scored: SessionScore, model: TrainedModel) -> list[dict]:
              "status": SCORED, "features": features_json(r, model)} for r in scored.results]
 
 
-def readers(n_sessions: int) -> int:
-    """Processes that read and cut uploads beside this one: one per core this process may run
-    on, none for a few sessions."""
+def workers_for(n_sessions: int) -> int:
+    """Worker processes that score uploads: one per core this process may run on, none (this
+    process scores) for a few sessions."""
     if n_sessions < PARALLEL_MIN_SESSIONS:
         return 0
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -316,24 +320,34 @@ def readers(n_sessions: int) -> int:
 def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
                records: Records, html: bool, block_sessions: int,
                advance: Callable[[int], None], declared: dict | None = None) -> None:
-    """Score in this process, block by block, through model.serve.sessions: the next block is
-    read and cut by worker processes while this one is scored, and each scored block's reports
-    are written by the same workers while the next one is scored here."""
+    """Score on this machine through model.serve.sessions: worker processes (one per core) each
+    read, cut, score and write the reports of a few sessions at a time, and hand back their
+    records; this process only keeps the records."""
     model = TrainedModel.load(model_dir)
-    blocks = [todo[i : i + block_sessions] for i in range(0, len(todo), block_sessions)]
-    write = partial(write_reports, out=out, info=info, html=html)
-    with UploadCutter(model, readers(len(todo)), declared) as cutter:
-        pending = cutter.submit([uri for uri, _ in blocks[0]]) if blocks else []
-        writing: list = []
-        for n, block in enumerate(blocks):
-            cut = cutter.result(pending)
-            if n + 1 < len(blocks):
-                pending = cutter.submit([uri for uri, _ in blocks[n + 1]])
-            keys = dict(block)
-            jobs = [(scored, keys[scored.input]) for scored in score_cut(model, cut)]
-            record_written(records, cutter.result(writing), advance)
-            writing = cutter.apply(write, jobs)
-        record_written(records, cutter.result(writing), advance)
+    workers = workers_for(len(todo))
+    size = chunk_sessions(len(todo), workers, block_sessions)
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    work = partial(score_chunk, out=out, info=info, html=html, declared=declared)
+    with SessionWorkers(model, workers) as pool:
+        for written in pool.each(work, chunks):
+            record_written(records, written, advance)
+
+
+def chunk_sessions(n_sessions: int, workers: int, block_sessions: int) -> int:
+    """Sessions a worker takes at a time: at most block_sessions, and small enough that every
+    worker gets CHUNKS_PER_WORKER of them, so that none waits on another's last chunk."""
+    shares = CHUNKS_PER_WORKER * max(workers, 1)
+    return max(1, min(block_sessions, math.ceil(n_sessions / shares)))
+
+
+def score_chunk(model: TrainedModel, chunk: list[tuple[str, str]], out: str, info: ModelInfo,
+                html: bool, declared: dict | None) -> list[dict]:
+    """Read, cut and score a few sessions together (their repetitions in one score() call),
+    then write each one's reports: `write_reports`' records, in input order."""
+    keys = dict(chunk)
+    cut = [cut_upload(model, uri, declared) for uri, _ in chunk]
+    return [write_reports(model, (scored, keys[scored.input]), out, info, html)
+            for scored in score_cut(model, cut)]
 
 
 def record_written(records: Records, written: list[dict], advance: Callable[[int], None]

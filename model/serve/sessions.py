@@ -2,10 +2,9 @@
 repetition of the lot classified and corrected in large batches by the one scoring path
 (model.serve.scoring.score), then handed back per session.
 
-Reading and cutting (parsing, checks, segmentation: most of the time per session) can run in
-forked worker processes (`UploadCutter`), a block ahead of the scoring, and so can other work
-per session (the score flow writes its reports there); the workers die with the process that
-forked them.
+Work per session (reading, cutting, scoring, and the score flow's reports) can run in forked
+worker processes that hold the model (`SessionWorkers`), each on a few sessions at a time; the
+workers die with the process that forked them.
 
 Every input comes back: as a scored session, or with the reason it could not be scored
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
@@ -19,15 +18,19 @@ process reads it; each file is its own source, settled against its own data.
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult, Pool
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import TypeVar
+
+import torch
 
 from model.data import storage
 from model.data.readers import read_session
@@ -120,23 +123,33 @@ def score_uploads(model: TrainedModel, uris: Iterable[str], batch_size: int = BA
 
 
 _WORKER_MODEL: TrainedModel | None = None
-_WORKER_DECLARED: dict = {}
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Pool worker start: SIGTERM (the pool's terminate) ends this worker outright, whatever
-    handler the parent had installed (a Prefect flow's turns it into an exception, which can
-    leave the pool's queue lock held and the pool's join waiting forever); on Linux, the kernel
-    kills this worker when its parent dies."""
+def _start_worker() -> None:
+    """Pool worker start: one torch thread (the workers share the cores among themselves, and
+    OpenMP's thread pool does not survive a fork); SIGTERM (the pool's terminate) ends this
+    worker outright, whatever handler the parent had installed (a Prefect flow's turns it into
+    an exception, which can leave the pool's queue lock held and the pool's join waiting
+    forever); on Linux, the kernel kills this worker when its parent dies."""
+    torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _cut_in_worker(uri: str) -> Cut:
-    assert _WORKER_MODEL is not None
-    return cut_upload(_WORKER_MODEL, uri, _WORKER_DECLARED)
+@contextmanager
+def heap_frozen_for_fork() -> Iterator[None]:
+    """Every object alive now moved out of the cycle collector's reach in the processes forked
+    inside the block: their collections then walk only the objects they make themselves, rather
+    than the parent's whole heap (Prefect, MLflow, torch: several hundred thousand objects),
+    which also copies the parent's pages into each of them. The parent's collector gets its
+    objects back after the block."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _apply_in_worker(job: tuple[Callable[[TrainedModel, T], R], T]) -> R:
@@ -145,25 +158,24 @@ def _apply_in_worker(job: tuple[Callable[[TrainedModel, T], R], T]) -> R:
     return fn(_WORKER_MODEL, item)
 
 
-class UploadCutter:
-    """Reads and cuts uploads in `workers` forked processes (in this one when workers < 1 or
-    fork is not available), with the `declared` conventions; `submit` hands back a block's
-    result later, in input order. `apply` runs other per-session work (writing the reports of
-    sessions scored here) in the same processes, queued behind the reads submitted before."""
+class SessionWorkers:
+    """`workers` forked processes that hold the model (this process alone when workers < 1 or
+    fork is not available); `each` runs fn(model, item) over items in them, a few at a time,
+    and hands the results back in input order as they come."""
 
-    def __init__(self, model: TrainedModel, workers: int, declared: dict | None = None):
+    def __init__(self, model: TrainedModel, workers: int):
         self.model = model
-        self.declared = dict(declared or {})
         can_fork = "fork" in multiprocessing.get_all_start_methods()
         self.workers = workers if can_fork else 0
         self.pool: Pool | None = None
 
-    def __enter__(self) -> UploadCutter:
-        global _WORKER_MODEL, _WORKER_DECLARED
+    def __enter__(self) -> SessionWorkers:
+        global _WORKER_MODEL
         if self.workers >= 1:
-            _WORKER_MODEL, _WORKER_DECLARED = self.model, self.declared
-            self.pool = multiprocessing.get_context("fork").Pool(self.workers,
-                                                                 initializer=_die_with_parent)
+            _WORKER_MODEL = self.model
+            with heap_frozen_for_fork():
+                self.pool = multiprocessing.get_context("fork").Pool(
+                    self.workers, initializer=_start_worker)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -171,17 +183,8 @@ class UploadCutter:
             self.pool.terminate()
             self.pool.join()
 
-    def submit(self, uris: list[str]) -> AsyncResult | list[Cut]:
+    def each(self, fn: Callable[[TrainedModel, T], R], items: list[T]) -> Iterator[R]:
+        """fn(model, item) for each item (fn and items picklable), in input order."""
         if self.pool is None:
-            return [cut_upload(self.model, uri, self.declared) for uri in uris]
-        return self.pool.map_async(_cut_in_worker, uris, chunksize=4)
-
-    def apply(self, fn: Callable[[TrainedModel, T], R], items: list[T]) -> AsyncResult | list[R]:
-        """fn(model, item) for each item (fn and items picklable), handed back by `result`."""
-        if self.pool is None:
-            return [fn(self.model, item) for item in items]
-        return self.pool.map_async(_apply_in_worker, [(fn, item) for item in items], chunksize=4)
-
-    @staticmethod
-    def result(pending: AsyncResult | list) -> list:
-        return pending if isinstance(pending, list) else pending.get()
+            return (fn(self.model, item) for item in items)
+        return self.pool.imap(_apply_in_worker, [(fn, item) for item in items])
