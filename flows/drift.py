@@ -27,10 +27,11 @@ from model.data.dataset import Dataset
 from model.data.names import html_text, safe_file_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
-from model.evaluate.drift import ExerciseDrift, Observation, compare, movement_features
+from model.evaluate.drift import ExerciseDrift, Observation, compare
+from model.evaluate.features import movement_features
 from model.evaluate.plots import plot_drift
 from model.learn.saved import TrainedModel
-from model.serve.scoring import RepResult, normalize_valid
+from model.serve.scoring import normalize_valid
 from model.settings import get_settings
 from registry.lookup import find_versions, saved_model_dir
 from registry.tracking import log_drift_run
@@ -39,15 +40,6 @@ from registry.versions import CHAMPION, alias_version, get_version, model_name
 TABLE = "repetitions"  # the score flow's table under the reports folder
 DRIFT_DIR = "drift"
 PLOTTED = 6  # features per exercise on the page: those of the largest PSI
-
-
-def features_json(result: RepResult, model: TrainedModel) -> str | None:
-    """A scored repetition's movement features as JSON (None for one that was not scored)."""
-    if result.original is None:
-        return None
-    norm = model.normalization
-    found = movement_features(result.original, get_skeleton(norm.skeleton).joints, norm.fps)
-    return json.dumps({k: v for k, v in found.items() if math.isfinite(v)})
 
 
 def training_observations(model: TrainedModel, seqs: list[Sequence]) -> list[Observation]:

@@ -45,7 +45,6 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from rich.progress import Progress
 
-from flows.drift import features_json
 from flows.output import console
 from flows.report_html import overview_page
 from flows.reports import ModelInfo, write_session
@@ -53,6 +52,7 @@ from flows.review import run_name, write_review
 from model.data import storage
 from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
+from model.evaluate.features import features_json
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
 from model.serve.sessions import SCORED, SessionScore, SessionWorkers, cut_upload, score_cut

@@ -7,7 +7,8 @@ import pytest
 from model.data.normalize import Normalization, normalize_many
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset
-from model.evaluate.drift import Observation, compare, mix_psi, movement_features, psi
+from model.evaluate.drift import Observation, compare, mix_psi, psi
+from model.evaluate.features import movement_features
 
 NORM = Normalization()
 JOINTS = get_skeleton("ec3d19").joints

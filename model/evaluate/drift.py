@@ -3,11 +3,8 @@
 Per exercise, three comparisons between the training data and what was scored since:
 - the predicted class mix against the training class mix (population-stability index);
 - the share of repetitions the model was unsure of;
-- a few movement features of each repetition, from its normalised poses (z up, every frame
-  centred on its mid-hip): duration, squat depth (the travel of the hips' height above the
-  ankles), stance width (the ankles' distance across the body), trunk lean (the neck's angle from
-  the vertical over the mid-hip) and each joint's range of motion; compared by PSI over deciles
-  of the training values and by the two-sample Kolmogorov-Smirnov test.
+- a few movement features of each repetition (model.evaluate.features), compared by PSI over
+  deciles of the training values and by the two-sample Kolmogorov-Smirnov test.
 
 A comparison is a drift when its PSI reaches the threshold (0.25 by convention: a marked shift)
 and the shift is unlikely by chance: the KS test (features) or the chi-square test (class mix)
@@ -29,31 +26,6 @@ PSI_BINS = 10
 PSI_PSEUDOCOUNT = 0.5  # added to every bin's count, so that an empty bin stays finite
 ALPHA = 0.01  # significance level of one exercise's comparisons together
 MIN_ROWS = 5  # fewer values than this on either side: the feature is not compared
-# mean, median, max, min: the NaN-skipping ones only for poses with gaps (several times slower)
-_STATS = (np.mean, np.median, np.max, np.min)
-_NAN_STATS = (np.nanmean, np.nanmedian, np.nanmax, np.nanmin)
-
-
-def movement_features(poses: np.ndarray, joints: tuple[str, ...], fps: float) -> dict[str, float]:
-    """Features of one normalised repetition (frames, joints, 3); features whose joints the
-    skeleton lacks are left out."""
-    index = {name: i for i, name in enumerate(joints)}
-    mean, median, top, bottom = _NAN_STATS if np.isnan(poses).any() else _STATS
-    out = {"duration_s": len(poses) / fps}
-    if {"l_ankle", "r_ankle"} <= index.keys():
-        ankles = poses[:, [index["l_ankle"], index["r_ankle"]]]
-        height = -mean(ankles[..., 2], axis=1)
-        out["depth_m"] = float(top(height) - bottom(height))
-        out["stance_m"] = float(median(np.abs(ankles[:, 0, 1] - ankles[:, 1, 1])))
-    if {"neck", "mid_hip"} <= index.keys():
-        trunk = poses[:, index["neck"]] - poses[:, index["mid_hip"]]
-        cos = trunk[:, 2] / np.clip(np.linalg.norm(trunk, axis=1), 1e-9, None)
-        out["trunk_lean_deg"] = float(np.degrees(median(np.arccos(np.clip(cos, -1, 1)))))
-    ranges = np.linalg.norm(top(poses, axis=0) - bottom(poses, axis=0), axis=1).tolist()
-    out |= {f"rom_{name}_m": ranges[i] for name, i in index.items()}
-    return out
-
-
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population-stability index of `actual` against `expected`, over quantile bins of
     `expected`."""
