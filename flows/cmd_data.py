@@ -24,6 +24,8 @@ GateOpt = typer.Option(None, "--gate-subjects",
 MotionOpt = typer.Option(None, "--motion-only",
                          help="true | false | auto (chosen per training on its subjects).")
 BetaOpt = typer.Option(None, "--beta", help="The correction term's weight in the loss.")
+TailOpt = typer.Option(None, "--average-tail",
+                       help="Share of the last epochs whose weights are averaged (0: the last).")
 ExercisesOpt = typer.Option(None, "--exercises",
                             help="The exercises it may hold, comma-separated (empty: any).")
 SegmentOpt = typer.Option(None, "--segmentation",
@@ -52,8 +54,9 @@ def _answer(card: Any, as_json: bool) -> None:
 
 
 def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str = GateOpt,
-           motion_only: str = MotionOpt, beta: str = BetaOpt, exercises: str = ExercisesOpt,
-           segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
+           motion_only: str = MotionOpt, beta: str = BetaOpt, average_tail: str = TailOpt,
+           exercises: str = ExercisesOpt, segmentation: str = SegmentOpt,
+           as_json: bool = JsonOpt) -> None:
     """Write a dataset's card: its default card with the options given."""
     from model.data.card import CardError, configure, read_card
     from model.data.dataset import Dataset
@@ -65,7 +68,8 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
                  f"configure {name} ...")
         card = configure(ds, **_changes(skeleton=skeleton, gate_subjects=gate_subjects,
                                         motion_only=motion_only, beta=beta,
-                                        exercises=exercises, segmentation=segmentation))
+                                        average_tail=average_tail, exercises=exercises,
+                                        segmentation=segmentation))
     except CardError as exc:
         fail(str(exc))
     _answer(card, as_json)
@@ -73,16 +77,17 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
 
 def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
                    gate_subjects: str = GateOpt, motion_only: str = MotionOpt,
-                   beta: str = BetaOpt, exercises: str = ExercisesOpt,
-                   segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
+                   beta: str = BetaOpt, average_tail: str = TailOpt,
+                   exercises: str = ExercisesOpt, segmentation: str = SegmentOpt,
+                   as_json: bool = JsonOpt) -> None:
     """Change fields of a dataset's card (stored, or its default) and store it."""
     from model.data.card import CardError, configure
     from model.data.dataset import Dataset
 
     try:
         changes = _changes(skeleton=skeleton, gate_subjects=gate_subjects,
-                           motion_only=motion_only, beta=beta, exercises=exercises,
-                           segmentation=segmentation)
+                           motion_only=motion_only, beta=beta, average_tail=average_tail,
+                           exercises=exercises, segmentation=segmentation)
         if not changes:
             fail("nothing to change: give at least one option (see --help)", code=2)
         card = configure(Dataset(name), **changes)

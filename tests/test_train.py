@@ -14,7 +14,7 @@ from model.data.normalize import Normalization, normalize
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
 from model.learn.config import PLACEMENT, TrainConfig
-from model.learn.gcn import GCNConfig
+from model.learn.gcn import GCNConfig, encode_poses
 from model.learn.softdtw import soft_dtw_divergence
 from model.learn.targets import NO_TARGET, pair_targets
 from model.learn.train import (
@@ -235,3 +235,51 @@ def test_motion_only_ignores_the_mean_pose_and_still_corrects_the_whole_input(to
     seen = train(toy, TINY, progress=False)
     assert not np.allclose(seen.infer(shifted).log_probs, seen.infer(poses).log_probs,
                            atol=1e-5)
+
+
+def test_tail_averaging_keeps_the_mean_of_the_last_epochs_weights_and_resumes(toy,
+                                                                              tmp_path: Path):
+    config = replace(TINY, average_tail=2 / 3)
+    assert config.averaging_from == 2 and replace(TINY, average_tail=0.0).averaging_from is None
+    params = {}
+
+    def record(row: dict) -> None:
+        ckpt = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
+        params[row["epoch"]] = ckpt["model"]
+
+    averaged = train(toy, config, checkpoint_dir=tmp_path / "whole", progress=False,
+                     on_epoch=record)
+    kept = weights(averaged)
+    for name, _ in averaged.module.named_parameters():
+        torch.testing.assert_close(kept[name], (params[2][name] + params[3][name]) / 2)
+    norm = "trunk.norm.running_mean"
+    assert not torch.allclose(kept[norm], params[3][norm])  # measured again for the mean weights
+    plain = train(toy, TINY, progress=False)
+    assert not torch.equal(kept["trunk.conv.weight"], weights(plain)["trunk.conv.weight"])
+
+    def die_in_the_tail(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(toy, config, checkpoint_dir=tmp_path / "cut", progress=False,
+              on_epoch=die_in_the_tail)
+    assert_same_weights(averaged, train(toy, config, checkpoint_dir=tmp_path / "cut",
+                                        progress=False))
+    with pytest.raises(ValueError, match="average_tail"):
+        replace(TINY, average_tail=1.5)
+
+
+def test_tail_averaging_measures_batch_norm_over_shuffled_batches(toy):
+    """The trunk's batch norm sees the DCT inputs through one graph conv (no dropout before it):
+    after averaging, its running variance is that of the whole training data, not the smaller
+    one of batches that hold one subject and one class each (the data's order)."""
+    model = train(toy, replace(TINY, average_tail=2 / 3, batch_size=4), progress=False)
+    norm = model.module.trunk.norm
+    poses = [normalize(s, Normalization())[0] for s in toy]
+    with torch.no_grad():
+        y = model.module.trunk.conv(encode_poses(poses, TINY.n_dct)).flatten(1)
+    ratio = (norm.running_var / y.var(dim=0)).median()
+    assert 0.7 < ratio < 1.3
+    torch.testing.assert_close(norm.running_mean, y.mean(dim=0), atol=0.3 * y.std(dim=0).max(),
+                               rtol=0)

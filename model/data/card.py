@@ -30,6 +30,7 @@ CARD_FILE = "_posecoach_card.json"
 FORMAT = 1
 AUTO = "auto"
 DEFAULT_BETA = 0.1
+DEFAULT_AVERAGE_TAIL = 0.5
 GATE_SHARE = 0.2
 SEGMENTERS = ("cycle", "hold")
 GATE_ENV = "POSECOACH_GATE_SUBJECTS_"
@@ -63,6 +64,7 @@ class DatasetCard:
     gate_subjects: tuple[str, ...] = ()
     motion_only: bool | str = AUTO
     beta: float = DEFAULT_BETA
+    average_tail: float = DEFAULT_AVERAGE_TAIL
     exercises: tuple[str, ...] = ()
     segmentation: dict[str, str] = field(default_factory=dict)
     stored: bool = field(default=False, compare=False)
@@ -78,6 +80,9 @@ class DatasetCard:
         if not (isinstance(self.beta, int | float) and math.isfinite(self.beta)
                 and self.beta >= 0):
             raise CardError(f"{where}: beta must be a number >= 0, got {self.beta!r}")
+        if not (isinstance(self.average_tail, int | float) and 0 <= self.average_tail <= 1):
+            raise CardError(f"{where}: average_tail must be a number in [0, 1], "
+                            f"got {self.average_tail!r}")
         try:
             for ex in (*self.exercises, *self.segmentation):
                 check_exercise(ex)
@@ -191,11 +196,11 @@ def parse_value(key: str, raw: str) -> Any:
         if raw.lower() not in words:
             raise CardError(f"motion_only {raw!r}: give true, false or {AUTO}")
         return words[raw.lower()]
-    if key == "beta":
+    if key in ("beta", "average_tail"):
         try:
             return float(raw)
         except ValueError as exc:
-            raise CardError(f"beta {raw!r} is not a number") from exc
+            raise CardError(f"{key} {raw!r} is not a number") from exc
     return raw
 
 

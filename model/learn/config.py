@@ -74,7 +74,22 @@ class TrainConfig(Architecture):
     rather than the movement; corrections are still added to the whole input (see
     model.learn.train.ignore_mean_pose). "auto" (AUTO) leaves it to the training, which
     chooses on its training subjects alone (model.learn.recipe) and keeps the choice.
+
+    `average_tail` (not in the paper): the share of the last epochs whose end-of-epoch weights
+    are averaged into the kept model, its batch-norm statistics then measured again on the
+    training data (stochastic weight averaging); 0 keeps the last epoch's weights, as the paper.
     """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"average_tail must lie in [0, 1], got {self.average_tail!r}")
+
+    @property
+    def averaging_from(self) -> int | None:
+        """The first epoch (1-based) whose weights join the average; None: no averaging."""
+        count = round(self.average_tail * self.epochs)
+        return None if count < 2 else self.epochs - count + 1
 
     epochs: int = 50
     batch_size: int = 32
@@ -89,6 +104,7 @@ class TrainConfig(Architecture):
     threads: int | None = None
     gamma: float = 0.01
     motion_only: bool | str = False
+    average_tail: float = 0.0
 
     def placed(self, *, device: str | None = None, threads: int | None = None) -> TrainConfig:
         """The same training where a worker runs it (PLACEMENT); None keeps a value."""

@@ -4,7 +4,9 @@ Loss = NLL of the class + beta * (soft-DTW divergence between the corrected moti
 target + smooth_weight * mean squared difference of consecutive corrected frames). The corrected
 motion is the inverse DCT of (input coefficients + deltas) at the input's length; the target is
 compared at its own length. Adam, the learning rate decayed by lr_decay every lr_step epochs,
-gradient norm clipped. The last epoch's model is kept: nothing is chosen on held-out data.
+gradient norm clipped. The last epoch's model is kept, or with `average_tail` the mean of the
+last epochs' weights with its batch-norm statistics measured again on the training data:
+nothing is chosen on held-out data.
 
 Fixed seeds give identical weights for identical inputs and thread counts. With a checkpoint
 folder, every epoch writes last.pt (weights, optimiser, scheduler, epoch, random states) and a
@@ -254,6 +256,8 @@ class Run:
     generator: torch.Generator
     device: torch.device
     history: list[dict]
+    average: dict[str, torch.Tensor] | None = None
+    averaged: int = 0
 
     @classmethod
     def start(cls, module: FeedbackGCN, config: TrainConfig, device: torch.device,
@@ -271,6 +275,7 @@ class Run:
             "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": len(self.history),
             "rng": rng_state(self.generator, self.device), "history": self.history,
+            "average": self.average, "averaged": self.averaged,
         }
 
     def restore(self, ckpt: dict) -> None:
@@ -279,6 +284,37 @@ class Run:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"], self.generator, self.device)
         self.history = list(ckpt["history"])
+        self.average, self.averaged = ckpt.get("average"), int(ckpt.get("averaged", 0))
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        """Add the module's current weights to the running mean of weights."""
+        self.averaged += 1
+        current = {k: p.detach().clone() for k, p in self.module.named_parameters()}
+        if self.average is None:
+            self.average = current
+            return
+        for key, value in current.items():
+            self.average[key] += (value - self.average[key]) / self.averaged
+
+    @torch.no_grad()
+    def keep_average(self, data: TrainingData, config: TrainConfig) -> None:
+        """Load the mean weights into the module and measure its batch-norm statistics again,
+        over one epoch of shuffled batches, as training runs it (dropout on). Shuffled: batches
+        in the data's order (one subject, one class) would measure too small a variance."""
+        for key, param in self.module.named_parameters():
+            param.copy_(self.average[key])
+        norms = [m for m in self.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a plain mean over the batches
+        self.module.train()
+        shuffle = torch.Generator().manual_seed(config.seed)
+        for idx in batches(len(data.labels), config.batch_size, shuffle):
+            self.module(data.coefs[idx.to(self.device)])
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
     def epoch(self, data: TrainingData, config: TrainConfig, n_classes: int,
               shard: tuple[int, int] | None = None) -> dict:
@@ -357,13 +393,18 @@ def train(
     done = len(run.history)
     bar = tqdm(range(done, config.epochs), desc=f"train {config.variant}", unit="epoch",
                disable=not progress, initial=done, total=config.epochs)
+    start = config.averaging_from
     for _ in bar:
         row = run.epoch(data, config, len(classes), shard)
+        if start is not None and row["epoch"] >= start:
+            run.accumulate()
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, {**run.state(), "identity": identity})
         if on_epoch is not None:
             on_epoch(row)
+    if run.averaged:
+        run.keep_average(data, config)
     module.eval()
     return TrainedModel(module, config, classes, norm,
                         {**(meta or {}), "history": run.history, "n_train": len(sequences),
