@@ -16,7 +16,7 @@ Motions travel in the page as base64 of little-endian int16 SVG coordinates: per
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,29 +79,40 @@ def thinned(n_frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
     return np.linspace(0, n_frames - 1, max_frames).round().astype(int)
 
 
+#: Per view (VIEWS), the normalised frame's horizontal and vertical axes it shows.
+_VIEW_AXES = np.array([[h, 2] for _, h in VIEWS])
+_CENTRE = np.array([VIEW_W, VIEW_H]) / 2
+
+
 def projected(motion: Motion, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, int]:
     """int16 SVG coordinates (motion, view, frame, joint, xy) of both motions on a common time
     base of at most max_frames frames, both views fitted in the viewBox at one scale; and the
-    number of frames of the longer motion."""
+    number of frames of the longer motion. Coordinates that are not finite are left out of the
+    fit and drawn at 0."""
     longest = max(len(motion.original), len(motion.corrected))
     shown = thinned(longest, max_frames)
     frames = []
     for poses in (motion.original, motion.corrected):
-        idx = np.minimum((shown * (len(poses) - 1) / max(1, longest - 1)).round().astype(int),
-                         len(poses) - 1)
-        frames.append(np.asarray(poses, dtype=np.float64)[idx])
-    both = np.stack(frames)  # (motion, frame, joint, 3)
-    views = np.stack([both[..., [h, 2]] for _, h in VIEWS], axis=1)  # (m, v, f, j, 2)
+        n = len(poses)
+        idx = shown if n == longest else np.minimum(
+            (shown * (n - 1) / max(1, longest - 1)).round().astype(int), n - 1)
+        frames.append(np.asarray(poses)[idx])
+    both = np.stack(frames).astype(np.float64)  # (motion, frame, joint, 3)
+    views = both[..., _VIEW_AXES].transpose(0, 3, 1, 2, 4)  # (m, v, f, j, 2), one gather
     views[..., 1] *= -1
-    finite = np.isfinite(views)
-    views = np.where(finite, views, np.nan)
-    lo = np.nanmin(views, axis=(0, 2, 3))  # (v, 2)
-    span = np.nanmax(views, axis=(0, 2, 3)) - lo
+    finite = bool(np.isfinite(views).all())
+    if not finite:
+        views = np.where(np.isfinite(views), views, np.nan)
+    low, high = (np.min, np.max) if finite else (np.nanmin, np.nanmax)
+    lo = low(views, axis=(0, 2, 3))  # (v, 2)
+    span = high(views, axis=(0, 2, 3)) - lo
     scale = min((VIEW_W - 2 * MARGIN) / max(span[:, 0].max(), 1e-6),
                 (VIEW_H - 2 * MARGIN) / max(span[:, 1].max(), 1e-6))
-    offset = np.array([VIEW_W, VIEW_H]) / 2 - (lo + span / 2)[:, None, None, :] * scale
+    offset = _CENTRE - (lo + span / 2)[:, None, None, :] * scale
     xy = views * scale + offset[None]
-    return np.nan_to_num(xy, nan=0.0).round().astype("<i2"), longest
+    if not finite:
+        xy = np.nan_to_num(xy, nan=0.0)
+    return xy.round().astype("<i2", order="C"), longest
 
 
 def _path(xy: np.ndarray, bones: list[tuple[int, int]]) -> str:
@@ -126,7 +137,7 @@ def animation(motion: Motion, skeleton: Skeleton, fps: float, label: str) -> str
                     f"aria-label='{view} view, {esc(label)}'><title>{view}</title>{paths}</svg>")
     note = ("" if n == longest else
             f"<p class='note'>{n} of {longest} frames shown (thinned for the page)</p>")
-    motion_b64 = base64.b64encode(xy.tobytes()).decode("ascii")
+    motion_b64 = binascii.b2a_base64(xy, newline=False).decode("ascii")
     return (f"<div class='anim' data-frames='{n}' data-joints='{skeleton.n_joints}' "
             f"data-ms='{step_ms}' data-bones='{json.dumps(bones, separators=(',', ':'))}' "
             f"data-motion='{motion_b64}'>"

@@ -52,7 +52,7 @@ from flows.review import run_name, write_review
 from model.data import storage
 from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
-from model.evaluate.features import features_json
+from model.evaluate.features import features_json_many
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
 from model.serve.sessions import SCORED, SessionScore, SessionWorkers, cut_upload, score_cut
@@ -304,9 +304,11 @@ def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], l
     return todo, skipped
 
 
-def _rows(scored: SessionScore, model: TrainedModel) -> list[dict]:
+def _rows(scored: SessionScore, features: list[str | None]) -> list[dict]:
+    """The table rows of a scored session's repetitions, with their movement features (JSON)."""
     return [{**r.to_dict(), "input": scored.input, "session_id": scored.session_id,
-             "status": SCORED, "features": features_json(r, model)} for r in scored.results]
+             "status": SCORED, "features": f}
+            for r, f in zip(scored.results, features, strict=True)]
 
 
 def workers_for(n_sessions: int) -> int:
@@ -345,9 +347,10 @@ def score_chunk(model: TrainedModel, chunk: list[tuple[str, str]], out: str, inf
     """Read, cut and score a few sessions together (their repetitions in one score() call),
     then write each one's reports: `write_reports`' records, in input order."""
     keys = dict(chunk)
-    cut = [cut_upload(model, uri, declared) for uri, _ in chunk]
-    return [write_reports(model, (scored, keys[scored.input]), out, info, html)
-            for scored in score_cut(model, cut)]
+    scored = score_cut(model, [cut_upload(model, uri, declared) for uri, _ in chunk])
+    features = iter(features_json_many([r for s in scored for r in s.results], model))
+    return [write_reports(model, (s, keys[s.input]), out, info, html,
+                          [next(features) for _ in s.results]) for s in scored]
 
 
 def record_written(records: Records, written: list[dict], advance: Callable[[int], None]
@@ -364,10 +367,11 @@ def record_written(records: Records, written: list[dict], advance: Callable[[int
 
 
 def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, info: ModelInfo,
-                  html: bool) -> dict:
+                  html: bool, features: list[str | None] | None = None) -> dict:
     """One scored session's report files, and its records: {"session": Records.session's
     arguments} or, for a session not scored or its reports not written, {"error":
-    Records.error's}."""
+    Records.error's}. `features`: its repetitions' movement features (features_json_many),
+    computed here when not given."""
     scored, key = job
     if not scored.ok:
         return {"error": (scored.input, scored.error_kind, scored.error)}
@@ -376,7 +380,9 @@ def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, 
     except Exception as exc:  # noqa: BLE001 - reported as the session's error record
         return {"error": (scored.input, "report_failed",
                           f"{scored.input}: {type(exc).__name__}: {exc}")}
-    return {"session": (scored.input, key, _rows(scored, model), uris["json"],
+    if features is None:
+        features = features_json_many(scored.results, model)
+    return {"session": (scored.input, key, _rows(scored, features), uris["json"],
                         uris.get("html", ""), session_summary(report, uris))}
 
 

@@ -8,7 +8,7 @@ from model.data.normalize import Normalization, normalize_many
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset
 from model.evaluate.drift import Observation, compare, mix_psi, psi
-from model.evaluate.features import movement_features
+from model.evaluate.features import movement_features, movement_features_many
 
 NORM = Normalization()
 JOINTS = get_skeleton("ec3d19").joints
@@ -75,3 +75,14 @@ def test_features_of_a_known_motion():
     assert f["stance_m"] == pytest.approx(0.4)
     assert f["depth_m"] == pytest.approx(0.2)  # the mean of the two ankles moved by 0.2
     assert f["trunk_lean_deg"] == pytest.approx(45.0)
+
+
+def test_features_of_many_repetitions_together_are_each_ones_features():
+    seqs = make_dataset(2, 2, seed=3)
+    poses = [p for p, _ in normalize_many(seqs, NORM)]
+    gappy = poses[0].copy()
+    gappy[3, 2, 1] = np.nan  # a gap: its statistics skip NaN
+    wide = poses[1].astype(np.float64)  # another dtype: computed in its own precision
+    both = [*poses, gappy, wide, poses[2][:11], poses[3][:12]]
+    assert movement_features_many(both, JOINTS, NORM.fps) == [
+        movement_features(p, JOINTS, NORM.fps) for p in both]
