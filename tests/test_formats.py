@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,14 @@ def test_a_labelled_file_without_label_is_an_error_for_that_sequence(tmp_path, s
     path = write_sequences_json([seqs[0].with_label(None)], tmp_path / "nolabel.json")
     (err,) = list(iter_sequences(path))
     assert isinstance(err, SequenceError) and "label" in err.reason and str(path) in str(err)
+
+
+@pytest.mark.parametrize("member, kind", [("poses.npy", "unreadable"), ("other.npy", "bad_layout")])
+def test_an_npz_upload_whose_poses_are_not_an_array_is_an_error(tmp_path, member, kind):
+    path = tmp_path / "s.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, b"not an array")
+        zf.writestr("subject.npy", b"neither")
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == kind and str(path) in str(err.value)

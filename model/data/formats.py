@@ -319,40 +319,54 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _check_npz_sizes(path: Path, src: str) -> None:
+def _check_npz_sizes(zf: zipfile.ZipFile, src: str) -> None:
     """SequenceError when an NPZ's `poses` header declares too many frames or values, or another
     array is over max_text_mb once decompressed: checked from the headers, nothing inflated."""
     limits = input_limits()
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if info.filename != "poses.npy":
-                if info.file_size > limits.max_text_mb * MIB:
-                    raise SequenceError(src, f"{info.filename} holds {info.file_size / MIB:.0f} "
-                                             f"MiB, over the limit of {limits.max_text_mb} MiB "
-                                             "(POSECOACH_LIMIT_*)", TOO_LARGE)
-                continue
-            with zf.open(info) as f:
-                read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
-                if read_header is None:
-                    raise ValueError("unsupported .npy format version")
-                shape, _, _ = read_header(f)
-            check_poses_size(src, shape)
+    for info in zf.infolist():
+        if info.filename != "poses.npy":
+            if info.file_size > limits.max_text_mb * MIB:
+                raise SequenceError(src, f"{info.filename} holds {info.file_size / MIB:.0f} "
+                                         f"MiB, over the limit of {limits.max_text_mb} MiB "
+                                         "(POSECOACH_LIMIT_*)", TOO_LARGE)
+            continue
+        with zf.open(info) as f:
+            read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+            if read_header is None:
+                raise ValueError("unsupported .npy format version")
+            shape, _, _ = read_header(f)
+        check_poses_size(src, shape)
+
+
+def _npz_member(names: list[str], key: str) -> str | None:
+    """The archive member that np.load's NpzFile reads for `key`: named so, or key + .npy."""
+    return key if key in names else f"{key}.npy" if f"{key}.npy" in names else None
 
 
 def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
+    """The poses and the 0-d fields among `keys` of an NPZ, the archive opened once: sizes
+    checked from its headers first, then each array read as np.load reads it (no pickles)."""
     src = str(path)
     check_file_size(path)
     if not zipfile.is_zipfile(path):
         raise SequenceError(src, "not an NPZ file (not a zip archive of .npy arrays)",
                             "unreadable")
     try:
-        _check_npz_sizes(path, src)
-        with np.load(path, allow_pickle=False) as z:
-            if "poses" not in z.files:
-                raise SequenceError(src, f"no 'poses' array (has: {', '.join(z.files)})",
+        with zipfile.ZipFile(path) as zf:
+            _check_npz_sizes(zf, src)
+            names = zf.namelist()
+            member = _npz_member(names, "poses")
+            if member is None:
+                files = [n.removesuffix(".npy") for n in names]
+                raise SequenceError(src, f"no 'poses' array (has: {', '.join(files)})",
                                     "bad_layout")
-            poses = z["poses"]
-            given = {k: z[k] for k in keys if k in z.files}  # each array read once
+
+            def read(name: str) -> np.ndarray:
+                with zf.open(name) as f:
+                    return np.lib.format.read_array(f, allow_pickle=False)
+
+            poses = read(member)
+            given = {k: read(m) for k in keys if (m := _npz_member(names, k)) is not None}
             fields = {k: v.item() for k, v in given.items() if v.ndim == 0}
     except SequenceError:
         raise
@@ -493,10 +507,11 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
 def _read_session_parquet(path: Path) -> Sequence:
     src = str(path)
     check_file_size(path)
-    try:
-        parquet = pq.ParquetFile(path)
+    try:  # the file read whole (its size is bounded) and decoded in this thread: a file this
+        # small costs several times the CPU when pyarrow reads it from disk in its thread pool
+        parquet = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
         _check_parquet_sizes(parquet.metadata, src)
-        table = parquet.read()
+        table = parquet.read(use_threads=False)
     except (OSError, pa.ArrowException) as e:
         raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
     raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
