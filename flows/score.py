@@ -76,9 +76,12 @@ BLOCK_SECONDS = 2.0
 RAY_MIN_SESSIONS = 1024
 #: Fewer sessions than this are scored in this process (forking workers would cost more).
 PARALLEL_MIN_SESSIONS = 16
-#: Chunks of sessions per worker process, at the least: each scores its chunk's repetitions in
-#: one score() call, and the last chunks finish close together.
-CHUNKS_PER_WORKER = 4
+#: A worker's next chunk is this share of the sessions left per worker (guided scheduling): large
+#: chunks first, each scored in one score() call, then ever smaller ones, so that the workers'
+#: last chunks finish close together.
+CHUNK_SHARE = 0.5
+#: Sessions in a chunk, at the least (unless block_sessions is smaller, or fewer are left).
+MIN_CHUNK_SESSIONS = 4
 MERGE_TRIES = 20
 TABLE_COLUMNS = ("session_id", "input", "rep", "predicted", "label", "confidence", "unsure",
                  "exercise_mismatch", "exercise", "subject")
@@ -327,19 +330,28 @@ def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: Mod
     records; this process only keeps the records."""
     model = TrainedModel.load(model_dir)
     workers = workers_for(len(todo))
-    size = chunk_sessions(len(todo), workers, block_sessions)
-    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    chunks, start = [], 0
+    for size in chunk_sizes(len(todo), workers, block_sessions):
+        chunks.append(todo[start : start + size])
+        start += size
     work = partial(score_chunk, out=out, info=info, html=html, declared=declared)
     with SessionWorkers(model, workers) as pool:
         for written in pool.each(work, chunks):
             record_written(records, written, advance)
 
 
-def chunk_sessions(n_sessions: int, workers: int, block_sessions: int) -> int:
-    """Sessions a worker takes at a time: at most block_sessions, and small enough that every
-    worker gets CHUNKS_PER_WORKER of them, so that none waits on another's last chunk."""
-    shares = CHUNKS_PER_WORKER * max(workers, 1)
-    return max(1, min(block_sessions, math.ceil(n_sessions / shares)))
+def chunk_sizes(n_sessions: int, workers: int, block_sessions: int) -> list[int]:
+    """Sessions in each chunk the workers take, in order (guided scheduling): CHUNK_SHARE of the
+    sessions left per worker, at least MIN_CHUNK_SESSIONS and at most block_sessions, so that
+    the first chunks are large and the last ones small, and no worker waits long on another's
+    last chunk."""
+    sizes, left = [], n_sessions
+    while left > 0:
+        size = math.ceil(CHUNK_SHARE * left / max(workers, 1))
+        size = min(left, block_sessions, max(MIN_CHUNK_SESSIONS, size))
+        sizes.append(max(1, size))
+        left -= sizes[-1]
+    return sizes
 
 
 def score_chunk(model: TrainedModel, chunk: list[tuple[str, str]], out: str, info: ModelInfo,
