@@ -25,8 +25,8 @@ where model.data.normalize reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from functools import cache
 
 import numpy as np
 
@@ -102,9 +102,15 @@ def _canonical(seq: Sequence) -> np.ndarray | None:
     return jm.apply(poses)
 
 
-def _mean(poses: np.ndarray, joints: Iterable[str]) -> np.ndarray:
+@cache
+def _indices(joints: tuple[str, ...]) -> list[int]:
+    """Positions of canonical joints, looked up once."""
     sk = get_skeleton(CANONICAL)
-    return poses[:, [sk.index(j) for j in joints]].mean(axis=1)
+    return [sk.index(j) for j in joints]
+
+
+def _mean(poses: np.ndarray, joints: tuple[str, ...]) -> np.ndarray:
+    return poses[:, _indices(joints)].mean(axis=1)
 
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:
@@ -135,21 +141,26 @@ def _estimate_up(votes: np.ndarray) -> tuple[str | None, float, float | None]:
 
 def _bone_lengths(poses: np.ndarray) -> np.ndarray:
     """Per frame, the length of each of _BONES: (frames, bones)."""
-    sk = get_skeleton(CANONICAL)
-    ends = [[sk.index(a) for a, _ in _BONES], [sk.index(b) for _, b in _BONES]]
-    return np.linalg.norm(poses[:, ends[0]] - poses[:, ends[1]], axis=-1)
+    starts, ends = _indices(tuple(a for a, _ in _BONES)), _indices(tuple(b for _, b in _BONES))
+    return np.linalg.norm(poses[:, starts] - poses[:, ends], axis=-1)
 
 
 def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-frame body size (source units) and the median relative spread of bone lengths."""
     lengths = _bone_lengths(poses)
     sizes = lengths[:, 4] + lengths[:, :4].sum(axis=1) / 2  # trunk + the two legs' mean
-    spreads = []
-    for length in lengths.T:
-        length = length[np.isfinite(length)]
-        middle = float(np.median(length)) if len(length) else 0.0
-        if middle > 0:
-            spreads.append(float(np.std(length) / middle))
+    if len(lengths) and np.isfinite(lengths).all():  # every bone at once, one row per bone
+        bones = np.ascontiguousarray(lengths.T)
+        middles = np.median(bones, axis=1)
+        seen = middles > 0
+        spreads = (np.std(bones, axis=1)[seen] / middles[seen]).tolist()
+    else:
+        spreads = []
+        for length in lengths.T:
+            length = length[np.isfinite(length)]
+            middle = float(np.median(length)) if len(length) else 0.0
+            if middle > 0:
+                spreads.append(float(np.std(length) / middle))
     return sizes[np.isfinite(sizes)], float(np.median(spreads)) if spreads else np.inf
 
 
@@ -172,10 +183,16 @@ def _handedness(poses: np.ndarray, up: np.ndarray) -> np.ndarray:
               + _mean(poses, ("nose",)) - _mean(poses, ("neck",)))
     left = left - np.outer(left @ up, up)
     facing = facing - np.outer(facing @ up, up)
-    triple = np.cross(facing, left) @ up
+    triple = _cross(facing, left) @ up
     scale = np.linalg.norm(facing, axis=-1) * np.linalg.norm(left, axis=-1)
     ok = np.isfinite(triple) & (scale > 1e-12)
     return triple[ok] / scale[ok]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.cross of rows of 3-vectors, the same products and differences without its checks."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=-1)
 
 
 def _estimate_fps(seqs: list[Sequence]) -> float | None:
