@@ -16,7 +16,7 @@ import io
 import json
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from model.data.names import csv_row, csv_value
 
@@ -65,12 +65,18 @@ def _row(r: Mapping, reason: str) -> ReviewRow:
                      report=f"{report}#rep-{int(r.get('rep', 0)) + 1}" if report else "")
 
 
+def _fields(row: ReviewRow) -> dict:
+    """The row's fields by name: what dataclasses.asdict gives for its plain values, without
+    its deep copies (a score run writes hundreds of rows, after its last session)."""
+    return dict(vars(row))
+
+
 def to_jsonl(rows: Iterable[ReviewRow]) -> str:
-    return "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in rows)
+    return "".join(json.dumps(_fields(r), sort_keys=True) + "\n" for r in rows)
 
 
 def to_csv(rows: Iterable[ReviewRow]) -> str:
-    return csv_text(asdict(r) for r in rows)
+    return csv_text(_fields(r) for r in rows)
 
 
 def csv_text(records: Iterable[Mapping]) -> str:
