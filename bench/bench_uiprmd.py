@@ -153,12 +153,12 @@ def note(f: dict) -> str:
             f"{f['balanced']:.1%}, AUC {f['auc']:.3f}")
 
 
-def run(threads: int) -> list[Row]:
+def run(threads: int, seed: int = 0) -> list[Row]:
     with contextlib.redirect_stdout(sys.stderr):  # progress bars; stdout stays for --json
-        return measure(threads)
+        return measure(threads, seed)
 
 
-def measure(threads: int) -> list[Row]:
+def measure(threads: int, seed: int = 0) -> list[Row]:
     torch.set_num_threads(threads)
     settings = get_settings()
     out_dir = settings.home / "bench"
@@ -171,7 +171,7 @@ def measure(threads: int) -> list[Row]:
     version = Dataset(DATASET).version()
     seqs = Dataset(DATASET).read(version=version)
     card = load_card(Dataset(DATASET))
-    config = run_config(settings.get_profile(PROFILE), card, threads=1)  # as retrain does
+    config = run_config(settings.get_profile(PROFILE), card, seed=seed, threads=1)  # as retrain
     began = time.perf_counter()
     cv = cross_validate(seqs, config, threads_per_fold=1)  # a fresh workdir: nothing reused
     cv_seconds = time.perf_counter() - began
@@ -190,6 +190,7 @@ def measure(threads: int) -> list[Row]:
                        "gcn_separated_classifier": gcn["separated_classifier"], **baselines})
     doc = {"dataset_version": version, "sequences": len(seqs), "profile": PROFILE,
            "card": card.to_dict(), "motion_only": config.motion_only, "beta": config.beta,
+           "seed": seed,
            "cv_seconds": cv_seconds, "gcn": gcn, "calibration": calibration.to_dict(),
            "baselines": baselines, "picture": picture,
            "mlflow_run": run_id, "ingest": report.to_dict()}
@@ -202,7 +203,8 @@ def measure(threads: int) -> list[Row]:
     blind = (f", motion only in {picked} of {len(cv.folds)} folds"
              if config.motion_only == "auto" else ", motion only" if config.motion_only else "")
     rows = [
-        Row(name, f"GCN full (nightly, card: beta {config.beta}{blind})",
+        Row(name, f"GCN full (nightly, seed {seed}, card: beta {config.beta}{blind}, "
+            f"average_tail {config.average_tail})",
             cv_seconds, 1.0,
             f"{note(full)}; corrected incorrect judged correct "
             f"{full['corrected_judged_correct']:.1%}; ECE {calibration.before['ece']:.1%} "

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from bench.__main__ import available
+from bench.__main__ import available, call
 from bench.bench_memory import chunks, score_streamed
 from bench.bench_scoring import report_table
 from bench.scoring_setup import repetitions
@@ -34,6 +34,17 @@ def squat():
 
 def test_runner_finds_every_benchmark():
     assert {"uiprmd", "scoring", "retrain", "ingest", "memory", "softdtw"} <= set(available())
+
+
+def test_the_runner_gives_the_seed_only_to_benchmarks_that_take_one():
+    def seeded(threads: int, seed: int = 0) -> list:
+        return [(threads, seed)]
+
+    def plain(threads: int) -> list:
+        return [threads]
+
+    assert call(seeded, 2, 7) == [(2, 7)]
+    assert call(plain, 2, 7) == [2]
 
 
 def test_baseline_features_are_pelvis_centred_height_scaled_and_resampled(squat):
