@@ -20,6 +20,7 @@ import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -122,10 +123,18 @@ def _path(xy: np.ndarray, bones: list[tuple[int, int]]) -> str:
                    for a, b in bones)
 
 
+@cache
+def _bones(skeleton: Skeleton) -> tuple[list[tuple[int, int]], str]:
+    """A skeleton's bones as joint indices, and as the JSON the player script reads."""
+    bones = skeleton.bone_indices()
+    return bones, json.dumps(bones, separators=(",", ":"))
+
+
 def animation(motion: Motion, skeleton: Skeleton, fps: float, label: str) -> str:
     """The animated side and front views of one repetition, with its controls."""
     xy, longest = projected(motion)
-    n, bones = xy.shape[2], skeleton.bone_indices()
+    n = xy.shape[2]
+    bones, bones_json = _bones(skeleton)
     step_ms = max(15, round(1000 * longest / max(1, n) / max(fps, 1.0)))
     svgs = []
     for v, (view, _) in enumerate(VIEWS):
@@ -139,7 +148,7 @@ def animation(motion: Motion, skeleton: Skeleton, fps: float, label: str) -> str
             f"<p class='note'>{n} of {longest} frames shown (thinned for the page)</p>")
     motion_b64 = binascii.b2a_base64(xy, newline=False).decode("ascii")
     return (f"<div class='anim' data-frames='{n}' data-joints='{skeleton.n_joints}' "
-            f"data-ms='{step_ms}' data-bones='{json.dumps(bones, separators=(',', ':'))}' "
+            f"data-ms='{step_ms}' data-bones='{bones_json}' "
             f"data-motion='{motion_b64}'>"
             f"<div>{''.join(svgs)}</div>"
             f"<div class='ctl'><button type='button'>play</button>"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -41,7 +41,7 @@ class ModelInfo:
     code_version: str
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))  # plain values: what asdict gives, without its deep copies
 
 
 def session_report(session: Sequence, results: list[RepResult], model: ModelInfo,

@@ -25,7 +25,7 @@ where model.data.normalize reads them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -84,7 +84,7 @@ class Estimate:
     fps: float | None
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
 def _canonical(seq: Sequence) -> np.ndarray | None:
@@ -360,7 +360,8 @@ def _settled(seq: Sequence, forced: dict, est: Estimate) -> Sequence:
                                           "option", f"unknown_{missing[0]}")
     decisions[MIRRORED] = decisions[MIRRORED] or Decision(False, "default")
     meta = {k: v for k, v in seq.meta.items() if k != TIMESTAMPS}
-    record = {f: asdict(d) for f, d in decisions.items() if d is not None}
+    record = {f: {"value": d.value, "source": d.source} for f, d in decisions.items()
+              if d is not None}
     meta[CONVENTIONS] = {**record, "estimate": est.to_dict()}
     if decisions[UP] is not None:
         meta[UP] = decisions[UP].value

@@ -27,6 +27,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Mapping
+from functools import lru_cache
 
 HASH_CHARS = 12
 MAX_SLUG = 48
@@ -89,7 +90,20 @@ def metric_key(value: object) -> str:
 def html_text(value: object) -> str:
     """Text for an HTML page (element content or a quoted attribute): `& < > " '` escaped;
     control characters and lone surrogates (which no UTF-8 page can hold) shown as U+FFFD."""
-    return html.escape(_UNPRINTABLE.sub("\ufffd", _text(value)), quote=True)
+    text = _text(value)
+    return _short_html_text(text) if len(text) <= _CACHED_HTML_TEXT else _html_text(text)
+
+
+#: Texts up to this long are escaped once and remembered: a report page repeats its joints,
+#: directions, moments and labels many times over.
+_CACHED_HTML_TEXT = 200
+
+
+def _html_text(text: str) -> str:
+    return html.escape(_UNPRINTABLE.sub("\ufffd", text), quote=True)
+
+
+_short_html_text = lru_cache(maxsize=4096)(_html_text)
 
 
 def sql_text(value: object) -> str:
