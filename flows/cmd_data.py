@@ -26,6 +26,8 @@ MotionOpt = typer.Option(None, "--motion-only",
 BetaOpt = typer.Option(None, "--beta", help="The correction term's weight in the loss.")
 TailOpt = typer.Option(None, "--average-tail",
                        help="Share of the last epochs whose weights are averaged (0: the last).")
+SmoothOpt = typer.Option(None, "--label-smoothing",
+                         help="Share of each label spread over all classes in the class loss.")
 ExercisesOpt = typer.Option(None, "--exercises",
                             help="The exercises it may hold, comma-separated (empty: any).")
 SegmentOpt = typer.Option(None, "--segmentation",
@@ -55,8 +57,8 @@ def _answer(card: Any, as_json: bool) -> None:
 
 def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str = GateOpt,
            motion_only: str = MotionOpt, beta: str = BetaOpt, average_tail: str = TailOpt,
-           exercises: str = ExercisesOpt, segmentation: str = SegmentOpt,
-           as_json: bool = JsonOpt) -> None:
+           label_smoothing: str = SmoothOpt, exercises: str = ExercisesOpt,
+           segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
     """Write a dataset's card: its default card with the options given."""
     from model.data.card import CardError, configure, read_card
     from model.data.dataset import Dataset
@@ -68,7 +70,8 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
                  f"configure {name} ...")
         card = configure(ds, **_changes(skeleton=skeleton, gate_subjects=gate_subjects,
                                         motion_only=motion_only, beta=beta,
-                                        average_tail=average_tail, exercises=exercises,
+                                        average_tail=average_tail,
+                                        label_smoothing=label_smoothing, exercises=exercises,
                                         segmentation=segmentation))
     except CardError as exc:
         fail(str(exc))
@@ -78,8 +81,8 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
 def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
                    gate_subjects: str = GateOpt, motion_only: str = MotionOpt,
                    beta: str = BetaOpt, average_tail: str = TailOpt,
-                   exercises: str = ExercisesOpt, segmentation: str = SegmentOpt,
-                   as_json: bool = JsonOpt) -> None:
+                   label_smoothing: str = SmoothOpt, exercises: str = ExercisesOpt,
+                   segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
     """Change fields of a dataset's card (stored, or its default) and store it."""
     from model.data.card import CardError, configure
     from model.data.dataset import Dataset
@@ -87,7 +90,8 @@ def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
     try:
         changes = _changes(skeleton=skeleton, gate_subjects=gate_subjects,
                            motion_only=motion_only, beta=beta, average_tail=average_tail,
-                           exercises=exercises, segmentation=segmentation)
+                           label_smoothing=label_smoothing, exercises=exercises,
+                           segmentation=segmentation)
         if not changes:
             fail("nothing to change: give at least one option (see --help)", code=2)
         card = configure(Dataset(name), **changes)

@@ -54,6 +54,7 @@ class DatasetRecipe(Protocol):
     motion_only: bool | str
     beta: float
     average_tail: float
+    label_smoothing: float
 
 
 @dataclass(frozen=True)
@@ -196,16 +197,16 @@ def run_config(profile: Profile, dataset: DatasetRecipe | None = None, *, varian
                seed: int = 0, device: str = "cpu", threads: int | None = None,
                **overrides: Any) -> TrainConfig:
     """The training configuration of one run, assembled here alone: the profile's settings
-    (nightly = the paper's), what the dataset's card asks (motion_only, beta, average_tail),
-    the run's variant, seed, device and threads, then `overrides` (tests and benchmarks:
-    epochs=1, ...).
-    A variant without the smoothness term trains with smooth_weight 0."""
+    (nightly = the paper's), what the dataset's card asks (motion_only, beta, average_tail,
+    label_smoothing), the run's variant, seed, device and threads, then `overrides` (tests and
+    benchmarks: epochs=1, ...). A variant without the smoothness term trains with smooth_weight
+    0."""
     smooth = profile.train.smooth_weight if get_variant(variant).smoothness else 0.0
     run = {"variant": variant, "seed": seed, "device": device, "threads": threads,
            "smooth_weight": smooth}
     if dataset is not None:
         run.update(motion_only=dataset.motion_only, beta=dataset.beta,
-                   average_tail=dataset.average_tail)
+                   average_tail=dataset.average_tail, label_smoothing=dataset.label_smoothing)
     return replace(profile.train, **{**run, **overrides})
 
 

@@ -89,6 +89,7 @@ def test_a_card_naming_a_gate_subject_without_data_is_refused_naming_it(lake, se
     ("motion_only", "sometimes", "motion_only must be"),
     ("beta", -1.0, "beta must be"),
     ("average_tail", 1.5, "average_tail must be"),
+    ("label_smoothing", 1.0, "label_smoothing must be"),
     ("skeleton", "openpose_99", "unknown skeleton"),
     ("exercises", ("Arm Raise",), "not a plain name"),
     ("segmentation", {"arm_raise": "wave"}, "segmentation"),
@@ -118,14 +119,15 @@ def test_the_environment_still_overrides_the_gate(lake, seqs, monkeypatch):
 
 
 def test_run_config_takes_the_cards_recipe():
-    card = DatasetCard("mine", motion_only=True, beta=0.3, average_tail=0.2)
+    card = DatasetCard("mine", motion_only=True, beta=0.3, average_tail=0.2, label_smoothing=0.05)
     config = run_config(PROFILES["demo"], card, seed=4, threads=2, epochs=1)
-    assert (config.motion_only, config.beta, config.average_tail, config.seed,
-            config.epochs) == (True, 0.3, 0.2, 4, 1)
+    assert (config.motion_only, config.beta, config.average_tail, config.label_smoothing,
+            config.seed, config.epochs) == (True, 0.3, 0.2, 0.05, 4, 1)
     default = run_config(PROFILES["demo"], DatasetCard("other"))
-    assert (default.motion_only, default.average_tail) == ("auto", 0.5)
+    assert (default.motion_only, default.average_tail, default.label_smoothing) == (
+        "auto", 0.5, 0.1)
     paper = run_config(PROFILES["demo"])  # no card: the paper's settings
-    assert (paper.motion_only, paper.average_tail) == (False, 0.0)
+    assert (paper.motion_only, paper.average_tail, paper.label_smoothing) == (False, 0.0, 0.0)
 
 
 def _two_class_data(rng, mean_pose_is_the_class: bool) -> tuple[list[np.ndarray], list]:
@@ -228,9 +230,9 @@ def test_data_create_configure_show_through_the_cli(lake, seqs):
     assert bad.exit_code == 1 and "ghost" in bad.output
     good = runner.invoke(app, ["data", "configure", "mine", "--motion-only", "true",
                                "--segmentation", "squat=hold", "--average-tail", "0.3",
-                               "--json"])
+                               "--label-smoothing", "0", "--json"])
     assert good.exit_code == 0, good.output
     card = json.loads(good.stdout)["card"]
-    assert (card["motion_only"], card["segmentation"], card["beta"], card["average_tail"]) == (
-        True, {"squat": "hold"}, 0.2, 0.3)
+    assert (card["motion_only"], card["segmentation"], card["beta"], card["average_tail"],
+            card["label_smoothing"]) == (True, {"squat": "hold"}, 0.2, 0.3, 0.0)
     assert runner.invoke(app, ["data", "configure", "mine"]).exit_code == 2

@@ -99,7 +99,7 @@ OLD_TRAIN_CARD = {
     "grad_clip": 1.0, "seed": 0, "device": "cpu", "threads": 1, "gamma": 0.01,
     "motion_only": False,
 }
-NEW_TRAIN_FIELDS = ("average_tail",)  # written since; an older card reads with the default
+NEW_TRAIN_FIELDS = ("average_tail", "label_smoothing")  # written since; older cards: defaults
 OLD_GCN_CARD = {"n_nodes": 57, "n_classes": 2, "n_dct": 10, "hidden": 16, "dropout": 0.1,
                 "variant": "full"}
 
@@ -109,7 +109,7 @@ def test_a_card_written_by_the_earlier_code_still_loads(trained, poses, tmp_path
     card = json.loads((folder / CARD).read_text())
     assert set(card["train"]) == {*OLD_TRAIN_CARD, *NEW_TRAIN_FIELDS}
     assert set(card["gcn"]) == set(OLD_GCN_CARD)
-    assert trained.config.average_tail == 0.0  # what a card without the field reads as
+    assert trained.config.average_tail == trained.config.label_smoothing == 0.0  # their defaults
     card["train"], card["gcn"] = OLD_TRAIN_CARD, OLD_GCN_CARD
     (folder / CARD).write_text(json.dumps(card))
     loaded = TrainedModel.load(folder)

@@ -138,6 +138,22 @@ def test_divergence_with_precomputed_target_terms_equals_the_divergence():
     torch.testing.assert_close(got, expected)
 
 
+def test_label_smoothing_spreads_a_share_of_each_label_over_the_classes(toy):
+    from model.learn.train import class_loss
+
+    log_probs = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]), dim=1)
+    labels = torch.tensor([0, 2])
+    nll = torch.nn.functional.nll_loss(log_probs, labels)
+    assert class_loss(log_probs, nll, 0.0) is nll
+    expected = torch.nn.functional.cross_entropy(log_probs, labels, label_smoothing=0.3)
+    smoothed = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    torch.testing.assert_close(class_loss(log_probs, nll, 0.3),
+                               -(smoothed * log_probs).sum(dim=1).mean())
+    assert expected.item() == pytest.approx(class_loss(log_probs, nll, 0.3).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        replace(TINY, label_smoothing=1.0)
+
+
 def test_smoothness_ignores_padding():
     motion = torch.zeros(2, 5, 3)
     motion[0, :, 0] = torch.arange(5.0)  # steps of 1 on one of 3 features

@@ -31,6 +31,7 @@ FORMAT = 1
 AUTO = "auto"
 DEFAULT_BETA = 0.1
 DEFAULT_AVERAGE_TAIL = 0.5
+DEFAULT_LABEL_SMOOTHING = 0.1
 GATE_SHARE = 0.2
 SEGMENTERS = ("cycle", "hold")
 GATE_ENV = "POSECOACH_GATE_SUBJECTS_"
@@ -65,6 +66,7 @@ class DatasetCard:
     motion_only: bool | str = AUTO
     beta: float = DEFAULT_BETA
     average_tail: float = DEFAULT_AVERAGE_TAIL
+    label_smoothing: float = DEFAULT_LABEL_SMOOTHING
     exercises: tuple[str, ...] = ()
     segmentation: dict[str, str] = field(default_factory=dict)
     stored: bool = field(default=False, compare=False)
@@ -83,6 +85,10 @@ class DatasetCard:
         if not (isinstance(self.average_tail, int | float) and 0 <= self.average_tail <= 1):
             raise CardError(f"{where}: average_tail must be a number in [0, 1], "
                             f"got {self.average_tail!r}")
+        if not (isinstance(self.label_smoothing, int | float)
+                and 0 <= self.label_smoothing < 1):
+            raise CardError(f"{where}: label_smoothing must be a number in [0, 1), "
+                            f"got {self.label_smoothing!r}")
         try:
             for ex in (*self.exercises, *self.segmentation):
                 check_exercise(ex)
@@ -196,7 +202,7 @@ def parse_value(key: str, raw: str) -> Any:
         if raw.lower() not in words:
             raise CardError(f"motion_only {raw!r}: give true, false or {AUTO}")
         return words[raw.lower()]
-    if key in ("beta", "average_tail"):
+    if key in ("beta", "average_tail", "label_smoothing"):
         try:
             return float(raw)
         except ValueError as exc:

@@ -78,12 +78,17 @@ class TrainConfig(Architecture):
     `average_tail` (not in the paper): the share of the last epochs whose end-of-epoch weights
     are averaged into the kept model, its batch-norm statistics then measured again on the
     training data (stochastic weight averaging); 0 keeps the last epoch's weights, as the paper.
+
+    `label_smoothing` (not in the paper): the class loss is the NLL of the label with this share
+    taken off it and spread evenly over all classes; 0 is the plain NLL, as the paper.
     """
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.average_tail <= 1.0:
             raise ValueError(f"average_tail must lie in [0, 1], got {self.average_tail!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
 
     @property
     def averaging_from(self) -> int | None:
@@ -105,6 +110,7 @@ class TrainConfig(Architecture):
     gamma: float = 0.01
     motion_only: bool | str = False
     average_tail: float = 0.0
+    label_smoothing: float = 0.0
 
     def placed(self, *, device: str | None = None, threads: int | None = None) -> TrainConfig:
         """The same training where a worker runs it (PLACEMENT); None keeps a value."""

@@ -1,7 +1,8 @@
 """Training the feedback GCN in one process, on CPU or CUDA.
 
-Loss = NLL of the class + beta * (soft-DTW divergence between the corrected motion and its
-target + smooth_weight * mean squared difference of consecutive corrected frames). The corrected
+Loss = NLL of the class (label-smoothed by `label_smoothing`) + beta * (soft-DTW divergence
+between the corrected motion and its target + smooth_weight * mean squared difference of
+consecutive corrected frames). The corrected
 motion is the inverse DCT of (input coefficients + deltas) at the input's length; the target is
 compared at its own length. Adam, the learning rate decayed by lr_decay every lr_step epochs,
 gradient norm clipped. The last epoch's model is kept, or with `average_tail` the mean of the
@@ -125,6 +126,13 @@ def corrected_motion(
     return bases @ (data.coefs[idx] + deltas).transpose(1, 2), lengths
 
 
+def class_loss(log_probs: torch.Tensor, nll: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The NLL of the labels with `smoothing` of each label's weight spread over all classes."""
+    if not smoothing:
+        return nll
+    return (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=1).mean()
+
+
 def batch_loss(
     net: torch.nn.Module, data: TrainingData, idx: torch.Tensor, config: TrainConfig,
     teacher_prob: float, n_classes: int,
@@ -138,7 +146,7 @@ def batch_loss(
     parts: dict[str, float] = {}
     if variant.classifies:
         nll = torch.nn.functional.nll_loss(log_probs, labels)
-        loss = loss + nll
+        loss = loss + class_loss(log_probs, nll, config.label_smoothing)
         parts["nll"] = nll.item()
     if variant.corrects:
         motion, lengths = corrected_motion(data, idx, deltas)
