@@ -102,6 +102,18 @@ def test_an_overconfident_model_lies_above_its_floor_and_scaling_brings_it_down(
     assert figures(calibrated, held_out.true)["ece"] < ece_floor(calibrated)["ece_floor_p90"]
 
 
+def test_predictions_that_are_all_right_do_not_sharpen_the_model():
+    """An underconfident model on people it gets all right: the Brier score alone would fall
+    towards a temperature of 0 (every probability pushed to 0 or 1); the fit keeps 1, so the
+    next person the model gets wrong is not scored as wrong with near certainty."""
+    rng = np.random.default_rng(5)
+    true = rng.integers(0, 2, 300)
+    logits = np.zeros((300, 2))
+    logits[np.arange(300), true] = 1.5  # always right, at about 82 % confidence
+    held = Held(log_softmax(logits, axis=1), true)
+    assert fit_temperature(held) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_one_confidently_wrong_person_does_not_make_everyone_else_underconfident():
     """The fit's loss is bounded (Brier): 100 repetitions predicted wrong with near certainty,
     among 1,800 of nine other people, barely move the temperature (under the NLL, whose loss

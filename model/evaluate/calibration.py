@@ -23,7 +23,7 @@ from model.learn.saved import scaled
 ECE_BINS = 15
 FLOOR_DRAWS = 1000
 FLOOR_CHUNK = 50  # draws at a time: memory (chunk, n, classes)
-LOG_T_RANGE = (-4.0, 4.0)  # temperatures from e^-4 to e^4
+LOG_T_RANGE = (0.0, 4.0)  # temperatures from 1 to e^4: calibration softens, never sharpens
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,14 @@ class Held:
 
 
 def fit_temperature(held: Held) -> float:
-    """The temperature that minimises the held-out Brier score (1.0 for no data).
+    """The temperature that minimises the held-out Brier score (1.0 for no data), at least 1.
 
     The Brier score, a proper scoring rule like the NLL, is bounded: a held-out person whose
     repetitions the model gets confidently wrong costs at most 2 a repetition, where the NLL
     grows without bound and pulls the temperature up until every other person's predictions are
-    underconfident."""
+    underconfident. The temperature never goes below 1: held-out people the model happens to
+    get all right (a label-smoothed model is underconfident on them) would drive it towards 0,
+    and the next person it gets wrong would then be wrong with near certainty."""
     if len(held.true) == 0:
         return 1.0
     log_probs = held.log_probs.astype(np.float64)
