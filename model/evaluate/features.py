@@ -95,6 +95,7 @@ def _medians(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     low, high = ordered[starts + (lengths - 1) // 2], ordered[starts + lengths // 2]
     return (low + high) / values.dtype.type(2)
 
+
 def features_json(result: RepResult, model: TrainedModel) -> str | None:
     """A scored repetition's movement features as JSON (None for one that was not scored)."""
     return features_json_many([result], model)[0]

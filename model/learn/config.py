@@ -83,19 +83,6 @@ class TrainConfig(Architecture):
     taken off it and spread evenly over all classes; 0 is the plain NLL, as the paper.
     """
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.average_tail <= 1.0:
-            raise ValueError(f"average_tail must lie in [0, 1], got {self.average_tail!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
-
-    @property
-    def averaging_from(self) -> int | None:
-        """The first epoch (1-based) whose weights join the average; None: no averaging."""
-        count = round(self.average_tail * self.epochs)
-        return None if count < 2 else self.epochs - count + 1
-
     epochs: int = 50
     batch_size: int = 32
     lr: float = 0.01
@@ -111,6 +98,19 @@ class TrainConfig(Architecture):
     motion_only: bool | str = False
     average_tail: float = 0.0
     label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"average_tail must lie in [0, 1], got {self.average_tail!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
+
+    @property
+    def averaging_from(self) -> int | None:
+        """The first epoch (1-based) whose weights join the average; None: no averaging."""
+        count = round(self.average_tail * self.epochs)
+        return None if count < 2 else self.epochs - count + 1
 
     def placed(self, *, device: str | None = None, threads: int | None = None) -> TrainConfig:
         """The same training where a worker runs it (PLACEMENT); None keeps a value."""
