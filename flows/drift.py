@@ -28,7 +28,7 @@ from model.data.names import html_text, safe_file_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
 from model.evaluate.drift import ExerciseDrift, Observation, compare
-from model.evaluate.features import movement_features
+from model.evaluate.features import movement_features_many
 from model.evaluate.plots import plot_drift
 from model.learn.saved import TrainedModel
 from model.serve.scoring import normalize_valid
@@ -46,8 +46,8 @@ def training_observations(model: TrainedModel, seqs: list[Sequence]) -> list[Obs
     """The training side: each sequence's true label and the features of its normalised poses."""
     poses, _ = normalize_valid(model, seqs)
     joints = get_skeleton(model.normalization.skeleton).joints
-    return [Observation(s.exercise, s.label, movement_features(p, joints, model.normalization.fps))
-            for s, p in zip(seqs, poses, strict=True)]
+    features = movement_features_many(poses, joints, model.normalization.fps)
+    return [Observation(s.exercise, s.label, f) for s, f in zip(seqs, features, strict=True)]
 
 
 def scored_observations(reports: str, model_name: str, since: datetime | None

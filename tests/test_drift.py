@@ -1,6 +1,8 @@
 """Drift: a batch with stances 30 % wider raises drift on stance width; a batch of the same
 size from the same subjects does not; a changed class mix is seen."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,37 @@ def test_features_of_many_repetitions_together_are_each_ones_features():
     both = [*poses, gappy, wide, poses[2][:11], poses[3][:12]]
     assert movement_features_many(both, JOINTS, NORM.fps) == [
         movement_features(p, JOINTS, NORM.fps) for p in both]
+
+
+def nan_reference(poses: np.ndarray, fps: float) -> dict[str, float]:
+    """The features written out with numpy's nan-statistics, one repetition at a time."""
+    idx = {j: i for i, j in enumerate(JOINTS)}
+    with warnings.catch_warnings():  # "Mean of empty slice" for the frames without ankles
+        warnings.simplefilter("ignore", RuntimeWarning)
+        height = -np.nanmean(poses[:, [idx["l_ankle"], idx["r_ankle"]], 2], axis=1)
+        trunk = poses[:, idx["neck"]] - poses[:, idx["mid_hip"]]
+        lean = np.arccos(np.clip(trunk[:, 2] / np.linalg.norm(trunk, axis=1), -1, 1))
+        ranges = np.linalg.norm(np.nanmax(poses, 0) - np.nanmin(poses, 0), axis=1)
+    return {"duration_s": len(poses) / fps,
+            "depth_m": np.nanmax(height) - np.nanmin(height),
+            "stance_m": np.nanmedian(np.abs(poses[:, idx["l_ankle"], 1]
+                                            - poses[:, idx["r_ankle"], 1])),
+            "trunk_lean_deg": np.degrees(np.nanmedian(lean)),
+            **{f"rom_{j}_m": ranges[i] for j, i in idx.items()}}
+
+
+def test_features_skip_gaps_as_numpys_nan_statistics_do():
+    seqs = make_dataset(1, 2, seed=5)
+    poses = [p.astype(np.float64) for p, _ in normalize_many(seqs, NORM)][:3]
+    gappy = poses[0].copy()
+    gappy[::3, JOINTS.index("l_ankle")] = np.nan  # one ankle missing in a third of the frames
+    gappy[5:9] = np.nan  # whole frames missing
+    gappy[:, JOINTS.index("r_wrist")] = np.nan  # a joint never seen
+    found = movement_features_many([gappy, poses[1], gappy[:14]], JOINTS, NORM.fps)
+    for got, p in zip(found, [gappy, poses[1], gappy[:14]], strict=True):
+        want = nan_reference(p, NORM.fps)
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=1e-9, nan_ok=True), name
+    assert np.isnan(found[0]["rom_r_wrist_m"]) and np.isfinite(found[0]["depth_m"])
+    assert movement_features(gappy[:0], JOINTS, NORM.fps) == {"duration_s": 0.0}

@@ -16,53 +16,34 @@ from model.data.skeletons import get_skeleton
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
 
-# mean, median, max, min: the NaN-skipping ones only for poses with gaps (several times slower)
-_STATS = (np.mean, np.median, np.max, np.min)
-_NAN_STATS = (np.nanmean, np.nanmedian, np.nanmax, np.nanmin)
-
 
 def movement_features(poses: np.ndarray, joints: tuple[str, ...], fps: float) -> dict[str, float]:
     """Features of one normalised repetition (frames, joints, 3); features whose joints the
-    skeleton lacks are left out."""
-    index = {name: i for i, name in enumerate(joints)}
-    mean, median, top, bottom = _NAN_STATS if np.isnan(poses).any() else _STATS
-    out = {"duration_s": len(poses) / fps}
-    if {"l_ankle", "r_ankle"} <= index.keys():
-        ankles = poses[:, [index["l_ankle"], index["r_ankle"]]]
-        height = -mean(ankles[..., 2], axis=1)
-        out["depth_m"] = float(top(height) - bottom(height))
-        out["stance_m"] = float(median(np.abs(ankles[:, 0, 1] - ankles[:, 1, 1])))
-    if {"neck", "mid_hip"} <= index.keys():
-        trunk = poses[:, index["neck"]] - poses[:, index["mid_hip"]]
-        cos = trunk[:, 2] / np.clip(np.linalg.norm(trunk, axis=1), 1e-9, None)
-        out["trunk_lean_deg"] = float(np.degrees(median(np.arccos(np.clip(cos, -1, 1)))))
-    ranges = np.linalg.norm(top(poses, axis=0) - bottom(poses, axis=0), axis=1).tolist()
-    out |= {f"rom_{name}_m": ranges[i] for name, i in index.items()}
-    return out
+    skeleton lacks are left out, and every statistic skips the gaps (NaN) as numpy's nan-
+    functions do."""
+    return movement_features_many([poses], joints, fps)[0]
 
 
 def movement_features_many(poses: list[np.ndarray], joints: tuple[str, ...], fps: float
                            ) -> list[dict[str, float]]:
-    """movement_features of each repetition, the same values: repetitions without gaps
-    together, per dtype (every statistic one pass over their frames, the medians one sort),
-    those with gaps one at a time."""
-    out: list[dict[str, float] | None] = [None] * len(poses)
-    together: dict[np.dtype, list[int]] = {}
+    """movement_features of each repetition, computed together per dtype (each in its own
+    precision); a repetition without frames has only its duration."""
+    out: list[dict[str, float]] = [{"duration_s": 0.0} for _ in poses]
+    by_dtype: dict[np.dtype, list[int]] = {}
     for i, p in enumerate(poses):
-        if len(p) and not np.isnan(p).any():
-            together.setdefault(p.dtype, []).append(i)
-        else:
-            out[i] = movement_features(p, joints, fps)
-    for members in together.values():
+        if len(p):
+            by_dtype.setdefault(p.dtype, []).append(i)
+    for members in by_dtype.values():
         for i, found in zip(members, _features_together([poses[i] for i in members], joints,
                                                         fps), strict=True):
             out[i] = found
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _features_together(poses: list[np.ndarray], joints: tuple[str, ...], fps: float
                        ) -> list[dict[str, float]]:
-    """movement_features of repetitions of one dtype without gaps, over their frames at once."""
+    """movement_features of repetitions of one dtype, each with frames: every statistic one
+    pass over all their frames, the medians one sort."""
     index = {name: i for i, name in enumerate(joints)}
     lengths = np.array([len(p) for p in poses])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -70,9 +51,9 @@ def _features_together(poses: list[np.ndarray], joints: tuple[str, ...], fps: fl
     found: dict[str, list[float]] = {"duration_s": (lengths / fps).tolist()}
     if {"l_ankle", "r_ankle"} <= index.keys():
         ankles = stacked[:, [index["l_ankle"], index["r_ankle"]]]
-        height = -np.mean(ankles[..., 2], axis=1)
-        found["depth_m"] = (np.maximum.reduceat(height, starts)
-                            - np.minimum.reduceat(height, starts)).tolist()
+        height = -_mean_of_two(ankles[:, 0, 2], ankles[:, 1, 2])
+        found["depth_m"] = (np.fmax.reduceat(height, starts)
+                            - np.fmin.reduceat(height, starts)).tolist()
         found["stance_m"] = _medians(np.abs(ankles[:, 0, 1] - ankles[:, 1, 1]), starts,
                                      lengths).tolist()
     if {"neck", "mid_hip"} <= index.keys():
@@ -80,20 +61,29 @@ def _features_together(poses: list[np.ndarray], joints: tuple[str, ...], fps: fl
         cos = trunk[:, 2] / np.clip(np.linalg.norm(trunk, axis=1), 1e-9, None)
         lean = _medians(np.arccos(np.clip(cos, -1, 1)), starts, lengths)
         found["trunk_lean_deg"] = np.degrees(lean).tolist()
-    ranges = np.linalg.norm(np.maximum.reduceat(stacked, starts, axis=0)
-                            - np.minimum.reduceat(stacked, starts, axis=0), axis=2).tolist()
+    ranges = np.linalg.norm(np.fmax.reduceat(stacked, starts, axis=0)
+                            - np.fmin.reduceat(stacked, starts, axis=0), axis=2).tolist()
     return [{name: values[k] for name, values in found.items()}
             | {f"rom_{name}_m": ranges[k][j] for name, j in index.items()}
             for k in range(len(poses))]
 
 
+def _mean_of_two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b) / 2 where both are known, the known one where only one is, NaN where neither."""
+    return np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / a.dtype.type(2)))
+
+
 def _medians(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """np.median of each run of `lengths` values from `starts` (no NaN), in the values' dtype:
-    every run sorted by one sort, then its middle one or two values."""
+    """np.nanmedian of each run of `lengths` values from `starts`, in the values' dtype (NaN
+    for a run with no known value): every run sorted by one sort, NaN last within it, then the
+    middle one or two of its known values."""
     runs = np.repeat(np.arange(len(lengths)), lengths)
     ordered = values[np.lexsort((values, runs))]
-    low, high = ordered[starts + (lengths - 1) // 2], ordered[starts + lengths // 2]
-    return (low + high) / values.dtype.type(2)
+    known = np.bincount(runs, weights=~np.isnan(values), minlength=len(lengths)).astype(int)
+    low = ordered[starts + np.maximum(known - 1, 0) // 2]
+    high = ordered[starts + known // 2]
+    middle = (low + high) / values.dtype.type(2)
+    return np.where(known > 0, middle, values.dtype.type(np.nan))
 
 
 def features_json(result: RepResult, model: TrainedModel) -> str | None:
