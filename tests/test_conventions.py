@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data.conventions import CONVENTIONS, UP_AXES, estimate, settle
+from model.data.conventions import CONVENTIONS, UP_AXES, _medians_and_spreads, estimate, settle
 from model.data.ec3d_pickle import write_ec3d_pickle
 from model.data.formats import write_sequences_json
 from model.data.normalize import UP_ROTATIONS, Normalization, normalize_many
@@ -182,3 +182,17 @@ def test_a_quarantined_file_is_checked_again_not_forced(seqs):
     assert unit.options == {"fps": 30}
     read = list(iter_sequences(path, **unit.options))
     assert read and all(not isinstance(o, SequenceError) and o.meta["up"] == "+y" for o in read)
+
+
+def test_bone_statistics_skip_gaps_as_numpys_nan_statistics_do():
+    rng = np.random.default_rng(4)
+    for frames in (1, 2, 7, 40):
+        rows = rng.normal(0.4, 0.05, size=(5, frames))
+        rows[rng.random(rows.shape) < 0.3] = np.nan
+        rows[2] = np.nan  # a bone never seen
+        middles, spreads = _medians_and_spreads(rows)
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+            want_m, want_s = np.nanmedian(rows, axis=1), np.nanstd(rows, axis=1)
+        np.testing.assert_allclose(middles, want_m, rtol=1e-12)
+        np.testing.assert_allclose(spreads, want_s, rtol=1e-9)
+    assert np.isnan(_medians_and_spreads(np.empty((5, 0)))[0]).all()

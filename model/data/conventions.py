@@ -149,19 +149,26 @@ def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-frame body size (source units) and the median relative spread of bone lengths."""
     lengths = _bone_lengths(poses)
     sizes = lengths[:, 4] + lengths[:, :4].sum(axis=1) / 2  # trunk + the two legs' mean
-    if len(lengths) and np.isfinite(lengths).all():  # every bone at once, one row per bone
-        bones = np.ascontiguousarray(lengths.T)
-        middles = np.median(bones, axis=1)
-        seen = middles > 0
-        spreads = (np.std(bones, axis=1)[seen] / middles[seen]).tolist()
-    else:
-        spreads = []
-        for length in lengths.T:
-            length = length[np.isfinite(length)]
-            middle = float(np.median(length)) if len(length) else 0.0
-            if middle > 0:
-                spreads.append(float(np.std(length) / middle))
+    middles, spreads = _medians_and_spreads(lengths.T)
+    seen = middles > 0
+    spreads = (spreads[seen] / middles[seen]).tolist()
     return sizes[np.isfinite(sizes)], float(np.median(spreads)) if spreads else np.inf
+
+
+def _medians_and_spreads(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's median and standard deviation over its finite values (numpy's nanmedian and
+    nanstd, without their per-row passes; NaN for a row with none)."""
+    if rows.shape[1] == 0:
+        return np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    known = np.isfinite(rows)
+    n = known.sum(axis=1)
+    ordered = np.sort(np.where(known, rows, np.inf), axis=1)
+    at = np.stack([np.maximum(n - 1, 0) // 2, np.minimum(n // 2, rows.shape[1] - 1)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        middles = np.take_along_axis(ordered, at, axis=1).mean(axis=1)
+        means = np.where(known, rows, 0.0).sum(axis=1) / n
+        spreads = np.sqrt(np.where(known, (rows - means[:, None]) ** 2, 0.0).sum(axis=1) / n)
+    return np.where(n > 0, middles, np.nan), spreads
 
 
 def _estimate_units(sizes: np.ndarray, spread: float) -> tuple[str | None, float | None]:
