@@ -8,12 +8,15 @@ divides by gamma, so float32 rounding of R (~1e-7 x |R|) grows to errors of ~1e-
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from model.learn import softdtw
 from model.learn.softdtw import pairwise_divergence, soft_dtw, soft_dtw_divergence, soft_dtw_self
+from model.learn.softdtw_cpu import build_lock
 
 GAMMA = 0.01
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-6, atol=2e-5)}
@@ -239,3 +242,25 @@ def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
         grads.append((value.detach().cpu(), xt.grad.cpu()))
     torch.testing.assert_close(grads[0][0], grads[1][0], **TOL[dtype])
     torch.testing.assert_close(grads[0][1], grads[1][1], **TOL[dtype])
+
+
+def test_a_killed_builds_lock_is_cleared_and_a_live_build_is_waited_for(tmp_path):
+    folder = tmp_path / "posecoach_softdtw_x"
+    folder.mkdir()
+    (folder / "lock").touch()  # torch's lock, left by a build that was killed
+    with build_lock(folder):
+        assert not (folder / "lock").exists()
+        (folder / "lock").touch()  # this build's own lock: another process must wait for it
+        entered = threading.Event()
+
+        def second() -> None:
+            with build_lock(folder):
+                entered.set()
+
+        other = threading.Thread(target=second, daemon=True)
+        other.start()
+        assert not entered.wait(0.5)
+        assert (folder / "lock").exists()
+        (folder / "lock").unlink()
+    assert entered.wait(10)
+    other.join(10)

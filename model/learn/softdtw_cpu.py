@@ -13,16 +13,24 @@ backward pass recomputes the cost and each step's soft-min probability from R, t
 cell, and returns E = d value / d cost; the gradients w.r.t. x and y are then matrix products
 in torch. precise = False (float32 inputs) takes the cost, exp and log in float.
 The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
-~/.cache/torch_extensions) under a name that hashes the source, flags and machine; where it
-cannot be built, `load()` returns None and model.learn.softdtw runs its pure-torch recursion
-instead.
+~/.cache/torch_extensions/py3XX_cpu) under a name that hashes the source, flags and machine; where
+it cannot be built, `load()` returns None and model.learn.softdtw runs its pure-torch recursion
+instead. torch marks a build in progress with a `lock` file, which a build killed part-way leaves
+behind, and every later build would wait on it for ever; posecoach's processes therefore build
+and load one at a time under a lock that dies with its holder (`build_lock`), and a torch lock
+file found while holding it is stale and removed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import platform
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -43,15 +51,45 @@ def load() -> ModuleType | None:
 
     source = SOURCE.read_text()
     digest = hashlib.sha256((source + " ".join(FLAGS) + platform.machine()).encode()).hexdigest()
+    name = f"posecoach_softdtw_{digest[:12]}"
+    folder = build_directory(name)
     try:
-        return load_inline(
-            name=f"posecoach_softdtw_{digest[:12]}",
-            cpp_sources=[source],
-            functions=["sdtw_forward", "sdtw_backward"],
-            extra_cflags=FLAGS,
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        with build_lock(folder):
+            return load_inline(
+                name=name,
+                cpp_sources=[source],
+                functions=["sdtw_forward", "sdtw_backward"],
+                extra_cflags=FLAGS,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(folder),
+                verbose=False,
+            )
     except (RuntimeError, OSError, ImportError) as exc:
         warnings.warn(f"soft-DTW: C++ kernel unavailable ({exc}); using pure torch", stacklevel=2)
         return None
+
+
+def build_directory(name: str) -> Path:
+    """torch's folder for a CPU extension `name`: $TORCH_EXTENSIONS_DIR/name, else
+    ~/.cache/torch_extensions/py3XX_cpu/name."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if root := os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(root) / name
+    version = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(get_default_build_root()) / f"{version}_cpu" / name
+
+
+@contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Build or load in `folder` alone among posecoach's processes: an exclusive flock on
+    `folder`/posecoach.lock, which the kernel releases when its holder dies. A torch `lock` file
+    found once it is held was left by a build that was killed, and is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "posecoach.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (folder / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
