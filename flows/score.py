@@ -241,6 +241,8 @@ class Records:
         self.scored: list[dict] = []
         self.error_records: list[dict] = []
         self.reports: list[str] = []
+        self.summaries: dict[str, str] = {}
+        self.skipped: list[str] = []
         self.last = time.perf_counter()
 
     def session(self, uri: str, key: str, rows: list[dict], report: str, html: str,
@@ -274,6 +276,7 @@ class Records:
         append_jsonl(storage.join(self.out, ERRORS), errors)
         self.scored += self.rows
         self.reports += [e["report"] for e in self.ledger]
+        self.summaries |= {e["key"]: e["summary"] for e in self.ledger}
         self.error_records += errors
         self.rows, self.ledger, self.errors = [], [], []
         self.last = time.perf_counter()
@@ -291,20 +294,24 @@ def resolve_model(dataset: str, version: str | None, name: str | None) -> tuple[
     return folder, info
 
 
-def plan(path: str, out: str, info: ModelInfo) -> tuple[list[tuple[str, str]], list[str]]:
-    """(to score: (uri, ledger key)), already scored by this model version: ledger keys."""
+def plan(path: str, out: str, info: ModelInfo) -> tuple[list[str], frozenset[str]]:
+    """The uploads under `path` (not the folder's manifest), and the ledger keys of the
+    sessions this model version has already scored. Each upload's own key (`upload_key`) is
+    taken by whoever reads it: here only for Ray, else by the worker that scores it."""
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such folder, prefix or file")
     ledger = read_ledger(out, ["key"])
     done = set() if ledger is None else set(ledger.column("key").to_pylist())
     done |= {r["key"] for r in read_jsonl(storage.join(out, OLD_LEDGER))}
-    todo, skipped = [], []
-    for uri in storage.list_files(path, UPLOAD_SUFFIXES):
-        if uri.rsplit("/", 1)[-1] == MANIFEST:  # the folder's declarations, not an upload
-            continue
-        key = ledger_key(storage.sha256(uri), info)
-        (skipped.append(key) if key in done else todo.append((uri, key)))
-    return todo, skipped
+    mine = ledger_key("", info)
+    uploads = [uri for uri in storage.list_files(path, UPLOAD_SUFFIXES)
+               if uri.rsplit("/", 1)[-1] != MANIFEST]  # the folder's declarations
+    return uploads, frozenset(k for k in done if k.startswith(mine))
+
+
+def upload_key(uri: str, info: ModelInfo) -> str:
+    """The ledger key of an upload: this model version and the file's content."""
+    return ledger_key(storage.sha256(uri), info)
 
 
 def _rows(scored: SessionScore, features: list[str | None]) -> list[dict]:
@@ -322,19 +329,19 @@ def workers_for(n_sessions: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def score_here(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
-               records: Records, html: bool, block_sessions: int,
+def score_here(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
+               info: ModelInfo, records: Records, html: bool, block_sessions: int,
                advance: Callable[[int], None], declared: dict | None = None) -> None:
     """Score on this machine through model.serve.sessions: worker processes (one per core) each
-    read, cut, score and write the reports of a few sessions at a time, and hand back their
-    records; this process only keeps the records."""
+    key, read, cut, score and write the reports of a few uploads at a time (skipping those in
+    `done`), and hand back their records; this process only keeps the records."""
     model = TrainedModel.load(model_dir)
-    workers = workers_for(len(todo))
+    workers = workers_for(len(uploads))
     chunks, start = [], 0
-    for size in chunk_sizes(len(todo), workers, block_sessions):
-        chunks.append(todo[start : start + size])
+    for size in chunk_sizes(len(uploads), workers, block_sessions):
+        chunks.append(uploads[start : start + size])
         start += size
-    work = partial(score_chunk, out=out, info=info, html=html, declared=declared)
+    work = partial(score_chunk, out=out, info=info, html=html, declared=declared, done=done)
     with SessionWorkers(model, workers) as pool:
         for written in pool.each(work, chunks):
             record_written(records, written, advance)
@@ -354,23 +361,29 @@ def chunk_sizes(n_sessions: int, workers: int, block_sessions: int) -> list[int]
     return sizes
 
 
-def score_chunk(model: TrainedModel, chunk: list[tuple[str, str]], out: str, info: ModelInfo,
-                html: bool, declared: dict | None) -> list[dict]:
-    """Read, cut and score a few sessions together (their repetitions in one score() call),
-    then write each one's reports: `write_reports`' records, in input order."""
-    keys = dict(chunk)
-    scored = score_cut(model, [cut_upload(model, uri, declared) for uri, _ in chunk])
+def score_chunk(model: TrainedModel, chunk: list[str], out: str, info: ModelInfo,
+                html: bool, declared: dict | None, done: frozenset[str] = frozenset()
+                ) -> list[dict]:
+    """Key a few uploads (`upload_key`), then read, cut and score those not in `done` together
+    (their repetitions in one score() call) and write each one's reports: `write_reports'`
+    records, and {"skipped": key} for each done one, in input order."""
+    keys = {uri: upload_key(uri, info) for uri in chunk}
+    todo = [uri for uri in chunk if keys[uri] not in done]
+    scored = score_cut(model, [cut_upload(model, uri, declared) for uri in todo])
     features = iter(features_json_many([r for s in scored for r in s.results], model))
-    return [write_reports(model, (s, keys[s.input]), out, info, html,
-                          [next(features) for _ in s.results]) for s in scored]
+    written = {s.input: write_reports(model, (s, keys[s.input]), out, info, html,
+                                      [next(features) for _ in s.results]) for s in scored}
+    return [written.get(uri, {"skipped": keys[uri]}) for uri in chunk]
 
 
 def record_written(records: Records, written: list[dict], advance: Callable[[int], None]
                    ) -> None:
-    """Add a block's written sessions (`write_reports`) to the pending records."""
+    """Add a block's written sessions (`write_reports`) and skipped ones to the records."""
     for done in written:
         if "error" in done:
             records.error(*done["error"])
+        elif "skipped" in done:
+            records.skipped.append(done["skipped"])
         else:
             records.session(*done["session"])
     if written:
@@ -398,12 +411,18 @@ def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, 
                         uris.get("html", ""), session_summary(report, uris))}
 
 
-def score_on_ray(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
-                 records: Records, html: bool, block_sessions: int,
+def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
+                 info: ModelInfo, records: Records, html: bool, block_sessions: int,
                  advance: Callable[[int], None], declared: dict | None = None) -> None:
-    """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch."""
+    """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch; the
+    uploads in `done` skipped."""
     from workers.scoring import score_batch
 
+    todo = []
+    for uri in uploads:
+        key = upload_key(uri, info)
+        (records.skipped.append(key) if key in done else todo.append((uri, key)))
+    advance(len(records.skipped))
     for start in range(0, len(todo), block_sessions):
         block = todo[start : start + block_sessions]
         found = score_batch([u for u, _ in block], model_dir,
@@ -429,39 +448,43 @@ def on_cluster() -> bool:
     return bool(get_settings().ray_address or os.environ.get("RAY_ADDRESS"))
 
 
-def overview(out: str, info: ModelInfo, scored: set[str], skipped: set[str],
-             errors: list[dict]) -> str:
-    """Write the run's overview page from the ledger (its sessions, scored now or before)."""
-    ledger = read_ledger(out, ["key", "summary"])
-    keys = scored | skipped
-    entries = [] if ledger is None else [e for e in ledger.to_pylist() if e["key"] in keys]
+def overview(out: str, info: ModelInfo, records: Records) -> str:
+    """Write the run's overview page: the sessions it scored (their summaries as recorded) and
+    those it skipped (theirs read back from the ledger), and its errors."""
+    entries = dict(records.summaries)
+    if records.skipped:
+        skipped = set(records.skipped)
+        ledger = read_ledger(out, ["key", "summary"])
+        entries |= {} if ledger is None else {e["key"]: e["summary"] for e in ledger.to_pylist()
+                                              if e["key"] in skipped}
     sessions, unsure = [], []
     mistakes: Counter[str] = Counter()
     exercises: Counter[str] = Counter()
-    for e in sorted(entries, key=lambda e: json.loads(e["summary"])["session_id"]):
-        s = json.loads(e["summary"])
-        sessions.append({**s, "status": "scored" if e["key"] in scored else "skipped"})
+    summaries = {key: json.loads(summary) for key, summary in entries.items()}
+    for key, s in sorted(summaries.items(), key=lambda e: e[1]["session_id"]):
+        sessions.append({**s, "status": "scored" if key in records.summaries else "skipped"})
         mistakes.update(s["mistakes"])
         exercises.update(s["exercises"])
         unsure += [{**u, "page": s["page"], "session_id": s["session_id"]}
                    for u in s["unsure_reps"]]
     page = overview_page({"model": info.to_dict(), "sessions": sessions,
                           "mistakes": dict(mistakes), "exercises": dict(exercises),
-                          "unsure": unsure, "errors": errors,
+                          "unsure": unsure, "errors": records.error_records,
                           "time": datetime.now(UTC).isoformat(timespec="seconds")})
     return storage.write_text(storage.join(out, OVERVIEW), page)
 
 
-def score_all(todo: list[tuple[str, str]], model_dir: Path, out: str, info: ModelInfo,
-              html: bool, block_sessions: int, block_seconds: float, progress: bool,
-              declared: dict | None = None) -> Records:
-    """Score the sessions to do, here or on Ray, with one progress bar; records kept up to date."""
+def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
+              info: ModelInfo, html: bool, block_sessions: int, block_seconds: float,
+              progress: bool, declared: dict | None = None) -> Records:
+    """Score the uploads not in `done`, here or on Ray, with one progress bar; records kept up to
+    date."""
     records = Records(out, info, block_seconds)
-    ray = on_cluster() and len(todo) >= RAY_MIN_SESSIONS
+    ray = on_cluster() and len(uploads) >= RAY_MIN_SESSIONS
     with Progress(console=console, disable=not progress, transient=True) as bar:
-        job = bar.add_task("scoring sessions", total=len(todo))
+        job = bar.add_task("scoring sessions", total=len(uploads))
         (score_on_ray if ray else score_here)(
-            todo, model_dir, out, info, records, html,
+            uploads, done, model_dir, out, info, records, html,
             max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
             lambda n: bar.advance(job, n), declared)
     records.flush()
@@ -474,18 +497,18 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
     """Plan, score and record every session under `path` not yet scored by this model version
     (read with the `declared` conventions), then write the run's overview page."""
     began = time.perf_counter()
-    todo, skipped = plan(path, out, info)
-    records = score_all(todo, model_dir, out, info, html, block_sessions, block_seconds,
-                        progress, declared)
-    page = overview(out, info, {k for _, k in todo}, set(skipped),
-                    records.error_records) if html else None
+    uploads, done = plan(path, out, info)
+    records = score_all(uploads, done, model_dir, out, info, html, block_sessions,
+                        block_seconds, progress, declared)
+    page = overview(out, info, records) if html else None
     review = write_review(out, run_name(), records.scored) if records.scored else None
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
     mismatched = sorted({r.get("session_id") or r["input"] for r in records.scored
                          if r.get("exercise_mismatch")})
     return ScoreSummary(
-        model=info.to_dict(), out=out, sessions=len(todo) + len(skipped),
-        reports=len(records.reports), skipped=len(skipped), errors=len(records.error_records),
+        model=info.to_dict(), out=out, sessions=len(uploads),
+        reports=len(records.reports), skipped=len(records.skipped),
+        errors=len(records.error_records),
         repetitions=len(records.scored),
         mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
         unsure=labels.get("unsure", 0), exercise_disagreements=mismatched,

@@ -18,7 +18,7 @@ from deltalake import DeltaTable, write_deltalake
 from test_train import TINY, toy_sequences
 
 from flows.reports import ModelInfo
-from flows.score import OLD_LEDGER, TABLE, _table, ledger_key, merge_new, plan
+from flows.score import OLD_LEDGER, TABLE, _table, ledger_key, merge_new, plan, upload_key
 from model.data import storage
 from model.data.card import load_card
 from model.data.dataset import Dataset, to_table
@@ -120,15 +120,17 @@ def test_an_old_reports_folder_takes_new_rows_and_its_ledger_counts(tmp_path: Pa
     old_key = ledger_key(storage.sha256(str(uploads / "a.json")), INFO)
     (Path(out) / OLD_LEDGER).write_text(json.dumps({"key": old_key, "input": "a.json"}) + "\n")
 
-    todo, skipped = plan(str(uploads), out, INFO)
-    assert skipped == [old_key] and [Path(uri).name for uri, _ in todo] == ["b.json"]
+    found, done = plan(str(uploads), out, INFO)
+    assert done == {old_key} and [Path(uri).name for uri in found] == ["a.json", "b.json"]
+    new_key = upload_key(str(uploads / "b.json"), INFO)
+    assert new_key not in done
 
-    row = {"session_id": "new-session", "input": "b.json", "rep": 1, "key": todo[0][1],
+    row = {"session_id": "new-session", "input": "b.json", "rep": 1, "key": new_key,
            "frames": [0, 30], "cues": ["lower"], "features": "{}"}
     table = _table([row], INFO, "2026-12-03T00:00:00+00:00")
     merge_new(storage.join(out, TABLE), table, ("key", "rep"))
     merge_new(storage.join(out, TABLE), table, ("key", "rep"))
     rows = DeltaTable(storage.join(out, TABLE)).to_pyarrow_table().to_pylist()
     assert sorted(r["session_id"] for r in rows) == ["new-session", "old-session"]
-    assert {r["session_id"]: r["key"] for r in rows} == {"new-session": todo[0][1],
+    assert {r["session_id"]: r["key"] for r in rows} == {"new-session": new_key,
                                                          "old-session": None}
