@@ -18,7 +18,10 @@ Figures per model: mean accuracy over folds with its spread (standard deviation)
 accuracy (mean of the per-class accuracies), AUC of P(incorrect); for the full model also the
 share of the held-out incorrect repetitions the independent judge calls correct once corrected,
 and the ECE (15 bins) of its held-out confidences before and after temperature scaling, the
-calibrated figure cross-fitted (each fold scaled by the temperature of the other folds).
+calibrated figure cross-fitted (each fold scaled by the temperature of the other folds). Beside
+them, in another protocol, what a person's own reference squats would give the full model
+(bench/uiprmd_reference.py: the per-person best threshold, an upper bound, and a threshold
+relative to one to three of the person's correct squats).
 One corrected held-out squat is drawn (original red, corrected green) under
 $POSECOACH_HOME/bench/; every figure goes to $POSECOACH_HOME/bench/uiprmd.json.
 """
@@ -37,6 +40,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench import Row
 from bench.uiprmd_baseline import CLASSIFIERS, loso
+from bench.uiprmd_reference import Person, log_odds, reference_figures
 from flows.ingest import ingest_flow
 from model.data.card import load_card
 from model.data.dataset import Dataset
@@ -56,6 +60,7 @@ DATASET = "uiprmd"
 SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 PROFILE = "nightly"
 INCORRECT = "incorrect"
+CORRECT = "correct"
 
 
 def held_out_figures(model: TrainedModel, seqs: list[Sequence]) -> dict[str, float]:
@@ -103,6 +108,19 @@ def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
         "separated_classifier": {**spread(judge), "folds": judge,
                                  "epoch_seconds": float(np.mean(epochs["judge"]))},
     }
+
+
+def reference_people(cv: CVResult, seqs: list[Sequence]) -> list[Person]:
+    """Each held-out person's full-model log-odds that a squat is correct, and the truth."""
+    people = []
+    for fold in cv.folds:
+        test = [s for s in seqs if s.subject == fold.held_out]
+        model = TrainedModel.load(fold.model_dir)
+        poses, _ = normalize_valid(model, test)
+        column = [tuple(c) for c in model.classes].index(("squat", CORRECT))
+        people.append(Person(log_odds(model.infer(poses).log_probs, column),
+                             np.array([s.label == CORRECT for s in test])))
+    return people
 
 
 def draw_correction(cv: CVResult, seqs: list[Sequence], path: Path) -> dict:
@@ -177,6 +195,7 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
     cv_seconds = time.perf_counter() - began
     gcn = gcn_figures(cv, seqs)
     calibration = calibrate_folds(held_out_predictions([f.metrics for f in cv.folds]))
+    reference = reference_figures(reference_people(cv, seqs))
     baselines = baseline_figures(seqs)
     picture = draw_correction(cv, seqs, out_dir / "uiprmd_correction.png")
     first = TrainedModel.load(cv.folds[0].model_dir)
@@ -192,6 +211,7 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
            "card": card.to_dict(), "motion_only": config.motion_only, "beta": config.beta,
            "seed": seed,
            "cv_seconds": cv_seconds, "gcn": gcn, "calibration": calibration.to_dict(),
+           "reference": reference,
            "baselines": baselines, "picture": picture,
            "mlflow_run": run_id, "ingest": report.to_dict()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +237,13 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
             f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds; "
             f"{gcn['separated_classifier']['epoch_seconds']:.1f} s/epoch"),
     ]
+    by_size = ", ".join(f"{size}: {acc:.1%}" for size, acc in reference["reference"].items())
+    rows.append(Row(name, "GCN full, the person's own reference squats (another protocol)",
+                    cv_seconds, 1.0,
+                    f"accuracy on the other squats with 1, 2, 3 reference squats known correct "
+                    f"{by_size} (threshold cross-fitted on the other people); the best threshold "
+                    f"for each person, on their own labels (an upper bound): "
+                    f"{reference['best_threshold']:.1%}"))
     rows += [Row(name, f"baseline: {b}", f["seconds"], f["seconds"] / cv_seconds, note(f))
              for b, f in baselines.items()]
     return rows
