@@ -13,7 +13,8 @@ backward pass recomputes the cost and each step's soft-min probability from R, t
 cell, and returns E = d value / d cost; the gradients w.r.t. x and y are then matrix products
 in torch. precise = False (float32 inputs) takes the cost, exp and log in float.
 The build is cached in torch's extension folder ($TORCH_EXTENSIONS_DIR, default
-~/.cache/torch_extensions/py3XX_cpu) under a name that hashes the source, flags and machine; where
+~/.cache/torch_extensions/py3XX_cpu) under a name that hashes the source, the flags, the machine,
+the torch version and the environment (each virtualenv builds its own, against its own torch); where
 it cannot be built, `load()` returns None and model.learn.softdtw runs its pure-torch recursion
 instead. torch marks a build in progress with a `lock` file, which a build killed part-way leaves
 behind, and every later build would wait on it for ever; posecoach's processes therefore build
@@ -47,10 +48,12 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-m
 @cache
 def load() -> ModuleType | None:
     """Build (first call on a machine, about a minute) or load the kernel; None if that fails."""
+    import torch
     from torch.utils.cpp_extension import load_inline
 
     source = SOURCE.read_text()
-    digest = hashlib.sha256((source + " ".join(FLAGS) + platform.machine()).encode()).hexdigest()
+    built_for = " ".join([*FLAGS, platform.machine(), torch.__version__, sys.prefix])
+    digest = hashlib.sha256((source + built_for).encode()).hexdigest()
     name = f"posecoach_softdtw_{digest[:12]}"
     folder = build_directory(name)
     try:
