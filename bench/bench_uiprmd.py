@@ -237,12 +237,13 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
             f"{note(gcn['separated_classifier'])}; the judge, trained in the same folds; "
             f"{gcn['separated_classifier']['epoch_seconds']:.1f} s/epoch"),
     ]
-    by_size = ", ".join(f"{size}: {acc:.1%}" for size, acc in reference["reference"].items())
+    sizes = " / ".join(reference["reference"])
+    accuracies = " / ".join(f"{acc:.1%}" for acc in reference["reference"].values())
     rows.append(Row(name, "GCN full, the person's own reference squats (another protocol)",
                     cv_seconds, 1.0,
-                    f"accuracy on the other squats with 1, 2, 3 reference squats known correct "
-                    f"{by_size} (threshold cross-fitted on the other people); the best threshold "
-                    f"for each person, on their own labels (an upper bound): "
+                    f"accuracy on the person's other squats with {sizes} of their squats known "
+                    f"correct: {accuracies} (threshold cross-fitted on the other people); the "
+                    f"best threshold for each person, on their own labels (an upper bound): "
                     f"{reference['best_threshold']:.1%}"))
     rows += [Row(name, f"baseline: {b}", f["seconds"], f["seconds"] / cv_seconds, note(f))
              for b, f in baselines.items()]
