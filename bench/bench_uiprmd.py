@@ -44,6 +44,7 @@ from bench.uiprmd_reference import Person, log_odds, reference_figures
 from flows.ingest import ingest_flow
 from model.data.card import load_card
 from model.data.dataset import Dataset
+from model.data.labels import class_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
 from model.evaluate.calibration import calibrate_folds
@@ -110,16 +111,15 @@ def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
     }
 
 
-def reference_people(cv: CVResult, seqs: list[Sequence]) -> list[Person]:
-    """Each held-out person's full-model log-odds that a squat is correct, and the truth."""
+def reference_people(cv: CVResult) -> list[Person]:
+    """Each held-out person's full-model log-odds that a squat is correct, and the truth: from
+    the held-out predictions each fold recorded."""
     people = []
     for fold in cv.folds:
-        test = [s for s in seqs if s.subject == fold.held_out]
-        model = TrainedModel.load(fold.model_dir)
-        poses, _ = normalize_valid(model, test)
-        column = [tuple(c) for c in model.classes].index(("squat", CORRECT))
-        people.append(Person(log_odds(model.infer(poses).log_probs, column),
-                             np.array([s.label == CORRECT for s in test])))
+        held = fold.metrics["held"]
+        log_probs = np.asarray(held["log_probs"], np.float64).reshape(-1, len(held["classes"]))
+        column = held["classes"].index(class_name(("squat", CORRECT)))
+        people.append(Person(log_odds(log_probs, column), np.array(held["true"]) == column))
     return people
 
 
@@ -195,7 +195,7 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
     cv_seconds = time.perf_counter() - began
     gcn = gcn_figures(cv, seqs)
     calibration = calibrate_folds(held_out_predictions([f.metrics for f in cv.folds]))
-    reference = reference_figures(reference_people(cv, seqs))
+    reference = reference_figures(reference_people(cv))
     baselines = baseline_figures(seqs)
     picture = draw_correction(cv, seqs, out_dir / "uiprmd_correction.png")
     first = TrainedModel.load(cv.folds[0].model_dir)

@@ -32,6 +32,7 @@ import numpy as np
 
 from model.data.sequence import MAX_BODY_EXTENT_M, UNITS, Sequence, SequenceError
 from model.data.skeletons import CANONICAL, SkeletonError, get_skeleton, joint_map
+from model.data.stats import run_medians
 
 UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
 UP, MIRRORED, CONVENTIONS, TIMESTAMPS = "up", "mirrored", "conventions", "timestamps"
@@ -157,18 +158,18 @@ def _body_sizes(poses: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _medians_and_spreads(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's median and standard deviation over its finite values (numpy's nanmedian and
-    nanstd, without their per-row passes; NaN for a row with none)."""
-    if rows.shape[1] == 0:
-        return np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    nanstd, for all rows at once; NaN for a row with none)."""
+    bones, frames = rows.shape
+    if frames == 0:
+        return np.full(bones, np.nan), np.full(bones, np.nan)
     known = np.isfinite(rows)
+    middles = run_medians(np.where(known, rows, np.nan).ravel(), np.arange(bones) * frames,
+                          np.full(bones, frames))
     n = known.sum(axis=1)
-    ordered = np.sort(np.where(known, rows, np.inf), axis=1)
-    at = np.stack([np.maximum(n - 1, 0) // 2, np.minimum(n // 2, rows.shape[1] - 1)], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        middles = np.take_along_axis(ordered, at, axis=1).mean(axis=1)
         means = np.where(known, rows, 0.0).sum(axis=1) / n
         spreads = np.sqrt(np.where(known, (rows - means[:, None]) ** 2, 0.0).sum(axis=1) / n)
-    return np.where(n > 0, middles, np.nan), spreads
+    return middles, spreads
 
 
 def _estimate_units(sizes: np.ndarray, spread: float) -> tuple[str | None, float | None]:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from model.data.skeletons import get_skeleton
+from model.data.stats import run_medians
 from model.learn.saved import TrainedModel
 from model.serve.scoring import RepResult
 
@@ -54,12 +55,12 @@ def _features_together(poses: list[np.ndarray], joints: tuple[str, ...], fps: fl
         height = -_mean_of_two(ankles[:, 0, 2], ankles[:, 1, 2])
         found["depth_m"] = (np.fmax.reduceat(height, starts)
                             - np.fmin.reduceat(height, starts)).tolist()
-        found["stance_m"] = _medians(np.abs(ankles[:, 0, 1] - ankles[:, 1, 1]), starts,
+        found["stance_m"] = run_medians(np.abs(ankles[:, 0, 1] - ankles[:, 1, 1]), starts,
                                      lengths).tolist()
     if {"neck", "mid_hip"} <= index.keys():
         trunk = stacked[:, index["neck"]] - stacked[:, index["mid_hip"]]
         cos = trunk[:, 2] / np.clip(np.linalg.norm(trunk, axis=1), 1e-9, None)
-        lean = _medians(np.arccos(np.clip(cos, -1, 1)), starts, lengths)
+        lean = run_medians(np.arccos(np.clip(cos, -1, 1)), starts, lengths)
         found["trunk_lean_deg"] = np.degrees(lean).tolist()
     ranges = np.linalg.norm(np.fmax.reduceat(stacked, starts, axis=0)
                             - np.fmin.reduceat(stacked, starts, axis=0), axis=2).tolist()
@@ -71,19 +72,6 @@ def _features_together(poses: list[np.ndarray], joints: tuple[str, ...], fps: fl
 def _mean_of_two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a + b) / 2 where both are known, the known one where only one is, NaN where neither."""
     return np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / a.dtype.type(2)))
-
-
-def _medians(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """np.nanmedian of each run of `lengths` values from `starts`, in the values' dtype (NaN
-    for a run with no known value): every run sorted by one sort, NaN last within it, then the
-    middle one or two of its known values."""
-    runs = np.repeat(np.arange(len(lengths)), lengths)
-    ordered = values[np.lexsort((values, runs))]
-    known = np.bincount(runs, weights=~np.isnan(values), minlength=len(lengths)).astype(int)
-    low = ordered[starts + np.maximum(known - 1, 0) // 2]
-    high = ordered[starts + known // 2]
-    middle = (low + high) / values.dtype.type(2)
-    return np.where(known > 0, middle, values.dtype.type(np.nan))
 
 
 def features_json(result: RepResult, model: TrainedModel) -> str | None:
