@@ -20,8 +20,9 @@ share of the held-out incorrect repetitions the independent judge calls correct 
 and the ECE (15 bins) of its held-out confidences before and after temperature scaling, the
 calibrated figure cross-fitted (each fold scaled by the temperature of the other folds). Beside
 them, in another protocol, what a person's own reference squats would give the full model
-(bench/uiprmd_reference.py: the per-person best threshold, an upper bound, and a threshold
-relative to one to three of the person's correct squats).
+(model/evaluate/reference.py: the per-person best threshold, an upper bound, and a threshold
+relative to one to three of the person's correct squats, as `posecoach score --reference`
+decides).
 One corrected held-out squat is drawn (original red, corrected green) under
 $POSECOACH_HOME/bench/; every figure goes to $POSECOACH_HOME/bench/uiprmd.json.
 """
@@ -40,17 +41,16 @@ from sklearn.metrics import roc_auc_score
 
 from bench import Row
 from bench.uiprmd_baseline import CLASSIFIERS, loso
-from bench.uiprmd_reference import Person, log_odds, reference_figures
 from flows.ingest import ingest_flow
 from model.data.card import load_card
 from model.data.dataset import Dataset
-from model.data.labels import class_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
 from model.evaluate.calibration import calibrate_folds
 from model.evaluate.folds import held_out_predictions
 from model.evaluate.metrics import judged_correct
 from model.evaluate.plots import plot_correction
+from model.evaluate.reference import held_out_people, reference_figures
 from model.learn.saved import TrainedModel
 from model.serve.scoring import normalize_valid
 from model.settings import get_settings, run_config
@@ -109,18 +109,6 @@ def gcn_figures(cv: CVResult, seqs: list[Sequence]) -> dict[str, dict]:
         "separated_classifier": {**spread(judge), "folds": judge,
                                  "epoch_seconds": float(np.mean(epochs["judge"]))},
     }
-
-
-def reference_people(cv: CVResult) -> list[Person]:
-    """Each held-out person's full-model log-odds that a squat is correct, and the truth: from
-    the held-out predictions each fold recorded."""
-    people = []
-    for fold in cv.folds:
-        held = fold.metrics["held"]
-        log_probs = np.asarray(held["log_probs"], np.float64).reshape(-1, len(held["classes"]))
-        column = held["classes"].index(class_name(("squat", CORRECT)))
-        people.append(Person(log_odds(log_probs, column), np.array(held["true"]) == column))
-    return people
 
 
 def draw_correction(cv: CVResult, seqs: list[Sequence], path: Path) -> dict:
@@ -195,7 +183,7 @@ def measure(threads: int, seed: int = 0) -> list[Row]:
     cv_seconds = time.perf_counter() - began
     gcn = gcn_figures(cv, seqs)
     calibration = calibrate_folds(held_out_predictions([f.metrics for f in cv.folds]))
-    reference = reference_figures(reference_people(cv))
+    reference = reference_figures(held_out_people([f.metrics for f in cv.folds]))
     baselines = baseline_figures(seqs)
     picture = draw_correction(cv, seqs, out_dir / "uiprmd_correction.png")
     first = TrainedModel.load(cv.folds[0].model_dir)

@@ -35,6 +35,12 @@ def show(result: dict[str, Any]) -> None:
                       "-" if cand is None else f"{cand:.1%}",
                       "-" if champ is None else f"{champ:.1%}")
     console.print(table)
+    figures = (result.get("reference") or {}).get("cv", {}).get("reference")
+    if figures:
+        console.print(f"decided against a person's reference (score --reference), with "
+                      f"{' / '.join(figures)} of their repetitions known correct: "
+                      f"{' / '.join(f'{a:.1%}' for a in figures.values())} on the CV's held-out "
+                      "people")
     d = result["decision"]
     console.print(f"v{result['version']}: [bold]{result['status']}[/bold] ({d['rule']}: "
                   f"{d['reason']}) in {result['seconds']:.0f} s")

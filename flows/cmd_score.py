@@ -24,7 +24,8 @@ from model.data.sequence import SequenceError
 
 def show(result: dict[str, Any]) -> None:
     m = result["model"]
-    table = Table(title=f"scored with {m['name']} v{m['version']}")
+    against = f", judged against reference {m['reference'][:12]}" if m.get("reference") else ""
+    table = Table(title=f"scored with {m['name']} v{m['version']}{against}")
     table.add_column("sessions", justify="right")
     table.add_column("reports", justify="right")
     table.add_column("skipped", justify="right")
@@ -63,14 +64,20 @@ def score(
     units: str = UnitsOpt,
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
+    reference: str = typer.Option(
+        None, "--reference", help="A session of this person's repetitions known to be correct: "
+        "every repetition is judged relative to it."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded.
 
     Each upload is its own source: its up axis, units and mirroring are settled against its own
-    data, as `posecoach ingest` does; one the data contradicts is an error record."""
+    data, as `posecoach ingest` does; one the data contradicts is an error record. With
+    --reference (one person's uploads), a repetition is judged correct relative to that
+    person's own correct ones."""
     from flows.score import StoreUnavailable, score_flow
     from model.data.readers import checked_declarations
+    from model.serve.reference import ReferenceUnusable
     from registry.versions import RegistryError
 
     try:
@@ -82,8 +89,8 @@ def score(
         with work(as_json):
             result = score_flow(path=path, dataset=dataset, version=version, out=out,
                                 model=model, html=not no_html, progress=not as_json,
-                                declared=declared)
-    except (RegistryError, StoreUnavailable, FileNotFoundError) as exc:
+                                declared=declared, reference=reference)
+    except (RegistryError, StoreUnavailable, FileNotFoundError, ReferenceUnusable) as exc:
         fail(str(exc))
     emit(result, as_json, show)
     if not result["accounted"]:

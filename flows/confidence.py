@@ -1,7 +1,8 @@
 """Calibrated confidence in the retrain flow: the temperature fitted on the cross-validation
 folds' held-out predictions (never the gate subjects), its figures before and after
 (cross-fitted in the CV; on the gate subjects with the fitted temperature) and the reliability
-diagram of both.
+diagram of both; and the cut of decisions relative to a person's reference, fitted on the same
+held-out predictions (model.evaluate.reference), with what it gives there (cross-fitted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from model.evaluate.calibration import (
 )
 from model.evaluate.folds import held_out_predictions
 from model.evaluate.plots import plot_reliability
+from model.evaluate.reference import fit_cut, held_out_people, reference_figures
 
 
 def fit_on_folds(cv: dict) -> dict:
@@ -30,6 +32,15 @@ def fit_on_folds(cv: dict) -> dict:
         return {"temperature": 1.0, "cv": {}}
     cal = calibrate_folds(folds)
     return {"temperature": cal.temperature, "cv": {"before": cal.before, "after": cal.after}}
+
+
+def fit_reference(cv: dict) -> dict:
+    """The reference cut of the CV folds' held-out people and what the rule gives them,
+    cross-fitted: {"cut", "cv"}; cut None (and no figures) when no held-out person has enough
+    correct repetitions and a mistake."""
+    people = held_out_people([f["metrics"] for f in cv["folds"]])
+    cut = fit_cut(people)
+    return {"cut": cut, "cv": {} if cut is None else reference_figures(people)}
 
 
 def on_gate(calibration: dict, held: Held | None, plot_path: Path) -> dict:

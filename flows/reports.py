@@ -32,13 +32,15 @@ SCHEMA = "posecoach.report/1"
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which model scored a session: registry name and version, its data and code versions."""
+    """Which model scored a session: registry name and version, its data and code versions, and
+    the person's reference it decided against (the reference file's SHA-256), if any."""
 
     name: str
     version: str
     dataset: str
     dataset_version: int | None
     code_version: str
+    reference: str | None = None
 
     def to_dict(self) -> dict:
         return dict(vars(self))  # plain values: what asdict gives, without its deep copies
@@ -59,6 +61,7 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
             "mistake": "unsure" if res.unsure else res.label,
             "predicted_label": res.label,
             "confidence": res.confidence,
+            "reference": res.reference,
             "unsure": res.unsure,
             "cues": res.cues,
             "deviations": [d.to_dict() for d in res.deviations],

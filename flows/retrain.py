@@ -22,7 +22,7 @@ import ray.exceptions
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.confidence import fit_on_folds, on_gate
+from flows.confidence import fit_on_folds, fit_reference, on_gate
 from flows.drift import nightly_drift
 from model.data.card import CardError, load_card
 from model.data.dataset import Dataset
@@ -34,6 +34,7 @@ from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
+from model.serve.reference import REFERENCE_CUT_KEY
 from model.serve.scoring import SEGMENTATION_KEY
 from model.settings import get_settings, run_config
 from registry.access import server_errors
@@ -95,6 +96,7 @@ class RetrainResult:
     gate: dict = field(default_factory=dict)
     champion_gate: dict | None = None
     calibration: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
     drift: dict = field(default_factory=dict)
     run_id: str | None = None
     seconds: float = 0.0
@@ -231,9 +233,11 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         cv = run_cross_validation(train_seqs, config, prof.threads_per_fold, norm)
         result.cv_mean, result.cv_std = cv["mean"], cv["std"]
         calibration = fit_on_folds(cv)
+        result.reference = fit_reference(cv)
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
         meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name,
-                "card": card.to_dict(), SEGMENTATION_KEY: dict(card.segmentation)}
+                "card": card.to_dict(), SEGMENTATION_KEY: dict(card.segmentation),
+                REFERENCE_CUT_KEY: result.reference["cut"]}
         model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
                                           folder / "model", meta, calibration["temperature"])
         judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -54,8 +54,16 @@ from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
 from model.evaluate.features import features_json_many
 from model.learn.saved import TrainedModel
+from model.serve.reference import Reference, ReferenceUnusable
 from model.serve.scoring import RepResult
-from model.serve.sessions import SCORED, SessionScore, SessionWorkers, cut_upload, score_cut
+from model.serve.sessions import (
+    SCORED,
+    SessionScore,
+    SessionWorkers,
+    cut_upload,
+    score_cut,
+    upload_reference,
+)
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version
@@ -129,7 +137,9 @@ class ScoreSummary:
 
 
 def ledger_key(file_digest: str, info: ModelInfo) -> str:
-    return f"{info.name}:{info.version}:{file_digest}"
+    """The ledger key of a file scored by this model version (and against this reference)."""
+    scorer = info.version if info.reference is None else f"{info.version}+ref-{info.reference}"
+    return f"{info.name}:{scorer}:{file_digest}"
 
 
 def session_summary(report: dict, uris: dict[str, str]) -> dict:
@@ -226,6 +236,7 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
     data["features"] = pa.array([r.get("features") for r in rows], pa.string())
     data["model"] = [info.name] * len(rows)
     data["model_version"] = [info.version] * len(rows)
+    data["reference"] = pa.array([info.reference] * len(rows), pa.string())
     data["scored_at"] = [scored_at] * len(rows)
     return pa.table(data)
 
@@ -331,7 +342,8 @@ def workers_for(n_sessions: int) -> int:
 
 def score_here(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
                info: ModelInfo, records: Records, html: bool, block_sessions: int,
-               advance: Callable[[int], None], declared: dict | None = None) -> None:
+               advance: Callable[[int], None], declared: dict | None = None,
+               reference: Reference | None = None) -> None:
     """Score on this machine through model.serve.sessions: worker processes (one per core) each
     key, read, cut, score and write the reports of a few uploads at a time (skipping those in
     `done`), and hand back their records; this process only keeps the records."""
@@ -341,7 +353,8 @@ def score_here(uploads: list[str], done: frozenset[str], model_dir: Path, out: s
     for size in chunk_sizes(len(uploads), workers, block_sessions):
         chunks.append(uploads[start : start + size])
         start += size
-    work = partial(score_chunk, out=out, info=info, html=html, declared=declared, done=done)
+    work = partial(score_chunk, out=out, info=info, html=html, declared=declared, done=done,
+                   reference=reference)
     with SessionWorkers(model, workers) as pool:
         for written in pool.each(work, chunks):
             record_written(records, written, advance)
@@ -362,14 +375,15 @@ def chunk_sizes(n_sessions: int, workers: int, block_sessions: int) -> list[int]
 
 
 def score_chunk(model: TrainedModel, chunk: list[str], out: str, info: ModelInfo,
-                html: bool, declared: dict | None, done: frozenset[str] = frozenset()
-                ) -> list[dict]:
+                html: bool, declared: dict | None, done: frozenset[str] = frozenset(),
+                reference: Reference | None = None) -> list[dict]:
     """Key a few uploads (`upload_key`), then read, cut and score those not in `done` together
     (their repetitions in one score() call) and write each one's reports: `write_reports'`
     records, and {"skipped": key} for each done one, in input order."""
     keys = {uri: upload_key(uri, info) for uri in chunk}
     todo = [uri for uri in chunk if keys[uri] not in done]
-    scored = score_cut(model, [cut_upload(model, uri, declared) for uri in todo])
+    scored = score_cut(model, [cut_upload(model, uri, declared) for uri in todo],
+                       reference=reference)
     features = iter(features_json_many([r for s in scored for r in s.results], model))
     written = {s.input: write_reports(model, (s, keys[s.input]), out, info, html,
                                       [next(features) for _ in s.results]) for s in scored}
@@ -413,7 +427,8 @@ def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, 
 
 def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
                  info: ModelInfo, records: Records, html: bool, block_sessions: int,
-                 advance: Callable[[int], None], declared: dict | None = None) -> None:
+                 advance: Callable[[int], None], declared: dict | None = None,
+                 reference: Reference | None = None) -> None:
     """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch; the
     uploads in `done` skipped."""
     from workers.scoring import score_batch
@@ -427,7 +442,7 @@ def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out:
         block = todo[start : start + block_sessions]
         found = score_batch([u for u, _ in block], model_dir,
                             on_session=SessionReports(out, info, html), progress=False,
-                            declared=declared)
+                            declared=declared, reference=reference)
         by_input: dict[str, list[dict]] = {}
         for r in found:
             by_input.setdefault(r["input"], []).append(r)
@@ -476,7 +491,8 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
 
 def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
               info: ModelInfo, html: bool, block_sessions: int, block_seconds: float,
-              progress: bool, declared: dict | None = None) -> Records:
+              progress: bool, declared: dict | None = None,
+              reference: Reference | None = None) -> Records:
     """Score the uploads not in `done`, here or on Ray, with one progress bar; records kept up to
     date."""
     records = Records(out, info, block_seconds)
@@ -486,20 +502,22 @@ def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: st
         (score_on_ray if ray else score_here)(
             uploads, done, model_dir, out, info, records, html,
             max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
-            lambda n: bar.advance(job, n), declared)
+            lambda n: bar.advance(job, n), declared, reference)
     records.flush()
     return records
 
 
 def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bool = True,
                  block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
-                 progress: bool = False, declared: dict | None = None) -> ScoreSummary:
+                 progress: bool = False, declared: dict | None = None,
+                 reference: Reference | None = None) -> ScoreSummary:
     """Plan, score and record every session under `path` not yet scored by this model version
-    (read with the `declared` conventions), then write the run's overview page."""
+    (and `reference`; read with the `declared` conventions), then write the run's overview
+    page. `info.reference` names the reference."""
     began = time.perf_counter()
     uploads, done = plan(path, out, info)
     records = score_all(uploads, done, model_dir, out, info, html, block_sessions,
-                        block_seconds, progress, declared)
+                        block_seconds, progress, declared, reference)
     page = overview(out, info, records) if html else None
     review = write_review(out, run_name(), records.scored) if records.scored else None
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
@@ -553,11 +571,20 @@ def store_errors(path: str, out: str) -> Iterator[None]:
 def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                out: str | None = None, model: str | None = None, html: bool = True,
                block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
-               progress: bool = False, declared: dict | None = None) -> dict[str, Any]:
+               progress: bool = False, declared: dict | None = None,
+               reference: str | None = None) -> dict[str, Any]:
     """Score every uploaded session under `path` with the champion (or a pinned version);
-    `declared`: the uploads' conventions (model.data.readers.checked_declarations)."""
+    `declared`: the uploads' conventions (model.data.readers.checked_declarations);
+    `reference`: an upload of the person's repetitions known to be correct, every repetition
+    then decided relative to it (model.serve.reference; ReferenceUnusable when it can't be)."""
+    if reference is not None and not storage.exists(reference):
+        raise ReferenceUnusable(f"reference {reference}: no such file")
     model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
+    person = None
+    if reference is not None:
+        person = upload_reference(TrainedModel.load(model_dir), reference, declared)
+        info = replace(info, reference=person.digest)
     with store_errors(path, out):
         return score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
-                            progress, declared).to_dict()
+                            progress, declared, person).to_dict()

@@ -16,7 +16,6 @@ from bench.bench_memory import chunks, score_streamed
 from bench.bench_scoring import report_table
 from bench.scoring_setup import repetitions
 from bench.uiprmd_baseline import FRAMES, PELVIS, features
-from bench.uiprmd_reference import Person, best_threshold_accuracy, reference_accuracy
 from model.data.readers import iter_sequences
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset
@@ -96,27 +95,3 @@ def test_repetitions_have_distinct_ids():
     pool = make_dataset(2, 1)
     reps = list(repetitions(3 * len(pool), pool))
     assert len({r.sequence_id for r in reps}) == len(reps)
-
-
-def shifted_person(offset: float, gap: float = 6.0, seed: int = 0) -> Person:
-    """Ten correct squats around offset + gap / 2, ten incorrect around offset - gap / 2."""
-    rng = np.random.default_rng(seed)
-    correct = np.repeat([True, False], 10)
-    return Person(offset + np.where(correct, gap / 2, -gap / 2) + rng.normal(0, 0.3, 20),
-                  correct)
-
-
-def test_a_threshold_relative_to_the_persons_reference_undoes_their_shift():
-    people = [shifted_person(offset, seed=k) for k, offset in enumerate((-4, -2, 0, 2, 4))]
-    assert min(np.mean((p.log_odds > 0) == p.correct) for p in people) == 0.5
-    assert all(best_threshold_accuracy(p) == 1.0 for p in people)
-    assert reference_accuracy(people, size=2, draws=5) == [1.0] * 5
-
-
-def test_the_reference_threshold_is_fitted_on_the_other_people_only():
-    # four people whose mistakes sit 8 below their correct squats, one whose sit 3 below: the
-    # cut fitted on the four lies halfway, about 4 below, and misses that one's mistakes
-    people = [shifted_person(0.0, 8.0, seed=k) for k in range(4)] + [shifted_person(0.0, 3.0, 9)]
-    accuracy = reference_accuracy(people, size=3, draws=5)
-    assert accuracy[:4] == [1.0] * 4
-    assert accuracy[4] < 0.5 and best_threshold_accuracy(people[4]) == 1.0

@@ -20,7 +20,10 @@ from flows.retrain import RetrainError, dataset_lock, retrain_flow, retry_helps
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import validate
 from model.data.synth import make_session
+from model.learn.saved import TrainedModel
+from model.serve.reference import REFERENCE_CUT_KEY
 from model.serve.segment import segment
+from registry.lookup import saved_model_dir
 from registry.versions import CHALLENGER, CHAMPION, alias_version, list_versions, model_name
 
 DATASET = "flowtest"
@@ -59,7 +62,7 @@ def demo_runs(flow_env: Path) -> tuple[dict, dict]:
     return run_demo(), run_demo()
 
 
-def test_retrain_registers_promotes_and_calibrates(demo_runs):
+def test_retrain_registers_promotes_and_calibrates(demo_runs, flow_env):
     first, second = demo_runs
     name = model_name(DATASET)
     retrain = first["retrain"]
@@ -79,6 +82,10 @@ def test_retrain_registers_promotes_and_calibrates(demo_runs):
     for where in ("cv", "gate"):
         assert set(calibration[where]["before"]) >= {"ece", "brier", "nll"}
     assert retrain["drift"]["drift_seen"] is False and "no champion" in retrain["drift"]["reason"]
+    reference = retrain["reference"]  # fitted on the CV's held-out people, kept in the model
+    assert isinstance(reference["cut"], float), reference
+    folder = saved_model_dir(name, "1", flow_env / "check")
+    assert TrainedModel.load(folder).meta[REFERENCE_CUT_KEY] == reference["cut"]
 
 
 def test_reviewed_rows_are_in_the_next_retrains_dataset_version(demo_runs, flow_env):

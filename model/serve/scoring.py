@@ -23,8 +23,9 @@ from model.data.normalize import Normalization, normalize, normalize_many
 from model.data.sequence import Sequence, SequenceError, validate, validate_many
 from model.data.skeletons import SkeletonError, get_skeleton, joint_map
 from model.learn.gcn import get_variant
-from model.learn.saved import TrainedModel
+from model.learn.saved import Inference, TrainedModel
 from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
+from model.serve.reference import Reference, decide, reference_cut
 from model.serve.segment import HOLD_EXERCISES, SegmentError, segment
 from model.settings import get_settings
 
@@ -55,6 +56,7 @@ class RepResult:
     original: np.ndarray | None = None
     scale: float = 1.0
     frames: tuple[int, int] | None = None
+    reference: str | None = None  # the digest of the reference it was judged against, if any
     error: str | None = None
     error_kind: str | None = None
 
@@ -80,6 +82,7 @@ class RepResult:
             "deviations": [d.to_dict() for d in self.deviations],
             "scale": self.scale,
             "frames": None if self.frames is None else list(self.frames),
+            "reference": self.reference,
             "error": self.error,
             "error_kind": self.error_kind,
         }
@@ -151,8 +154,9 @@ def _error_result(seq: Sequence, exc: SequenceError) -> RepResult:
 
 
 def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = BATCH_SIZE,
-          ) -> list[RepResult]:
-    """Score repetitions; one RepResult per input, in order, errors included.
+          reference: Reference | None = None) -> list[RepResult]:
+    """Score repetitions; one RepResult per input, in order, errors included; with a
+    `reference` (the person's, model.serve.reference), decided relative to it.
 
     Inputs go through in batches of `batch_size`: validated and normalised, classified and
     corrected, then put in words, one batch at a time."""
@@ -160,11 +164,12 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
     results: list[RepResult] = []
     for start in range(0, len(sequences), batch_size):
         with collector_paused():
-            results += _score_batch(model, sequences[start : start + batch_size])
+            results += _score_batch(model, sequences[start : start + batch_size], reference)
     return results
 
 
-def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResult]:
+def _score_batch(model: TrainedModel, sequences: list[Sequence],
+                 reference: Reference | None = None) -> list[RepResult]:
     """score() of one batch: validated together (model.data.sequence.validate_many), normalised
     together, classified and corrected together, deviations measured together, then words."""
     results: list[RepResult | None] = [None] * len(sequences)
@@ -183,13 +188,15 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
     inference = model.infer(poses, batch_size=max(1, len(poses)))
     classes: list[Class] = [tuple(c) for c in model.classes]
     names = [class_name(c) for c in classes]
-    probs = model.probabilities(inference.log_probs)
-    best = probs.argmax(axis=1)
+    classifies = has_classifier(model)
+    ready_seqs = [sequences[i] for i in ready]
+    log_probs, best = inference.log_probs, inference.log_probs.argmax(axis=1)
+    if reference is not None and classifies:
+        log_probs, best = _relative(model, inference, poses, ready_seqs, reference)
+    probs = model.probabilities(log_probs)
     rounded = probs.round(6).tolist()
     threshold = threshold_of()
-    classifies = has_classifier(model)
     labels = [classes[b][1] for b in best.tolist()] if classifies else [None] * len(ready)
-    ready_seqs = [sequences[i] for i in ready]
     deviations = many_joint_deviations(
         poses, inference.corrected, get_skeleton(model.normalization.skeleton),
         [seq.exercise for seq in ready_seqs], model.normalization.fps, scales,
@@ -217,8 +224,26 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence]) -> list[RepResu
             original=poses[k],
             scale=scales[k],
             frames=seq.meta.get("frames"),
+            reference=(reference.digest if reference is not None and classifies
+                       and seq.exercise in reference.offsets else None),
         )
     return results
+
+
+def _relative(model: TrainedModel, inference: Inference, poses: list[np.ndarray],
+              seqs: list[Sequence], reference: Reference) -> tuple[np.ndarray, np.ndarray]:
+    """The log-probabilities and classes decided relative to `reference`; the repetitions whose
+    class changes are corrected again with that class fed back, in `inference`."""
+    classes = [tuple(c) for c in model.classes]
+    best, log_probs = decide(inference.log_probs, classes, [s.exercise for s in seqs],
+                             reference, reference_cut(model.meta))
+    changed = np.flatnonzero(best != inference.log_probs.argmax(axis=1))
+    if changed.size:
+        again = model.infer([poses[k] for k in changed], batch_size=max(1, changed.size),
+                            fed_classes=best[changed].tolist())
+        for k, corrected in zip(changed.tolist(), again.corrected, strict=True):
+            inference.corrected[k] = corrected
+    return log_probs, best
 
 
 def score_session(model: TrainedModel, session: Sequence, hold_window: int | None = None,

@@ -10,6 +10,9 @@ Every input comes back: as a scored session, or with the reason it could not be 
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
 error). Files on an object store (s3://, gs://) are read through model.data.storage.
 
+With a reference (`upload_reference`: an upload of the person's repetitions known to be
+correct), every repetition is decided relative to it (model.serve.reference).
+
 Declarations of the uploads' conventions (`declared`: up, units, mirrored, layout, layout_file,
 as model.data.readers.read_session takes them) reach the reader of every file, in whichever
 process reads it; each file is its own source, settled against its own data.
@@ -36,7 +39,8 @@ from model.data import storage
 from model.data.readers import read_session
 from model.data.sequence import Sequence, SequenceError
 from model.learn.saved import TrainedModel
-from model.serve.scoring import BATCH_SIZE, RepResult, cut_session, score
+from model.serve.reference import Reference, ReferenceUnusable, reference_cut, reference_of
+from model.serve.scoring import BATCH_SIZE, RepResult, cut_session, normalize_valid, score
 
 SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
 T, R = TypeVar("T"), TypeVar("R")
@@ -104,10 +108,10 @@ Cut = tuple[SessionScore, list[Sequence]]
 
 
 def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
-              ) -> list[SessionScore]:
+              reference: Reference | None = None) -> list[SessionScore]:
     """Score the repetitions of sessions already cut (`cut_upload`), all in one go."""
     reps = [rep for _, session_reps in cut for rep in session_reps]
-    results = iter(score(model, reps, batch_size))
+    results = iter(score(model, reps, batch_size, reference))
     out = []
     for scored, session_reps in cut:
         if scored.ok:
@@ -117,9 +121,26 @@ def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
 
 
 def score_uploads(model: TrainedModel, uris: Iterable[str], batch_size: int = BATCH_SIZE,
-                  declared: dict | None = None) -> list[SessionScore]:
+                  declared: dict | None = None, reference: Reference | None = None
+                  ) -> list[SessionScore]:
     """Score uploaded session files together; one SessionScore per input, in input order."""
-    return score_cut(model, [cut_upload(model, uri, declared) for uri in uris], batch_size)
+    return score_cut(model, [cut_upload(model, uri, declared) for uri in uris], batch_size,
+                     reference)
+
+
+def upload_reference(model: TrainedModel, uri: str, declared: dict | None = None) -> Reference:
+    """The Reference of an upload whose repetitions are all known to be correct: read, cut and
+    classified; identified by the file's SHA-256. ReferenceUnusable naming the file when it
+    cannot be read or cut, or when the model has no fitted cut."""
+    reference_cut(model.meta)
+    try:
+        reps = cut_session(model, read_upload(uri, declared))
+        poses, _ = normalize_valid(model, reps)
+    except SequenceError as exc:
+        message = str(exc) if str(exc).startswith(uri) else f"{uri}: {exc}"
+        raise ReferenceUnusable(f"reference {message}") from exc
+    return reference_of(model.infer(poses).log_probs, [tuple(c) for c in model.classes],
+                        [r.exercise for r in reps], storage.sha256(uri), uri)
 
 
 _WORKER_MODEL: TrainedModel | None = None

@@ -1,0 +1,105 @@
+"""Decisions relative to a person's own reference: a few of their repetitions known to be correct.
+
+A body the model has never seen shifts its scores as a whole while mostly keeping their order
+(docs/real-data.md). With a reference, a repetition of an exercise the reference holds is judged
+correct when its log-odds of being the exercise's correct class, minus the median of the
+reference repetitions' (the person's offset), exceed the model's cut, fitted on its
+cross-validation's held-out people (model.evaluate.reference) and kept in its meta under
+`REFERENCE_CUT_KEY`. Otherwise the repetition gets the exercise's most likely mistake. The
+probabilities are redistributed to match: within the exercise, the correct class gets the share
+sigmoid(log-odds - offset - cut) of the exercise's probability and the mistakes the rest, in
+their own proportions; other exercises' probabilities stay. Repetitions of exercises the
+reference lacks are decided as without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from model.data.labels import Class
+from model.settings import CORRECT
+
+REFERENCE_CUT_KEY = "reference_cut"
+
+
+class ReferenceUnusable(ValueError):
+    """A reference that cannot be used: no repetition, an exercise without a correct class, or a
+    model without a fitted cut."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Per exercise, the median log-odds of the reference repetitions (the person's offset) and
+    how many there were; `digest` identifies the reference (its file's SHA-256)."""
+
+    offsets: dict[str, float]
+    repetitions: dict[str, int]
+    digest: str = ""
+
+    def to_dict(self) -> dict:
+        return {"offsets": self.offsets, "repetitions": self.repetitions, "digest": self.digest}
+
+
+def log_odds(log_probs: np.ndarray, column: int) -> np.ndarray:
+    """log(p / (1 - p)) of one class's probability, p kept away from 0 and 1."""
+    p = np.clip(np.exp(log_probs[:, column]), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def reference_of(log_probs: np.ndarray, classes: Seq[Class], exercises: Seq[str], digest: str,
+                 source: str) -> Reference:
+    """The Reference of repetitions known to be correct, from the network's log-probabilities
+    (one row per repetition, of the declared `exercises`). ReferenceUnusable, naming `source`,
+    when there is no repetition or an exercise has no correct class in the model."""
+    if len(exercises) == 0:
+        raise ReferenceUnusable(f"{source}: no repetition found in the reference")
+    offsets, counts = {}, {}
+    for exercise in sorted(set(exercises)):
+        if (exercise, CORRECT) not in classes:
+            raise ReferenceUnusable(f"{source}: the model has no correct class of {exercise!r} "
+                                    "to measure a reference against")
+        rows = np.array([e == exercise for e in exercises])
+        column = list(classes).index((exercise, CORRECT))
+        offsets[exercise] = float(np.median(log_odds(log_probs[rows], column)))
+        counts[exercise] = int(rows.sum())
+    return Reference(offsets, counts, digest)
+
+
+def reference_cut(meta: dict) -> float:
+    """The model's fitted cut; ReferenceUnusable when it has none (trained before cuts were
+    fitted, or its cross-validation had no held-out person with two correct repetitions and a
+    mistake of one exercise)."""
+    cut = meta.get(REFERENCE_CUT_KEY)
+    if cut is None:
+        raise ReferenceUnusable(
+            "this model has no reference cut: posecoach retrain fits it on the cross-validation's "
+            "held-out people, each needing two correct repetitions and a mistake of one "
+            "exercise; retrain it (on such data) to score against a reference")
+    return float(cut)
+
+
+def decide(log_probs: np.ndarray, classes: Seq[Class], exercises: Seq[str],
+           reference: Reference, cut: float) -> tuple[np.ndarray, np.ndarray]:
+    """The decided class of each row and its redistributed log-probabilities (see above)."""
+    log_probs = np.asarray(log_probs, np.float64)
+    decided, adjusted = log_probs.argmax(axis=1), log_probs.copy()
+    for exercise, offset in reference.offsets.items():
+        rows = np.flatnonzero([e == exercise for e in exercises])
+        columns = [k for k, c in enumerate(classes) if c[0] == exercise]
+        correct = list(classes).index((exercise, CORRECT))
+        mistakes = [k for k in columns if k != correct]
+        if rows.size == 0 or not mistakes:
+            continue
+        lp = log_probs[rows]
+        relative = log_odds(lp, correct) - offset - cut
+        total = logsumexp(lp[:, columns], axis=1)
+        within = lp[:, mistakes] - logsumexp(lp[:, mistakes], axis=1, keepdims=True)
+        adjusted[rows, correct] = total - np.logaddexp(0.0, -relative)
+        adjusted[np.ix_(rows, mistakes)] = (total - np.logaddexp(0.0, relative))[:, None] + within
+        decided[rows] = np.where(relative > 0, correct,
+                                 np.asarray(mistakes)[lp[:, mistakes].argmax(axis=1)])
+    return decided, adjusted
