@@ -5,8 +5,11 @@ drops during a repetition and returns at its end. Depth is measured against the 
 height (a high percentile of the smoothed signal); a repetition is a stretch whose depth passes
 a detection threshold (a quarter of the deepest repetition, at least 5 cm, so shallow "not low
 enough" repetitions are found too), widened on both sides while the depth stays above the
-noise floor (three times the jitter of the smoothed signal, estimated from its frame-to-frame
-differences) and then for as long as it keeps falling. Planks, a hold, are
+floor and then for as long as it keeps falling. The floor is three times the jitter of the
+smoothed signal (estimated from its frame-to-frame differences), and at least a twentieth of
+the stretch's own depth: people do not stand up to the same height after every repetition,
+and a precise capture (Vicon's jitter is a fraction of a millimetre) would otherwise run
+repetitions together through the standing between them. Planks, a hold, are
 cut into consecutive windows as long as the model's training repetitions.
 
 How an exercise is cut ("cycle" or "hold") is posecoach's word for squat, lunge and plank, or
@@ -29,6 +32,7 @@ MIN_REP_SECONDS = 0.5
 SMOOTH_SECONDS = 0.2
 DETECT_FRACTION = 0.25
 MIN_DEPTH_M = 0.05
+STAND_FRACTION = 0.05  # of a repetition's depth: still standing, between repetitions
 
 
 def hip_height(poses: np.ndarray, skeleton: str = "ec3d19") -> np.ndarray:
@@ -77,9 +81,10 @@ def cycle_repetitions(
     height = _smooth(raw, width)
     depth = np.percentile(height, 90) - height
     threshold = max(MIN_DEPTH_M, DETECT_FRACTION * depth.max())
-    floor = 3 * _noise(raw, width)
+    noise = 3 * _noise(raw, width)
     reps: list[tuple[int, int]] = []
     for run in _runs(depth > threshold):
+        floor = max(noise, STAND_FRACTION * depth[run[0] : run[1]].max())
         start, end = _widen(depth, *run, floor)
         if reps and start < reps[-1][1]:
             start = reps.pop()[0]
