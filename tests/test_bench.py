@@ -16,10 +16,14 @@ from bench.bench_memory import chunks, score_streamed
 from bench.bench_scoring import report_table
 from bench.scoring_setup import repetitions
 from bench.uiprmd_baseline import FRAMES, PELVIS, features
-from model.data.readers import iter_sequences
+from bench.uiprmd_sessions import write_person
+from model.data.normalize import Normalization, normalize
+from model.data.readers import iter_sequences, read_session
+from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset
 from model.learn.train import train
+from model.serve.segment import segment
 from model.settings import PROFILES, run_config
 
 UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
@@ -95,3 +99,17 @@ def test_repetitions_have_distinct_ids():
     pool = make_dataset(2, 1)
     reps = list(repetitions(3 * len(pool), pool))
     assert len({r.sequence_id for r in reps}) == len(reps)
+
+
+def test_uiprmd_people_become_sessions_that_segmentation_cuts_whole(tmp_path):
+    if not UIPRMD.is_dir():
+        pytest.skip(f"no UI-PRMD data at {UIPRMD}")
+    seqs = [s for s in iter_sequences(UIPRMD) if isinstance(s, Sequence) and s.subject == "s10"]
+    truth = write_person(seqs, "s10", tmp_path)
+    assert [(Path(p).name, len(labels)) for p, labels in truth.items()] == [
+        ("s10.json", 3), ("correct.json", 7), ("incorrect.json", 10)]
+    for path, labels in truth.items():
+        session = read_session(Path(path))
+        assert session.fps == 100.0 and session.label is None
+        poses, _ = normalize(session, Normalization(fps=session.fps))
+        assert len(segment(poses, "squat", session.fps, hold_window=1)) == len(labels)
