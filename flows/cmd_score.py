@@ -65,16 +65,16 @@ def score(
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
     reference: str = typer.Option(
-        None, "--reference", help="A session of this person's repetitions known to be correct: "
-        "every repetition is judged relative to it."),
+        None, "--reference", help="A session of the person's repetitions known to be correct, "
+        "or a folder of them, one per person (by subject): each repetition is judged relative "
+        "to its person's."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded.
 
     Each upload is its own source: its up axis, units and mirroring are settled against its own
     data, as `posecoach ingest` does; one the data contradicts is an error record. With
-    --reference (one person's uploads), a repetition is judged correct relative to that
-    person's own correct ones."""
+    --reference, a repetition is judged correct relative to its person's own correct ones."""
     from flows.score import StoreUnavailable, score_flow
     from model.data.readers import checked_declarations
     from model.serve.reference import ReferenceUnusable

@@ -208,7 +208,7 @@ def session_page(report: dict, motions: list[Motion | None], skeleton: Skeleton,
     if s["exercise_disagreement"]:
         body.append(f"<p class='warn'>Most repetitions do not look like a "
                     f"{esc(report['declared_exercise'])}.</p>")
-    judged = (f" &middot; judged against the person's reference {esc(model['reference'][:12])}"
+    judged = (f" &middot; judged against a reference ({esc(model['reference'][:12])})"
               if model.get("reference") else "")
     body.append(f"<p class='note'>model {esc(model['name'])} v{esc(model['version'])} &middot; "
                 f"dataset version {esc(model['dataset_version'])}{judged}</p>")

@@ -50,11 +50,12 @@ from flows.report_html import overview_page
 from flows.reports import ModelInfo, write_session
 from flows.review import run_name, write_review
 from model.data import storage
+from model.data.formats import SESSION_READERS
 from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
 from model.evaluate.features import features_json_many
 from model.learn.saved import TrainedModel
-from model.serve.reference import Reference, ReferenceUnusable
+from model.serve.reference import References, ReferenceUnusable
 from model.serve.scoring import RepResult
 from model.serve.sessions import (
     SCORED,
@@ -62,14 +63,14 @@ from model.serve.sessions import (
     SessionWorkers,
     cut_upload,
     score_cut,
-    upload_reference,
+    upload_references,
 )
 from model.settings import get_settings
 from registry.lookup import resolve, saved_model_dir
 from registry.tracking import code_version
 from registry.versions import model_name
 
-UPLOAD_SUFFIXES = (".json", ".npz", ".parquet")
+UPLOAD_SUFFIXES = tuple(SESSION_READERS)
 LEDGER = "_ledger"
 #: The ledger of earlier releases (JSON lines with the same keys); its sessions count as scored.
 OLD_LEDGER = "_scored.jsonl"
@@ -236,7 +237,7 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
     data["features"] = pa.array([r.get("features") for r in rows], pa.string())
     data["model"] = [info.name] * len(rows)
     data["model_version"] = [info.version] * len(rows)
-    data["reference"] = pa.array([info.reference] * len(rows), pa.string())
+    data["reference"] = pa.array([r.get("reference") for r in rows], pa.string())
     data["scored_at"] = [scored_at] * len(rows)
     return pa.table(data)
 
@@ -343,7 +344,7 @@ def workers_for(n_sessions: int) -> int:
 def score_here(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
                info: ModelInfo, records: Records, html: bool, block_sessions: int,
                advance: Callable[[int], None], declared: dict | None = None,
-               reference: Reference | None = None) -> None:
+               references: References | None = None) -> None:
     """Score on this machine through model.serve.sessions: worker processes (one per core) each
     key, read, cut, score and write the reports of a few uploads at a time (skipping those in
     `done`), and hand back their records; this process only keeps the records."""
@@ -354,7 +355,7 @@ def score_here(uploads: list[str], done: frozenset[str], model_dir: Path, out: s
         chunks.append(uploads[start : start + size])
         start += size
     work = partial(score_chunk, out=out, info=info, html=html, declared=declared, done=done,
-                   reference=reference)
+                   references=references)
     with SessionWorkers(model, workers) as pool:
         for written in pool.each(work, chunks):
             record_written(records, written, advance)
@@ -376,14 +377,14 @@ def chunk_sizes(n_sessions: int, workers: int, block_sessions: int) -> list[int]
 
 def score_chunk(model: TrainedModel, chunk: list[str], out: str, info: ModelInfo,
                 html: bool, declared: dict | None, done: frozenset[str] = frozenset(),
-                reference: Reference | None = None) -> list[dict]:
+                references: References | None = None) -> list[dict]:
     """Key a few uploads (`upload_key`), then read, cut and score those not in `done` together
     (their repetitions in one score() call) and write each one's reports: `write_reports'`
     records, and {"skipped": key} for each done one, in input order."""
     keys = {uri: upload_key(uri, info) for uri in chunk}
     todo = [uri for uri in chunk if keys[uri] not in done]
     scored = score_cut(model, [cut_upload(model, uri, declared) for uri in todo],
-                       reference=reference)
+                       references=references)
     features = iter(features_json_many([r for s in scored for r in s.results], model))
     written = {s.input: write_reports(model, (s, keys[s.input]), out, info, html,
                                       [next(features) for _ in s.results]) for s in scored}
@@ -428,7 +429,7 @@ def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, 
 def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
                  info: ModelInfo, records: Records, html: bool, block_sessions: int,
                  advance: Callable[[int], None], declared: dict | None = None,
-                 reference: Reference | None = None) -> None:
+                 references: References | None = None) -> None:
     """Score on a Ray cluster (workers.scoring.score_batch), a block of sessions per batch; the
     uploads in `done` skipped."""
     from workers.scoring import score_batch
@@ -442,7 +443,7 @@ def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out:
         block = todo[start : start + block_sessions]
         found = score_batch([u for u, _ in block], model_dir,
                             on_session=SessionReports(out, info, html), progress=False,
-                            declared=declared, reference=reference)
+                            declared=declared, references=references)
         by_input: dict[str, list[dict]] = {}
         for r in found:
             by_input.setdefault(r["input"], []).append(r)
@@ -492,7 +493,7 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
 def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
               info: ModelInfo, html: bool, block_sessions: int, block_seconds: float,
               progress: bool, declared: dict | None = None,
-              reference: Reference | None = None) -> Records:
+              references: References | None = None) -> Records:
     """Score the uploads not in `done`, here or on Ray, with one progress bar; records kept up to
     date."""
     records = Records(out, info, block_seconds)
@@ -502,7 +503,7 @@ def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: st
         (score_on_ray if ray else score_here)(
             uploads, done, model_dir, out, info, records, html,
             max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
-            lambda n: bar.advance(job, n), declared, reference)
+            lambda n: bar.advance(job, n), declared, references)
     records.flush()
     return records
 
@@ -510,14 +511,14 @@ def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: st
 def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bool = True,
                  block_sessions: int = BLOCK_SESSIONS, block_seconds: float = BLOCK_SECONDS,
                  progress: bool = False, declared: dict | None = None,
-                 reference: Reference | None = None) -> ScoreSummary:
+                 references: References | None = None) -> ScoreSummary:
     """Plan, score and record every session under `path` not yet scored by this model version
-    (and `reference`; read with the `declared` conventions), then write the run's overview
-    page. `info.reference` names the reference."""
+    (and `references`; read with the `declared` conventions), then write the run's overview
+    page. `info.reference` names the references (their digest)."""
     began = time.perf_counter()
     uploads, done = plan(path, out, info)
     records = score_all(uploads, done, model_dir, out, info, html, block_sessions,
-                        block_seconds, progress, declared, reference)
+                        block_seconds, progress, declared, references)
     page = overview(out, info, records) if html else None
     review = write_review(out, run_name(), records.scored) if records.scored else None
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
@@ -575,16 +576,17 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                reference: str | None = None) -> dict[str, Any]:
     """Score every uploaded session under `path` with the champion (or a pinned version);
     `declared`: the uploads' conventions (model.data.readers.checked_declarations);
-    `reference`: an upload of the person's repetitions known to be correct, every repetition
-    then decided relative to it (model.serve.reference; ReferenceUnusable when it can't be)."""
+    `reference`: an upload of one person's repetitions known to be correct, or a folder of such
+    uploads, one per person (matched to uploads by subject); every repetition is then decided
+    relative to its person's (model.serve.reference; ReferenceUnusable when one can't be)."""
     if reference is not None and not storage.exists(reference):
-        raise ReferenceUnusable(f"reference {reference}: no such file")
+        raise ReferenceUnusable(f"reference {reference}: no such file or folder")
     model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
-    person = None
+    people = None
     if reference is not None:
-        person = upload_reference(TrainedModel.load(model_dir), reference, declared)
-        info = replace(info, reference=person.digest)
+        people = upload_references(TrainedModel.load(model_dir), reference, declared)
+        info = replace(info, reference=people.digest)
     with store_errors(path, out):
         return score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
-                            progress, declared, person).to_dict()
+                            progress, declared, people).to_dict()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -26,12 +27,13 @@ from model.learn.saved import TrainedModel
 from model.serve.reference import (
     REFERENCE_CUT_KEY,
     Reference,
+    References,
     ReferenceUnusable,
     decide,
     log_odds,
 )
 from model.serve.scoring import cut_session, normalize_valid, score
-from model.serve.sessions import upload_reference
+from model.serve.sessions import upload_reference, upload_references
 from tests.score_fixtures import INFO, save_tiny_model
 
 SQUAT = [("squat", "correct"), ("squat", "knees_inward"), ("squat", "shallow"),
@@ -128,7 +130,8 @@ def test_score_decides_relative_to_the_reference_and_corrects_for_the_decided_cl
     plain = score(model, reps)
     assert all(r.reference is None for r in plain)
     for offset, label in ((-1e6, "correct"), (1e6, None)):
-        judged = score(model, reps, reference=Reference({"squat": offset}, {"squat": 2}, "abc"))
+        everyone = References(everyone=Reference({"squat": offset}, {"squat": 2}, "abc"))
+        judged = score(model, reps, references=everyone)
         assert all(r.reference == "abc" for r in judged)
         if label:
             assert {r.label for r in judged} == {label}
@@ -146,7 +149,7 @@ def test_a_model_without_a_cut_cannot_score_against_a_reference(model_dir, tmp_p
     del model.meta[REFERENCE_CUT_KEY]
     reps = cut_session(model, squats(["correct", "correct"], 4))
     with pytest.raises(ReferenceUnusable, match="no reference cut"):
-        score(model, reps, reference=Reference({"squat": 0.0}, {"squat": 2}))
+        score(model, reps, references=References(everyone=Reference({"squat": 0.0}, {"squat": 2})))
 
 
 def test_the_reference_of_an_upload_is_its_median_log_odds(model, tmp_path):
@@ -157,7 +160,7 @@ def test_the_reference_of_an_upload_is_its_median_log_odds(model, tmp_path):
     column = model.classes.index(("squat", "correct"))
     expected = np.median(log_odds(model.infer(poses).log_probs, column))
     assert ref.repetitions == {"squat": len(reps)} and np.isclose(ref.offsets["squat"], expected)
-    assert len(ref.digest) == 64
+    assert len(ref.digest) == 64 and ref.subject == "u1"
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(ReferenceUnusable, match="broken.json"):
@@ -176,15 +179,18 @@ def test_the_flow_keeps_runs_against_different_references_apart(model_dir, tmp_p
     plain = score_folder(str(uploads), out, model_dir, INFO, html=False)
     runs = []
     for ref in refs + refs[:1]:
-        person = upload_reference(model, str(ref))
+        person = upload_references(model, str(ref))
         runs.append(score_folder(str(uploads), out, model_dir,
                                  replace(INFO, reference=person.digest), html=False,
-                                 reference=person))
+                                 references=person))
     assert (plain.reports, runs[0].reports, runs[1].reports) == (2, 2, 2)
     assert (runs[2].reports, runs[2].skipped) == (0, 2)  # the same reference again: done
     report = json.loads(Path(runs[1].report_files[0]).read_text())  # the last one written
     assert report["model"]["reference"] == upload_reference(model, str(refs[1])).digest
     assert {r["reference"] for r in report["repetitions"]} == {report["model"]["reference"]}
+    table = DeltaTable(out + "/repetitions").to_pyarrow_table()
+    assert set(table.column("reference").to_pylist()) == {None, *(r.model["reference"]
+                                                               for r in runs)}
 
 
 def test_the_cli_refuses_an_unusable_reference_naming_it(tmp_path, prefect_api):
@@ -194,3 +200,32 @@ def test_the_cli_refuses_an_unusable_reference_naming_it(tmp_path, prefect_api):
                                     str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")])
     assert done.exit_code != 0 and "Traceback" not in done.output
     assert "missing.json: no such file" in " ".join(done.output.split())
+
+
+def test_each_person_is_judged_against_their_own_reference(model, tmp_path):
+    def person(subject: str, labels: list[str], seed: int):
+        session, _ = make_session(subject, "squat", labels, seed=seed)
+        return session
+
+    folder = tmp_path / "references"
+    for subject, seed in (("anna", 30), ("ben", 31)):
+        write_session(person(subject, ["correct"] * 3, seed), folder / f"{subject}.json")
+    book = upload_references(model, str(folder))
+    assert set(book.by_subject) == {"anna", "ben"} and book.everyone is None
+    assert book.digest not in {r.digest for r in book.by_subject.values()}
+    reps = [rep for subject, seed in (("anna", 32), ("ben", 33), ("carl", 34))
+            for rep in cut_session(model, person(subject, ["correct", "knees_inward"], seed))]
+    # anna's offset pushed far down (all her squats correct), ben's far up (none), carl has none
+    book = References(by_subject={"anna": replace(book.by_subject["anna"], offsets={"squat": -1e6}),
+                                  "ben": replace(book.by_subject["ben"], offsets={"squat": 1e6})})
+    judged = {s: [r for r in score(model, reps, references=book) if r.subject == s]
+              for s in ("anna", "ben", "carl")}
+    plain = [r for r in score(model, reps) if r.subject == "carl"]
+    assert {r.label for r in judged["anna"]} == {"correct"}
+    assert "correct" not in {r.label for r in judged["ben"]}
+    assert [r.predicted for r in judged["carl"]] == [r.predicted for r in plain]
+    assert {r.reference for r in judged["anna"]} == {book.by_subject["anna"].digest}
+    assert {r.reference for r in judged["carl"]} == {None}
+    write_session(person("anna", ["correct"] * 3, 35), folder / "anna-again.json")
+    with pytest.raises(ReferenceUnusable, match="second reference of 'anna'"):
+        upload_references(model, str(folder))

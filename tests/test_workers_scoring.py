@@ -15,7 +15,7 @@ from model.data.readers import read_session
 from model.data.synth import make_dataset, make_session
 from model.learn.saved import TrainedModel
 from model.learn.train import train
-from model.serve.reference import REFERENCE_CUT_KEY, Reference
+from model.serve.reference import REFERENCE_CUT_KEY, Reference, References
 from model.serve.scoring import calibrate, score, score_session
 from model.settings import PROFILES, run_config
 from workers.scoring import REJECTED, SCORED, row_sequence, score_batch, sequence_row
@@ -96,9 +96,9 @@ def test_a_reference_reaches_the_actors(ray_local, model_dir, sequences, tmp_pat
     model = TrainedModel.load(model_dir)
     model.meta[REFERENCE_CUT_KEY] = 0.0
     folder = model.save(tmp_path / "model")
-    reference = Reference({"squat": -1e6}, {"squat": 3}, "d1")  # every squat judged correct
-    records = score_batch(sequences, folder, batch_size=4, progress=False, reference=reference)
-    expected = score(model, sequences, reference=reference)
+    everyone = References(everyone=Reference({"squat": -1e6}, {"squat": 3}, "d1"))  # all correct
+    records = score_batch(sequences, folder, batch_size=4, progress=False, references=everyone)
+    expected = score(model, sequences, references=everyone)
     assert [r["predicted"] for r in records] == [e.predicted for e in expected]
     squats = [r for r in records if r["exercise"] == "squat"]
     assert {r["predicted"] for r in squats} == {"squat/correct"}

@@ -25,7 +25,7 @@ import ray.data
 
 from model.data.sequence import Sequence
 from model.learn.saved import TrainedModel
-from model.serve.reference import Reference
+from model.serve.reference import References
 from model.serve.scoring import RepResult, score
 from model.serve.sessions import EMPTY, FAILED, REJECTED, SCORED, SessionScore, score_uploads
 from workers.cluster import capacity, ensure_ray, placement
@@ -83,10 +83,10 @@ class Scorer:
     session comes back as one "failed" record with the reason."""
 
     def __init__(self, model_uri: str, device: str = "cpu", on_session: SessionHook | None = None,
-                 declared: dict | None = None, reference: Reference | None = None):
+                 declared: dict | None = None, references: References | None = None):
         self.model = TrainedModel.load(local_model_dir(model_uri), device=device)
         self.declared = declared
-        self.reference = reference
+        self.references = references
         self.node_id = ray.get_runtime_context().get_node_id()
         self.on_session = on_session
 
@@ -94,13 +94,13 @@ class Scorer:
         indices = [int(i) for i in batch["index"]]
         if "path" in batch:
             scored = score_uploads(self.model, [str(p) for p in batch["path"]],
-                                   declared=self.declared, reference=self.reference)
+                                   declared=self.declared, references=self.references)
             records = [self.session(s) for s in scored]
         else:
             seqs = [row_sequence(p, f) for p, f in zip(batch["poses"], batch["fields"],
                                                         strict=True)]
             records = [[self.rep_record(r.source or str(i), r)]
-                       for i, r in zip(indices, score(self.model, seqs, reference=self.reference),
+                       for i, r in zip(indices, score(self.model, seqs, references=self.references),
                                        strict=True)]
         out: dict[str, list] = {"index": [], "position": [], "record": []}
         for index, recs in zip(indices, records, strict=True):
@@ -150,12 +150,13 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
                 batch_size: int = 8, concurrency: int | None = None,
                 output: str | Path | None = None, gpu_fraction: float = 0.25,
                 progress: bool = True, on_session: SessionHook | None = None,
-                declared: dict | None = None, reference: Reference | None = None) -> list[dict]:
+                declared: dict | None = None, references: References | None = None
+                ) -> list[dict]:
     """Score session files (or dataset sequences) on Ray; one record per repetition or rejected
     input, in input order; also written as JSON lines to `output` when given. `declared`: the
     session files' conventions (up, units, mirrored, layout, layout_file: model.data.readers.
-    read_session); a layout file must be readable where the actors run. `reference`: decide
-    relative to a person's reference (model.serve.reference)."""
+    read_session); a layout file must be readable where the actors run. `references`: decide
+    relative to each person's reference (model.serve.reference)."""
     rows = input_rows(inputs)
     if not rows:
         return []
@@ -169,7 +170,7 @@ def score_batch(inputs: Iterable[str | Path | Sequence], model_dir: str | Path,
     actors = concurrency or max(1, min(capacity(place), n_batches))
     scored = ray.data.from_items(rows, override_num_blocks=n_batches).map_batches(
         Scorer, fn_constructor_args=(str(model_dir), place.device, on_session, declared,
-                                     reference),
+                                     references),
         batch_size=batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=place.num_cpus,

@@ -10,12 +10,16 @@ probabilities are redistributed to match: within the exercise, the correct class
 sigmoid(log-odds - offset - cut) of the exercise's probability and the mistakes the rest, in
 their own proportions; other exercises' probabilities stay. Repetitions of exercises the
 reference lacks are decided as without one.
+
+A scoring run holds its references in `References`: one for everyone, or one per person
+(subject), each upload judged against its person's.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
@@ -34,14 +38,37 @@ class ReferenceUnusable(ValueError):
 @dataclass(frozen=True)
 class Reference:
     """Per exercise, the median log-odds of the reference repetitions (the person's offset) and
-    how many there were; `digest` identifies the reference (its file's SHA-256)."""
+    how many there were; `digest` identifies the reference (its file's SHA-256), `subject` is
+    whose it is."""
 
     offsets: dict[str, float]
     repetitions: dict[str, int]
     digest: str = ""
+    subject: str = ""
 
     def to_dict(self) -> dict:
-        return {"offsets": self.offsets, "repetitions": self.repetitions, "digest": self.digest}
+        return {"offsets": self.offsets, "repetitions": self.repetitions, "digest": self.digest,
+                "subject": self.subject}
+
+
+@dataclass(frozen=True)
+class References:
+    """A scoring run's references: each person's (by subject), and one for everyone else."""
+
+    by_subject: dict[str, Reference] = field(default_factory=dict)
+    everyone: Reference | None = None
+
+    def of(self, subject: str) -> Reference | None:
+        return self.by_subject.get(subject, self.everyone)
+
+    @property
+    def digest(self) -> str:
+        """What identifies them together (SHA-256 of the references' own digests)."""
+        if self.everyone is not None and not self.by_subject:
+            return self.everyone.digest
+        parts = sorted(f"{s}={r.digest}" for s, r in self.by_subject.items())
+        parts.append(f"*={'' if self.everyone is None else self.everyone.digest}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def log_odds(log_probs: np.ndarray, column: int) -> np.ndarray:
@@ -51,7 +78,7 @@ def log_odds(log_probs: np.ndarray, column: int) -> np.ndarray:
 
 
 def reference_of(log_probs: np.ndarray, classes: Seq[Class], exercises: Seq[str], digest: str,
-                 source: str) -> Reference:
+                 source: str, subject: str = "") -> Reference:
     """The Reference of repetitions known to be correct, from the network's log-probabilities
     (one row per repetition, of the declared `exercises`). ReferenceUnusable, naming `source`,
     when there is no repetition or an exercise has no correct class in the model."""
@@ -66,7 +93,7 @@ def reference_of(log_probs: np.ndarray, classes: Seq[Class], exercises: Seq[str]
         column = list(classes).index((exercise, CORRECT))
         offsets[exercise] = float(np.median(log_odds(log_probs[rows], column)))
         counts[exercise] = int(rows.sum())
-    return Reference(offsets, counts, digest)
+    return Reference(offsets, counts, digest, subject)
 
 
 def reference_cut(meta: dict) -> float:

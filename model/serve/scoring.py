@@ -25,7 +25,7 @@ from model.data.skeletons import SkeletonError, get_skeleton, joint_map
 from model.learn.gcn import get_variant
 from model.learn.saved import Inference, TrainedModel
 from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
-from model.serve.reference import Reference, decide, reference_cut
+from model.serve.reference import References, decide, reference_cut
 from model.serve.segment import HOLD_EXERCISES, SegmentError, segment
 from model.settings import get_settings
 
@@ -154,9 +154,9 @@ def _error_result(seq: Sequence, exc: SequenceError) -> RepResult:
 
 
 def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = BATCH_SIZE,
-          reference: Reference | None = None) -> list[RepResult]:
-    """Score repetitions; one RepResult per input, in order, errors included; with a
-    `reference` (the person's, model.serve.reference), decided relative to it.
+          references: References | None = None) -> list[RepResult]:
+    """Score repetitions; one RepResult per input, in order, errors included; with
+    `references` (model.serve.reference), each decided relative to its person's.
 
     Inputs go through in batches of `batch_size`: validated and normalised, classified and
     corrected, then put in words, one batch at a time."""
@@ -164,12 +164,12 @@ def score(model: TrainedModel, sequences: Iterable[Sequence], batch_size: int = 
     results: list[RepResult] = []
     for start in range(0, len(sequences), batch_size):
         with collector_paused():
-            results += _score_batch(model, sequences[start : start + batch_size], reference)
+            results += _score_batch(model, sequences[start : start + batch_size], references)
     return results
 
 
 def _score_batch(model: TrainedModel, sequences: list[Sequence],
-                 reference: Reference | None = None) -> list[RepResult]:
+                 references: References | None = None) -> list[RepResult]:
     """score() of one batch: validated together (model.data.sequence.validate_many), normalised
     together, classified and corrected together, deviations measured together, then words."""
     results: list[RepResult | None] = [None] * len(sequences)
@@ -191,8 +191,8 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence],
     classifies = has_classifier(model)
     ready_seqs = [sequences[i] for i in ready]
     log_probs, best = inference.log_probs, inference.log_probs.argmax(axis=1)
-    if reference is not None and classifies:
-        log_probs, best = _relative(model, inference, poses, ready_seqs, reference)
+    if references is not None and classifies:
+        log_probs, best = _relative(model, inference, poses, ready_seqs, references)
     probs = model.probabilities(log_probs)
     rounded = probs.round(6).tolist()
     threshold = threshold_of()
@@ -224,20 +224,35 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence],
             original=poses[k],
             scale=scales[k],
             frames=seq.meta.get("frames"),
-            reference=(reference.digest if reference is not None and classifies
-                       and seq.exercise in reference.offsets else None),
+            reference=_judged_by(references, seq) if classifies else None,
         )
     return results
 
 
+def _judged_by(references: References | None, seq: Sequence) -> str | None:
+    """The digest of the reference a repetition is judged against, if any."""
+    mine = None if references is None else references.of(str(seq.subject))
+    return mine.digest if mine is not None and seq.exercise in mine.offsets else None
+
+
 def _relative(model: TrainedModel, inference: Inference, poses: list[np.ndarray],
-              seqs: list[Sequence], reference: Reference) -> tuple[np.ndarray, np.ndarray]:
-    """The log-probabilities and classes decided relative to `reference`; the repetitions whose
-    class changes are corrected again with that class fed back, in `inference`."""
+              seqs: list[Sequence], references: References) -> tuple[np.ndarray, np.ndarray]:
+    """The log-probabilities and classes decided relative to each person's reference; the
+    repetitions whose class changes are corrected again with that class fed back, in
+    `inference`."""
     classes = [tuple(c) for c in model.classes]
-    best, log_probs = decide(inference.log_probs, classes, [s.exercise for s in seqs],
-                             reference, reference_cut(model.meta))
-    changed = np.flatnonzero(best != inference.log_probs.argmax(axis=1))
+    cut = reference_cut(model.meta)
+    network = inference.log_probs.argmax(axis=1)
+    best, log_probs = network.copy(), inference.log_probs.astype(np.float64)
+    people: dict[str, list[int]] = {}
+    for k, seq in enumerate(seqs):
+        people.setdefault(str(seq.subject), []).append(k)
+    for subject, rows in people.items():
+        mine = references.of(subject)
+        if mine is not None:
+            best[rows], log_probs[rows] = decide(inference.log_probs[rows], classes,
+                                                 [seqs[k].exercise for k in rows], mine, cut)
+    changed = np.flatnonzero(best != network)
     if changed.size:
         again = model.infer([poses[k] for k in changed], batch_size=max(1, changed.size),
                             fed_classes=best[changed].tolist())

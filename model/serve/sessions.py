@@ -10,8 +10,8 @@ Every input comes back: as a scored session, or with the reason it could not be 
 (`status` REJECTED for bad input, EMPTY when no repetition was found, FAILED for an unexpected
 error). Files on an object store (s3://, gs://) are read through model.data.storage.
 
-With a reference (`upload_reference`: an upload of the person's repetitions known to be
-correct), every repetition is decided relative to it (model.serve.reference).
+With references (`upload_references`: uploads of people's repetitions known to be correct),
+every repetition is decided relative to its person's (model.serve.reference).
 
 Declarations of the uploads' conventions (`declared`: up, units, mirrored, layout, layout_file,
 as model.data.readers.read_session takes them) reach the reader of every file, in whichever
@@ -36,10 +36,17 @@ from typing import TypeVar
 import torch
 
 from model.data import storage
+from model.data.formats import SESSION_READERS
 from model.data.readers import read_session
 from model.data.sequence import Sequence, SequenceError
 from model.learn.saved import TrainedModel
-from model.serve.reference import Reference, ReferenceUnusable, reference_cut, reference_of
+from model.serve.reference import (
+    Reference,
+    References,
+    ReferenceUnusable,
+    reference_cut,
+    reference_of,
+)
 from model.serve.scoring import BATCH_SIZE, RepResult, cut_session, normalize_valid, score
 
 SCORED, REJECTED, FAILED, EMPTY = "scored", "rejected", "failed", "empty"
@@ -108,10 +115,10 @@ Cut = tuple[SessionScore, list[Sequence]]
 
 
 def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
-              reference: Reference | None = None) -> list[SessionScore]:
+              references: References | None = None) -> list[SessionScore]:
     """Score the repetitions of sessions already cut (`cut_upload`), all in one go."""
     reps = [rep for _, session_reps in cut for rep in session_reps]
-    results = iter(score(model, reps, batch_size, reference))
+    results = iter(score(model, reps, batch_size, references))
     out = []
     for scored, session_reps in cut:
         if scored.ok:
@@ -121,26 +128,51 @@ def score_cut(model: TrainedModel, cut: list[Cut], batch_size: int = BATCH_SIZE,
 
 
 def score_uploads(model: TrainedModel, uris: Iterable[str], batch_size: int = BATCH_SIZE,
-                  declared: dict | None = None, reference: Reference | None = None
+                  declared: dict | None = None, references: References | None = None
                   ) -> list[SessionScore]:
     """Score uploaded session files together; one SessionScore per input, in input order."""
     return score_cut(model, [cut_upload(model, uri, declared) for uri in uris], batch_size,
-                     reference)
+                     references)
 
 
 def upload_reference(model: TrainedModel, uri: str, declared: dict | None = None) -> Reference:
     """The Reference of an upload whose repetitions are all known to be correct: read, cut and
-    classified; identified by the file's SHA-256. ReferenceUnusable naming the file when it
-    cannot be read or cut, or when the model has no fitted cut."""
+    classified; identified by the file's SHA-256, its person by the session's subject.
+    ReferenceUnusable naming the file when it cannot be read or cut, or when the model has no
+    fitted cut."""
     reference_cut(model.meta)
     try:
-        reps = cut_session(model, read_upload(uri, declared))
+        session = read_upload(uri, declared)
+        reps = cut_session(model, session)
         poses, _ = normalize_valid(model, reps)
     except SequenceError as exc:
         message = str(exc) if str(exc).startswith(uri) else f"{uri}: {exc}"
         raise ReferenceUnusable(f"reference {message}") from exc
     return reference_of(model.infer(poses).log_probs, [tuple(c) for c in model.classes],
-                        [r.exercise for r in reps], storage.sha256(uri), uri)
+                        [r.exercise for r in reps], storage.sha256(uri), uri,
+                        str(session.subject))
+
+
+def upload_references(model: TrainedModel, uri: str, declared: dict | None = None
+                      ) -> References:
+    """A file: the reference of everyone scored with it. A folder or prefix: one reference
+    session per person, each judging the uploads of its subject (others are judged without
+    one). ReferenceUnusable naming the file(s) when one is unusable, when two are of one
+    person, or when there is none."""
+    files = storage.list_files(uri, tuple(SESSION_READERS))
+    if files == [str(uri)]:
+        return References(everyone=upload_reference(model, uri, declared))
+    if not files:
+        raise ReferenceUnusable(f"reference {uri}: no such file, or no session file in it")
+    people: dict[str, Reference] = {}
+    where: dict[str, str] = {}
+    for path in files:
+        mine = upload_reference(model, path, declared)
+        if mine.subject in people:
+            raise ReferenceUnusable(f"reference {path}: a second reference of {mine.subject!r} "
+                                    f"(the first: {where[mine.subject]})")
+        people[mine.subject], where[mine.subject] = mine, path
+    return References(by_subject=people)
 
 
 _WORKER_MODEL: TrainedModel | None = None
