@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from model.data.normalize import Normalization, normalize
+from model.data.readers import iter_sequences
+from model.data.sequence import Sequence
 from model.data.skeletons import EC3D_JOINTS
 from model.serve.segment import cycle_repetitions, hold_windows, segment
 from tests.test_foundation import standing_pose
 
+UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 LOWER = [EC3D_JOINTS.index(j) for j in ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe",
                                         "r_big_toe")]  # fmt: skip
 
@@ -58,6 +66,38 @@ def test_a_precise_capture_of_someone_not_standing_fully_up_keeps_repetitions_ap
     tolerance = 30  # frames: 0.3 s at 100 fps
     for (s, e), (ts, te) in zip(found, truth, strict=True):
         assert abs(s - ts) <= tolerance and abs(e - te) <= tolerance
+
+
+def test_squats_back_to_back_are_split_where_the_person_is_up_between_them():
+    poses, truth = session([0.45, 0.40, 0.50], [60, 70, 60], pause_frames=0, noise=0.002)
+    found = cycle_repetitions(poses, 30.0)
+    assert len(found) == len(truth) == 3
+    assert all(a[1] == b[0] for a, b in zip(found[:-1], found[1:], strict=True))  # no gap
+    for (s, e), (ts, te) in zip(found, truth, strict=True):
+        assert abs(s - ts) <= 9 and abs(e - te) <= 9
+
+
+def test_a_shallow_squat_among_deep_ones_is_found():
+    # "not low enough" at 22 % of the deepest squat of the session
+    poses, truth = session([0.50, 0.11, 0.45], [60, 60, 60], pause_frames=20)
+    assert len(cycle_repetitions(poses, 30.0)) == len(truth)
+
+
+def test_uiprmd_squats_as_recorded_back_to_back_are_each_found():
+    if not UIPRMD.is_dir():
+        pytest.skip(f"no UI-PRMD data at {UIPRMD}")
+    reps = sorted((s for s in iter_sequences(UIPRMD / "vicon") if isinstance(s, Sequence)
+                   and s.subject == "s05" and s.label == "incorrect"), key=lambda s: s.rep)
+    ends = np.cumsum([len(r.poses) for r in reps])
+    starts = ends - [len(r.poses) for r in reps]
+    joined = replace(reps[0], poses=np.concatenate([r.poses for r in reps]), label=None,
+                     meta={"session_id": "s05"})
+    poses, _ = normalize(joined, Normalization(fps=joined.fps))
+    found = cycle_repetitions(poses, joined.fps)
+    assert len(found) == len(reps) == 10
+    slack = 0.4 * joined.fps  # where the person is highest between squats, not the file's cut
+    assert all(a - slack <= start < end <= b + slack
+               for (start, end), a, b in zip(found, starts, ends, strict=True))
 
 
 def test_standing_still_has_no_repetition():

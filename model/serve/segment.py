@@ -3,13 +3,16 @@
 Squats and lunges are cut by their up-down cycle: the height of the mid-hip above the feet
 drops during a repetition and returns at its end. Depth is measured against the standing
 height (a high percentile of the smoothed signal); a repetition is a stretch whose depth passes
-a detection threshold (a quarter of the deepest repetition, at least 5 cm, so shallow "not low
+a detection threshold (a fifth of the deepest repetition, at least 5 cm, so shallow "not low
 enough" repetitions are found too), widened on both sides while the depth stays above the
 floor and then for as long as it keeps falling. The floor is three times the jitter of the
 smoothed signal (estimated from its frame-to-frame differences), and at least a twentieth of
 the stretch's own depth: people do not stand up to the same height after every repetition,
 and a precise capture (Vicon's jitter is a fraction of a millimetre) would otherwise run
-repetitions together through the standing between them. Planks, a hold, are
+repetitions together through the standing between them. Two repetitions whose widened
+stretches overlap (squats done back to back, with no pause) are split at the highest point
+between them when the depth came back under the floor there, and are one repetition when it did
+not. Planks, a hold, are
 cut into consecutive windows as long as the model's training repetitions.
 
 How an exercise is cut ("cycle" or "hold") is posecoach's word for squat, lunge and plank, or
@@ -30,7 +33,7 @@ KNOWN_SEGMENTATION: dict[str, str] = {"squat": "cycle", "lunge": "cycle", "plank
 HOLD_EXERCISES = tuple(e for e, how in KNOWN_SEGMENTATION.items() if how == "hold")
 MIN_REP_SECONDS = 0.5
 SMOOTH_SECONDS = 0.2
-DETECT_FRACTION = 0.25
+DETECT_FRACTION = 0.2
 MIN_DEPTH_M = 0.05
 STAND_FRACTION = 0.05  # of a repetition's depth: still standing, between repetitions
 
@@ -83,12 +86,19 @@ def cycle_repetitions(
     threshold = max(MIN_DEPTH_M, DETECT_FRACTION * depth.max())
     noise = 3 * _noise(raw, width)
     reps: list[tuple[int, int]] = []
+    last_run_end = 0
     for run in _runs(depth > threshold):
         floor = max(noise, STAND_FRACTION * depth[run[0] : run[1]].max())
         start, end = _widen(depth, *run, floor)
         if reps and start < reps[-1][1]:
-            start = reps.pop()[0]
+            between = depth[last_run_end : run[0]]
+            if between.min() > floor:  # never back up between them: one repetition
+                start = reps.pop()[0]
+            else:  # up again between them, with no pause: they meet at the highest point
+                start = last_run_end + int(np.argmin(between))
+                reps[-1] = (reps[-1][0], start)
         reps.append((start, end))
+        last_run_end = run[1]
     return [(int(s), int(e)) for s, e in reps if e - s >= MIN_REP_SECONDS * fps]
 
 
