@@ -35,12 +35,13 @@ def show(result: dict[str, Any]) -> None:
                       "-" if cand is None else f"{cand:.1%}",
                       "-" if champ is None else f"{champ:.1%}")
     console.print(table)
-    figures = (result.get("reference") or {}).get("cv", {}).get("reference")
-    if figures:
-        console.print(f"decided against a person's reference (score --reference), with "
-                      f"{' / '.join(figures)} of their repetitions known correct: "
-                      f"{' / '.join(f'{a:.1%}' for a in figures.values())} on the CV's held-out "
-                      "people")
+    cv = (result.get("reference") or {}).get("cv", {})
+    if cv.get("reference"):
+        alone = "" if cv.get("network") is None else f"{cv['network']:.1%} by the network alone, "
+        console.print(f"correct repetitions told from mistakes on the CV's held-out people: "
+                      f"{alone}{' / '.join(f'{a:.1%}' for a in cv['reference'].values())} "
+                      f"against {' / '.join(cv['reference'])} of their own known correct "
+                      "(score --reference)")
     d = result["decision"]
     console.print(f"v{result['version']}: [bold]{result['status']}[/bold] ({d['rule']}: "
                   f"{d['reason']}) in {result['seconds']:.0f} s")

@@ -66,8 +66,8 @@ def score(
     mirrored: bool = MirroredOpt,
     reference: str = typer.Option(
         None, "--reference", help="A session of the person's repetitions known to be correct, "
-        "or a folder of them, one per person (by subject): each repetition is judged relative "
-        "to its person's."),
+        "or a folder of people's (by subject, an exercise a session): each repetition is "
+        "judged relative to its person's."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded.

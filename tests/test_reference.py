@@ -22,6 +22,7 @@ from model.evaluate.reference import (
     fit_cut,
     held_out_people,
     reference_accuracy,
+    reference_figures,
 )
 from model.learn.saved import TrainedModel
 from model.serve.reference import (
@@ -53,6 +54,10 @@ def test_a_threshold_relative_to_the_persons_reference_undoes_their_shift():
     assert min(np.mean((p.log_odds > 0) == p.correct) for p in people) == 0.5
     assert all(best_threshold_accuracy(p) == 1.0 for p in people)
     assert reference_accuracy(people, size=2, draws=5) == [1.0] * 5
+    # the network alone calls a squat correct above 0: the two most shifted people half right
+    figures = reference_figures([replace(p, said_correct=p.log_odds > 0) for p in people])
+    assert figures["network"] == pytest.approx(0.8) and figures["reference"]["2"] == 1.0
+    assert reference_figures(people)["network"] is None
 
 
 def test_the_reference_threshold_is_fitted_on_the_other_people_only():
@@ -78,8 +83,11 @@ def test_held_out_people_are_one_per_fold_and_exercise():
     log_probs = np.log(np.full((5, 4), 0.25))
     fold = {"held": {"classes": classes, "log_probs": log_probs.ravel().tolist(),
                      "true": [0, 1, 2, 2, 3]}}
+    fold["held"]["log_probs"][2 * 4 + 2] = 0.0  # the network calls the first squat correct
+    fold["held"]["log_probs"][4 * 4 + 3] = 0.0  # and the shallow one shallow
     people = held_out_people([{"held": None}, fold])
     assert [p.correct.tolist() for p in people] == [[True, False], [True, True, False]]
+    assert [p.said_correct.tolist() for p in people] == [[True, True], [True, False, False]]
     assert np.allclose(people[0].log_odds, np.log(0.25 / 0.75))
 
 
@@ -226,6 +234,10 @@ def test_each_person_is_judged_against_their_own_reference(model, tmp_path):
     assert [r.predicted for r in judged["carl"]] == [r.predicted for r in plain]
     assert {r.reference for r in judged["anna"]} == {book.by_subject["anna"].digest}
     assert {r.reference for r in judged["carl"]} == {None}
+    lunges, _ = make_session("anna", "lunge", ["correct"] * 3, seed=36)
+    write_session(lunges, folder / "anna-lunges.json")  # her lunges join her squats
+    anna = upload_references(model, str(folder)).by_subject["anna"]
+    assert set(anna.offsets) == {"squat", "lunge"} and anna.repetitions["squat"] == 3
     write_session(person("anna", ["correct"] * 3, 35), folder / "anna-again.json")
-    with pytest.raises(ReferenceUnusable, match="second reference of 'anna'"):
+    with pytest.raises(ReferenceUnusable, match="second squat reference of 'anna'"):
         upload_references(model, str(folder))

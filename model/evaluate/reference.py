@@ -35,11 +35,13 @@ SEED = 0
 
 @dataclass(frozen=True)
 class Person:
-    """One held-out person doing one exercise: the log-odds that each repetition is correct, and
-    which ones are."""
+    """One held-out person doing one exercise: the log-odds that each repetition is correct,
+    which ones are, and (where known) which ones the network alone calls correct (its most
+    likely class is the correct one)."""
 
     log_odds: np.ndarray
     correct: np.ndarray
+    said_correct: np.ndarray | None = None
 
 
 def best_threshold_accuracy(person: Person) -> float:
@@ -126,19 +128,23 @@ def held_out_people(folds: list[dict]) -> list[Person]:
             if name not in classes:
                 continue
             column, rows = classes.index(name), exercise_of == exercise
-            people.append(Person(log_odds(log_probs[rows], column), true[rows] == column))
+            people.append(Person(log_odds(log_probs[rows], column), true[rows] == column,
+                                 log_probs[rows].argmax(axis=1) == column))
     return people
 
 
 def reference_figures(people: list[Person]) -> dict[str, object]:
-    """Mean accuracies over people: the per-person best threshold, and the reference rule with
-    each of REFERENCE_SIZES reference repetitions (per person too); only {"people": 0} when no
-    person has more correct repetitions than the largest reference and a mistake."""
+    """Mean accuracies over people of telling correct repetitions from mistakes: the network's own
+    decision (None unless known for everyone), the per-person best threshold, and the reference
+    rule with each of REFERENCE_SIZES reference repetitions (per person too); only {"people": 0}
+    when no person has more correct repetitions than the largest reference and a mistake."""
     people = usable(people)
     if not people:
         return {"people": 0}
     best = [best_threshold_accuracy(p) for p in people]
     by_size = {size: reference_accuracy(people, size) for size in REFERENCE_SIZES}
-    return {"people": len(people), "best_threshold": float(np.mean(best)),
+    network = (None if any(p.said_correct is None for p in people)
+               else float(np.mean([np.mean(p.said_correct == p.correct) for p in people])))
+    return {"people": len(people), "network": network, "best_threshold": float(np.mean(best)),
             "reference": {str(size): float(np.mean(acc)) for size, acc in by_size.items()},
             "reference_per_person": {str(size): acc for size, acc in by_size.items()}}

@@ -50,6 +50,13 @@ class Reference:
         return {"offsets": self.offsets, "repetitions": self.repetitions, "digest": self.digest,
                 "subject": self.subject}
 
+    def joined(self, other: Reference) -> Reference:
+        """One person's references of other exercises together (their digests hashed)."""
+        digest = hashlib.sha256("\n".join(sorted((self.digest, other.digest))).encode())
+        return Reference({**self.offsets, **other.offsets},
+                         {**self.repetitions, **other.repetitions}, digest.hexdigest(),
+                         self.subject)
+
 
 @dataclass(frozen=True)
 class References:

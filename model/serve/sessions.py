@@ -155,23 +155,27 @@ def upload_reference(model: TrainedModel, uri: str, declared: dict | None = None
 
 def upload_references(model: TrainedModel, uri: str, declared: dict | None = None
                       ) -> References:
-    """A file: the reference of everyone scored with it. A folder or prefix: one reference
-    session per person, each judging the uploads of its subject (others are judged without
-    one). ReferenceUnusable naming the file(s) when one is unusable, when two are of one
-    person, or when there is none."""
+    """A file: the reference of everyone scored with it. A folder or prefix: reference sessions
+    of people (a person's sessions of different exercises together), each judging the uploads of
+    its subject; others are judged without one. ReferenceUnusable naming the file(s) when one is
+    unusable, when two hold one person's same exercise, or when there is none."""
     files = storage.list_files(uri, tuple(SESSION_READERS))
     if files == [str(uri)]:
         return References(everyone=upload_reference(model, uri, declared))
     if not files:
         raise ReferenceUnusable(f"reference {uri}: no such file, or no session file in it")
     people: dict[str, Reference] = {}
-    where: dict[str, str] = {}
+    where: dict[tuple[str, str], str] = {}
     for path in files:
         mine = upload_reference(model, path, declared)
-        if mine.subject in people:
-            raise ReferenceUnusable(f"reference {path}: a second reference of {mine.subject!r} "
-                                    f"(the first: {where[mine.subject]})")
-        people[mine.subject], where[mine.subject] = mine, path
+        for exercise in mine.offsets:
+            if (mine.subject, exercise) in where:
+                raise ReferenceUnusable(
+                    f"reference {path}: a second {exercise} reference of {mine.subject!r} "
+                    f"(the first: {where[mine.subject, exercise]})")
+            where[mine.subject, exercise] = path
+        people[mine.subject] = (mine if mine.subject not in people
+                                else people[mine.subject].joined(mine))
     return References(by_subject=people)
 
 
