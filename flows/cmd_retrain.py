@@ -37,11 +37,12 @@ def show(result: dict[str, Any]) -> None:
     console.print(table)
     cv = (result.get("reference") or {}).get("cv", {})
     if cv.get("reference"):
-        alone = "" if cv.get("network") is None else f"{cv['network']:.1%} by the network alone, "
-        console.print(f"correct repetitions told from mistakes on the CV's held-out people: "
-                      f"{alone}{' / '.join(f'{a:.1%}' for a in cv['reference'].values())} "
-                      f"against {' / '.join(cv['reference'])} of their own known correct "
-                      "(score --reference)")
+        sizes = " / ".join(cv["reference"])
+        alone = ("" if cv.get("network") is None else "the network alone "
+                 + " / ".join(f"{a:.1%}" for a in cv["network"].values()) + ", ")
+        console.print(f"correct repetitions told from mistakes on the CV's held-out people, "
+                      f"outside {sizes} of their own known correct: {alone}against those (score "
+                      f"--reference) {' / '.join(f'{a:.1%}' for a in cv['reference'].values())}")
     d = result["decision"]
     console.print(f"v{result['version']}: [bold]{result['status']}[/bold] ({d['rule']}: "
                   f"{d['reason']}) in {result['seconds']:.0f} s")

@@ -56,7 +56,8 @@ def test_a_threshold_relative_to_the_persons_reference_undoes_their_shift():
     assert reference_accuracy(people, size=2, draws=5) == [1.0] * 5
     # the network alone calls a squat correct above 0: the two most shifted people half right
     figures = reference_figures([replace(p, said_correct=p.log_odds > 0) for p in people])
-    assert figures["network"] == pytest.approx(0.8) and figures["reference"]["2"] == 1.0
+    assert figures["network"]["2"] == pytest.approx(0.8, abs=0.02)
+    assert figures["reference"]["2"] == 1.0
     assert reference_figures(people)["network"] is None
 
 

@@ -50,11 +50,17 @@ def best_threshold_accuracy(person: Person) -> float:
     return float(np.mean((person.log_odds > cut) == person.correct))
 
 
+def outside(person: Person, reference: np.ndarray) -> np.ndarray:
+    """Which of the person's repetitions are not in the reference."""
+    rest = np.ones(len(person.log_odds), bool)
+    rest[reference] = False
+    return rest
+
+
 def relative(person: Person, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The log-odds of the repetitions outside the reference, minus the reference's median, and
     which of them are correct."""
-    rest = np.ones(len(person.log_odds), bool)
-    rest[reference] = False
+    rest = outside(person, reference)
     return person.log_odds[rest] - np.median(person.log_odds[reference]), person.correct[rest]
 
 
@@ -109,6 +115,19 @@ def reference_accuracy(people: list[Person], size: int, draws: int = DRAWS,
     return out
 
 
+def network_accuracy(people: list[Person], size: int, draws: int = DRAWS,
+                     seed: int = SEED) -> list[float]:
+    """Each person's mean accuracy of the network alone (`said_correct`) on the same repetitions
+    the reference rule scores (`reference_accuracy` with the same arguments)."""
+    references = draw_references(people, size, draws, seed)
+    out = []
+    for person, refs in zip(people, references, strict=True):
+        rests = [outside(person, ref) for ref in refs]
+        out.append(float(np.mean([np.mean(person.said_correct[r] == person.correct[r])
+                                  for r in rests])))
+    return out
+
+
 def usable(people: list[Person]) -> list[Person]:
     """The people with more correct repetitions than the largest reference, and a mistake."""
     return [p for p in people if p.correct.sum() > max(REFERENCE_SIZES) and (~p.correct).any()]
@@ -134,17 +153,19 @@ def held_out_people(folds: list[dict]) -> list[Person]:
 
 
 def reference_figures(people: list[Person]) -> dict[str, object]:
-    """Mean accuracies over people of telling correct repetitions from mistakes: the network's own
-    decision (None unless known for everyone), the per-person best threshold, and the reference
-    rule with each of REFERENCE_SIZES reference repetitions (per person too); only {"people": 0}
-    when no person has more correct repetitions than the largest reference and a mistake."""
+    """Mean accuracies over people of telling correct repetitions from mistakes: the per-person
+    best threshold, and with each of REFERENCE_SIZES reference repetitions the reference rule
+    (per person too) and, on the same repetitions, the network's own decision (when known for
+    everyone); only {"people": 0} when no person has more correct repetitions than the largest
+    reference and a mistake."""
     people = usable(people)
     if not people:
         return {"people": 0}
     best = [best_threshold_accuracy(p) for p in people]
     by_size = {size: reference_accuracy(people, size) for size in REFERENCE_SIZES}
     network = (None if any(p.said_correct is None for p in people)
-               else float(np.mean([np.mean(p.said_correct == p.correct) for p in people])))
+               else {str(size): float(np.mean(network_accuracy(people, size)))
+                     for size in REFERENCE_SIZES})
     return {"people": len(people), "network": network, "best_threshold": float(np.mean(best)),
             "reference": {str(size): float(np.mean(acc)) for size, acc in by_size.items()},
             "reference_per_person": {str(size): acc for size, acc in by_size.items()}}
