@@ -34,6 +34,8 @@ def show(result: dict[str, Any]) -> None:
     table.add_row(*(str(result[k]) for k in ("sessions", "reports", "skipped", "errors",
                                              "repetitions")))
     console.print(table)
+    if result.get("reference_caution"):
+        console.print(f"[yellow]note[/yellow]: {result['reference_caution']}")
     if result["mistakes"]:
         mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(result["mistakes"].items()))
         console.print(f"mistakes: {mistakes}; unsure: {result['unsure']}")

@@ -34,7 +34,7 @@ from model.evaluate.metrics import evaluate
 from model.evaluate.plots import plot_confusion
 from model.learn.config import TrainConfig
 from model.learn.saved import TrainedModel
-from model.serve.reference import REFERENCE_CUT_KEY
+from model.serve.reference import REFERENCE_CUT_KEY, REFERENCE_CV_KEY
 from model.serve.scoring import SEGMENTATION_KEY
 from model.settings import get_settings, run_config
 from registry.access import server_errors
@@ -237,7 +237,9 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
         meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name,
                 "card": card.to_dict(), SEGMENTATION_KEY: dict(card.segmentation),
-                REFERENCE_CUT_KEY: result.reference["cut"]}
+                REFERENCE_CUT_KEY: result.reference["cut"],
+                REFERENCE_CV_KEY: {k: result.reference["cv"].get(k)
+                                   for k in ("network", "reference")}}
         model_run = final_training.submit(train_seqs, config, prof.train_workers, norm,
                                           folder / "model", meta, calibration["temperature"])
         judge_run = final_training.submit(train_seqs, judge_config_for(config), 1, norm,

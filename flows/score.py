@@ -55,7 +55,7 @@ from model.data.readers import MANIFEST
 from model.data.sequence import Sequence
 from model.evaluate.features import features_json_many
 from model.learn.saved import TrainedModel
-from model.serve.reference import References, ReferenceUnusable
+from model.serve.reference import References, ReferenceUnusable, reference_caution
 from model.serve.scoring import RepResult
 from model.serve.sessions import (
     SCORED,
@@ -583,10 +583,12 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
         raise ReferenceUnusable(f"reference {reference}: no such file or folder")
     model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
-    people = None
+    people, caution = None, None
     if reference is not None:
-        people = upload_references(TrainedModel.load(model_dir), reference, declared)
-        info = replace(info, reference=people.digest)
+        loaded = TrainedModel.load(model_dir)
+        people = upload_references(loaded, reference, declared)
+        info, caution = replace(info, reference=people.digest), reference_caution(loaded.meta)
     with store_errors(path, out):
-        return score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
-                            progress, declared, people).to_dict()
+        summary = score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
+                               progress, declared, people).to_dict()
+    return {**summary, "reference_caution": caution}

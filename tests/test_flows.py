@@ -21,7 +21,7 @@ from model.data.normalize import Normalization, normalize
 from model.data.sequence import validate
 from model.data.synth import make_session
 from model.learn.saved import TrainedModel
-from model.serve.reference import REFERENCE_CUT_KEY
+from model.serve.reference import REFERENCE_CUT_KEY, REFERENCE_CV_KEY
 from model.serve.segment import segment
 from registry.lookup import saved_model_dir
 from registry.versions import CHALLENGER, CHAMPION, alias_version, list_versions, model_name
@@ -85,7 +85,9 @@ def test_retrain_registers_promotes_and_calibrates(demo_runs, flow_env):
     reference = retrain["reference"]  # fitted on the CV's held-out people, kept in the model
     assert isinstance(reference["cut"], float), reference
     folder = saved_model_dir(name, "1", flow_env / "check")
-    assert TrainedModel.load(folder).meta[REFERENCE_CUT_KEY] == reference["cut"]
+    meta = TrainedModel.load(folder).meta
+    assert meta[REFERENCE_CUT_KEY] == reference["cut"]
+    assert meta[REFERENCE_CV_KEY] == {k: reference["cv"].get(k) for k in ("network", "reference")}
 
 
 def test_reviewed_rows_are_in_the_next_retrains_dataset_version(demo_runs, flow_env):

@@ -27,11 +27,13 @@ from model.evaluate.reference import (
 from model.learn.saved import TrainedModel
 from model.serve.reference import (
     REFERENCE_CUT_KEY,
+    REFERENCE_CV_KEY,
     Reference,
     References,
     ReferenceUnusable,
     decide,
     log_odds,
+    reference_caution,
 )
 from model.serve.scoring import cut_session, normalize_valid, score
 from model.serve.sessions import upload_reference, upload_references
@@ -90,6 +92,16 @@ def test_held_out_people_are_one_per_fold_and_exercise():
     assert [p.correct.tolist() for p in people] == [[True, False], [True, True, False]]
     assert [p.said_correct.tolist() for p in people] == [[True, True], [True, False, False]]
     assert np.allclose(people[0].log_odds, np.log(0.25 / 0.75))
+
+
+def test_a_model_whose_cv_the_rule_did_not_help_warns_when_scored_against_a_reference():
+    worse = {"network": {"1": 0.98, "2": 0.98}, "reference": {"1": 0.95, "2": 0.97}}
+    caution = reference_caution({REFERENCE_CV_KEY: worse})
+    assert "less well than the network alone (95.0% / 97.0% against 98.0% / 98.0%" in caution
+    mixed = {"network": {"1": 0.98, "2": 0.98}, "reference": {"1": 0.95, "2": 0.99}}
+    assert reference_caution({REFERENCE_CV_KEY: mixed}) is None
+    assert reference_caution({}) is None
+    assert reference_caution({REFERENCE_CV_KEY: {"network": None, "reference": None}}) is None
 
 
 def log_probs_of(*rows: list[float]) -> np.ndarray:

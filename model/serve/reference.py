@@ -28,6 +28,7 @@ from model.data.labels import Class
 from model.settings import CORRECT
 
 REFERENCE_CUT_KEY = "reference_cut"
+REFERENCE_CV_KEY = "reference_cv"  # meta: the rule's and the network's figures on the CV
 
 
 class ReferenceUnusable(ValueError):
@@ -114,6 +115,20 @@ def reference_cut(meta: dict) -> float:
             "held-out people, each needing two correct repetitions and a mistake of one "
             "exercise; retrain it (on such data) to score against a reference")
     return float(cut)
+
+
+def reference_caution(meta: dict) -> str | None:
+    """A warning when, on the model's cross-validation, the rule told correct repetitions from
+    mistakes less well than the network alone with every reference size; None otherwise."""
+    cv = meta.get(REFERENCE_CV_KEY) or {}
+    rule, alone = cv.get("reference") or {}, cv.get("network") or {}
+    if not rule or set(rule) != set(alone) or any(rule[k] >= alone[k] for k in rule):
+        return None
+    return ("on this model's cross-validation, judging against a reference told correct "
+            "repetitions from mistakes less well than the network alone ("
+            + " / ".join(f"{rule[k]:.1%}" for k in rule) + " against "
+            + " / ".join(f"{alone[k]:.1%}" for k in rule) + f" with {' / '.join(rule)} "
+            "reference repetitions): its new people may not shift its scores")
 
 
 def decide(log_probs: np.ndarray, classes: Seq[Class], exercises: Seq[str],
