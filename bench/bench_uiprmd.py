@@ -61,7 +61,6 @@ DATASET = "uiprmd"
 SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
 PROFILE = "nightly"
 INCORRECT = "incorrect"
-CORRECT = "correct"
 
 
 def held_out_figures(model: TrainedModel, seqs: list[Sequence]) -> dict[str, float]:

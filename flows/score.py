@@ -513,9 +513,10 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
                  progress: bool = False, declared: dict | None = None,
                  references: References | None = None) -> ScoreSummary:
     """Plan, score and record every session under `path` not yet scored by this model version
-    (and `references`; read with the `declared` conventions), then write the run's overview
-    page. `info.reference` names the references (their digest)."""
+    (and `references`, whose digest the run's records and reports carry in `info.reference`;
+    read with the `declared` conventions), then write the run's overview page."""
     began = time.perf_counter()
+    info = replace(info, reference=None if references is None else references.digest)
     uploads, done = plan(path, out, info)
     records = score_all(uploads, done, model_dir, out, info, html, block_sessions,
                         block_seconds, progress, declared, references)
@@ -576,9 +577,10 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
                reference: str | None = None) -> dict[str, Any]:
     """Score every uploaded session under `path` with the champion (or a pinned version);
     `declared`: the uploads' conventions (model.data.readers.checked_declarations);
-    `reference`: an upload of one person's repetitions known to be correct, or a folder of such
-    uploads, one per person (matched to uploads by subject); every repetition is then decided
-    relative to its person's (model.serve.reference; ReferenceUnusable when one can't be)."""
+    `reference`: an upload of one person's repetitions known to be correct, or a folder of
+    people's (matched to uploads by subject, a session per exercise); every repetition is then
+    decided relative to its person's (model.serve.reference; ReferenceUnusable when one can't
+    be)."""
     if reference is not None and not storage.exists(reference):
         raise ReferenceUnusable(f"reference {reference}: no such file or folder")
     model_dir, info = resolve_model(dataset, version, model)
@@ -587,7 +589,7 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
     if reference is not None:
         loaded = TrainedModel.load(model_dir)
         people = upload_references(loaded, reference, declared)
-        info, caution = replace(info, reference=people.digest), reference_caution(loaded.meta)
+        caution = reference_caution(loaded.meta)
     with store_errors(path, out):
         summary = score_folder(path, out, model_dir, info, html, block_sessions, block_seconds,
                                progress, declared, people).to_dict()

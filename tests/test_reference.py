@@ -201,8 +201,7 @@ def test_the_flow_keeps_runs_against_different_references_apart(model_dir, tmp_p
     runs = []
     for ref in refs + refs[:1]:
         person = upload_references(model, str(ref))
-        runs.append(score_folder(str(uploads), out, model_dir,
-                                 replace(INFO, reference=person.digest), html=False,
+        runs.append(score_folder(str(uploads), out, model_dir, INFO, html=False,
                                  references=person))
     assert (plain.reports, runs[0].reports, runs[1].reports) == (2, 2, 2)
     assert (runs[2].reports, runs[2].skipped) == (0, 2)  # the same reference again: done
