@@ -18,6 +18,7 @@ from model.data.formats import write_session
 from model.data.synth import make_session
 from model.evaluate.reference import (
     Person,
+    best_cut,
     best_threshold_accuracy,
     fit_cut,
     held_out_people,
@@ -70,6 +71,17 @@ def test_the_reference_threshold_is_fitted_on_the_other_people_only():
     accuracy = reference_accuracy(people, size=3, draws=5)
     assert accuracy[:4] == [1.0] * 4
     assert accuracy[4] < 0.5 and best_threshold_accuracy(people[4]) == 1.0
+
+
+def test_the_best_cut_is_the_lowest_of_the_most_accurate_ones_ties_included():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        values = np.round(rng.normal(size=int(rng.integers(1, 30))), 1)  # ties
+        correct = rng.random(len(values)) < 0.5
+        ordered = np.sort(values)
+        cuts = np.concatenate([[ordered[0] - 1.0], (ordered[1:] + ordered[:-1]) / 2])
+        accuracy = [np.mean((values > c) == correct) for c in cuts]
+        assert best_cut(values, correct) == cuts[int(np.argmax(accuracy))]
 
 
 def test_the_kept_cut_lies_between_the_correct_and_the_mistakes_relative_to_the_reference():

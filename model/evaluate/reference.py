@@ -69,7 +69,9 @@ def best_cut(values: np.ndarray, correct: np.ndarray) -> float:
     all, or halfway between two neighbouring values, the lowest of equals."""
     ordered = np.sort(values)
     cuts = np.concatenate([[ordered[0] - 1.0], (ordered[1:] + ordered[:-1]) / 2])
-    hits = [np.mean((values > c) == correct) for c in cuts]
+    right, wrong = np.sort(values[correct]), np.sort(values[~correct])
+    hits = (len(right) - np.searchsorted(right, cuts, side="right")  # correct above the cut
+            + np.searchsorted(wrong, cuts, side="right"))  # mistakes at or below it
     return float(cuts[int(np.argmax(hits))])
 
 
