@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data.conventions import CONVENTIONS, UP_AXES, _medians_and_spreads, estimate, settle
+from model.data.conventions import (
+    CONVENTIONS,
+    ESTIMATE_FRAMES,
+    UP_AXES,
+    _medians_and_spreads,
+    estimate,
+    settle,
+)
 from model.data.ec3d_pickle import write_ec3d_pickle
 from model.data.formats import write_sequences_json
 from model.data.normalize import UP_ROTATIONS, Normalization, normalize_many
@@ -196,3 +203,15 @@ def test_bone_statistics_skip_gaps_as_numpys_nan_statistics_do():
         np.testing.assert_allclose(middles, want_m, rtol=1e-12)
         np.testing.assert_allclose(spreads, want_s, rtol=1e-9)
     assert np.isnan(_medians_and_spreads(np.empty((5, 0)))[0]).all()
+
+
+def test_a_long_session_is_estimated_from_a_bounded_number_of_its_frames(seqs):
+    """Every frame of a session many times ESTIMATE_FRAMES long tells the same as the evenly
+    spaced ones the estimate looks at, and only those are counted."""
+    rng = np.random.default_rng(3)
+    long = [in_convention(replace(s, poses=np.concatenate([s.poses] * 12)), "-y", True, rng)
+            for s in seqs[:2]]
+    assert min(len(s.poses) for s in long) > 4 * ESTIMATE_FRAMES
+    est = estimate(long)
+    assert (est.up, est.units, est.mirrored) == ("-y", "m", True)
+    assert est.up_frames <= len(long) * ESTIMATE_FRAMES

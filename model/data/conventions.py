@@ -1,7 +1,8 @@
 """Axes, units and handedness told by the data, and checked against what a source declares.
 
-A source (one file, or one uploaded session) is estimated once, pooled over all its sequences,
-on the canonical joints (the source's joint map):
+A source (one file, or one uploaded session) is estimated once, pooled over all its sequences
+(up to ESTIMATE_FRAMES evenly spaced frames of each), on the canonical joints (the source's
+joint map):
 - the vertical axis and its sign: the signed coordinate axis nearest to the pooled direction
   from the feet to the head over the frames of upright exercises, and from the elbows
   up to the shoulders over lying ones (a plank rests on its arms), so that a file
@@ -46,6 +47,7 @@ BODY_RANGE_M = (0.4, 2.5)  # plausible body sizes (a child to a very tall adult)
 MAX_BONE_SPREAD = 0.25  # relative spread of a bone's length over frames for a body
 MIN_HANDEDNESS = 0.3  # mean handedness (-1 left-handed .. +1 right-handed) to tell
 MAX_FPS_ERROR = 0.05  # relative difference of a declared rate from the timestamps'
+ESTIMATE_FRAMES = 128  # frames of each sequence the estimate looks at, evenly spaced
 
 _HEAD = ("nose", "neck")
 _FEET = ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe", "r_big_toe")
@@ -88,8 +90,9 @@ class Estimate:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
-def _canonical(seq: Sequence) -> np.ndarray | None:
-    """The sequence's poses on the canonical joints, float64; None where it cannot be mapped."""
+def _canonical(seq: Sequence, frames: int | None = None) -> np.ndarray | None:
+    """The sequence's poses on the canonical joints, float64 (at most `frames` of them, evenly
+    spaced, when given); None where it cannot be mapped."""
     try:
         jm = joint_map(seq.skeleton, CANONICAL)
         n_joints = get_skeleton(seq.skeleton).n_joints
@@ -98,6 +101,8 @@ def _canonical(seq: Sequence) -> np.ndarray | None:
     poses = np.asarray(seq.poses)
     if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (n_joints, 3):
         return None
+    if frames is not None and len(poses) > frames:
+        poses = poses[np.linspace(0, len(poses) - 1, frames).round().astype(int)]
     poses = poses.astype(np.float64)
     poses[~np.isfinite(poses)] = np.nan
     return jm.apply(poses)
@@ -216,9 +221,10 @@ def _estimate_fps(seqs: list[Sequence]) -> float | None:
 
 
 def estimate(seqs: list[Sequence], up: str | None = None) -> Estimate:
-    """What the data of one source says, pooled over its sequences. Mirroring is judged in the
+    """What the data of one source says, pooled over its sequences (ESTIMATE_FRAMES of each at
+    most: a long session costs no more than a short one). Mirroring is judged in the
     frame of `up` when given (the axis that will be used), else of the estimated one."""
-    mapped = [(seq, _canonical(seq)) for seq in seqs]
+    mapped = [(seq, _canonical(seq, ESTIMATE_FRAMES)) for seq in seqs]
     mapped = [(seq, p) for seq, p in mapped if p is not None and len(p)]
     with np.errstate(invalid="ignore"):
         votes = [_up_votes(p, seq.exercise) for seq, p in mapped]
