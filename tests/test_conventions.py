@@ -215,3 +215,14 @@ def test_a_long_session_is_estimated_from_a_bounded_number_of_its_frames(seqs):
     est = estimate(long)
     assert (est.up, est.units, est.mirrored) == ("-y", "m", True)
     assert est.up_frames <= len(long) * ESTIMATE_FRAMES
+
+
+def test_a_body_seen_in_few_frames_of_a_long_session_still_tells_its_conventions(seqs):
+    """The frames the estimate looks at are drawn from those that show the body: 60 seen
+    frames in 3,000 (the person steps in late) are all looked at."""
+    rng = np.random.default_rng(4)
+    seen = in_convention(seqs[0], "+x", False, rng)
+    poses = np.full((3000, *seen.poses.shape[1:]), np.nan, np.float32)
+    poses[-60:] = seen.poses[:60]
+    est = estimate([replace(seen, poses=poses)])
+    assert (est.up, est.units, est.mirrored, est.up_frames) == ("+x", "m", False, 60)

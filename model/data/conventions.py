@@ -1,8 +1,8 @@
 """Axes, units and handedness told by the data, and checked against what a source declares.
 
 A source (one file, or one uploaded session) is estimated once, pooled over all its sequences
-(up to ESTIMATE_FRAMES evenly spaced frames of each), on the canonical joints (the source's
-joint map):
+(up to ESTIMATE_FRAMES evenly spaced frames of each, of those that show any joint), on the
+canonical joints (the source's joint map):
 - the vertical axis and its sign: the signed coordinate axis nearest to the pooled direction
   from the feet to the head over the frames of upright exercises, and from the elbows
   up to the shoulders over lying ones (a plank rests on its arms), so that a file
@@ -47,7 +47,7 @@ BODY_RANGE_M = (0.4, 2.5)  # plausible body sizes (a child to a very tall adult)
 MAX_BONE_SPREAD = 0.25  # relative spread of a bone's length over frames for a body
 MIN_HANDEDNESS = 0.3  # mean handedness (-1 left-handed .. +1 right-handed) to tell
 MAX_FPS_ERROR = 0.05  # relative difference of a declared rate from the timestamps'
-ESTIMATE_FRAMES = 128  # frames of each sequence the estimate looks at, evenly spaced
+ESTIMATE_FRAMES = 128  # frames of each sequence the estimate looks at (of those showing a body)
 
 _HEAD = ("nose", "neck")
 _FEET = ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe", "r_big_toe")
@@ -91,8 +91,8 @@ class Estimate:
 
 
 def _canonical(seq: Sequence, frames: int | None = None) -> np.ndarray | None:
-    """The sequence's poses on the canonical joints, float64 (at most `frames` of them, evenly
-    spaced, when given); None where it cannot be mapped."""
+    """The sequence's poses on the canonical joints, float64 (with `frames`: at most that many
+    of the frames that show any joint, evenly spaced); None where it cannot be mapped."""
     try:
         jm = joint_map(seq.skeleton, CANONICAL)
         n_joints = get_skeleton(seq.skeleton).n_joints
@@ -102,10 +102,17 @@ def _canonical(seq: Sequence, frames: int | None = None) -> np.ndarray | None:
     if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (n_joints, 3):
         return None
     if frames is not None and len(poses) > frames:
-        poses = poses[np.linspace(0, len(poses) - 1, frames).round().astype(int)]
+        poses = poses[_spread(np.flatnonzero(np.isfinite(poses).any(axis=(1, 2))), frames)]
     poses = poses.astype(np.float64)
     poses[~np.isfinite(poses)] = np.nan
     return jm.apply(poses)
+
+
+def _spread(index: np.ndarray, n: int) -> np.ndarray:
+    """At most n entries of `index`, evenly spaced over it."""
+    if len(index) <= n:
+        return index
+    return index[np.linspace(0, len(index) - 1, n).round().astype(int)]
 
 
 @cache
