@@ -26,6 +26,7 @@ import numpy as np
 
 from model.data.names import html_text as esc
 from model.data.skeletons import Skeleton
+from model.data.stats import evenly_spaced
 from model.settings import CORRECT
 
 MAX_FRAMES = 48
@@ -73,13 +74,6 @@ class Motion:
     corrected: np.ndarray
 
 
-def thinned(n_frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """Frame indices shown of a motion of n_frames: all of them, or max_frames evenly spread."""
-    if n_frames <= max_frames:
-        return np.arange(n_frames)
-    return np.linspace(0, n_frames - 1, max_frames).round().astype(int)
-
-
 #: Per view (VIEWS), the normalised frame's horizontal and vertical axes it shows.
 _VIEW_AXES = np.array([[h, 2] for _, h in VIEWS])
 _CENTRE = np.array([VIEW_W, VIEW_H]) / 2
@@ -91,7 +85,7 @@ def projected(motion: Motion, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray,
     number of frames of the longer motion. Coordinates that are not finite are left out of the
     fit and drawn at 0."""
     longest = max(len(motion.original), len(motion.corrected))
-    shown = thinned(longest, max_frames)
+    shown = evenly_spaced(longest, max_frames)
     frames = []
     for poses in (motion.original, motion.corrected):
         n = len(poses)

@@ -33,7 +33,7 @@ import numpy as np
 
 from model.data.sequence import MAX_BODY_EXTENT_M, UNITS, Sequence, SequenceError
 from model.data.skeletons import CANONICAL, SkeletonError, get_skeleton, joint_map
-from model.data.stats import run_medians
+from model.data.stats import evenly_spaced, run_medians
 
 UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
 UP, MIRRORED, CONVENTIONS, TIMESTAMPS = "up", "mirrored", "conventions", "timestamps"
@@ -102,17 +102,11 @@ def _canonical(seq: Sequence, frames: int | None = None) -> np.ndarray | None:
     if poses.dtype.kind not in "fiu" or poses.ndim != 3 or poses.shape[1:] != (n_joints, 3):
         return None
     if frames is not None and len(poses) > frames:
-        poses = poses[_spread(np.flatnonzero(np.isfinite(poses).any(axis=(1, 2))), frames)]
+        seen = np.flatnonzero(np.isfinite(poses).any(axis=(1, 2)))
+        poses = poses[seen[evenly_spaced(len(seen), frames)]]
     poses = poses.astype(np.float64)
     poses[~np.isfinite(poses)] = np.nan
     return jm.apply(poses)
-
-
-def _spread(index: np.ndarray, n: int) -> np.ndarray:
-    """At most n entries of `index`, evenly spaced over it."""
-    if len(index) <= n:
-        return index
-    return index[np.linspace(0, len(index) - 1, n).round().astype(int)]
 
 
 @cache

@@ -1,8 +1,15 @@
-"""Statistics that skip gaps (NaN), over many runs of values at once."""
+"""Statistics that skip gaps (NaN), over many runs of values at once; evenly spaced picks."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def evenly_spaced(n: int, at_most: int) -> np.ndarray:
+    """Indices into n items: all of them, or at_most of them evenly spread from first to last."""
+    if n <= at_most:
+        return np.arange(n)
+    return np.linspace(0, n - 1, at_most).round().astype(int)
 
 
 def run_medians(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
