@@ -33,7 +33,7 @@ from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.names import safe_file_name
-from model.data.readers import declared_fields, folder_files, iter_sequences
+from model.data.readers import LAYOUT_FILE, declared_fields, folder_files, iter_sequences
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
@@ -128,11 +128,11 @@ class Unit:
 
 def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) -> list[Unit]:
     """What to read. A folder is read whole (its manifests apply); a file in quarantine is read
-    alone with the fields recorded when it was quarantined, unless options are declared. The
-    recorded up axis, units and mirroring are not made options (options override the data):
-    they are checked against the data again, or told by it."""
+    alone with the fields recorded when it was quarantined, each option declared now replacing
+    the recorded field of its name. The recorded up axis, units and mirroring are not made
+    options (options override the data): the data tells them again, unless an option does."""
     folder = quarantine_dir(dataset)
-    recorded = {} if declared else {
+    recorded = {
         r["file"]: {k: v for k, v in (r.get("fields") or {}).items() if k not in FORCEABLE}
         for r in read_errors(folder)}
     units: list[Unit] = []
@@ -141,7 +141,8 @@ def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) 
         if src.is_dir() and not _inside(src, folder):
             units.append(Unit(src, declared, tuple(files)))
         else:
-            units += [Unit(f, recorded.get(str(f.resolve()), declared), (f,)) for f in files]
+            units += [Unit(f, {**recorded.get(str(f.resolve()), {}), **declared}, (f,))
+                      for f in files]
     return units
 
 
@@ -164,8 +165,9 @@ def _read_unit(unit: Unit, on_file: Any) -> ReadResult:
             else:
                 out.sequences.append((file, item))
                 out.conventions.setdefault(file, file_conventions(item))
-    except SequenceError as exc:
-        out.rejections.append(Rejection(str(unit.path), None, exc.kind, exc.reason))
+    except SequenceError as exc:  # the reason names what failed when it is not the file itself
+        reason = exc.reason if exc.source == str(unit.path) else f"{exc.source}: {exc.reason}"
+        out.rejections.append(Rejection(str(unit.path), None, exc.kind, reason))
     except Exception as exc:  # a reader bug or an exotic failure must still leave a record
         out.rejections.append(Rejection(str(unit.path), None, "unreadable",
                                         f"{type(exc).__name__}: {exc}"))
@@ -266,13 +268,18 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def _fields(file: Path, unit: Unit) -> dict[str, Any]:
-    """The fields a file was read with (layout, manifest, options, file-name pattern)."""
+def _fields(file: Path, unit: Unit, recorded: dict[str, Any]) -> dict[str, Any]:
+    """The fields a file was read with (layout, manifest, options, file-name pattern; for a file
+    in quarantine, those `recorded` with the options over them), its layout file an absolute
+    path, so that a re-ingest from any folder finds it."""
     root = unit.path if unit.path.is_dir() else file.parent
     try:
-        return declared_fields(file, root, unit.options)
+        fields = {**recorded, **declared_fields(file, root, unit.options)}
     except SequenceError:
-        return dict(unit.options)
+        fields = {**recorded, **unit.options}
+    if fields.get(LAYOUT_FILE):
+        fields[LAYOUT_FILE] = str(Path(fields[LAYOUT_FILE]).resolve())
+    return fields
 
 
 @task(name="quarantine", cache_policy=NONE)
@@ -309,8 +316,8 @@ def quarantine(dataset: str, units: list[Unit],
         replaced.add(key)
         quarantined.append(str(copy))
         old = next((r for r in records if r["file"] == key), None)
-        fields = old["fields"] if old and inside else (
-            _fields(path, unit_of[name]) if name in unit_of else {})
+        recorded = old["fields"] if old and inside else {}
+        fields = _fields(path, unit_of[name], recorded) if name in unit_of else recorded
         original = old["original"] if old else str(path.resolve())
         new += [{**asdict(r), "file": key, "original": original, "fields": fields}
                 for r in by_file[name]]
@@ -322,8 +329,8 @@ def quarantine(dataset: str, units: list[Unit],
 def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> IngestReport:
     """Ingest labelled sequences from files or folders into a dataset; account for every input.
 
-    Files re-ingested from the quarantine folder without declared options are read with the
-    fields recorded when they were quarantined.
+    Files re-ingested from the quarantine folder are read with the fields recorded when they
+    were quarantined, each declared option replacing the recorded field of its name.
     """
     start = time.perf_counter()
     units = plan(sources, dataset, declared)

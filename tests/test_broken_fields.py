@@ -50,6 +50,24 @@ def test_ec3d_labels_with_an_empty_field_name_it(seqs, tmp_path, empty, column) 
     assert all(column in x.reason and str(path) in str(x) for x in out)
 
 
+def test_ec3d_labels_as_a_string_array_read_and_a_bad_cell_is_named(seqs, tmp_path) -> None:
+    doc = _ec3d_doc(seqs, tmp_path)
+    text = doc["labels"].astype(str)  # "0", "1", ...: whole numbers written as text
+    path = tmp_path / "text.pickle"
+    path.write_bytes(pickle.dumps({"poses": doc["poses"], "labels": text}))
+    got = [x for x in iter_sequences(path) if not isinstance(x, SequenceError)]
+    assert len(got) == len(seqs) and {(s.exercise, s.label) for s in got} == {
+        (s.exercise, s.label) for s in seqs}
+    for column, bad in (("label", "1.5"), ("rep", "two"), ("exercise", "9"), ("frame", "x")):
+        labels = text.astype(object)
+        col = ("exercise", "subject", "label", "rep", "frame").index(column)
+        labels[3:, col] = bad
+        path.write_bytes(pickle.dumps({"poses": doc["poses"], "labels": labels}))
+        [err, *_] = _errors(path)
+        assert err.kind == "bad_labels" and str(path) in err.source
+        assert f"labels row 3, column {column}: {bad!r} is not" in err.reason
+
+
 @pytest.mark.parametrize("field", ["subject", "exercise", "label", "skeleton", "fps"])
 @pytest.mark.parametrize("empty", [None, "", " "])
 def test_json_fields_null_or_empty_are_named(seqs, tmp_path, field, empty) -> None:

@@ -106,6 +106,25 @@ def test_subject_keys_are_sorted_and_taken_by_position(tmp_path, keys, train, te
         read_split(path, train_subjects=train, test_subjects=train[:1])
 
 
+def test_padded_text_keys_stay_as_written_and_sort_as_text(tmp_path):
+    keys = {"s1": "01", "s2": "1", "s3": "02", "s4": "10"}
+    path, seqs = _named_pickle(tmp_path / "padded.pickle", keys)
+    split = read_split(path)
+    assert (split.order, split.train_keys, split.test_keys) == (
+        ["01", "02", "1", "10"], ["01", "02", "1"], ["10"])
+    per_subject = len(seqs) // len(keys)
+    assert {s.subject for s in split.train} == {"01", "02", "1"}
+    assert len(split.train) == 3 * per_subject  # "01" and "1" are two people, never one
+
+
+@pytest.mark.parametrize("one,other", [(1, "s1"), (1, "1")])
+def test_distinct_keys_that_would_read_alike_are_an_error(tmp_path, one, other):
+    path, _ = _named_pickle(tmp_path / "clash.pickle", {"s1": one, "s2": other, "s3": 3, "s4": 4})
+    with pytest.raises(SequenceError, match="subject keys 1 and '(s1|1)' are distinct") as err:
+        read_split(path)
+    assert err.value.kind == "subject_collision" and str(path) in str(err.value)
+
+
 def test_the_cli_prints_which_keys_train_and_test(tmp_path):
     path, _ = _named_pickle(tmp_path / "named.pickle",
                             {"s1": "dave", "s2": "alice", "s3": "carol", "s4": "bob"})

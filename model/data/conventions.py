@@ -314,6 +314,13 @@ def _absurd_in(seq: Sequence, units: object, est: Estimate) -> bool:
             and est.body_size * UNITS[units] > MAX_BODY_EXTENT_M)
 
 
+def _option(field: str, value: object) -> str:
+    """The option that forces a field to a value."""
+    if field == MIRRORED:
+        return "--mirrored" if value else "--not-mirrored"
+    return f"--fps {float(value):g}" if field == "fps" else f"--{field} {value}"
+
+
 def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision | None:
     """The field's value and its origin; None where nobody declared it and the data cannot
     tell. ConventionError where the declaration contradicts the data."""
@@ -329,12 +336,11 @@ def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision 
         return Decision(declared, "declared")  # validation names the unknown units
     if found is not None and not _agrees(field, declared, found) and not (
             field == "units" and _absurd_in(seq, declared, est)):
-        option = {UP: f"--up {declared}", "units": f"--units {declared}",
-                  MIRRORED: "the mirrored option", "fps": "the right --fps"}[field]
         raise ConventionError(
             seq.source or seq.subject,
             f"{field} is declared {declared!r}, but the data says {found!r} "
-            f"({_evidence(field, est)}); fix the declaration, or pass {option} to keep it",
+            f"({_evidence(field, est)}); fix the declaration, or pass {_option(field, found)} "
+            f"to take the data's, or {_option(field, declared)} to keep the declaration",
             "contradicts_data")
     return Decision(declared, "declared")
 

@@ -7,7 +7,9 @@ Layout: a dict with
   (exercise, subject, label id, rep); `frame` orders its frames.
 
 Exercise: an id (0 squat, 1 lunge, 2 plank, model.data.labels.EC3D_EXERCISE_IDS) or a name
-("squat", "Lunges", ...). Subject: a number n, read as "s{n}". Label ids as in model.data.labels
+("squat", "Lunges", ...). Subject: a number n, read as "s{n}", or text, kept as written ("01"
+stays "01"); distinct keys that would read alike refuse the file. Exercise and label ids, reps
+and frames may be numbers or text of digits. Label ids as in model.data.labels
 (1 correct ... 8 hunched back, 10 unknown). The reader keeps EC3D's 19 joints
 (model.data.skeletons.EC3D_BODY25_INDICES); the writer puts NaN in the 6 BODY_25 slots EC3D lacks
 (eyes, ears, small toes) and writes exercise ids, subject numbers and 0-based frame numbers.
@@ -103,15 +105,39 @@ def safe_load(path: Path) -> object:
                             "unreadable") from e
 
 
+def _plain(value: object) -> object:
+    """A labels cell as a plain Python value (numpy scalars unwrapped)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _whole(value: object) -> int | None:
+    """A whole number given as a number or as text of digits ("7", " 07"); None otherwise."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    return None
+
+
 def _exercise(value: object) -> str | None:
     if isinstance(value, str | np.str_):
         name = str(value).strip().lower()
         name = name[:-1] if name.endswith("s") and name[:-1] in _EXERCISE_NAMES else name
-        return name if name in _EXERCISE_NAMES else None
-    try:
-        return EC3D_EXERCISE_IDS.get(int(value))
-    except (TypeError, ValueError):
-        return None
+        if name in _EXERCISE_NAMES:
+            return name
+    return EC3D_EXERCISE_IDS.get(_whole(value))
+
+
+def _frame(value: object) -> float | None:
+    value = _plain(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if np.isfinite(value) else None
+    return None if _whole(value) is None else float(_whole(value))
 
 
 def _absent(value: object) -> bool:
@@ -123,17 +149,46 @@ def _absent(value: object) -> bool:
     return isinstance(value, str | np.str_) and not str(value).strip()
 
 
-def _subject(value: object) -> str:
-    text = str(value).strip()
-    try:
-        return f"s{int(float(text))}"
-    except ValueError:
-        return text
+def subject_key(value: object) -> int | str | None:
+    """The subject as the labels hold it: a whole number, or text (trimmed) kept as written,
+    so "01" stays "01"; None for anything else."""
+    if isinstance(value, str | np.str_):
+        return str(value).strip()
+    return _whole(value)
 
 
-def _subject_key(value: object) -> int | float | str:
-    """The subject as the labels hold it, as a plain number or text."""
-    return value.item() if isinstance(value, np.generic) else value
+def subject_name(key: int | str) -> str:
+    """A subject key's name: EC3D's subject number n is "s{n}", text is its own name."""
+    return f"s{key}" if isinstance(key, int) else key
+
+
+def _check_distinct(path: Path, keys: list[int | str]) -> None:
+    """SequenceError naming the file and both keys when two distinct subject keys would get one
+    name (1 and "s1") or print alike (1 and "1"): they would merge two people."""
+    taken: dict[str, int | str] = {}
+    for key in dict.fromkeys(keys):
+        for form in dict.fromkeys((subject_name(key), str(key))):
+            other = taken.setdefault(form, key)
+            if other != key:
+                raise SequenceError(
+                    str(path), f"subject keys {other!r} and {key!r} are distinct but both read "
+                               f"as {form!r} (a subject's name or key); give each person one "
+                               "key", "subject_collision")
+
+
+_EXPECTED = {
+    "exercise": "an exercise id (" + ", ".join(
+        f"{i} {n}" for i, n in EC3D_EXERCISE_IDS.items()) + ") or name",
+    "subject": "a whole number or a name",
+    "label": "a label id (" + ", ".join(f"{i} {n}" for i, n in EC3D_LABEL_NAMES.items()) + ")",
+    "rep": "a whole number",
+    "frame": "a number",
+}
+
+
+def _bad_cell(where: str, row: int, column: str, value: object) -> SequenceError:
+    return SequenceError(where, f"labels row {row}, column {column}: {_plain(value)!r} is not "
+                                f"{_EXPECTED[column]}", "bad_labels")
 
 
 def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
@@ -153,52 +208,69 @@ def _check_layout(path: Path, data: object) -> tuple[np.ndarray, np.ndarray]:
     return poses, labels
 
 
+def _parsed(where: str, labels: np.ndarray, rows: list[int]) -> tuple[dict, np.ndarray]:
+    """One sequence's exercise, subject key, label and rep, and its frames' order; SequenceError
+    naming the field left empty, or the row, column and value of the first cell that is not
+    what its column holds."""
+    first = labels[rows[0]]
+    empty = [name for name, value in zip(LABEL_COLUMNS, first, strict=True) if _absent(value)]
+    if empty:
+        raise SequenceError(where, f"{', '.join(empty)}: null or empty in the labels rows",
+                            "missing_field")
+    if not is_unicode(str(first[1])):
+        raise SequenceError(where, "subject is not Unicode text (a lone surrogate)", "bad_field")
+    fields = {"exercise": _exercise(first[0]), "subject": subject_key(first[1]),
+              "label": EC3D_LABEL_NAMES.get(_whole(first[2])), "rep": _whole(first[3])}
+    for column, value in fields.items():
+        if value is None:
+            raise _bad_cell(where, rows[0], column, first[LABEL_COLUMNS.index(column)])
+    frames = [_frame(v) for v in labels[rows, 4]]
+    if None in frames:
+        at = frames.index(None)
+        raise _bad_cell(where, rows[at], "frame", labels[rows[at], 4])
+    return fields, np.argsort(np.asarray(frames), kind="stable")
+
+
 def read_ec3d_pickle(path: Path, units: str | None = None, fps: float = 30.0,
                      zeros_lost: bool = True) -> Iterator[Sequence | SequenceError]:
     """The sequences of an EC3D pickle, in ec3d19; a SequenceError for a piece it cannot use.
 
     Nothing is assumed of the axes: `units` None (not declared) and no up axis, for
     model.data.conventions to tell from the data. meta["subject_key"] keeps the subject as
-    the labels hold it (a number or a name), which the paper's protocol sorts by.
+    the labels hold it (a whole number or a name, `subject_key`), which the paper's protocol
+    sorts by; the subject is its `subject_name`.
 
-    Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout).
-    With `zeros_lost`, exact (0, 0, 0) joints are lost joints (NaN).
+    Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout, two
+    distinct subject keys that would read as one subject). With `zeros_lost`, exact (0, 0, 0)
+    joints are lost joints (NaN).
     """
     path = Path(path)
     poses, labels = _check_layout(path, safe_load(path))
     groups: dict[tuple, list[int]] = {}
-    for i, row in enumerate(labels):
-        groups.setdefault(tuple(str(v) for v in row[:4]), []).append(i)
-    for key, rows in groups.items():
-        ex_raw, subj_raw, label_raw, rep_raw = labels[rows[0], :4]
-        where = f"{path}#exercise={key[0]},subject={key[1]},label={key[2]},rep={key[3]}"
-        empty = [name for name, value in zip(LABEL_COLUMNS, labels[rows[0]], strict=True)
-                 if _absent(value)]
-        if empty:
-            yield SequenceError(where, f"{', '.join(empty)}: null or empty in the labels rows",
-                                "missing_field")
-            continue
-        if not is_unicode(str(subj_raw)):
-            yield SequenceError(where, "subject is not Unicode text (a lone surrogate)",
-                                "bad_field")
-            continue
-        exercise = _exercise(ex_raw)
+    for i, row in enumerate(labels):  # by value and type: 1 and "1" are two keys
+        groups.setdefault(tuple(repr(_plain(v)) for v in row[:4]), []).append(i)
+    parsed: list[tuple[str, dict, np.ndarray] | SequenceError] = []
+    for rows in groups.values():
+        ex, subj, label, rep = labels[rows[0], :4]
+        where = f"{path}#exercise={ex},subject={subj},label={label},rep={rep}"
         try:
-            label = EC3D_LABEL_NAMES.get(int(label_raw))
-            rep = int(rep_raw)
-            order = np.argsort(np.asarray(labels[rows, 4], dtype=float), kind="stable")
-        except (TypeError, ValueError):
-            label, rep, order = None, 0, None
-        if exercise is None or label is None or order is None:
-            yield SequenceError(where, "unknown exercise, label id, rep or frame number in the "
-                                       "labels rows", "bad_labels")
+            fields, order = _parsed(where, labels, rows)
+        except SequenceError as exc:
+            parsed.append(exc)
             continue
-        frames = np.asarray(rows)[order]
+        parsed.append((where, fields, np.asarray(rows)[order]))
+    _check_distinct(path, [p[1]["subject"] for p in parsed if not isinstance(p, SequenceError)])
+    for item in parsed:
+        if isinstance(item, SequenceError):
+            yield item
+            continue
+        where, fields, frames = item
         joints = poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1)
         joints = zeros_as_lost(joints) if zeros_lost else joints.astype(np.float32)
-        yield Sequence(poses=joints, subject=_subject(subj_raw),
-                       exercise=exercise, skeleton="ec3d19", fps=float(fps), label=label, rep=rep,
-                       source=where, units=units, meta={"subject_key": _subject_key(subj_raw)})
+        yield Sequence(poses=joints, subject=subject_name(fields["subject"]),
+                       exercise=fields["exercise"], skeleton="ec3d19", fps=float(fps),
+                       label=fields["label"], rep=fields["rep"], source=where, units=units,
+                       meta={"subject_key": fields["subject"]})
 
 
 def _subject_number(subject: str) -> int:

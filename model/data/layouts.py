@@ -169,7 +169,8 @@ def load_layout(path: str | Path) -> Layout:
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as e:
-        raise LayoutError(str(path), "no such layout file", "unreadable") from e
+        raise LayoutError(str(path), f"no such layout file (looked for {path.resolve()})",
+                          "unreadable") from e
     return _load(str(path.resolve()), mtime)
 
 
