@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from model.data.ec3d_pickle import safe_load, write_ec3d_pickle
@@ -18,7 +19,7 @@ from model.data.formats import (
     write_session,
 )
 from model.data.readers import iter_sequences, read_session
-from model.data.sequence import Sequence, SequenceError
+from model.data.sequence import Sequence, SequenceError, validate
 from model.data.synth import make_dataset, make_session
 
 
@@ -128,3 +129,33 @@ def test_an_npz_upload_whose_poses_are_not_an_array_is_an_error(tmp_path, member
     with pytest.raises(SequenceError) as err:
         read_session(path)
     assert err.value.kind == kind and str(path) in str(err.value)
+
+
+def test_a_parquet_upload_of_no_rows_is_a_session_of_no_frames(tmp_path):
+    seq, _ = make_session("u5", "squat", ["correct"], seed=1)
+    path = write_session(seq, tmp_path / "s.parquet")
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, 0), path)
+    back = read_session(path)
+    assert back.poses.shape == (0, 19, 3)
+    with pytest.raises(SequenceError) as err:
+        validate(back)
+    assert err.value.kind == "too_few_frames" and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("number, kind", [(b"1" + b"0" * 400, "bad_field"),
+                                          (b"1" + b"0" * 5000, "bad_json")])
+def test_a_number_too_large_for_a_float_is_bad_input(tmp_path, seqs, number, kind):
+    session, _ = make_session("u6", "squat", ["correct"], seed=1)
+    upload = write_session(session, tmp_path / "sessions" / "s.json")
+    labelled = write_sequences_json([seqs[0]], tmp_path / "labelled" / "one.json")
+    for path in (upload, labelled):
+        doc = json.loads(path.read_text())
+        doc["fps"] = 30
+        path.write_bytes(json.dumps(doc).encode().replace(b'"fps": 30', b'"fps": ' + number))
+    with pytest.raises(SequenceError) as err:
+        read_session(upload)
+    (refused,) = iter_sequences(labelled.parent)
+    for e, path in ((err.value, upload), (refused, labelled)):
+        assert isinstance(e, SequenceError) and e.kind == kind and str(path) in str(e)
+        assert ("fps" if kind == "bad_field" else "digits") in e.reason

@@ -1,14 +1,21 @@
-"""Resource bombs: files that decompress to gigabytes, declare ten million frames or nest JSON
-100,000 deep are refused before they are read whole, each with its kind; a child process reading
-any one of them peaks under 2 GiB; a batch holding them goes on, and ingest quarantines them."""
+"""Resource bombs: files that decompress to gigabytes, declare ten million frames, nest JSON
+100,000 deep or hold millions of empty JSON lists are refused before they are read whole, each
+with its kind; a child process reading any one of them peaks under 2 GiB; a batch holding them
+goes on, and ingest quarantines them. JSON with more lists than poses hold is refused before it is
+parsed, and NPZ headers claiming more than the limits before any array is allocated."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flows.ingest import ingest_flow, quarantine_dir, read_errors
+from model.data import formats, limits
 from model.data.formats import write_sequences_json
 from model.data.hostile import Bomb, read_in_child, write_bombs
 from model.data.readers import iter_sequences, read_session
@@ -23,7 +30,7 @@ def bombs(tmp_path_factory) -> dict[str, Bomb]:
     return {b.problem: b for b in write_bombs(tmp_path_factory.mktemp("bombs"))}
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(9))
 def test_a_bomb_is_refused_with_its_kind_and_memory_stays_bounded(bombs, index) -> None:
     bomb = list(bombs.values())[index]
     kinds, peak = read_in_child(bomb.mode, bomb.path)
@@ -67,3 +74,84 @@ def test_ingest_quarantines_every_bomb_with_its_kind(prefect_api, bombs) -> None
     records = read_errors(quarantine_dir("bombs"))
     assert {Path(r["file"]).name: r["kind"] for r in records} == expected
     assert all(Path(r["file"]).is_file() and r["reason"] for r in records)
+
+
+FIELDS = {"skeleton": "ec3d19", "units": "m", "fps": 30.0, "subject": "s1", "exercise": "squat",
+          "label": "correct"}
+
+
+def _json_with_poses(poses_text: bytes) -> bytes:
+    return json.dumps({"format": "posecoach-sequence", **FIELDS})[:-1].encode() + (
+        b', "poses": ' + poses_text + b"}")
+
+
+@pytest.mark.parametrize("poses", [b"[]," * 3 + b"[]", b"[[]]," * 3 + b"[[]]",
+                                   b"[[0],[0]]," * 3 + b"[[0],[0]]", b'[" 0, 0, 0, 0"],[]'])
+def test_json_with_more_lists_than_poses_hold_is_refused_before_parsing(
+        tmp_path, monkeypatch, poses) -> None:
+    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
+    session = tmp_path / "lists.json"
+    session.write_bytes(_json_with_poses(b"[" + poses + b"]"))
+    with pytest.raises(SequenceError) as err:
+        read_session(session)
+    assert err.value.kind == "too_large" and str(session) in str(err.value)
+    assert "lists" in err.value.reason
+    (refused,) = iter_sequences(tmp_path)  # ingest reads labelled JSON the same way
+    assert isinstance(refused, SequenceError) and refused.kind == "too_large"
+
+
+@pytest.mark.parametrize("dump", [
+    lambda doc: json.dumps(doc).encode(),
+    lambda doc: json.dumps(doc, indent=2).encode(),
+    lambda doc: json.dumps(doc, separators=(",", ":")).encode(),
+])
+def test_json_poses_pass_the_list_count_however_written(tmp_path, monkeypatch, dump) -> None:
+    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
+    poses = np.asarray(seq.poses, dtype=np.float64)
+    poses[::7, 3] = np.nan  # lost joints: null, and NaN as the standard library writes it
+    nested = [[[None if np.isnan(v) else -v * 1e-3 for v in joint] for joint in frame]
+              for frame in poses.tolist()]
+    nested[1][2] = [float("nan")] * 3
+    path = tmp_path / "one.json"
+    path.write_bytes(dump({"format": "posecoach-sequence", **FIELDS, "poses": nested,
+                           "timestamps": (np.arange(len(poses)) / 30).tolist()}))
+    (back,) = iter_sequences(path)
+    assert not isinstance(back, SequenceError), back
+    assert back.poses.shape == seq.poses.shape
+
+
+def _npz_claiming(path: Path, member: str, shape: tuple, descr: str) -> Path:
+    """An NPZ of good poses and fields, plus `member` whose header claims `shape` of `descr`
+    with a few bytes behind it."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False,
+                                                  "shape": shape})
+    poses = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0].poses
+    arrays = {"poses": poses, **{k: np.array(v) for k, v in FIELDS.items()}}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            if member.removesuffix(".npy") != key:
+                buf = io.BytesIO()
+                np.save(buf, value)
+                zf.writestr(f"{key}.npy", buf.getvalue())
+        zf.writestr(member, header.getvalue() + bytes(1024))
+    return path
+
+
+@pytest.mark.parametrize("member, shape, descr", [
+    ("fps.npy", (10**13,), "<f8"),  # a field's header
+    ("poses", (10**12, 19, 3), "<f4"),  # poses named without .npy
+    ("poses.npy", (100, 19, 3), "|V10000000"),  # few values, each of 10 MB
+    ("subject", (10**9,), "<U100"),
+])
+def test_npz_header_claims_over_the_limits_are_refused_before_reading(
+        tmp_path, member, shape, descr) -> None:
+    path = _npz_claiming(tmp_path / "claim.npz", member, shape, descr)
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "too_large" and str(path) in str(err.value)
+    (refused,) = iter_sequences(tmp_path)  # ingest reads labelled NPZ the same way
+    assert isinstance(refused, SequenceError) and refused.kind == "too_large"
+    assert member in refused.reason or "frames" in refused.reason

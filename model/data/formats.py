@@ -39,6 +39,7 @@ from model.data.limits import (
     MIB,
     TOO_LARGE,
     check_file_size,
+    check_json_lists,
     check_poses_size,
     input_limits,
     read_bytes_bounded,
@@ -176,9 +177,9 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
     try:
         fps = float(fields["fps"])
         rep = int(fields.get("rep") or 0)
-    except (TypeError, ValueError) as e:
-        raise SequenceError(source, f"fps {fields['fps']!r} or rep {fields.get('rep')!r} is not a "
-                                    "number", "bad_field") from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise SequenceError(source, f"fps {fields['fps']!r:.80} or rep {fields.get('rep')!r:.80} "
+                                    "is not a number a float holds", "bad_field") from e
     meta = {k: str(fields[k]) for k in (UP,) if not _absent(fields.get(k))}
     if fields.get(TIMESTAMPS) is not None:
         meta[TIMESTAMPS] = _timestamps(fields[TIMESTAMPS], np.shape(poses)[0], source)
@@ -248,11 +249,13 @@ def _parsed(parse: Callable[[str | bytes], object], text: str | bytes) -> object
         return doc
 
 
-def _json_value(text: str | bytes, src: str) -> object:
+def _json_value(text: bytes, src: str) -> object:
     """The JSON document in `text`, parsed by orjson (several times faster on the nested lists
     of poses); regular poses come back as arrays. A document orjson refuses (NaN, UTF-16,
     nested over 1,024 deep, ...) or may have read differently (integers over 64 bits) is parsed
-    again by the standard library, whose reading stands."""
+    again by the standard library, whose reading stands. Text with more lists than poses of its
+    values hold is refused before either parses it (model.data.limits.check_json_lists)."""
+    check_json_lists(src, text)
     try:
         doc = _parsed(orjson.loads, text)
         if not _wide_number(doc):
@@ -263,7 +266,7 @@ def _json_value(text: str | bytes, src: str) -> object:
         return _parsed(json.loads, text)
     except RecursionError as e:
         raise SequenceError(src, "JSON nested too deep to read", "too_deep") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: also an integer over 4,300 digits
         raise SequenceError(src, f"not valid JSON ({e})", "bad_json") from e
 
 
@@ -319,23 +322,28 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _check_npz_sizes(zf: zipfile.ZipFile, src: str) -> None:
-    """SequenceError when an NPZ's `poses` header declares too many frames or values, or another
-    array is over max_text_mb once decompressed: checked from the headers, nothing inflated."""
-    limits = input_limits()
-    for info in zf.infolist():
-        if info.filename != "poses.npy":
-            if info.file_size > limits.max_text_mb * MIB:
-                raise SequenceError(src, f"{info.filename} holds {info.file_size / MIB:.0f} "
-                                         f"MiB, over the limit of {limits.max_text_mb} MiB "
-                                         "(POSECOACH_LIMIT_*)", TOO_LARGE)
-            continue
-        with zf.open(info) as f:
+def _check_inflated(src: str, what: str, size: int) -> None:
+    """SequenceError when `what` takes more than max_values float64s' worth of bytes once read."""
+    limit = input_limits().max_values * 8
+    if size > limit:
+        raise SequenceError(src, f"{what}: {size / MIB:,.0f} MiB once read, over the limit of "
+                                 f"{limit / MIB:.0f} MiB (POSECOACH_LIMIT_MAX_VALUES)", TOO_LARGE)
+
+
+def _check_npz_sizes(zf: zipfile.ZipFile, members: dict[str, str], src: str) -> None:
+    """SequenceError when the header of an array to be read (`members`: key -> archive member)
+    declares too many bytes, or `poses` too many frames or values: checked from the headers,
+    nothing inflated, whatever the members are named."""
+    for key, member in members.items():
+        with zf.open(member) as f:
             read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
             if read_header is None:
-                raise ValueError("unsupported .npy format version")
-            shape, _, _ = read_header(f)
-        check_poses_size(src, shape)
+                raise ValueError(f"{member}: unsupported .npy format version")
+            shape, _, dtype = read_header(f)
+        if key == "poses":
+            check_poses_size(src, shape)
+        _check_inflated(src, f"'{member}' declares {dtype} {shape}",
+                        math.prod(shape) * dtype.itemsize)
 
 
 def _npz_member(names: list[str], key: str) -> str | None:
@@ -353,20 +361,20 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
                             "unreadable")
     try:
         with zipfile.ZipFile(path) as zf:
-            _check_npz_sizes(zf, src)
             names = zf.namelist()
-            member = _npz_member(names, "poses")
-            if member is None:
+            members = {k: m for k in ("poses", *keys) if (m := _npz_member(names, k)) is not None}
+            if "poses" not in members:
                 files = [n.removesuffix(".npy") for n in names]
                 raise SequenceError(src, f"no 'poses' array (has: {', '.join(files)})",
                                     "bad_layout")
+            _check_npz_sizes(zf, members, src)
 
             def read(name: str) -> np.ndarray:
                 with zf.open(name) as f:
                     return np.lib.format.read_array(f, allow_pickle=False)
 
-            poses = read(member)
-            given = {k: read(m) for k in keys if (m := _npz_member(names, k)) is not None}
+            poses = read(members.pop("poses"))
+            given = {k: read(m) for k, m in members.items()}
             fields = {k: v.item() for k, v in given.items() if v.ndim == 0}
     except SequenceError:
         raise
@@ -497,11 +505,8 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
     """SequenceError when a Parquet file's footer declares too many frames or values, or more
     than max_values float64s' worth of bytes once decompressed."""
     check_poses_size(src, (meta.num_rows, meta.num_columns))
-    limit = input_limits().max_values * 8
-    inflated = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if inflated > limit:
-        raise SequenceError(src, f"{inflated / MIB:.0f} MiB once decompressed, over the limit of "
-                                 f"{limit / MIB:.0f} MiB (POSECOACH_LIMIT_MAX_VALUES)", TOO_LARGE)
+    _check_inflated(src, "its row groups",
+                    sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
 
 
 def _read_session_parquet(path: Path) -> Sequence:
@@ -533,7 +538,7 @@ def _read_session_parquet(path: Path) -> Sequence:
                                 for c in expected])
     except (ValueError, TypeError, pa.ArrowException) as e:
         raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
-    return build_sequence(flat.reshape(flat.shape[0], -1, 3), fields, src, True)
+    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), fields, src, True)
 
 
 SESSION_READERS = {

@@ -1,6 +1,7 @@
 """Hostile and broken inputs, for the tests, the demos and the reliability figures
 (docs/figures/corpus.py): values that try to climb out of folders or inject markup, and
-resource bombs, files that inflate to gigabytes or nest JSON 100,000 deep.
+resource bombs, files that inflate to gigabytes, nest JSON 100,000 deep or hold 44 million
+empty JSON lists.
 
 The bombs are written without ever holding what they inflate to: each repeats one deflate block
 that stands alone, so a 2.4 GB NPZ is written in a second as 2 MB.
@@ -130,10 +131,12 @@ def write_bombs(folder: Path) -> list[Bomb]:
     head = b"# skeleton: ec3d19\n# units: m\n# fps: 30\n# subject: s1\n# exercise: squat\n"
     _gzip_bomb(labelled / "frames.csv.gz", head + b"# label: correct\n", row * (1 << 18), 40)
     frame = b"[" + b",".join([b"[0,0,0]"] * _JOINTS) + b"]"
-    _gzip_bomb(labelled / "frames.json.gz",
-               b'{"format":"posecoach-sequence","skeleton":"ec3d19","units":"m","fps":30,'
-               b'"subject":"s1","exercise":"squat","label":"correct","poses":[',
-               (frame + b",") * (1 << 16), 160, frame + b"]}")
+    sequence = (b'{"format":"posecoach-sequence","skeleton":"ec3d19","units":"m","fps":30,'
+                b'"subject":"s1","exercise":"squat","label":"correct","poses":[')
+    _gzip_bomb(labelled / "frames.json.gz", sequence, (frame + b",") * (1 << 16), 160,
+               frame + b"]}")
+    # 127 MB, under the text limit; gigabytes once parsed into lists
+    _gzip_bomb(labelled / "lists.json.gz", sequence, b"[]," * (1 << 20), 42, b"[]]}")
     chunk = 1 << 24
     _gzip_bomb(labelled / "poses.pickle.gz",
                b"\x80\x04}\x8c\x05poses\x8e" + struct.pack("<Q", chunk * 160), bytes(chunk), 160,
@@ -147,6 +150,8 @@ def write_bombs(folder: Path) -> list[Bomb]:
         Bomb("10M-frame gzip'd CSV (1.2 GB)", labelled / "frames.csv.gz", "labelled",
              "too_large"),
         Bomb("10M-frame gzip'd JSON (1.6 GB)", labelled / "frames.json.gz", "labelled",
+             "too_large"),
+        Bomb("127 MB of empty JSON lists, gzip'd", labelled / "lists.json.gz", "labelled",
              "too_large"),
         Bomb("gzip'd pickle of 2.7 GB", labelled / "poses.pickle.gz", "labelled", "too_large"),
         Bomb("NPZ of 2.4 GB, 10M frames", labelled / "poses.npz", "labelled", "too_large"),
