@@ -29,16 +29,23 @@ def show(result: dict[str, Any]) -> None:
     table.add_column("sessions", justify="right")
     table.add_column("reports", justify="right")
     table.add_column("skipped", justify="right")
+    table.add_column("duplicates", justify="right")
     table.add_column("errors", justify="right")
     table.add_column("repetitions", justify="right")
-    table.add_row(*(str(result[k]) for k in ("sessions", "reports", "skipped", "errors",
-                                             "repetitions")))
+    table.add_row(*(str(result[k]) for k in ("sessions", "reports", "skipped", "duplicates",
+                                             "errors", "repetitions")))
     console.print(table)
     if result.get("reference_caution"):
         console.print(f"[yellow]note[/yellow]: {result['reference_caution']}")
     if result["mistakes"]:
         mistakes = ", ".join(f"{k} x{v}" for k, v in sorted(result["mistakes"].items()))
         console.print(f"mistakes: {mistakes}; unsure: {result['unsure']}")
+    if result["failed_repetitions"]:
+        console.print(f"repetitions not scored: {result['failed_repetitions']} (each one's "
+                      "reason is in its session's report)")
+    for dup in result["duplicate_files"]:
+        console.print(f"duplicate {terminal_text(dup['input'])}: the same bytes as "
+                      f"{terminal_text(dup['of'])}, scored once")
     for err in result["error_records"]:
         console.print(f"[red]error[/red] {terminal_text(err['kind'])}: "
                       f"{terminal_text(err['reason'])}")
@@ -96,4 +103,4 @@ def score(
         fail(str(exc))
     emit(result, as_json, show)
     if not result["accounted"]:
-        fail("some sessions ended neither as a report, a skip nor an error record")
+        fail("some sessions ended neither as a report, a skip, a duplicate nor an error record")

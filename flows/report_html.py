@@ -219,14 +219,16 @@ def _counts_table(title: str, counts: dict[str, int]) -> str:
 
 def overview_page(run: dict) -> str:
     """The page of one score run: `run` has model, sessions (page, session_id, subject,
-    exercise, repetitions, correct, unsure, mistakes, status), mistakes and exercises (counts),
-    unsure (page, session_id, rep, label, confidence) and errors (input, kind, reason)."""
+    exercise, repetitions, correct, unsure, failed, mistakes, status), mistakes and exercises
+    (counts), unsure (page, session_id, rep, label, confidence), failed (repetitions that could
+    not be scored), errors (input, kind, reason) and duplicates (input, of: the upload with the
+    same bytes)."""
     model = run["model"]
     sessions = run["sessions"]
     rows = "".join(
         f"<tr><td><a href='{esc(s['page'])}'>{esc(s['session_id'])}</a></td>"
         f"<td>{esc(s['subject'])}</td><td>{esc(s['exercise'])}</td><td>{s['repetitions']}</td>"
-        f"<td>{s['correct']}</td><td>{s['unsure']}</td>"
+        f"<td>{s['correct']}</td><td>{s['unsure']}</td><td>{s.get('failed', 0)}</td>"
         f"<td>{esc(', '.join(f'{k} x{v}' for k, v in sorted(s['mistakes'].items())))}</td>"
         f"<td>{esc(s['status'])}</td></tr>" for s in sessions)
     unsure = "".join(
@@ -236,19 +238,25 @@ def overview_page(run: dict) -> str:
         for u in run["unsure"])
     errors = "".join(f"<tr><td>{esc(e['input'])}</td><td>{esc(e['kind'])}</td>"
                      f"<td>{esc(e['reason'])}</td></tr>" for e in run["errors"])
+    duplicates = "".join(f"<tr><td>{esc(d['input'])}</td><td>{esc(d['of'])}</td></tr>"
+                         for d in run["duplicates"])
     body = [
         "<h1>Score run</h1>",
-        f"<p>{len(sessions)} sessions with reports, {len(run['errors'])} errors &middot; "
+        f"<p>{len(sessions)} sessions with reports, {len(run['errors'])} errors, "
+        f"{len(run['duplicates'])} duplicates, {run['failed']} repetitions not scored &middot; "
         f"model {esc(model['name'])} v{esc(model['version'])} &middot; {esc(run['time'])}</p>",
         _counts_table("Mistakes", run["mistakes"]),
         _counts_table("Exercises", run["exercises"]),
         f"<h2>Errors ({len(run['errors'])})</h2><table class='errors'><tr><th>input</th>"
         f"<th>kind</th><th>reason</th></tr>{errors}</table>",
+        f"<h2>Duplicates ({len(run['duplicates'])})</h2><table class='duplicates'><tr>"
+        f"<th>input</th><th>the same bytes as</th></tr>{duplicates}</table>",
         f"<h2>Unsure repetitions ({len(run['unsure'])})</h2><table class='unsure'><tr>"
         f"<th>session</th><th>repetition</th><th>best guess</th><th>confidence</th></tr>{unsure}"
         "</table>",
         "<h2>Sessions</h2><table class='sessions'><tr><th>session</th><th>subject</th>"
-        "<th>exercise</th><th>repetitions</th><th>correct</th><th>unsure</th><th>mistakes</th>"
+        "<th>exercise</th><th>repetitions</th><th>correct</th><th>unsure</th><th>not scored</th>"
+        "<th>mistakes</th>"
         f"<th>this run</th></tr>{rows}</table>",
     ]
     return _page("posecoach: score run", body, script=False)

@@ -20,7 +20,7 @@ import orjson
 from flows.report_html import Motion, session_page
 from model.data import storage
 from model.data.conventions import file_conventions
-from model.data.names import safe_name
+from model.data.names import upload_name
 from model.data.sequence import Sequence
 from model.data.skeletons import get_skeleton
 from model.learn.saved import TrainedModel
@@ -83,6 +83,7 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
             "repetitions": len(reps),
             "correct": labels.count(CORRECT),
             "unsure": labels.count("unsure"),
+            "failed": len(reps) - len(labels),
             "mistakes": dict(Counter(x for x in labels if x not in (CORRECT, "unsure"))),
             "exercise_disagreement": disagree > len(reps) / 2 if reps else False,
             "repetitions_other_exercise": disagree,
@@ -98,14 +99,16 @@ def motions(results: list[RepResult]) -> list[Motion | None]:
 
 
 def write_session(out: str, session: Sequence, results: list[RepResult], model: TrainedModel,
-                  info: ModelInfo, html: bool = True) -> tuple[dict[str, str], dict]:
+                  info: ModelInfo, content: str, html: bool = True
+                  ) -> tuple[dict[str, str], dict]:
     """Write <out>/<name>.json, .npz (the corrected motions, the model's normalised frame, one
     array per repetition) and, unless `html` is False, .html; `out` is a folder path or an
     object-store URI. Returns the URIs written by kind and the JSON report.
 
-    <name> is the session id made safe (model.data.names.safe_name: one plain file name, distinct
-    per session id); the JSON keeps the session id as uploaded."""
-    name = safe_name(session.meta.get("session_id") or session.source)
+    <name> is the session id made safe and the upload's `content` key (its file's SHA-256;
+    model.data.names.upload_name): one plain file name, distinct per upload, the same on every
+    rerun; the JSON keeps the session id as uploaded."""
+    name = upload_name(session.meta.get("session_id") or session.source, content)
     uris = {kind: storage.join(out, f"{name}.{kind}") for kind in ("json", "html", "npz")}
     report = session_report(session, results, info, uris["npz"])
     buf = io.BytesIO()

@@ -97,7 +97,8 @@ TABLE_COLUMNS = ("session_id", "input", "rep", "predicted", "label", "confidence
 
 
 class SessionReports:
-    """What each Ray scoring worker does with a scored session: write its reports."""
+    """What each Ray scoring worker does with a scored session: write its reports (named by its
+    session id and its file's content, read again here)."""
 
     def __init__(self, out: str, info: ModelInfo, html: bool = True):
         self.out = out
@@ -106,7 +107,8 @@ class SessionReports:
 
     def __call__(self, session: Sequence, results: list[RepResult],
                  model: TrainedModel) -> dict[str, str]:
-        uris, report = write_session(self.out, session, results, model, self.info, self.html)
+        uris, report = write_session(self.out, session, results, model, self.info,
+                                     storage.sha256(session.source), self.html)
         return {"report": uris["json"], "html": uris.get("html", ""),
                 "summary": json.dumps(session_summary(report, uris))}
 
@@ -120,8 +122,11 @@ class ScoreSummary:
     skipped: int
     errors: int
     repetitions: int
+    duplicates: int = 0
+    failed_repetitions: int = 0
     mistakes: dict[str, int] = field(default_factory=dict)
     unsure: int = 0
+    duplicate_files: list[dict] = field(default_factory=list)
     exercise_disagreements: list[str] = field(default_factory=list)
     error_records: list[dict] = field(default_factory=list)
     report_files: list[str] = field(default_factory=list)
@@ -131,7 +136,7 @@ class ScoreSummary:
 
     @property
     def accounted(self) -> bool:
-        return self.sessions == self.reports + self.skipped + self.errors
+        return self.sessions == self.reports + self.skipped + self.duplicates + self.errors
 
     def to_dict(self) -> dict:
         return {**asdict(self), "accounted": self.accounted}
@@ -149,7 +154,8 @@ def session_summary(report: dict, uris: dict[str, str]) -> dict:
     return {
         "session_id": report["session_id"], "subject": report["subject"],
         "exercise": report["declared_exercise"], "repetitions": s["repetitions"],
-        "correct": s["correct"], "unsure": s["unsure"], "mistakes": s["mistakes"],
+        "correct": s["correct"], "unsure": s["unsure"], "failed": s["failed"],
+        "mistakes": s["mistakes"],
         "exercise_disagreement": s["exercise_disagreement"],
         "page": uris.get("html", "").rsplit("/", 1)[-1],
         "unsure_reps": [{"rep": r["index"], "label": r["predicted_label"],
@@ -255,6 +261,7 @@ class Records:
         self.reports: list[str] = []
         self.summaries: dict[str, str] = {}
         self.skipped: list[str] = []
+        self.duplicates: list[dict] = []
         self.last = time.perf_counter()
 
     def session(self, uri: str, key: str, rows: list[dict], report: str, html: str,
@@ -306,19 +313,69 @@ def resolve_model(dataset: str, version: str | None, name: str | None) -> tuple[
     return folder, info
 
 
-def plan(path: str, out: str, info: ModelInfo) -> tuple[list[str], frozenset[str]]:
-    """The uploads under `path` (not the folder's manifest), and the ledger keys of the
-    sessions this model version has already scored. Each upload's own key (`upload_key`) is
-    taken by whoever reads it: here only for Ray, else by the worker that scores it."""
+@dataclass
+class Plan:
+    """What a run does with what is under its path: `uploads` to score (those whose ledger key is
+    in `done` skipped), `refused` ones that are no session file of the folder (input, kind,
+    reason) and `duplicates`, each copy with the upload that has the same bytes."""
+
+    uploads: list[str]
+    done: frozenset[str]
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> int:
+        return len(self.uploads) + len(self.refused) + len(self.duplicates)
+
+
+def plan(path: str, out: str, info: ModelInfo) -> Plan:
+    """The inputs under `path` (not the folder's manifest), and the ledger keys of the sessions
+    this model version has already scored. Each upload's own key (`upload_key`) is taken by
+    whoever reads it: here only for Ray, else by the worker that scores it."""
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such folder, prefix or file")
     ledger = read_ledger(out, ["key"])
     done = set() if ledger is None else set(ledger.column("key").to_pylist())
     done |= {r["key"] for r in read_jsonl(storage.join(out, OLD_LEDGER))}
     mine = ledger_key("", info)
-    uploads = [uri for uri in storage.list_files(path, UPLOAD_SUFFIXES)
-               if uri.rsplit("/", 1)[-1] != MANIFEST]  # the folder's declarations
-    return uploads, frozenset(k for k in done if k.startswith(mine))
+    entries = [e for e in storage.list_entries(path)
+               if e.uri.rsplit("/", 1)[-1] != MANIFEST]  # the folder's declarations
+    files = [e for e in entries if e.problem is None and is_upload(e.uri)]
+    refused = [(e.uri, *refusal(e)) for e in entries if e.problem or not is_upload(e.uri)]
+    uploads, duplicates = distinct(files)
+    return Plan(uploads, frozenset(k for k in done if k.startswith(mine)), refused, duplicates)
+
+
+def is_upload(uri: str) -> bool:
+    """Whether a file's name is one of a session format scoring reads (any case)."""
+    return uri.rsplit("/", 1)[-1].lower().endswith(UPLOAD_SUFFIXES)
+
+
+def refusal(entry: storage.Entry) -> tuple[str, str]:
+    """Why an entry is not scored (kind, reason naming it): its listing's problem, or a format
+    that is not a session's."""
+    if entry.problem is not None:
+        kind, reason = entry.problem
+        return kind, f"{entry.uri}: {reason}"
+    return "unknown_format", (f"{entry.uri}: not a session file; sessions are "
+                              f"{', '.join(UPLOAD_SUFFIXES)} (docs/input-formats.md)")
+
+
+def distinct(files: list[storage.Entry]) -> tuple[list[str], dict[str, str]]:
+    """The files with distinct bytes, in order, and each later copy with the first file of its
+    bytes. Only files that share their size with another are read (hashed)."""
+    sizes = Counter(e.size for e in files)
+    first: dict[str, str] = {}
+    uploads, copies = [], {}
+    for entry in files:
+        digest = storage.sha256(entry.uri) if sizes[entry.size] > 1 else entry.uri
+        if digest in first:
+            copies[entry.uri] = first[digest]
+        else:
+            first[digest] = entry.uri
+            uploads.append(entry.uri)
+    return uploads, copies
 
 
 def upload_key(uri: str, info: ModelInfo) -> str:
@@ -378,15 +435,16 @@ def chunk_sizes(n_sessions: int, workers: int, block_sessions: int) -> list[int]
 def score_chunk(model: TrainedModel, chunk: list[str], out: str, info: ModelInfo,
                 html: bool, declared: dict | None, done: frozenset[str] = frozenset(),
                 references: References | None = None) -> list[dict]:
-    """Key a few uploads (`upload_key`), then read, cut and score those not in `done` together
-    (their repetitions in one score() call) and write each one's reports: `write_reports'`
-    records, and {"skipped": key} for each done one, in input order."""
-    keys = {uri: upload_key(uri, info) for uri in chunk}
+    """Key a few uploads by their content (as `upload_key`), then read, cut and score those not
+    in `done` together (their repetitions in one score() call) and write each one's reports:
+    `write_reports'` records, and {"skipped": key} for each done one, in input order."""
+    digests = {uri: storage.sha256(uri) for uri in chunk}
+    keys = {uri: ledger_key(digest, info) for uri, digest in digests.items()}
     todo = [uri for uri in chunk if keys[uri] not in done]
     scored = score_cut(model, [cut_upload(model, uri, declared) for uri in todo],
                        references=references)
     features = iter(features_json_many([r for s in scored for r in s.results], model))
-    written = {s.input: write_reports(model, (s, keys[s.input]), out, info, html,
+    written = {s.input: write_reports(model, (s, digests[s.input]), out, info, html,
                                       [next(features) for _ in s.results]) for s in scored}
     return [written.get(uri, {"skipped": keys[uri]}) for uri in chunk]
 
@@ -410,13 +468,15 @@ def write_reports(model: TrainedModel, job: tuple[SessionScore, str], out: str, 
                   html: bool, features: list[str | None] | None = None) -> dict:
     """One scored session's report files, and its records: {"session": Records.session's
     arguments} or, for a session not scored or its reports not written, {"error":
-    Records.error's}. `features`: its repetitions' movement features (features_json_many),
-    computed here when not given."""
-    scored, key = job
+    Records.error's}. `job`: the session and its file's SHA-256. `features`: its repetitions'
+    movement features (features_json_many), computed here when not given."""
+    scored, digest = job
     if not scored.ok:
         return {"error": (scored.input, scored.error_kind, scored.error)}
+    key = ledger_key(digest, info)
     try:
-        uris, report = write_session(out, scored.session, scored.results, model, info, html)
+        uris, report = write_session(out, scored.session, scored.results, model, info, digest,
+                                     html)
     except Exception as exc:  # noqa: BLE001 - reported as the session's error record
         return {"error": (scored.input, "report_failed",
                           f"{scored.input}: {type(exc).__name__}: {exc}")}
@@ -449,7 +509,7 @@ def score_on_ray(uploads: list[str], done: frozenset[str], model_dir: Path, out:
             by_input.setdefault(r["input"], []).append(r)
         for uri, key in block:
             recs = by_input.get(uri, [])
-            ok = [r for r in recs if r.get("status") == SCORED and r.get("report")]
+            ok = [r for r in recs if r.get("report")]  # its repetitions, failed ones too
             if ok:
                 records.session(uri, key, ok, ok[0]["report"], ok[0]["html"],
                                 json.loads(ok[0]["summary"]))
@@ -473,7 +533,7 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
         ledger = read_ledger(out, ["key", "summary"])
         entries |= {} if ledger is None else {e["key"]: e["summary"] for e in ledger.to_pylist()
                                               if e["key"] in skipped}
-    sessions, unsure = [], []
+    sessions, unsure, failed = [], [], 0
     mistakes: Counter[str] = Counter()
     exercises: Counter[str] = Counter()
     summaries = {key: json.loads(summary) for key, summary in entries.items()}
@@ -481,27 +541,31 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
         sessions.append({**s, "status": "scored" if key in records.summaries else "skipped"})
         mistakes.update(s["mistakes"])
         exercises.update(s["exercises"])
+        failed += s.get("failed", 0)  # summaries of earlier releases have none
         unsure += [{**u, "page": s["page"], "session_id": s["session_id"]}
                    for u in s["unsure_reps"]]
     page = overview_page({"model": info.to_dict(), "sessions": sessions,
                           "mistakes": dict(mistakes), "exercises": dict(exercises),
-                          "unsure": unsure, "errors": records.error_records,
+                          "unsure": unsure, "failed": failed, "errors": records.error_records,
+                          "duplicates": records.duplicates,
                           "time": datetime.now(UTC).isoformat(timespec="seconds")})
     return storage.write_text(storage.join(out, OVERVIEW), page)
 
 
-def score_all(uploads: list[str], done: frozenset[str], model_dir: Path, out: str,
-              info: ModelInfo, html: bool, block_sessions: int, block_seconds: float,
-              progress: bool, declared: dict | None = None,
-              references: References | None = None) -> Records:
-    """Score the uploads not in `done`, here or on Ray, with one progress bar; records kept up to
-    date."""
+def score_all(run: Plan, model_dir: Path, out: str, info: ModelInfo, html: bool,
+              block_sessions: int, block_seconds: float, progress: bool,
+              declared: dict | None = None, references: References | None = None) -> Records:
+    """Record the run's refused inputs and duplicates, and score its uploads not done, here or
+    on Ray, with one progress bar; records kept up to date."""
     records = Records(out, info, block_seconds)
-    ray = on_cluster() and len(uploads) >= RAY_MIN_SESSIONS
+    for uri, kind, reason in run.refused:
+        records.error(uri, kind, reason)
+    records.duplicates = [{"input": copy, "of": first} for copy, first in run.duplicates.items()]
+    ray = on_cluster() and len(run.uploads) >= RAY_MIN_SESSIONS
     with Progress(console=console, disable=not progress, transient=True) as bar:
-        job = bar.add_task("scoring sessions", total=len(uploads))
+        job = bar.add_task("scoring sessions", total=len(run.uploads))
         (score_on_ray if ray else score_here)(
-            uploads, done, model_dir, out, info, records, html,
+            run.uploads, run.done, model_dir, out, info, records, html,
             max(block_sessions, RAY_MIN_SESSIONS) if ray else block_sessions,
             lambda n: bar.advance(job, n), declared, references)
     records.flush()
@@ -514,24 +578,28 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
                  references: References | None = None) -> ScoreSummary:
     """Plan, score and record every session under `path` not yet scored by this model version
     (and `references`, whose digest the run's records and reports carry in `info.reference`;
-    read with the `declared` conventions), then write the run's overview page."""
+    read with the `declared` conventions), then write the run's overview page. A repetition
+    that could not be scored counts in `failed_repetitions`, never as a mistake."""
     began = time.perf_counter()
     info = replace(info, reference=None if references is None else references.digest)
-    uploads, done = plan(path, out, info)
-    records = score_all(uploads, done, model_dir, out, info, html, block_sessions,
-                        block_seconds, progress, declared, references)
+    run = plan(path, out, info)
+    records = score_all(run, model_dir, out, info, html, block_sessions, block_seconds,
+                        progress, declared, references)
     page = overview(out, info, records) if html else None
     review = write_review(out, run_name(), records.scored) if records.scored else None
-    labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in records.scored)
-    mismatched = sorted({r.get("session_id") or r["input"] for r in records.scored
+    scored = [r for r in records.scored if r.get("error") is None]
+    labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in scored)
+    mismatched = sorted({r.get("session_id") or r["input"] for r in scored
                          if r.get("exercise_mismatch")})
     return ScoreSummary(
-        model=info.to_dict(), out=out, sessions=len(uploads),
+        model=info.to_dict(), out=out, sessions=run.inputs,
         reports=len(records.reports), skipped=len(records.skipped),
         errors=len(records.error_records),
-        repetitions=len(records.scored),
+        repetitions=len(records.scored), duplicates=len(records.duplicates),
+        failed_repetitions=len(records.scored) - len(scored),
         mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
-        unsure=labels.get("unsure", 0), exercise_disagreements=mismatched,
+        unsure=labels.get("unsure", 0), duplicate_files=records.duplicates,
+        exercise_disagreements=mismatched,
         error_records=records.error_records, report_files=records.reports, overview=page,
         review=review,
         seconds=time.perf_counter() - began,

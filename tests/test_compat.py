@@ -120,10 +120,11 @@ def test_an_old_reports_folder_takes_new_rows_and_its_ledger_counts(tmp_path: Pa
     old_key = ledger_key(storage.sha256(str(uploads / "a.json")), INFO)
     (Path(out) / OLD_LEDGER).write_text(json.dumps({"key": old_key, "input": "a.json"}) + "\n")
 
-    found, done = plan(str(uploads), out, INFO)
-    assert done == {old_key} and [Path(uri).name for uri in found] == ["a.json", "b.json"]
+    found = plan(str(uploads), out, INFO)
+    assert found.done == {old_key}
+    assert [Path(uri).name for uri in found.uploads] == ["a.json", "b.json"]
     new_key = upload_key(str(uploads / "b.json"), INFO)
-    assert new_key not in done
+    assert new_key not in found.done
 
     row = {"session_id": "new-session", "input": "b.json", "rep": 1, "key": new_key,
            "frames": [0, 30], "cues": ["lower"], "features": "{}"}

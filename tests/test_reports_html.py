@@ -97,7 +97,8 @@ def test_overview_lists_sessions_counts_unsure_and_errors_escaped():
            "mistakes": {"knees_inward": 1}, "exercises": {"squat": 3},
            "unsure": [{"page": "a-1.html", "session_id": HOSTILE, "rep": 2,
                        "label": "front_bent", "confidence": 0.31}],
-           "errors": [{"input": "up/x.json", "kind": "bad_json", "reason": HOSTILE}]}
+           "errors": [{"input": "up/x.json", "kind": "bad_json", "reason": HOSTILE}],
+           "failed": 2, "duplicates": [{"input": HOSTILE, "of": "up/a.json"}]}
     page = overview_page(run)
     assert HOSTILE not in page
     doc = parse(page)
@@ -105,6 +106,7 @@ def test_overview_lists_sessions_counts_unsure_and_errors_escaped():
     assert hrefs == ["a-1.html#rep-3", "a-1.html"]
     text = " ".join(doc.text)
     assert "bad_json" in text and "31%" in text and "knees_inward" in text
+    assert "1 duplicates, 2 repetitions not scored" in text and "up/a.json" in text
 
 
 def chromium(tmp: Path, *args: str) -> str:

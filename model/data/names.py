@@ -7,6 +7,8 @@ through one of these.
 - `safe_name`: a slug of the value (ASCII letters, digits, `_`, `-`, `.`) plus a short hash of
   the original, so it is never empty, never `.` or `..`, never hidden (`.`/`_` first), bounded in
   length, one path segment, and distinct for distinct values even when their slugs are equal.
+- `upload_name`: `safe_name` of an upload's session id with a short hash of its content key:
+  distinct for distinct uploads of one session id, the same for one upload on every run.
 - `safe_file_name`: a file name kept as it is when it is already plain, else `safe_name` of its
   stem with its (sanitised) suffix.
 - `metric_key`: an MLflow metric or tag key part: kept when plain, else `safe_name`.
@@ -15,6 +17,7 @@ through one of these.
 - `terminal_text`: text for the terminal: no escape sequences, no rich markup.
 - `csv_cell`: a spreadsheet cell that no spreadsheet runs as a formula; `csv_row` a row's text
   cells so; `csv_value` the value again from a cell read back (the inverse of `csv_cell`).
+- `file_name_text`: a file name the OS gave, as text even when its bytes are not UTF-8.
 - `exercise_name`: an exercise as datasets store it (a partition value), checked, never changed.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -60,6 +64,12 @@ def slug(value: object, max_len: int = MAX_SLUG) -> str:
 def safe_name(value: object) -> str:
     """One safe path segment for any value: `<slug>-<hash>` (`x-<hash>` when no slug is left)."""
     return f"{slug(value) or 'x'}-{short_hash(value)}"
+
+
+def upload_name(value: object, content: str) -> str:
+    """One safe path segment for an upload: `safe_name(value)` (its session id) and a short
+    hash of `content` (its content key, e.g. the file's SHA-256)."""
+    return f"{safe_name(value)}-{short_hash(content)}"
 
 
 def safe_file_name(name: object) -> str:
@@ -168,3 +178,9 @@ def exercise_name(value: object) -> str:
         raise ValueError(f"exercise {value!r} is not a plain name (lower-case letters, digits, "
                          "'_'; at most 40)")
     return value
+
+
+def file_name_text(name: str) -> str:
+    """A file name as the OS gave it (bytes that are not UTF-8 as surrogate escapes, PEP 383)
+    as plain text: each such byte shown as `\\xNN`; a UTF-8 name unchanged."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

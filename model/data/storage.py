@@ -12,9 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import pyarrow.fs as pafs
+
+from model.data.names import file_name_text
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -97,23 +102,89 @@ def read_text(uri: str | Path) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def list_files(uri: str | Path, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    """Files under a folder or prefix (recursive, sorted), as URIs of the same form as `uri`;
-    hidden names (".", "_") are skipped; a file given directly is returned alone."""
+@dataclass(frozen=True)
+class Entry:
+    """One thing found under a folder or prefix: a file to read (`problem` None, its `size` in
+    bytes) or one that cannot be read as a file of the folder, with `problem` (kind, reason)."""
+
+    uri: str
+    size: int = 0
+    problem: tuple[str, str] | None = None
+
+
+def list_entries(uri: str | Path) -> list[Entry]:
+    """What is under a folder or prefix (recursive, sorted by URI), as URIs of the same form as
+    `uri`; hidden names ("." or "_" first, a folder's contents too) are skipped; a file given
+    directly is returned alone. Locally, links are not followed out of the folder: a link to a
+    file in it is listed, a link to a folder in it is not walked (its files are listed where
+    they are), and a link leading outside, a dangling link, something that is not a file (a
+    FIFO, a socket, a device) or a name that is not UTF-8 come with their problem."""
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [str(uri)]
+        return [Entry(str(uri), info.size or 0)]
     if info.type == pafs.FileType.NotFound:
         return []
+    if isinstance(fs, pafs.LocalFileSystem):
+        return sorted(_local_entries(str(uri), path), key=lambda e: e.uri)
     found = []
     for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
-        name = entry.base_name
-        if entry.type != pafs.FileType.File or name.startswith((".", "_")):
-            continue
-        if suffixes is None or name.lower().endswith(suffixes):
-            found.append(_joined(uri, entry.path[len(path):]))
-    return sorted(found)
+        inner = entry.path[len(path):]
+        if entry.type == pafs.FileType.File and not _hidden(inner):
+            found.append(Entry(_joined(uri, inner), entry.size or 0))
+    return sorted(found, key=lambda e: e.uri)
+
+
+def list_files(uri: str | Path, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """The readable files of `list_entries(uri)` whose names end with one of `suffixes` (any
+    case; all of them when None)."""
+    return [e.uri for e in list_entries(uri) if e.problem is None
+            and (suffixes is None or e.uri.rsplit("/", 1)[-1].lower().endswith(suffixes))]
+
+
+def _hidden(inner: str) -> bool:
+    return any(part.startswith((".", "_")) for part in inner.split("/") if part)
+
+
+def _local_entries(uri: str, root: str) -> Iterator[Entry]:
+    """`list_entries` of a local folder (`root`, resolved), walked without following links."""
+    folders = [""]
+    while folders:
+        inner = folders.pop()
+        with os.scandir(os.path.join(root, inner)) as found:
+            for entry in found:
+                if entry.name.startswith((".", "_")):
+                    continue
+                name = f"{inner}/{entry.name}" if inner else entry.name
+                if file_name_text(entry.name) != entry.name:
+                    yield Entry(_joined(uri, file_name_text(name)), problem=(
+                        "bad_file_name", "the name is not UTF-8 text; rename it"))
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(name)
+                elif entry.is_symlink():
+                    yield from _link_entry(_joined(uri, name), entry.path, root)
+                else:
+                    yield _file_entry(_joined(uri, name), entry.stat(follow_symlinks=False))
+
+
+def _link_entry(uri: str, path: str, root: str) -> Iterator[Entry]:
+    """A link under `root`: the file it leads to in the folder, nothing for a folder in it (walked
+    where it is), else its problem."""
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        yield Entry(uri, problem=("dangling_link", f"a link to {target}, which does not exist"))
+    elif os.path.commonpath([root, target]) != root:
+        yield Entry(uri, problem=("link_outside", f"a link to {target}, outside the folder "
+                                  "scored; links are not followed out of it"))
+    elif not os.path.isdir(target):
+        yield _file_entry(uri, os.stat(target))
+
+
+def _file_entry(uri: str, stat: os.stat_result) -> Entry:
+    if not S_ISREG(stat.st_mode):
+        return Entry(uri, problem=("not_a_file", "not a regular file (a FIFO, socket or "
+                                   "device); only files are read"))
+    return Entry(uri, stat.st_size)
 
 
 def upload_dir(folder: str | Path, uri: str | Path) -> str:

@@ -1,0 +1,147 @@
+"""What the score flow does with a folder's odd contents: names that are not UTF-8, links, files of
+other formats, uploads that share a session id or their bytes, and repetitions that cannot be
+scored. Every input ends as a report, a skip, a duplicate or an error record naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from score_fixtures import INFO, save_tiny_model
+
+import flows.score as score_module
+from flows.cmd_score import show
+from flows.score import TABLE, read_ledger, score_folder
+from model.data.formats import write_session
+from model.data.synth import make_session
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("uploads") / "model")
+
+
+def upload(path: Path, seed: int, session_id: str | None = "s") -> Path:
+    """A squat session at `path`: its id `session_id`, or none (the file name gives it)."""
+    seq, _ = make_session("u1", "squat", ["correct", "knees_inward", "correct"], seed=seed)
+    meta = {} if session_id is None else {"session_id": session_id}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_session(replace(seq, meta=meta), path)
+
+
+def ledger_rows(out: Path) -> list[dict]:
+    return read_ledger(str(out), ["key", "input", "report", "html"]).to_pylist()
+
+
+def table_keys(out: Path) -> list[tuple[str, int]]:
+    table = DeltaTable(str(out / TABLE)).to_pyarrow_table(columns=["key", "rep"])
+    return list(zip(table.column("key").to_pylist(), table.column("rep").to_pylist(),
+                    strict=True))
+
+
+def test_odd_entries_are_error_records_and_the_rest_is_scored(model_dir, tmp_path):
+    folder = tmp_path / "in"
+    upload(folder / "good.json", seed=1, session_id="good")
+    outside = upload(tmp_path / "outside" / "private.json", seed=2, session_id="private")
+    bad_name = os.path.join(os.fsencode(folder), b"bad\xff\xfename.json")
+    with open(bad_name, "wb") as handle:
+        handle.write(outside.read_bytes())
+    (folder / "link.json").symlink_to(outside)
+    (folder / "dangling.json").symlink_to(tmp_path / "nothing.json")
+    (folder / "loop").symlink_to(".")
+    (folder / "inside.json").symlink_to(folder / "good.json")
+    os.mkfifo(folder / "pipe.json")
+    for name in ("notes.csv", "s.json.gz", "t.csv.gz", "u.parquet.gz"):
+        (folder / name).write_bytes(b"1,2,3\n")
+    for hidden in (".hidden.json", "_skip.csv", ".git/config", "_old/x.json"):
+        (folder / hidden).parent.mkdir(exist_ok=True)
+        (folder / hidden).write_text("{}")
+
+    summary = score_folder(str(folder), str(tmp_path / "out"), model_dir, INFO)
+    kinds = {Path(e["input"]).name: e["kind"] for e in summary.error_records}
+    assert kinds == {"bad\\xff\\xfename.json": "bad_file_name", "link.json": "link_outside",
+                     "dangling.json": "dangling_link", "pipe.json": "not_a_file",
+                     "notes.csv": "unknown_format", "s.json.gz": "unknown_format",
+                     "t.csv.gz": "unknown_format", "u.parquet.gz": "unknown_format"}
+    assert all(e["reason"].startswith(e["input"]) for e in summary.error_records)
+    assert (summary.reports, summary.duplicates, summary.sessions) == (1, 1, 10)
+    assert summary.duplicate_files == [{"input": str(folder / "inside.json"),
+                                        "of": str(folder / "good.json")}]
+    assert summary.accounted
+    errors = (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()
+    assert len(errors) == len(kinds)
+
+
+def test_a_repetition_that_cannot_be_scored_is_counted_apart(model_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    upload(tmp_path / "in" / "a.json", seed=3, session_id="a")
+    cut = score_module.score_cut
+
+    def first_fails(model, sessions, **kwargs):
+        scored = cut(model, sessions, **kwargs)
+        for s in scored:
+            s.results[0] = replace(s.results[0], predicted=None, label=None, confidence=None,
+                                   unsure=None, corrected=None, error="a.json: rep 0: all NaN",
+                                   error_kind="no_joints")
+        return scored
+
+    monkeypatch.setattr(score_module, "score_cut", first_fails)
+    summary = score_folder(str(tmp_path / "in"), str(tmp_path / "out"), model_dir, INFO)
+    assert summary.failed_repetitions == 1 and summary.repetitions >= 2
+    assert None not in summary.mistakes and "null" not in json.dumps(summary.mistakes)
+    assert sum(summary.mistakes.values()) + summary.unsure + 1 <= summary.repetitions
+    [report] = [json.loads(Path(r).read_text()) for r in summary.report_files]
+    assert report["summary"]["failed"] == 1
+    assert "1 repetitions not scored" in (tmp_path / "out" / "index.html").read_text()
+    show({**summary.to_dict(), "reference_caution": None})
+    assert "repetitions not scored: 1" in capsys.readouterr().err
+
+
+def test_uploads_of_one_session_id_keep_their_own_reports(model_dir, tmp_path):
+    folder = tmp_path / "in"
+    for n, name in enumerate(["x.json", "x.v2.json", "x.npz", "sub/x.json"]):
+        upload(folder / name, seed=10 + n, session_id=None)
+    upload(folder / "one.json", seed=20, session_id="same")
+    upload(folder / "two.json", seed=21, session_id="same")
+    out = tmp_path / "out"
+
+    summary = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (summary.reports, summary.errors) == (6, 0) and summary.accounted
+    rows = ledger_rows(out)
+    assert len({r["report"] for r in rows}) == len({r["html"] for r in rows}) == 6
+    for row in rows:
+        report = json.loads(Path(row["report"]).read_text())
+        assert report["source"] == row["input"]
+        assert row["html"] == row["report"].removesuffix(".json") + ".html"
+        assert report["repetitions"][0]["corrected_motion"]["file"] == (
+            row["report"].removesuffix(".json") + ".npz")
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    again = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (again.skipped, again.reports) == (6, 0)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == files
+
+
+def test_the_same_bytes_under_two_names_are_scored_once(model_dir, tmp_path):
+    folder = tmp_path / "in"
+    first = upload(folder / "a.json", seed=4, session_id="dup")
+    shutil.copy(first, folder / "copy of a.json")
+    (folder / "sub").mkdir()
+    shutil.copy(first, folder / "sub" / "a.json")
+    upload(folder / "b.json", seed=5, session_id="b")
+    out = tmp_path / "out"
+
+    summary = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (summary.reports, summary.duplicates, summary.sessions) == (2, 2, 4)
+    assert {d["of"] for d in summary.duplicate_files} == {str(first)}
+    keys = [r["key"] for r in ledger_rows(out)]
+    assert len(keys) == len(set(keys)) == 2
+    reps = table_keys(out)
+    assert len(reps) == len(set(reps)) == summary.repetitions
+    assert "copy of a.json" in (out / "index.html").read_text()
+    again = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (again.skipped, again.duplicates, again.reports) == (2, 2, 0) and again.accounted
