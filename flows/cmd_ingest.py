@@ -13,6 +13,7 @@ from rich.table import Table
 from flows.cmd_review import ingest_review_file
 from flows.options import (
     DatasetOpt,
+    FpsOpt,
     JsonOpt,
     LayoutFileOpt,
     LayoutOpt,
@@ -71,7 +72,7 @@ def ingest(
     units: str = UnitsOpt,
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
-    fps: float = typer.Option(None, "--fps", help="Declared frame rate."),
+    fps: float = FpsOpt,
     exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
     subject: str = typer.Option(None, "--subject", help="Declared subject."),
     label: str = typer.Option(None, "--label", help="Declared label."),

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flows.options import (
     DatasetOpt,
+    FpsOpt,
     JsonOpt,
     LayoutFileOpt,
     LayoutOpt,
@@ -73,6 +74,7 @@ def score(
     units: str = UnitsOpt,
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
+    fps: float = FpsOpt,
     reference: str = typer.Option(
         None, "--reference", help="A session of the person's repetitions known to be correct, "
         "or a folder of people's (by subject, an exercise a session): each repetition is "
@@ -81,9 +83,10 @@ def score(
 ) -> None:
     """Score uploaded sessions with the champion model; reports per session, errors recorded.
 
-    Each upload is its own source: its up axis, units and mirroring are settled against its own
-    data, as `posecoach ingest` does; one the data contradicts is an error record. With
-    --reference, a repetition is judged correct relative to its person's own correct ones."""
+    Each upload is its own source: its up axis, units, mirroring and frame rate (against its
+    timestamps) are settled against its own data, as `posecoach ingest` does; one the data
+    contradicts is an error record. With --reference, a repetition is judged correct relative
+    to its person's own correct ones."""
     from flows.score import StoreUnavailable, score_flow
     from model.data.readers import checked_declarations
     from model.serve.reference import ReferenceUnusable
@@ -91,7 +94,7 @@ def score(
 
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file, units=units,
-                                        up=up, mirrored=mirrored)
+                                        up=up, mirrored=mirrored, fps=fps)
     except SequenceError as exc:
         fail(str(exc))
     try:

@@ -19,3 +19,5 @@ UpOpt = typer.Option(None, "--up", help="Up axis (+x, -x, +y, -y, +z, -z), over 
                      "declare and the data says.")
 MirroredOpt = typer.Option(None, "--mirrored/--not-mirrored",
                            help="Left-handed coordinates or not, over the data's word.")
+FpsOpt = typer.Option(None, "--fps", help="Frame rate, over what the files declare and their "
+                      "timestamps say.")

@@ -124,12 +124,35 @@ def test_units_declared_against_the_data(seqs, tmp_path):
     out = list(iter_sequences(tmp_path))
     assert all(isinstance(o, SequenceError) and o.kind == "contradicts_data" for o in out)
     assert "'mm'" in out[0].reason and "'m'" in out[0].reason and "metres.pickle" in str(out[0])
-    kept = list(iter_sequences(path, units="mm"))
-    assert {s.units for s in kept} == {"mm"}
+    forced = list(iter_sequences(path, units="mm"))  # an option: the body 1000 times too small
+    assert {o.kind for o in forced} == {"implausible_units"}
     (tmp_path / "posecoach.json").unlink()
+    (tmp_path / "posecoach.json").write_text(json.dumps({"units": "m"}))
     big = write_ec3d_pickle(seqs[:4], tmp_path / "millimetres.pickle", units="mm")
-    [checked] = validate_many(list(iter_sequences(big, units="m"))[:1])
+    [checked] = validate_many(list(iter_sequences(big))[:1])
     assert checked.kind == "absurd_coordinates"
+
+
+@pytest.mark.parametrize(("written", "forced", "suggested"),
+                         [("m", "cm", "m"), ("m", "mm", "m"), ("cm", "mm", "cm"),
+                          ("mm", "m", "mm"), ("cm", "m", "cm")])
+def test_forced_units_that_make_the_body_impossible_are_an_error(seqs, tmp_path, written,
+                                                                 forced, suggested):
+    path = write_ec3d_pickle(seqs[:4], tmp_path / "poses.pickle", units=written)
+    out = list(iter_sequences(path, units=forced))
+    assert all(isinstance(o, SequenceError) and o.kind == "implausible_units" for o in out)
+    assert "poses.pickle" in str(out[0]) and f"--units {forced} makes the body" in out[0].reason
+    assert f"the data suggests units {suggested!r}" in out[0].reason
+
+
+def test_forced_units_that_keep_the_body_plausible_are_taken(seqs):
+    noisy = replace(seqs[0], units=None, meta={"up": "+z"},  # bones too unsteady to tell units
+                    poses=seqs[0].poses * np.random.default_rng(1).uniform(
+                        0.5, 1.5, size=(seqs[0].n_frames, 1, 1)).astype(np.float32))
+    [forced] = settle([noisy], {"units": "m"})
+    assert forced.units == "m" and forced.meta["conventions"]["units"]["source"] == "option"
+    [kept] = settle(seqs[:1], {"units": "m"})
+    assert kept.units == "m"
 
 
 def test_what_the_data_cannot_tell_and_nobody_declared_is_an_error(seqs):

@@ -13,6 +13,7 @@ import pytest
 
 from model.data.ec3d_pickle import safe_load, write_ec3d_pickle
 from model.data.formats import (
+    coordinate_columns,
     write_sequence_csv,
     write_sequence_npz,
     write_sequences_json,
@@ -159,3 +160,44 @@ def test_a_number_too_large_for_a_float_is_bad_input(tmp_path, seqs, number, kin
     for e, path in ((err.value, upload), (refused, labelled)):
         assert isinstance(e, SequenceError) and e.kind == kind and str(path) in str(e)
         assert ("fps" if kind == "bad_field" else "digits") in e.reason
+
+
+def _kinect_csv(path: Path, header: list[str], columns: int) -> Path:
+    rows = np.random.default_rng(0).normal(size=(12, columns))
+    lines = ["# skeleton: kinect2", "# fps: 30", ",".join(header),
+             *(",".join(f"{v:.4f}" for v in r) for r in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_csv_header_of_another_tools_names_shows_expected_and_found(tmp_path):
+    names = ["SpineBase", "SpineMid", "Neck", *(f"Joint{i}" for i in range(22))]
+    header = [f"{j}_{c}" for j in names for c in "xyz"]
+    with pytest.raises(SequenceError) as raised:
+        list(iter_sequences(_kinect_csv(tmp_path / "k.csv", header, 75)))
+    err = raised.value
+    assert err.kind == "bad_header" and "k.csv" in str(err)
+    assert "column 1 is 'SpineBase_x', expected 'spine_base_x'" in err.reason
+    assert "found SpineBase_x, SpineBase_y" in err.reason and "--layout-file" in err.reason
+
+
+def test_a_csv_column_that_is_no_coordinate_is_named(tmp_path):
+    header = ["frame", *coordinate_columns("kinect2")]
+    with pytest.raises(SequenceError) as raised:
+        list(iter_sequences(_kinect_csv(tmp_path / "k.csv", header, 76)))
+    err = raised.value
+    assert err.kind == "bad_shape" and "76 columns" in err.reason
+    assert "columns frame are not joint coordinates" in err.reason and "timestamp" in err.reason
+    path = tmp_path / "bare.csv"
+    path.write_text("\n".join(_kinect_csv(tmp_path / "k.csv", header, 76).read_text()
+                              .splitlines()[3:]))
+    with pytest.raises(SequenceError, match="needs a header naming it timestamp"):
+        list(iter_sequences(path, skeleton="kinect2", fps=30))
+
+
+def test_an_unknown_skeleton_says_where_a_layout_comes_from():
+    bad = Sequence(poses=np.zeros((20, 33, 3), np.float32), subject="u", exercise="squat",
+                   skeleton="mediapipe_pose", source="u.json")
+    with pytest.raises(SequenceError, match="unknown skeleton 'mediapipe_pose'") as err:
+        validate(bad)
+    assert "--layout-file" in err.value.reason and "layout_file" in err.value.reason

@@ -105,10 +105,13 @@ def test_manifest_pattern_and_declared_options(tmp_path, seqs):
     assert {s.fps for s in declared} == {60.0} and {s.exercise for s in declared} == {"lunge"}
 
 
-def test_fields_in_the_file_win_over_declared_ones(tmp_path, seqs):
+def test_fields_in_the_file_win_over_declared_ones_but_not_over_a_forced_rate(tmp_path, seqs):
     path = write_sequence_npz(seqs[0], tmp_path / "x.npz")
-    (got,) = list(iter_sequences(path, subject="someone", fps=100.0))
-    assert (got.subject, got.fps) == (seqs[0].subject, seqs[0].fps)
+    (got,) = list(iter_sequences(path, subject="someone", exercise="lunge"))
+    assert (got.subject, got.exercise) == (seqs[0].subject, seqs[0].exercise)
+    (forced,) = list(iter_sequences(path, fps=100.0))  # --fps overrides, as --up and --units do
+    assert forced.fps == 100.0
+    assert forced.meta["conventions"]["fps"] == {"value": 100.0, "source": "option"}
 
 
 def test_pattern_that_does_not_match_is_an_error(tmp_path, seqs):

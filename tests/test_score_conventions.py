@@ -85,7 +85,8 @@ def test_a_manifest_the_data_contradicts_is_an_error_record(session, model_dir, 
     assert "up" in error["reason"]
 
 
-@pytest.mark.parametrize(("option", "problem"), [("--up=+q", "up"), ("--units=furlong", "units")])
+@pytest.mark.parametrize(("option", "problem"), [("--up=+q", "up"), ("--units=furlong", "units"),
+                                                   ("--fps=0", "fps")])
 def test_a_bad_declaration_is_refused_naming_it(tmp_path, option, problem):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
@@ -93,3 +94,52 @@ def test_a_bad_declaration_is_refused_naming_it(tmp_path, option, problem):
     assert done.exit_code != 0
     assert problem in done.output and "Traceback" not in done.output
     assert not (tmp_path / "o").exists()
+
+
+def _timed(path: Path, stamps: list[float], fps: float | None) -> None:
+    """The session file given frame times, and its fps (None: left out)."""
+    doc = json.loads(path.read_text())
+    doc["timestamps"] = stamps
+    if fps is None:
+        doc.pop("fps")
+    else:
+        doc["fps"] = fps
+    path.write_text(json.dumps(doc))
+
+
+def test_session_timestamps_are_checked_as_ingest_checks_them(session, model_dir, tmp_path):
+    uploads = tmp_path / "uploads"
+    n = session.n_frames
+    cases = {"slow.json": ((np.arange(n) / 30.0).tolist(), 15.0),  # declared 15, 30 Hz data
+             "fast.json": ((np.arange(n) / 100.0).tolist(), 30.0),
+             "back.json": ((np.arange(n) / 30.0)[::-1].tolist(), 30.0),
+             "twice.json": ([0.0, *(np.arange(n - 1) / 30.0)], 30.0),
+             "short.json": ((np.arange(n - 1) / 30.0).tolist(), 30.0),
+             "told.json": ((np.arange(n) / 30.0).tolist(), None)}
+    for name, (stamps, fps) in cases.items():
+        _timed(write_session(session, uploads / name), stamps, fps)
+    summary = score_folder(str(uploads), str(tmp_path / "out"), model_dir, INFO, html=False)
+    kinds = {Path(e["input"]).name: e["kind"] for e in summary.error_records}
+    assert kinds == {"slow.json": "contradicts_data", "fast.json": "contradicts_data",
+                     "back.json": "bad_field", "twice.json": "bad_field",
+                     "short.json": "bad_field"}
+    [report] = [json.loads(Path(p).read_text()) for p in summary.report_files]
+    assert report["conventions"]["fps"] == {"value": 30.0, "source": "data"}
+
+
+def test_forced_units_that_make_the_body_tiny_are_an_error_record(session, model_dir, tmp_path):
+    summary, reports = score(session, tmp_path / "cm", model_dir, units="cm")  # metres data
+    assert reports == []
+    [error] = summary.error_records
+    assert error["kind"] == "implausible_units" and error["input"].endswith("u1.json")
+    assert "--units cm" in error["reason"] and "'m'" in error["reason"]
+
+
+def test_score_fps_option_overrides_the_timestamps(session, model_dir, tmp_path):
+    uploads = tmp_path / "uploads"
+    _timed(write_session(session, uploads / "u1.json"), (np.arange(session.n_frames) / 30.0
+                                                         ).tolist(), 15.0)
+    summary = score_folder(str(uploads), str(tmp_path / "out"), model_dir, INFO, html=False,
+                           declared={"fps": 30.0})
+    [report] = [json.loads(Path(p).read_text()) for p in summary.report_files]
+    assert report["conventions"]["fps"] == {"value": 30.0, "source": "option"}

@@ -13,12 +13,14 @@ canonical joints (the source's joint map):
 - mirroring: left-handed coordinates, which some estimators write, from the body's own left
   (left hip and shoulder minus the right ones), its facing (heels to toes, neck to nose) and
   the vertical; in right-handed coordinates facing x left = up;
-- the frame rate, where a sequence carries its frames' timestamps (meta `timestamps`).
+- the frame rate, where a sequence carries its frames' timestamps (meta `timestamps`, seconds).
 
 `settle` then fixes each sequence's fields. What an option forces (`--up`, `--units`,
-`mirrored`) is taken as it is. What the source declares (the file, its manifest, its layout) is
-kept when the data agrees or cannot tell, and is an error naming the source, the declaration
-and the estimate when the data says otherwise. What nobody declared is taken from the data,
+`mirrored`, `--fps`) is taken as it is, unless forced units make a steady body an impossible
+size (POSSIBLE_BODY_M), which is an error naming what the data suggests. What the source
+declares (the file, its manifest, its layout) is kept when the data agrees or cannot tell,
+and is an error naming the source, the declaration and the estimate when the data says
+otherwise. What nobody declared is taken from the data,
 and is an error when the data cannot tell. What was decided, and from where, is recorded in
 the sequence's meta under `conventions`; the up axis and mirroring under `up` and `mirrored`,
 where model.data.normalize reads them.
@@ -37,7 +39,8 @@ from model.data.stats import evenly_spaced, run_medians
 
 UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
 UP, MIRRORED, CONVENTIONS, TIMESTAMPS = "up", "mirrored", "conventions", "timestamps"
-FORCEABLE = (UP, "units", MIRRORED)
+FORCEABLE = (UP, "units", MIRRORED)  # told by the data, so never forced from a quarantine record
+OVERRIDES = (*FORCEABLE, "fps")  # what an option forces over the source and its data
 LYING_EXERCISES = frozenset({"plank"})
 
 MIN_FRAMES = 10  # frames of signal below which the data cannot tell
@@ -47,6 +50,10 @@ BODY_RANGE_M = (0.4, 2.5)  # plausible body sizes (a child to a very tall adult)
 MAX_BONE_SPREAD = 0.25  # relative spread of a bone's length over frames for a body
 MIN_HANDEDNESS = 0.3  # mean handedness (-1 left-handed .. +1 right-handed) to tell
 MAX_FPS_ERROR = 0.05  # relative difference of a declared rate from the timestamps'
+FPS_RANGE = (1.0, 1000.0)  # frame rates validation accepts (model.data.sequence)
+# body sizes forced units may give (half the smallest plausible one, up to the widest body
+# validation accepts: model.data.sequence.MAX_BODY_EXTENT_M); a factor of 10 off leaves them
+POSSIBLE_BODY_M = (BODY_RANGE_M[0] / 2, MAX_BODY_EXTENT_M)
 ESTIMATE_FRAMES = 128  # frames of each sequence the estimate looks at (of those showing a body)
 
 _HEAD = ("nose", "neck")
@@ -218,7 +225,7 @@ def _estimate_fps(seqs: list[Sequence]) -> float | None:
     if not steps:
         return None
     step = float(np.median(np.concatenate(steps)))
-    return 1.0 / step if step > 0 else None
+    return round(1.0 / step, 3) if step > 0 else None
 
 
 def estimate(seqs: list[Sequence], up: str | None = None) -> Estimate:
@@ -276,7 +283,14 @@ def _evidence(field: str, est: Estimate) -> str:
         if est.handedness is None:
             return "the body's facing and left side are not seen"
         return f"handedness {est.handedness:+.2f} (+1 right-handed, -1 mirrored)"
-    return f"the timestamps give {est.fps:.4g} frames per second"
+    return f"the timestamps give {est.fps:g} frames per second{_milliseconds_hint(est.fps)}"
+
+
+def _milliseconds_hint(fps: float) -> str:
+    """A hint where timestamps give a rate that their values in milliseconds would make right."""
+    low, high = FPS_RANGE
+    return (f"; timestamps are seconds, and these look like milliseconds ({fps * 1000:g} frames "
+            "per second if they are)" if fps < low <= fps * 1000 <= high else "")
 
 
 def _found(field: str, est: Estimate) -> object:
@@ -291,7 +305,7 @@ def _declared(seq: Sequence, field: str) -> object:
         return seq.units or None
     if field == MIRRORED:
         return seq.meta.get(MIRRORED)
-    return float(seq.fps)
+    return None if np.isnan(seq.fps) else float(seq.fps)  # NaN: the timestamps tell it
 
 
 def _layout_up(skeleton: str) -> str | None:
@@ -321,13 +335,44 @@ def _option(field: str, value: object) -> str:
     return f"--fps {float(value):g}" if field == "fps" else f"--{field} {value}"
 
 
+def _check_forced_units(seq: Sequence, units: str, est: Estimate) -> None:
+    """ConventionError where forced units make a steady body (one the data can size) an
+    impossible one (POSSIBLE_BODY_M)."""
+    if est.units is None or est.body_size is None:
+        return
+    size, (low, high) = est.body_size * UNITS[units], POSSIBLE_BODY_M
+    if not low <= size <= high:
+        raise ConventionError(
+            seq.source or seq.subject,
+            f"--units {units} makes the body {size:.3g} m, not a human size ({low:g} to "
+            f"{high:g} m); the data suggests units {est.units!r} "
+            f"({_evidence('units', est)}): pass --units {est.units}, or leave it out",
+            "implausible_units")
+
+
+def _check_timed_fps(seq: Sequence, est: Estimate) -> None:
+    """ConventionError where the timestamps give a rate no sequence can have (milliseconds
+    written as seconds, most often)."""
+    low, high = FPS_RANGE
+    if est.fps is not None and not low <= est.fps <= high:
+        raise ConventionError(
+            seq.source or seq.subject,
+            f"fps is not declared, and the timestamps give {est.fps:g} frames per second, not a "
+            f"frame rate ({low:g} to {high:g}){_milliseconds_hint(est.fps)}", "bad_timestamps")
+
+
 def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision | None:
     """The field's value and its origin; None where nobody declared it and the data cannot
-    tell. ConventionError where the declaration contradicts the data."""
+    tell. ConventionError where the declaration contradicts the data, or forced units make
+    the body an impossible size."""
+    if field == "units" and field in forced:
+        _check_forced_units(seq, forced[field], est)
     if field in forced:
         return Decision(forced[field], "option")
     declared, found = _declared(seq, field), _found(field, est)
     if declared is None:
+        if field == "fps":
+            _check_timed_fps(seq, est)
         return None if found is None else Decision(found, "data")
     if field == UP and declared not in UP_AXES:
         raise ConventionError(seq.source or seq.subject, f"up {declared!r} is not one of "
@@ -336,11 +381,13 @@ def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision 
         return Decision(declared, "declared")  # validation names the unknown units
     if found is not None and not _agrees(field, declared, found) and not (
             field == "units" and _absurd_in(seq, declared, est)):
+        said = (f"{declared:g}, but the data says {found:g}" if field == "fps"
+                else f"{declared!r}, but the data says {found!r}")
         raise ConventionError(
             seq.source or seq.subject,
-            f"{field} is declared {declared!r}, but the data says {found!r} "
-            f"({_evidence(field, est)}); fix the declaration, or pass {_option(field, found)} "
-            f"to take the data's, or {_option(field, declared)} to keep the declaration",
+            f"{field} is declared {said} ({_evidence(field, est)}); fix the declaration, or "
+            f"pass {_option(field, found)} to take the data's, or {_option(field, declared)} to "
+            "keep the declaration",
             "contradicts_data")
     return Decision(declared, "declared")
 
@@ -356,9 +403,11 @@ def _has_body(seq: Sequence) -> bool:
 
 
 def checked_forced(forced: dict, source: str) -> dict:
-    """The up axis, units and mirroring of `forced` that are given, checked; ConventionError
-    naming `source` where one is not a valid value."""
-    out = {k: v for k, v in forced.items() if k in FORCEABLE and v is not None}
+    """The up axis, units, mirroring and frame rate of `forced` that are given, checked;
+    ConventionError naming `source` where one is not a valid value."""
+    out = {k: v for k, v in forced.items() if k in OVERRIDES and v is not None}
+    if "fps" in out:
+        out["fps"] = _forced_fps(out["fps"], source)
     if UP in out and out[UP] not in UP_AXES:
         raise ConventionError(source, f"up {out[UP]!r} is not one of {', '.join(UP_AXES)}",
                               "bad_field")
@@ -368,6 +417,18 @@ def checked_forced(forced: dict, source: str) -> dict:
     if MIRRORED in out:
         out[MIRRORED] = bool(out[MIRRORED])
     return out
+
+
+def _forced_fps(value: object, source: str) -> float:
+    low, high = FPS_RANGE
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        fps = float("nan")
+    if not low <= fps <= high:
+        raise ConventionError(source, f"fps {value!r} is not a frame rate ({low:g} to {high:g})",
+                              "bad_fps")
+    return fps
 
 
 def _settled(seq: Sequence, forced: dict, est: Estimate) -> Sequence:
@@ -388,7 +449,8 @@ def _settled(seq: Sequence, forced: dict, est: Estimate) -> Sequence:
         meta[UP] = decisions[UP].value
     meta[MIRRORED] = bool(decisions[MIRRORED].value)
     units = decisions["units"].value if decisions["units"] is not None else seq.units
-    return replace(seq, units=units, meta=meta)
+    fps = decisions["fps"].value if decisions["fps"] is not None else seq.fps
+    return replace(seq, units=units, fps=fps, meta=meta)
 
 
 def settle(seqs: list[Sequence], forced: dict | None = None, source: str = ""
@@ -396,7 +458,7 @@ def settle(seqs: list[Sequence], forced: dict | None = None, source: str = ""
     """The sequences of one source with their up axis, units and mirroring decided (see the
     module's docstring), in order; a ConventionError in place of each one that cannot be.
 
-    `forced`: up, units and mirrored given as options, taken as they are. Raises
+    `forced`: up, units, mirrored and fps given as options, taken as they are. Raises
     ConventionError (naming `source`) when a forced value is not a valid one."""
     forced = checked_forced(forced or {}, source)
     declared_ups = {_declared(s, UP) for s in seqs} & set(UP_AXES)

@@ -49,7 +49,9 @@ from model.data.skeletons import get_skeleton
 
 ZEROS_LOST = "zeros_lost"
 UP, MIRRORED = "up", "mirrored"  # the axis conventions (model.data.conventions)
-TIMESTAMPS = "timestamps"  # seconds of each frame (JSON), to check the frame rate against
+TIMESTAMPS = "timestamps"  # seconds of each frame, to check the frame rate against (or tell it)
+TIME_COLUMNS = ("timestamp", "timestamps", "time")  # a CSV header's column of frame times
+_TIME_NAMES = "timestamp, timestamps or time"
 SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST,
                    UP, MIRRORED)
 SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise", ZEROS_LOST,
@@ -137,7 +139,8 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
     """SequenceError naming each required field that is missing, null or empty, or a text
     field given as something other than text or a number."""
     required = REQUIRED if session else (*REQUIRED, "label")
-    missing = [k for k in required if _absent(fields.get(k))]
+    timed = fields.get(TIMESTAMPS) is not None  # the timestamps tell the rate
+    missing = [k for k in required if _absent(fields.get(k)) and not (timed and k == "fps")]
     if missing:
         raise SequenceError(source, f"{', '.join(missing)}: missing, null or empty (declare it in "
                                     "the file, a manifest, a file-name pattern or an option)",
@@ -154,14 +157,19 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
 
 
 def _timestamps(value: object, frames: int, source: str) -> list[float]:
-    """A sequence's frame times: one number per frame, increasing."""
+    """A sequence's frame times: one number per frame (seconds), increasing."""
     try:
         stamps = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as e:
         raise SequenceError(source, "timestamps are not numbers", "bad_field") from e
-    if stamps.shape != (frames,) or not (np.diff(stamps) > 0).all():
-        raise SequenceError(source, f"timestamps are not {frames} increasing numbers, one per "
-                                    "frame", "bad_field")
+    if stamps.shape != (frames,):
+        raise SequenceError(source, f"timestamps: {stamps.size} for {frames} frames, not one "
+                                    "number per frame", "bad_field")
+    bad = np.flatnonzero(~(np.diff(stamps) > 0))
+    if len(bad):
+        i = int(bad[0]) + 1
+        raise SequenceError(source, f"timestamps do not increase: frame {i} is at "
+                                    f"{stamps[i]:g} s, after {stamps[i - 1]:g} s", "bad_field")
     return stamps.tolist()
 
 
@@ -169,17 +177,19 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
                    ) -> Sequence:
     """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
 
-    With `zeros_lost` declared true, exact (0, 0, 0) joints become lost joints (NaN)."""
+    With `zeros_lost` declared true, exact (0, 0, 0) joints become lost joints (NaN). With
+    `timestamps` and no `fps`, fps is NaN until model.data.conventions takes it from them."""
     _checked_fields(fields, source, session)
     check_poses_size(source, np.shape(poses))
     if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
         poses = zeros_as_lost(poses)
     try:
-        fps = float(fields["fps"])
+        fps = float("nan") if _absent(fields.get("fps")) else float(fields["fps"])
         rep = int(fields.get("rep") or 0)
     except (TypeError, ValueError, OverflowError) as e:
-        raise SequenceError(source, f"fps {fields['fps']!r:.80} or rep {fields.get('rep')!r:.80} "
-                                    "is not a number a float holds", "bad_field") from e
+        raise SequenceError(source, f"fps {fields.get('fps')!r:.80} or rep "
+                                    f"{fields.get('rep')!r:.80} is not a number a float holds",
+                            "bad_field") from e
     meta = {k: str(fields[k]) for k in (UP,) if not _absent(fields.get(k))}
     if fields.get(TIMESTAMPS) is not None:
         meta[TIMESTAMPS] = _timestamps(fields[TIMESTAMPS], np.shape(poses)[0], source)
@@ -414,12 +424,14 @@ def _is_number(text: str) -> bool:
         return text.strip().lower() in ("", "nan")
 
 
-def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
-    src = str(path)
-    try:
-        text = read_bytes_bounded(path).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SequenceError(src, f"cannot read the file as text ({e})", "unreadable") from e
+def _abbreviated(names: list[str], shown: int = 6) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _csv_lines(text: str) -> tuple[dict, list[str] | None, list[str]]:
+    """A CSV's `# key: value` fields, its header (None where the first row is numbers) and
+    its rows."""
     fields, body = {}, []
     for line in text.splitlines():
         if line.startswith("#"):
@@ -431,25 +443,79 @@ def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | Sequenc
     header = None
     if body and not all(_is_number(c) for c in body[0].split(",")):
         header = [c.strip() for c in body.pop(0).split(",")]
+    return fields, header, body
+
+
+def _without_time_column(flat: np.ndarray, header: list[str] | None
+                         ) -> tuple[np.ndarray, list[str] | None, np.ndarray | None]:
+    """The coordinates, the header and the frame times of a header's time column (TIME_COLUMNS),
+    the time column taken out; times None where there is none."""
+    named = [i for i, c in enumerate(header or ()) if c.lower() in TIME_COLUMNS]
+    if not named or len(header) != flat.shape[1]:
+        return flat, header, None
+    i = named[0]
+    return np.delete(flat, i, axis=1), header[:i] + header[i + 1:], flat[:, i]
+
+
+def _columns_problem(columns: int, header: list[str] | None) -> str:
+    """Why `columns` coordinate columns are not joints x 3, with what the header shows."""
+    reason = f"{columns} columns is not joints x 3"
+    if header is None:
+        return (reason + "; an extra column of frame times needs a header naming it "
+                f"{_TIME_NAMES} (seconds)")
+    extra = [c for c in header if not c.lower().endswith(("_x", "_y", "_z"))]
+    if extra:
+        reason += (f"; the header's columns {_abbreviated(extra)} are not joint coordinates "
+                   f"(a column of frame times is read when named {_TIME_NAMES}, "
+                   "in seconds)")
+    return reason
+
+
+def _header_problem(header: list[str], skeleton: str) -> str | None:
+    """What is wrong with a CSV header for a skeleton: the first column that differs, what was
+    expected and what was found; None when it lists the skeleton's coordinates in order."""
+    expected = coordinate_columns(skeleton)
+    if header == expected:
+        return None
+    at = next((i for i, (h, e) in enumerate(zip(header, expected, strict=False)) if h != e),
+              min(len(header), len(expected)))
+    found = repr(header[at]) if at < len(header) else "nothing"
+    wanted = repr(expected[at]) if at < len(expected) else "no more columns"
+    return (f"header does not list the joints of skeleton {skeleton!r} as joint_x,joint_y,"
+            f"joint_z in order: column {at + 1} is {found}, expected {wanted} (expected "
+            f"{_abbreviated(expected)}; found {_abbreviated(header)}). Built-in skeletons use "
+            "posecoach's own joint names; for a tool's own names (SpineBase, LEFT_SHOULDER, ...) "
+            "give a layout file (--layout-file, or layout_file in posecoach.json) listing them")
+
+
+def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
+    src = str(path)
+    try:
+        text = read_bytes_bounded(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SequenceError(src, f"cannot read the file as text ({e})", "unreadable") from e
+    fields, header, body = _csv_lines(text)
     try:
         table = pd.read_csv(io.StringIO("\n".join(body)), header=None, dtype=np.float64,
                             na_values=["", "nan", "NaN"], keep_default_na=False)
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise SequenceError(src, f"rows are not comma-separated numbers ({e})".splitlines()[0],
                             "bad_csv") from e
-    flat = table.to_numpy(dtype=np.float32)
+    flat, header, times = _without_time_column(table.to_numpy(dtype=np.float64), header)
     if flat.shape[1] % 3:
-        raise SequenceError(src, f"{flat.shape[1]} columns is not joints x 3", "bad_shape")
+        raise SequenceError(src, _columns_problem(flat.shape[1], header), "bad_shape")
     merged = {**declared, **fields}
+    if times is not None:
+        merged[TIMESTAMPS] = times
     if header is not None and merged.get("skeleton"):
         try:
-            expected = coordinate_columns(str(merged["skeleton"]))
+            problem = _header_problem(header, str(merged["skeleton"]))
         except ValueError:
-            expected = header
-        if header != expected:
-            raise SequenceError(src, f"header does not list skeleton {merged['skeleton']!r}'s "
-                                     "joints as joint_x,joint_y,joint_z in order", "bad_header")
+            problem = None  # an unknown skeleton: validation names it
+        if problem:
+            raise SequenceError(src, problem, "bad_header")
     try:
+        flat = flat.astype(np.float32)
         yield build_sequence(flat.reshape(flat.shape[0], -1, 3), merged, src)
     except SequenceError as e:
         yield e
@@ -492,7 +558,7 @@ def _read_session_json(path: Path) -> Sequence:
     doc = _load_json(path)
     if not isinstance(doc, dict) or "poses" not in doc:
         raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
-    fields = {k: doc[k] for k in SESSION_FIELDS if k in doc}
+    fields = {k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}
     return build_sequence(_poses_from_nested(doc["poses"], str(path)), fields, str(path), True)
 
 

@@ -216,7 +216,9 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
 def read_session(path: Path, layout: str | None = None, layout_file: str | Path | None = None,
                  **forced: object) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
-    axes and units settled (model.data.conventions), `forced` (up, units, mirrored) as given.
+    axes, units and frame rate settled (model.data.conventions; a JSON or Parquet session's
+    `timestamps` checked as a labelled file's are), `forced` (up, units, mirrored, fps) as
+    given.
     A built-in `layout` (declared, or named by a posecoach.json in the session's folder) and
     the manifest may declare up, units and mirrored (the manifest over the layout, the session
     file over both), the manifest also `layout_file`. With a layout file (the argument over

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from model.data.names import exercise_name
-from model.data.skeletons import SKELETONS
+from model.data.skeletons import SKELETONS, unknown_skeleton
 
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 MIN_FRAMES = 10
@@ -82,7 +82,7 @@ def _checked_poses(seq: Sequence) -> np.ndarray:
     """The checks of fields and shape; the poses as float32 (frames, joints, 3)."""
     src = _source(seq)
     if seq.skeleton not in SKELETONS:
-        raise SequenceError(src, f"unknown skeleton {seq.skeleton!r}", "unknown_skeleton")
+        raise SequenceError(src, unknown_skeleton(seq.skeleton), "unknown_skeleton")
     try:
         exercise_name(seq.exercise)
     except ValueError as exc:

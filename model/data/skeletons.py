@@ -238,9 +238,16 @@ class SkeletonError(ValueError):
     """A skeleton that is unknown, or that neither matches nor maps onto the one needed."""
 
 
+def unknown_skeleton(name: str) -> str:
+    """Why a skeleton name is not known, with the known ones and where another comes from."""
+    return (f"unknown skeleton {name!r} (known: {', '.join(sorted(SKELETONS))}); another "
+            "source's skeleton comes with its layout file: pass --layout-file, or name it as "
+            "layout_file in a posecoach.json in the files' folder")
+
+
 def get_skeleton(name: str) -> Skeleton:
     if name not in SKELETONS:
-        raise SkeletonError(f"unknown skeleton {name!r}; known: {', '.join(sorted(SKELETONS))}")
+        raise SkeletonError(unknown_skeleton(name))
     return SKELETONS[name]
 
 
