@@ -8,6 +8,7 @@ Run from the repository root: .venv/bin/python docs/figures/corpus.py
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import pickle
 import re
@@ -23,7 +24,7 @@ import numpy as np
 from model.data.ec3d_pickle import write_ec3d_pickle
 from model.data.formats import write_sequences_json, write_session
 from model.data.hostile import HOSTILE_NAMES, read_in_child, write_bombs
-from model.data.names import safe_file_name, safe_name
+from model.data.names import safe_file_name, upload_name
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import Sequence, SequenceError, validate, validate_many
 from model.data.synth import make_dataset, make_session
@@ -53,12 +54,13 @@ def outcome(read: Callable[[], list]) -> list[str]:
 
 
 def names_inside(values: Iterable[str], folder: Path, suffix: str) -> list[str]:
-    """For each value: "accepted" when its file name stays one plain, distinct name directly in
-    `folder`, "ESCAPED" otherwise."""
+    """For each value (a session id): "accepted" when the report name scoring makes of it
+    stays one plain, distinct name directly in `folder`, "ESCAPED" otherwise."""
     seen: set[str] = set()
     out = []
     for value in values:
-        name = safe_name(value) + suffix
+        key = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        name = upload_name(value, key) + suffix
         target = (folder / name).resolve()
         ok = PLAIN.fullmatch(name) and target.parent == folder.resolve() and name not in seen
         seen.add(name)
