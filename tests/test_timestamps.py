@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data.formats import coordinate_columns, write_sequences_json, write_session
+from model.data.formats import (
+    coordinate_columns,
+    write_sequence_npz,
+    write_sequences_json,
+    write_session,
+)
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import SequenceError
 from model.data.synth import make_dataset, make_session
@@ -73,6 +78,27 @@ def test_session_timestamps_are_read_and_checked(tmp_path):
             read_session(path)
     path.write_text(json.dumps({**doc, "fps": 15.0, "timestamps": (np.arange(n) / 30).tolist()}))
     assert read_session(path, fps=15.0).fps == 15.0
+
+
+def test_npz_timestamps_are_read_and_checked(seq, tmp_path):
+    session, _ = make_session("u2", "squat", ["correct"], seed=2)
+    for item, name, write, read in [
+            (seq, "labelled.npz", write_sequence_npz, lambda p: list(iter_sequences(p))[0]),
+            (session, "upload.npz", write_session, read_session)]:
+        path = write(item, tmp_path / name)
+        with np.load(path) as z:
+            arrays = dict(z)
+        stamps = np.arange(item.n_frames) / 30.0
+        np.savez(path, **{**arrays, "fps": np.array(15.0), "timestamps": stamps})
+        try:
+            got = read(path)
+        except SequenceError as e:
+            got = e
+        assert isinstance(got, SequenceError) and got.kind == "contradicts_data", name
+        assert "declared 15, but the data says 30" in got.reason
+        np.savez(path, **{k: v for k, v in arrays.items() if k != "fps"}, timestamps=stamps)
+        got = read(path)
+        assert got.fps == 30.0 and got.meta["conventions"]["fps"]["source"] == "data", name
 
 
 def _csv(seq, path: Path, header: list[str], rows: np.ndarray, fields: str) -> Path:

@@ -362,8 +362,9 @@ def _npz_member(names: list[str], key: str) -> str | None:
 
 
 def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
-    """The poses and the 0-d fields among `keys` of an NPZ, the archive opened once: sizes
-    checked from its headers first, then each array read as np.load reads it (no pickles)."""
+    """The poses and the 0-d fields among `keys` of an NPZ (and its `timestamps` array), the
+    archive opened once: sizes checked from its headers first, then each array read as np.load
+    reads it (no pickles)."""
     src = str(path)
     check_file_size(path)
     if not zipfile.is_zipfile(path):
@@ -386,6 +387,8 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
             poses = read(members.pop("poses"))
             given = {k: read(m) for k, m in members.items()}
             fields = {k: v.item() for k, v in given.items() if v.ndim == 0}
+            if TIMESTAMPS in given and given[TIMESTAMPS].ndim:  # one number per frame
+                fields[TIMESTAMPS] = given[TIMESTAMPS]
     except SequenceError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -398,7 +401,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
 
 
 def read_sequence_npz(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
-    poses, fields = _load_npz(path, SEQUENCE_FIELDS)
+    poses, fields = _load_npz(path, (*SEQUENCE_FIELDS, TIMESTAMPS))
     try:
         yield build_sequence(poses, {**declared, **fields}, str(path))
     except SequenceError as e:
@@ -563,7 +566,7 @@ def _read_session_json(path: Path) -> Sequence:
 
 
 def _read_session_npz(path: Path) -> Sequence:
-    poses, fields = _load_npz(path, SESSION_FIELDS)
+    poses, fields = _load_npz(path, (*SESSION_FIELDS, TIMESTAMPS))
     return build_sequence(poses, fields, str(path), True)
 
 
