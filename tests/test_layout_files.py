@@ -162,7 +162,8 @@ def test_a_batch_with_a_broken_layout_file_goes_on(seqs, tmp_path):
     write_sequence_csv(seqs[0], tmp_path / "plain" / "take.csv")
     out = list(iter_sequences(tmp_path / "broken")) + list(iter_sequences(tmp_path / "plain"))
     [err] = [o for o in out if isinstance(o, SequenceError)]
-    assert err.kind == "bad_layout_file" and "_layout.json" in str(err)
+    assert err.kind == "bad_layout_file" and "_layout.json" in err.reason
+    assert err.source == str(broken / "take.csv")  # the input's error, naming the layout file
     assert len([o for o in out if not isinstance(o, SequenceError)]) == 1
 
 

@@ -183,6 +183,14 @@ def folder_files(folder: Path) -> list[Path]:
     )  # fmt: skip
 
 
+def _as_files(error: SequenceError, file: Path) -> SequenceError:
+    """`error` as `file`'s: one about another file it is read with (its folder's manifest or
+    layout file) names that file in its reason."""
+    if error.source.startswith(str(file)):
+        return error
+    return SequenceError(str(file), f"{error.source}: {error.reason}", error.kind)
+
+
 def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | SequenceError]:
     """Labelled sequences from a file or a folder (every file in it, recursively).
 
@@ -206,7 +214,7 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
             try:
                 yield from _read_file(file, path, declared)
             except SequenceError as e:
-                yield e
+                yield _as_files(e, file)
     elif path.is_file():
         yield from _read_file(path, path.parent, declared)
     else:
