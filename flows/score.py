@@ -331,9 +331,10 @@ class Plan:
 
 
 def plan(path: str, out: str, info: ModelInfo) -> Plan:
-    """The inputs under `path` (not the folder's manifest), and the ledger keys of the sessions
-    this model version has already scored. Each upload's own key (`upload_key`) is taken by
-    whoever reads it: here only for Ray, else by the worker that scores it."""
+    """The inputs under `path` (not the folder's manifest, nor `out` inside it), and the ledger
+    keys of the sessions this model version has already scored. Each upload's own key
+    (`upload_key`) is taken by whoever reads it: here only for Ray, else by the worker that
+    scores it."""
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such folder, prefix or file")
     ledger = read_ledger(out, ["key"])
@@ -342,6 +343,8 @@ def plan(path: str, out: str, info: ModelInfo) -> Plan:
     mine = ledger_key("", info)
     entries = [e for e in storage.list_entries(path)
                if e.uri.rsplit("/", 1)[-1] != MANIFEST]  # the folder's declarations
+    if storage.inside(out, path):  # the reports go into the folder scored: not inputs
+        entries = [e for e in entries if not storage.inside(e.uri, out)]
     files = [e for e in entries if e.problem is None and is_upload(e.uri)]
     refused = [(e.uri, *refusal(e)) for e in entries if e.problem or not is_upload(e.uri)]
     uploads, duplicates = distinct(files)

@@ -145,3 +145,13 @@ def test_the_same_bytes_under_two_names_are_scored_once(model_dir, tmp_path):
     assert "copy of a.json" in (out / "index.html").read_text()
     again = score_folder(str(folder), str(out), model_dir, INFO)
     assert (again.skipped, again.duplicates, again.reports) == (2, 2, 0) and again.accounted
+
+
+def test_reports_written_inside_the_folder_scored_are_not_inputs(model_dir, tmp_path):
+    folder = tmp_path / "in"
+    upload(folder / "a.json", seed=6, session_id="a")
+    out = folder / "reports"
+    first = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (first.sessions, first.reports, first.errors) == (1, 1, 0)
+    again = score_folder(str(folder), str(out), model_dir, INFO)
+    assert (again.sessions, again.skipped, again.errors) == (1, 1, 0) and again.accounted

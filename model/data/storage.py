@@ -36,6 +36,13 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(text)
 
 
+def inside(uri: str | Path, folder: str | Path) -> bool:
+    """Whether `uri` is `folder` or under it, on one filesystem (local paths resolved)."""
+    (fs, path), (folder_fs, folder_path) = resolve(uri), resolve(folder)
+    return type(fs) is type(folder_fs) and (
+        path == folder_path or path.startswith(folder_path.rstrip("/") + "/"))
+
+
 def join(base: str | Path, *parts: str) -> str:
     """`base` and `parts` joined with "/", the scheme of `base` kept; ValueError for a part that
     would climb out of `base` (a `.` or `..` segment, a backslash, a NUL: names from uploads go
