@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from model.data.conventions import checked_forced
 from model.data.ec3d_pickle import safe_load, write_ec3d_pickle
 from model.data.formats import (
     coordinate_columns,
@@ -161,6 +162,19 @@ def test_a_number_too_large_for_a_float_is_bad_input(tmp_path, seqs, number, kin
         assert isinstance(e, SequenceError) and e.kind == kind and str(path) in str(e)
         assert ("fps" if kind == "bad_field" else "digits") in e.reason
 
+
+
+def test_a_frame_rate_too_large_for_a_float_is_refused_for_a_pickle_and_an_option(tmp_path,
+                                                                                 seqs):
+    folder = tmp_path / "pk"
+    write_ec3d_pickle(seqs[:2], folder / "data_3D.pickle")
+    (folder / "posecoach.json").write_text('{"fps": 1' + "0" * 400 + "}")
+    [err] = list(iter_sequences(folder))
+    assert err.kind == "bad_field" and err.source == str(folder / "data_3D.pickle")
+    assert err.reason.startswith("fps 1000")
+    with pytest.raises(SequenceError) as raised:
+        checked_forced({"fps": 10**400}, "the options")
+    assert raised.value.kind == "bad_fps" and "the options" in str(raised.value)
 
 def _kinect_csv(path: Path, header: list[str], columns: int) -> Path:
     rows = np.random.default_rng(0).normal(size=(12, columns))

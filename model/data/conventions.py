@@ -423,11 +423,11 @@ def _forced_fps(value: object, source: str) -> float:
     low, high = FPS_RANGE
     try:
         fps = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         fps = float("nan")
     if not low <= fps <= high:
-        raise ConventionError(source, f"fps {value!r} is not a frame rate ({low:g} to {high:g})",
-                              "bad_fps")
+        raise ConventionError(source, f"fps {value!r:.80} is not a frame rate ({low:g} to "
+                                      f"{high:g})", "bad_fps")
     return fps
 
 
