@@ -13,13 +13,22 @@ import torch
 
 from model.data.labels import class_name
 from model.data.normalize import Normalization, normalize
+from model.data.readers import read_session
 from model.data.sequence import SequenceError
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset, make_session, to_skeleton
 from model.evaluate.plots import plot_correction
 from model.learn.saved import TrainedModel
 from model.learn.train import train
-from model.serve.scoring import HOLD_KEY, calibrate, score, score_session, threshold_of
+from model.serve.scoring import (
+    HOLD_KEY,
+    calibrate,
+    cut_session,
+    score,
+    score_session,
+    threshold_of,
+)
+from model.serve.sessions import score_uploads
 from model.settings import PROFILES, run_config
 
 
@@ -175,3 +184,28 @@ def test_correction_picture(model, test_seqs, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     buf = plot_correction(original, r.corrected, get_skeleton("ec3d19"), io.BytesIO())
     assert buf.getvalue()[:8] == data[:8]
+
+
+def test_an_exercise_the_model_never_learned_is_said_before_any_cutting(model, test_seqs):
+    jitter = np.random.default_rng(0).normal(0, 1e-3, (90, *test_seqs[0].poses.shape[1:]))
+    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0) + jitter.astype(np.float32)
+    session = replace(test_seqs[0], poses=still, exercise="jumping_jack", source="jj.json")
+    with pytest.raises(SequenceError, match="jj.json: exercise 'jumping_jack' is not one") as err:
+        cut_session(model, session)
+    assert err.value.kind == "unknown_exercise"
+
+
+def test_a_session_marked_segmented_is_one_repetition_scored_whole(model, test_seqs, tmp_path):
+    rep = test_seqs[0]
+    doc = {"format": "posecoach-session", "skeleton": rep.skeleton, "units": "m",
+           "fps": rep.fps, "subject": "u1", "exercise": rep.exercise, "segmented": True,
+           "poses": rep.poses.tolist()}
+    (tmp_path / "one.json").write_text(json.dumps(doc))
+    (tmp_path / "plain.json").write_text(json.dumps({**doc, "segmented": False}))
+    session = read_session(tmp_path / "one.json")
+    [cut] = cut_session(model, session)
+    assert cut.meta["frames"] == (0, len(rep.poses))
+    assert read_session(tmp_path / "plain.json", segmented=True).meta["segmented"]
+    assert "segmented" not in read_session(tmp_path / "plain.json").meta
+    [scored] = score_uploads(model, [str(tmp_path / "one.json")])
+    assert scored.ok and len(scored.results) == 1 and scored.results[0].ok

@@ -12,7 +12,13 @@ from model.data.normalize import Normalization, normalize
 from model.data.readers import iter_sequences
 from model.data.sequence import Sequence
 from model.data.skeletons import EC3D_JOINTS
-from model.serve.segment import cycle_repetitions, hold_windows, segment
+from model.serve.segment import (
+    cycle_repetitions,
+    excursion_repetitions,
+    hold_windows,
+    segment,
+    segmenter,
+)
 from tests.test_foundation import standing_pose
 
 UIPRMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ui-prmd"
@@ -43,6 +49,77 @@ def session(depths, rep_frames, pause_frames, fps=30.0, seed=0, noise=0.01, stan
     poses = np.concatenate(frames)
     poses += rng.normal(0, noise, poses.shape).astype(np.float32)
     return poses, bounds
+
+
+def arm_raised(base: np.ndarray, angle: float) -> np.ndarray:
+    """`base` with both arms swung up sideways about the shoulders by `angle` (radians)."""
+    pose = base.copy()
+    for side, sign in (("l", 1.0), ("r", -1.0)):
+        shoulder = base[EC3D_JOINTS.index(f"{side}_shoulder")]
+        for joint in (f"{side}_elbow", f"{side}_wrist"):
+            y, z = base[EC3D_JOINTS.index(joint)][1:] - shoulder[1:]
+            c, s = np.cos(sign * angle), np.sin(sign * angle)
+            pose[EC3D_JOINTS.index(joint), 1:] = shoulder[1:] + (c * y - s * z, s * y + c * z)
+    return pose
+
+
+def seated(base: np.ndarray) -> np.ndarray:
+    """`base` sat down on a chair: the body 45 cm lower and 25 cm back, the knees forward."""
+    pose = base.copy()
+    upper = [i for i, j in enumerate(EC3D_JOINTS) if i not in LOWER and "knee" not in j]
+    pose[upper] += (-0.25, 0.0, -0.45)
+    pose[[EC3D_JOINTS.index("l_knee"), EC3D_JOINTS.index("r_knee")]] += (0.2, 0.0, -0.05)
+    return pose
+
+
+def excursions(rest: np.ndarray, away: np.ndarray, rep_frames: list[int], pause_frames: int,
+               seed: int = 0, noise: float = 0.004) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Rests in pose `rest` and repetitions that go to pose `away` and back; poses with jitter,
+    and the true (start, end) of each repetition."""
+    phases, bounds, t = [np.zeros(pause_frames)], [], pause_frames
+    for n in rep_frames:
+        phases += [np.sin(np.linspace(0, np.pi, n)) ** 2, np.zeros(pause_frames)]
+        bounds.append((t, t + n))
+        t += n + pause_frames
+    phase = np.concatenate(phases)[:, None, None]
+    poses = rest + phase * (away - rest)
+    return poses + np.random.default_rng(seed).normal(0, noise, poses.shape), bounds
+
+
+def assert_found(found: list[tuple[int, int]], truth: list[tuple[int, int]], tolerance: int):
+    assert len(found) == len(truth)
+    for (s, e), (ts, te) in zip(found, truth, strict=True):
+        assert abs(s - ts) <= tolerance and abs(e - te) <= tolerance
+
+
+def test_arm_raises_are_cut_as_excursions_from_rest_where_the_hips_never_move():
+    base = standing_pose()
+    poses, truth = excursions(base, arm_raised(base, np.deg2rad(160)), [90, 75, 100, 85], 30)
+    assert cycle_repetitions(poses, 30.0) == []
+    assert_found(excursion_repetitions(poses, 30.0), truth, tolerance=9)
+
+
+@pytest.mark.parametrize("rests", ["sitting", "standing"])
+def test_sit_to_stands_are_cut_as_excursions_whichever_pose_the_person_rests_in(rests):
+    standing, sitting = standing_pose(), seated(standing_pose())
+    rest, away = (sitting, standing) if rests == "sitting" else (standing, sitting)
+    poses, truth = excursions(rest, away, [95, 80, 60, 100], 30, seed=3)
+    assert_found(excursion_repetitions(poses, 30.0), truth, tolerance=9)
+
+
+def test_sit_to_stands_back_to_back_without_a_rest_are_each_found():
+    sitting = seated(standing_pose())
+    poses, truth = excursions(sitting, standing_pose(), [80, 90, 70], 0, noise=0.002)
+    assert_found(excursion_repetitions(poses, 30.0), truth, tolerance=9)
+
+
+def test_an_exercise_neither_posecoach_nor_the_card_names_is_cut_as_excursions():
+    base = standing_pose()
+    poses, truth = excursions(base, arm_raised(base, np.deg2rad(150)), [90, 90], 30)
+    assert segmenter("arm_raise") == "excursion" and segmenter("squat") == "cycle"
+    assert segmenter("squat", {"squat": "excursion"}) == "excursion"
+    assert_found(segment(poses, "arm_raise", 30.0, hold_window=90), truth, tolerance=9)
+    assert segment(poses, "arm_raise", 30.0, hold_window=90, declared={"arm_raise": "cycle"}) == []
 
 
 def test_squats_are_found_within_tolerance_shallow_ones_too():
@@ -102,7 +179,7 @@ def test_uiprmd_squats_as_recorded_back_to_back_are_each_found():
 
 def test_standing_still_has_no_repetition():
     poses, _ = session([0.0], [60], pause_frames=40)
-    assert cycle_repetitions(poses, 30.0) == []
+    assert cycle_repetitions(poses, 30.0) == excursion_repetitions(poses, 30.0) == []
 
 
 def test_plank_holds_are_cut_into_training_length_windows():

@@ -33,7 +33,7 @@ DEFAULT_BETA = 0.1
 DEFAULT_AVERAGE_TAIL = 0.5
 DEFAULT_LABEL_SMOOTHING = 0.1
 GATE_SHARE = 0.2
-SEGMENTERS = ("cycle", "hold")
+SEGMENTERS = ("cycle", "excursion", "hold")
 GATE_ENV = "POSECOACH_GATE_SUBJECTS_"
 _EXERCISE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 

@@ -9,7 +9,8 @@ Labelled sequences, one sequence per file unless said otherwise:
 - CSV (`.csv`, `.txt`, optionally gzip'd `.gz`): optional `# key: value` comment lines for the
   fields, an optional header `joint_x,joint_y,joint_z,...` in the skeleton's order, then one row
   per frame of joints x (x, y, z); an empty cell or `nan` is a lost coordinate.
-Uploaded sessions, one per file, the same fields with `session_id` and without `label`/`rep`:
+Uploaded sessions, one per file, the same fields with `session_id` and without `label`/`rep`
+(and optionally `segmented`: true for a file that is one repetition, scored whole):
 - JSON {"format": "posecoach-session", ...}; NPZ as above; Parquet with one row per frame,
   one float column `joint_x|y|z` per coordinate, the fields as JSON under the schema
   metadata key `posecoach`.
@@ -49,13 +50,14 @@ from model.data.skeletons import get_skeleton
 
 ZEROS_LOST = "zeros_lost"
 UP, MIRRORED = "up", "mirrored"  # the axis conventions (model.data.conventions)
+SEGMENTED = "segmented"  # a session that is one repetition, scored whole, not cut
 TIMESTAMPS = "timestamps"  # seconds of each frame, to check the frame rate against (or tell it)
 TIME_COLUMNS = ("timestamp", "timestamps", "time")  # a CSV header's column of frame times
 _TIME_NAMES = "timestamp, timestamps or time"
 SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST,
                    UP, MIRRORED)
 SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise", ZEROS_LOST,
-                  UP, MIRRORED)
+                  UP, MIRRORED, SEGMENTED)
 REQUIRED = ("skeleton", "fps", "subject", "exercise")
 TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label", UP)
 PARQUET_META_KEY = b"posecoach"
@@ -198,6 +200,8 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
     if session:
         given = fields.get("session_id")
         meta["session_id"] = Path(source).name.split(".")[0] if _absent(given) else str(given)
+        if flag(fields.get(SEGMENTED), SEGMENTED, source):
+            meta[SEGMENTED] = True
     return Sequence(
         poses=poses, subject=str(fields["subject"]), exercise=str(fields["exercise"]),
         skeleton=str(fields["skeleton"]), fps=fps,

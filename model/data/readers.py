@@ -20,6 +20,7 @@ from pathlib import Path
 from model.data.conventions import checked_forced, settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
+    SEGMENTED,
     SEQUENCE_FIELDS,
     SESSION_READERS,
     ZEROS_LOST,
@@ -231,7 +232,7 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
 
 
 def read_session(path: Path, layout: str | None = None, layout_file: str | Path | None = None,
-                 **forced: object) -> Sequence:
+                 segmented: bool = False, **forced: object) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
     axes, units and frame rate settled (model.data.conventions; a JSON or Parquet session's
     `timestamps` checked as a labelled file's are), `forced` (up, units, mirrored, fps) as
@@ -239,7 +240,9 @@ def read_session(path: Path, layout: str | None = None, layout_file: str | Path 
     A built-in `layout` (declared, or named by a posecoach.json in the session's folder) and
     the manifest may declare up, units and mirrored (the manifest over the layout, the session
     file over both), the manifest also `layout_file`. With a layout file (the argument over
-    the manifest's), a session in that layout's skeleton is mapped onto the canonical joints."""
+    the manifest's), a session in that layout's skeleton is mapped onto the canonical joints.
+    A session that is one repetition (`segmented`: the argument, the file's field or the
+    manifest's) has meta["segmented"] true, and is scored whole rather than cut."""
     path = Path(path)
     if not path.is_file():
         raise SequenceError(str(path), "no such file (a session is one file)", "unreadable")
@@ -257,4 +260,6 @@ def read_session(path: Path, layout: str | None = None, layout_file: str | Path 
                        str(path))
     if isinstance(session, SequenceError):
         raise session
+    if segmented or flag(manifest.get(SEGMENTED), SEGMENTED, str(path)):
+        session.meta[SEGMENTED] = True
     return session

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from model.collector import collector_paused
+from model.data.formats import SEGMENTED
 from model.data.labels import Class, class_name
 from model.data.normalize import Normalization, normalize, normalize_many
 from model.data.sequence import Sequence, SequenceError, validate, validate_many
@@ -26,7 +27,7 @@ from model.learn.gcn import get_variant
 from model.learn.saved import Inference, TrainedModel
 from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
 from model.serve.reference import References, decide, reference_cut
-from model.serve.segment import HOLD_EXERCISES, SegmentError, segment
+from model.serve.segment import HOLD_EXERCISES, segment, segmenter
 from model.settings import get_settings
 
 BATCH_SIZE = 512
@@ -270,28 +271,44 @@ def score_session(model: TrainedModel, session: Sequence, hold_window: int | Non
 
 def cut_session(model: TrainedModel, session: Sequence,
                 hold_window: int | None = None) -> list[Sequence]:
-    """A continuous session's repetitions (model.serve.segment), each with meta["frames"].
+    """A continuous session's repetitions (model.serve.segment), each with meta["frames"]; a
+    session marked segmented (meta["segmented"]) is one repetition, whole.
 
     A hold (plank) is cut into windows of `hold_window` frames at the session's rate; by default
     as long as the model's training holds (meta["hold_seconds"], set by `calibrate`), else 3 s.
-    Raises SequenceError when the session itself is unusable or holds no repetition.
+    Raises SequenceError when the session itself is unusable, is of an exercise the model was
+    not trained on, or holds no repetition.
     """
     poses, _ = prepare(session, replace(model.normalization, fps=session.fps))
-    seconds = model.meta.get(HOLD_KEY) or DEFAULT_HOLD_SECONDS
-    window = hold_window or max(1, int(round(seconds * session.fps)))
-    try:
-        cuts = segment(poses, session.exercise, session.fps, window,
-                       declared=model.meta.get(SEGMENTATION_KEY))
-    except SegmentError as exc:
-        raise SequenceError(session.source or session.subject, str(exc),
-                            "cannot_segment") from exc
-    if not cuts:
-        raise SequenceError(session.source or session.subject,
-                            f"no {session.exercise} repetition found in the session",
-                            "no_repetitions")
+    unknown = _unknown_exercise(session, model)
+    if unknown is not None:
+        raise unknown
+    if session.meta.get(SEGMENTED):
+        cuts = [(0, len(poses))]
+    else:
+        seconds = model.meta.get(HOLD_KEY) or DEFAULT_HOLD_SECONDS
+        window = hold_window or max(1, int(round(seconds * session.fps)))
+        declared = model.meta.get(SEGMENTATION_KEY)
+        cuts = segment(poses, session.exercise, session.fps, window, declared=declared)
+        if not cuts:
+            raise _no_repetitions(session, segmenter(session.exercise, declared))
     return [replace(session, poses=session.poses[a:b], rep=n, source=f"{session.source}#{n}",
                     meta={**session.meta, "frames": (a, b)})
             for n, (a, b) in enumerate(cuts)]
+
+
+_CUT_BY = {"cycle": "the up-down cycle of the hips (their height above the feet)",
+           "excursion": "moves away from the session's resting posture and back"}
+
+
+def _no_repetitions(session: Sequence, how: str) -> SequenceError:
+    """The error for a session in which no repetition was found, saying how it was cut."""
+    return SequenceError(
+        session.source or session.subject,
+        f"no {session.exercise} repetition found in the session, cut as {how!r} "
+        f"({_CUT_BY.get(how, how)}); declare another way to cut it (posecoach data configure "
+        f"DATASET --segmentation {session.exercise}=cycle|excursion|hold), or mark a file that "
+        f"is one repetition \"segmented\": true", "no_repetitions")
 
 
 def threshold_of() -> float:

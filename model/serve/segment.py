@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.data.card import SEGMENTERS
+from model.data.normalize import REFERENCE_BODY_M, body_size
 from model.data.skeletons import get_skeleton
 
 #: How posecoach cuts the sessions of the exercises it knows; a card may name more.
@@ -36,6 +36,7 @@ SMOOTH_SECONDS = 0.2
 DETECT_FRACTION = 0.2
 MIN_DEPTH_M = 0.05
 STAND_FRACTION = 0.05  # of a repetition's depth: still standing, between repetitions
+STILL_SHARE = 0.2  # of a session's frames: the stillest, where the person rests
 
 
 def hip_height(poses: np.ndarray, skeleton: str = "ec3d19") -> np.ndarray:
@@ -75,14 +76,10 @@ def _noise(signal: np.ndarray, width: int) -> float:
     return float(1.4826 * mad / np.sqrt(2) / np.sqrt(width))
 
 
-def cycle_repetitions(
-    poses: np.ndarray, fps: float, skeleton: str = "ec3d19"
-) -> list[tuple[int, int]]:
-    """Repetitions of an up-down exercise as (start, end) frames, end exclusive."""
-    width = max(1, int(round(SMOOTH_SECONDS * fps)))
-    raw = hip_height(poses, skeleton)
-    height = _smooth(raw, width)
-    depth = np.percentile(height, 90) - height
+def _excursions(raw: np.ndarray, depth: np.ndarray, width: int, fps: float
+                ) -> list[tuple[int, int]]:
+    """Repetitions as (start, end) frames, end exclusive, where a person goes `depth` away from
+    rest and back; `raw` is the unsmoothed signal, whose jitter sets the floor."""
     threshold = max(MIN_DEPTH_M, DETECT_FRACTION * depth.max())
     noise = 3 * _noise(raw, width)
     reps: list[tuple[int, int]] = []
@@ -92,14 +89,59 @@ def cycle_repetitions(
         start, end = _widen(depth, *run, floor)
         if reps and start < reps[-1][1]:
             between = depth[last_run_end : run[0]]
-            if between.min() > floor:  # never back up between them: one repetition
+            if between.min() > floor:  # never back at rest between them: one repetition
                 start = reps.pop()[0]
-            else:  # up again between them, with no pause: they meet at the highest point
+            else:  # back at rest between them, with no pause: they meet nearest to rest
                 start = last_run_end + int(np.argmin(between))
                 reps[-1] = (reps[-1][0], start)
         reps.append((start, end))
         last_run_end = run[1]
     return [(int(s), int(e)) for s, e in reps if e - s >= MIN_REP_SECONDS * fps]
+
+
+def _width(fps: float) -> int:
+    return max(1, int(round(SMOOTH_SECONDS * fps)))
+
+
+def cycle_repetitions(
+    poses: np.ndarray, fps: float, skeleton: str = "ec3d19"
+) -> list[tuple[int, int]]:
+    """Repetitions of an up-down exercise as (start, end) frames, end exclusive."""
+    width = _width(fps)
+    raw = hip_height(poses, skeleton)
+    height = _smooth(raw, width)
+    return _excursions(raw, np.percentile(height, 90) - height, width, fps)
+
+
+def _posture(poses: np.ndarray, skeleton: str) -> np.ndarray:
+    """Per frame, every joint about the mid-hip and the hips' height above the feet, (frames,
+    joints + 1, 3), divided by the body's size relative to REFERENCE_BODY_M."""
+    hip = get_skeleton(skeleton).index("mid_hip")
+    height = np.zeros((len(poses), 1, 3), poses.dtype)
+    height[:, 0, 2] = hip_height(poses, skeleton)
+    centred = np.concatenate([poses - poses[:, hip : hip + 1], height], axis=1)
+    return centred * (REFERENCE_BODY_M / max(body_size(poses, skeleton), 1e-6))
+
+
+def _stillest(posture: np.ndarray, width: int) -> np.ndarray:
+    """The frames (a STILL_SHARE of them) where the smoothed posture moves least."""
+    smoothed = np.stack([_smooth(c, width) for c in posture.reshape(len(posture), -1).T], 1)
+    speed = np.linalg.norm(np.diff(smoothed, axis=0, prepend=smoothed[:1]), axis=1)
+    return np.argsort(speed, kind="stable")[: max(1, int(STILL_SHARE * len(posture)))]
+
+
+def excursion_repetitions(
+    poses: np.ndarray, fps: float, skeleton: str = "ec3d19"
+) -> list[tuple[int, int]]:
+    """Repetitions of any exercise as (start, end) frames, end exclusive: excursions away from
+    the session's resting posture (the median posture of its stillest frames) and back."""
+    width = _width(fps)
+    posture = _posture(poses, skeleton)
+    still = _stillest(posture, width)
+    rest = np.median(posture[still], axis=0)
+    raw = np.sqrt((np.linalg.norm(posture - rest, axis=-1) ** 2).mean(axis=1))
+    away = _smooth(raw, width)
+    return _excursions(raw, away - np.median(away[still]), width, fps)
 
 
 def hold_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
@@ -113,30 +155,21 @@ def hold_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
     return cuts
 
 
-class SegmentError(ValueError):
-    """A session whose exercise posecoach cannot cut into repetitions."""
-
-
 def segmenter(exercise: str, declared: dict[str, str] | None = None) -> str:
     """How sessions of `exercise` are cut: as `declared` (a card's map), else as posecoach
-    knows; SegmentError when neither says."""
-    how = (declared or {}).get(exercise, KNOWN_SEGMENTATION.get(exercise))
-    if how not in SEGMENTERS:
-        known = sorted({*KNOWN_SEGMENTATION, *(declared or {})})
-        raise SegmentError(
-            f"cannot cut a continuous {exercise!r} session into repetitions: posecoach cuts "
-            f"{', '.join(known)} (the up-down cycle of the hips, or windows of a hold); upload "
-            f"segmented repetitions, or declare it: posecoach data configure DATASET "
-            f"--segmentation {exercise}=cycle|hold")
-    return how
+    knows, else as excursions from rest."""
+    return (declared or {}).get(exercise, KNOWN_SEGMENTATION.get(exercise, "excursion"))
 
 
 def segment(
     poses: np.ndarray, exercise: str, fps: float, hold_window: int, skeleton: str = "ec3d19",
     declared: dict[str, str] | None = None,
 ) -> list[tuple[int, int]]:
-    """Repetitions of a normalised session (z up) as (start, end) frames at its own rate;
-    SegmentError for an exercise that cannot be cut (`segmenter`)."""
-    if segmenter(exercise, declared) == "hold":
+    """Repetitions of a normalised session (z up) as (start, end) frames at its own rate, cut
+    as `segmenter` says."""
+    how = segmenter(exercise, declared)
+    if how == "hold":
         return hold_windows(poses.shape[0], hold_window)
-    return cycle_repetitions(poses, fps, skeleton)
+    if how == "cycle":
+        return cycle_repetitions(poses, fps, skeleton)
+    return excursion_repetitions(poses, fps, skeleton)
