@@ -31,7 +31,8 @@ SmoothOpt = typer.Option(None, "--label-smoothing",
 ExercisesOpt = typer.Option(None, "--exercises",
                             help="The exercises it may hold, comma-separated (empty: any).")
 SegmentOpt = typer.Option(None, "--segmentation",
-                          help="How sessions are cut, EXERCISE=cycle|hold pairs, comma-separated.")
+                          help="How sessions are cut: EXERCISE=cycle|excursion|hold, "
+                          "comma-separated.")
 
 
 def _changes(**raw: str | None) -> dict[str, Any]:

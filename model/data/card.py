@@ -189,13 +189,13 @@ def with_env(card: DatasetCard, env: dict[str, str] | os._Environ | None = None
 
 def parse_value(key: str, raw: str) -> Any:
     """A card field's value from command-line text: lists comma-separated, segmentation as
-    EXERCISE=cycle|hold pairs, motion_only true/false/auto, beta a number."""
+    EXERCISE=cycle|excursion|hold pairs, motion_only true/false/auto, beta a number."""
     if key in ("gate_subjects", "exercises"):
         return tuple(s.strip() for s in raw.split(",") if s.strip())
     if key == "segmentation":
         pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
         if any(len(p) != 2 for p in pairs):
-            raise CardError(f"segmentation {raw!r}: give EXERCISE=cycle|hold pairs")
+            raise CardError(f"segmentation {raw!r}: give EXERCISE=cycle|excursion|hold pairs")
         return {k.strip(): v.strip() for k, v in pairs}
     if key == "motion_only":
         words = {"true": True, "false": False, AUTO: AUTO}

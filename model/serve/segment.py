@@ -15,10 +15,15 @@ between them when the depth came back under the floor there, and are one repetit
 not. Planks, a hold, are
 cut into consecutive windows as long as the model's training repetitions.
 
-How an exercise is cut ("cycle" or "hold") is posecoach's word for squat, lunge and plank, or
-the dataset card's (model.data.card, `segmentation`), which a model carries in its meta. An
-exercise neither names (arm raises, gait) cannot be cut: SegmentError says so, and its
-sessions must come as segmented repetitions.
+Any other exercise (arm raises, sit-to-stands) is cut as excursions: the same detection,
+floor, widening and splitting on a signal that is each frame's distance from the session's
+resting posture (every joint about the mid-hip and the hips' height above the feet, scaled to
+the body; the rest is the median posture of the session's stillest fifth of frames), so the
+person may rest standing, sitting or anywhere, and move any part of the body.
+
+How an exercise is cut ("cycle", "excursion" or "hold") is the dataset card's word
+(model.data.card, `segmentation`, which a model carries in its meta), else posecoach's for
+squat, lunge and plank, else "excursion".
 """
 
 from __future__ import annotations
