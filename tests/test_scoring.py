@@ -175,3 +175,16 @@ def test_correction_picture(model, test_seqs, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     buf = plot_correction(original, r.corrected, get_skeleton("ec3d19"), io.BytesIO())
     assert buf.getvalue()[:8] == data[:8]
+
+
+def test_no_correction_where_the_model_saw_no_correct_repetitions(data):
+    """An exercise whose data has no `correct` class (labelled `fine`): nothing to correct
+    towards, so its repetitions get no correction, no distances, and a note saying why."""
+    squats = [replace(s, label="fine") if s.label == "correct" else s
+              for s in data if s.exercise == "squat" and s.subject != "s3"]
+    model = train(squats, run_config(PROFILES["test"], threads=1, epochs=1), progress=False)
+    [res] = score(model, [next(s for s in data if s.exercise == "squat" and s.subject == "s3")])
+    assert res.ok and res.deviations == [] and res.corrected is None
+    assert res.note == "no correct repetitions of squat in the training data, so no correction " \
+                       "is shown"
+    assert not any(ch.isdigit() for cue in res.cues for ch in cue)
