@@ -55,6 +55,8 @@ def show_report(report: dict[str, Any]) -> None:
     if taken:
         console.print("taken from the data: " + ", ".join(
             f"{what} ({n} file{'s' * (n > 1)})" for what, n in sorted(taken.items())))
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning[/yellow]: {terminal_text(warning)}")
     if report["released"]:
         console.print(f"{len(report['released'])} fixed file(s) left quarantine")
     console.print(f"{report['inputs']} inputs in {report['seconds']:.1f} s "

@@ -25,13 +25,21 @@ def show_review(report: dict[str, Any]) -> None:
     console.print(table)
     for err in report["errors"]:
         console.print(f"[red]error[/red] line {err['line']}: {terminal_text(err['reason'])}")
+    if report["errors"]:
+        console.print(f"[red]{len(report['errors'])} of {report['labelled']} labelled rows "
+                      "failed[/red]")
 
 
 def ingest_review_file(path: str, dataset: str, as_json: bool) -> None:
-    """Ingest the labelled rows of one review file (unlabelled ones stay for later)."""
+    """Ingest the labelled rows of one review file (unlabelled ones stay for later); the exit
+    status is 1 when rows failed and none went in."""
     from flows.review import ingest_review
 
-    emit(ingest_review(path, dataset).to_dict(), as_json, show_review)
+    report = ingest_review(path, dataset).to_dict()
+    emit(report, as_json, show_review)
+    if report["errors"] and not (report["inserted"] or report["duplicates"] or report["updated"]):
+        fail(f"{path}: none of its {report['labelled']} labelled rows went in "
+             f"({len(report['errors'])} failed)")
 
 
 def show_drift(result: dict[str, Any]) -> None:

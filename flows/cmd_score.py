@@ -51,7 +51,7 @@ def show(result: dict[str, Any]) -> None:
         console.print(f"[red]error[/red] {terminal_text(err['kind'])}: "
                       f"{terminal_text(err['reason'])}")
     if result["exercise_disagreements"]:
-        console.print("the model disagrees with the declared exercise in: "
+        console.print("most repetitions look like another exercise than the declared one in: "
                       + ", ".join(map(terminal_text, result["exercise_disagreements"])))
     console.print(f"reports in {result['out']}")
     if result.get("review"):

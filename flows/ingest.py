@@ -29,9 +29,11 @@ from prefect.cache_policies import NONE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.output import console
+from flows.review import dataset_classes
 from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
+from model.data.labels import no_correct_warning, without_correct
 from model.data.names import safe_file_name
 from model.data.readers import LAYOUT_FILE, declared_fields, folder_files, iter_sequences
 from model.data.sequence import Sequence, SequenceError, validate_many
@@ -67,6 +69,7 @@ class IngestReport:
     released: list[str]
     seconds: float
     conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -348,4 +351,12 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
         updated=written.updated, rejections=rejections, version=written.version,
         quarantined=quarantined, released=released,
         seconds=round(time.perf_counter() - start, 3), conventions=read.conventions,
+        warnings=dataset_warnings(dataset),
     )
+
+
+def dataset_warnings(dataset: str) -> list[str]:
+    """What is wrong with the dataset as a whole after an ingest: exercises without a correct
+    class, whose repetitions a model trained on it cannot correct."""
+    warning = no_correct_warning(without_correct(dataset_classes(Dataset(dataset))))
+    return [warning] if warning else []

@@ -7,7 +7,8 @@
   shows the skeletons even with scripts off. Long repetitions are thinned to at most
   `MAX_FRAMES` frames, and the page says so.
 - `overview_page`: one score run (`<out>/index.html`): its sessions with links to their pages,
-  counts per mistake and per exercise, the unsure repetitions, and the errors with their reasons.
+  counts per mistake and per exercise, the repetitions not scored and the unsure ones, and the
+  errors with their reasons.
 
 Every string that comes from an upload or a label goes through model.data.names.html_text.
 Motions travel in the page as base64 of little-endian int16 SVG coordinates: per repetition
@@ -162,20 +163,29 @@ def _deviations(deviations: list[dict]) -> str:
             f"<th>when</th></tr>{rows}</table>")
 
 
-def _repetition(rep: dict, motion: Motion | None, skeleton: Skeleton, fps: float) -> str:
+def _repetition(rep: dict, motion: Motion | None, skeleton: Skeleton, fps: float,
+                declared: str) -> str:
+    """One repetition: its verdict, the motions or why there are none, its cues, deviations,
+    and a warning when the model took it for another exercise than the declared one."""
     cls = "ok" if rep["mistake"] == CORRECT else "bad"
+    verdict = "not scored" if rep["error"] else rep["mistake"]
     conf = "" if rep["confidence"] is None else f" ({rep['confidence']:.0%})"
     title = f"repetition {rep['index'] + 1}"
     frames = ("" if rep["start_frame"] is None else
               f"<p class='note'>frames {int(rep['start_frame'])}-{int(rep['end_frame'])}</p>")
-    if rep["error"] or motion is None:
-        picture = f"<p class='bad'>{esc(rep['error'] or 'no motion')}</p>"
+    if rep["error"]:
+        picture = f"<p class='bad'>not scored: {esc(rep['error'])}</p>"
+    elif motion is None:
+        picture = f"<p class='note'>{esc(rep.get('note') or 'no motion')}</p>"
     else:
         picture = animation(motion, skeleton, fps, title)
+    other = ("" if rep["error"] or rep["exercise"] == declared else
+             f"<p class='warn'>the model took this repetition for a {esc(rep['exercise'])}, "
+             f"not a {esc(declared)}</p>")
     cues = "".join(f"<li>{esc(c)}</li>" for c in rep["cues"])
     return (f"<div class='rep' id='rep-{rep['index'] + 1}'>"
-            f"<h2>Repetition {rep['index'] + 1}: <span class='{cls}'>{esc(rep['mistake'])}"
-            f"</span>{conf}</h2><div class='row'>{picture}<div class='side'>{frames}"
+            f"<h2>Repetition {rep['index'] + 1}: <span class='{cls}'>{esc(verdict)}"
+            f"</span>{conf}</h2>{other}<div class='row'>{picture}<div class='side'>{frames}"
             f"<ul>{cues}</ul>{_deviations(rep['deviations'])}</div></div></div>")
 
 
@@ -206,7 +216,7 @@ def session_page(report: dict, motions: list[Motion | None], skeleton: Skeleton,
               if model.get("reference") else "")
     body.append(f"<p class='note'>model {esc(model['name'])} v{esc(model['version'])} &middot; "
                 f"dataset version {esc(model['dataset_version'])}{judged}</p>")
-    body += [_repetition(rep, motion, skeleton, fps)
+    body += [_repetition(rep, motion, skeleton, fps, report["declared_exercise"])
              for rep, motion in zip(report["repetitions"], motions, strict=True)]
     return _page(f"posecoach: {esc(report['session_id'])}", body, script=True)
 
@@ -220,9 +230,10 @@ def _counts_table(title: str, counts: dict[str, int]) -> str:
 def overview_page(run: dict) -> str:
     """The page of one score run: `run` has model, sessions (page, session_id, subject,
     exercise, repetitions, correct, unsure, failed, mistakes, status), mistakes and exercises
-    (counts), unsure (page, session_id, rep, label, confidence), failed (repetitions that could
-    not be scored), errors (input, kind, reason) and duplicates (input, of: the upload with the
-    same bytes)."""
+    (counts), unsure (page, session_id, rep, label, confidence), failed (how many repetitions
+    could not be scored), failed_reps (page, session_id, rep, reason: those whose sessions'
+    summaries list them), errors (input, kind, reason) and duplicates (input, of: the upload
+    with the same bytes)."""
     model = run["model"]
     sessions = run["sessions"]
     rows = "".join(
@@ -240,6 +251,10 @@ def overview_page(run: dict) -> str:
                      f"<td>{esc(e['reason'])}</td></tr>" for e in run["errors"])
     duplicates = "".join(f"<tr><td>{esc(d['input'])}</td><td>{esc(d['of'])}</td></tr>"
                          for d in run["duplicates"])
+    failed = "".join(
+        f"<tr><td><a href='{esc(f['page'])}#rep-{int(f['rep']) + 1}'>{esc(f['session_id'])}</a>"
+        f"</td><td>{int(f['rep']) + 1}</td><td>{esc(f['reason'])}</td></tr>"
+        for f in run["failed_reps"])
     body = [
         "<h1>Score run</h1>",
         f"<p>{len(sessions)} sessions with reports, {len(run['errors'])} errors, "
@@ -251,6 +266,8 @@ def overview_page(run: dict) -> str:
         f"<th>kind</th><th>reason</th></tr>{errors}</table>",
         f"<h2>Duplicates ({len(run['duplicates'])})</h2><table class='duplicates'><tr>"
         f"<th>input</th><th>the same bytes as</th></tr>{duplicates}</table>",
+        f"<h2>Repetitions not scored ({run['failed']})</h2><table class='failed'><tr>"
+        f"<th>session</th><th>repetition</th><th>reason</th></tr>{failed}</table>",
         f"<h2>Unsure repetitions ({len(run['unsure'])})</h2><table class='unsure'><tr>"
         f"<th>session</th><th>repetition</th><th>best guess</th><th>confidence</th></tr>{unsure}"
         "</table>",

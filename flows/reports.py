@@ -63,6 +63,7 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
             "confidence": res.confidence,
             "reference": res.reference,
             "unsure": res.unsure,
+            "note": res.note,
             "cues": res.cues,
             "deviations": [d.to_dict() for d in res.deviations],
             "corrected_motion": {"file": motion_file, "key": f"rep_{n}"},
@@ -85,11 +86,18 @@ def session_report(session: Sequence, results: list[RepResult], model: ModelInfo
             "unsure": labels.count("unsure"),
             "failed": len(reps) - len(labels),
             "mistakes": dict(Counter(x for x in labels if x not in (CORRECT, "unsure"))),
-            "exercise_disagreement": disagree > len(reps) / 2 if reps else False,
+            "exercise_disagreement": disagrees(disagree, len(labels)),
             "repetitions_other_exercise": disagree,
         },
         "repetitions": reps,
     }
+
+
+def disagrees(other_exercise: int, scored: int) -> bool:
+    """The one rule for a session that disagrees with its declared exercise (its report, page,
+    the run's summary and terminal): more than half its scored repetitions are predicted as
+    another exercise."""
+    return other_exercise > scored / 2
 
 
 def motions(results: list[RepResult]) -> list[Motion | None]:

@@ -44,13 +44,18 @@ def run_name() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
-def write_review(out: str, run: str, scored: list[dict]) -> dict[str, str | int]:
+def write_review(out: str, run: str, scored: list[dict]) -> dict[str, str | int] | None:
     """Write the run's review queue (rows as the score flow keeps them, each with the `page`
-    of its session's HTML) as `<out>/review/<run>.jsonl` and `.csv`; their URIs and size."""
+    of its session's HTML) as `<out>/review/<run>.jsonl` and `.csv`; their URIs and size. Each
+    row's source is absolute (a local path, or a URI), so the file is read the same from any
+    folder. Nothing is written for a queue without rows (None)."""
     settings = get_settings().review
-    linked = [{**r, "report": f"../{r['page'].rsplit('/', 1)[-1]}" if r.get("page") else ""}
+    linked = [{**r, "input": storage.absolute(r["input"]),
+               "report": f"../{r['page'].rsplit('/', 1)[-1]}" if r.get("page") else ""}
               for r in scored]
     rows = select(linked, audit=settings.audit, limit=settings.limit)
+    if not rows:
+        return None
     folder = storage.join(out, REVIEW_DIR)
     name = safe_file_name(run)
     return {"jsonl": storage.write_text(storage.join(folder, f"{name}.jsonl"), to_jsonl(rows)),
@@ -104,9 +109,27 @@ def row_class(row: ReviewRow) -> tuple[str, str]:
     return (exercise or row.exercise, label)
 
 
-def cut_row(row: ReviewRow, file: str, sessions: dict[str, Sequence]) -> Sequence:
-    """The labelled repetition as a dataset sequence, cut from its session; SequenceError
-    when the session cannot be read, is not the row's, or lacks the frames."""
+def located(source: str, file: Path) -> str:
+    """Where a row's session is: its source as written (absolute, or a URI), or a relative one
+    (written by an older score run, relative to the folder it ran in) found under the current
+    folder or a folder above the review file; SequenceError naming the folders tried when none
+    holds it."""
+    if storage.is_remote(source) or Path(source).is_absolute():
+        return source
+    folders = [Path.cwd(), *file.resolve().parents]
+    found = next((str(f / source) for f in folders if (f / source).is_file()), None)
+    if found is None:
+        raise SequenceError(source, "a relative source (from an older score run) found neither "
+                                    f"under the current folder nor above {file}: write its "
+                                    "absolute path in the row", "no_such_file")
+    return found
+
+
+def cut_row(row: ReviewRow, file: Path, sessions: dict[str, Sequence]) -> Sequence:
+    """The labelled repetition as a dataset sequence, cut from its session (its source found
+    by `located`); SequenceError when the session cannot be read, is not the row's, or lacks
+    the frames."""
+    row = replace(row, source=located(row.source, file))
     if row.source not in sessions:
         sessions[row.source] = read_upload(row.source)
     session = sessions[row.source]
@@ -119,7 +142,7 @@ def cut_row(row: ReviewRow, file: str, sessions: dict[str, Sequence]) -> Sequenc
                                         f"the session's {len(session.poses)} frames",
                             "frames_outside")
     exercise, label = row_class(row)
-    meta = {REVIEW_KEY: {"file": file, "session_id": row.session_id, "source": row.source,
+    meta = {REVIEW_KEY: {"file": str(file), "session_id": row.session_id, "source": row.source,
                          "frames": [row.start_frame, row.end_frame], "reason": row.reason,
                          "predicted": row.predicted, "confidence": row.confidence}}
     return validate(replace(session, poses=session.poses[row.start_frame:row.end_frame],
@@ -147,7 +170,7 @@ def ingest_review(path: str | Path, dataset: str) -> ReviewIngest:
                                                    f"dataset {dataset!r}'s classes ({known})"})
             continue
         try:
-            ready.append(cut_row(row, str(path), sessions))
+            ready.append(cut_row(row, path, sessions))
         except SequenceError as exc:
             errors.append({"line": line, "reason": f"{where}: {exc}"})
     report.errors = sorted(errors, key=lambda e: e["line"])

@@ -164,6 +164,8 @@ def session_summary(report: dict, uris: dict[str, str]) -> dict:
                         for r in report["repetitions"] if r["mistake"] == "unsure"],
         "exercises": dict(Counter(r["exercise"] for r in report["repetitions"]
                                   if r["error"] is None)),
+        "failed_reps": [{"rep": r["index"], "reason": r["error"]}
+                        for r in report["repetitions"] if r["error"] is not None],
     }
 
 
@@ -537,7 +539,7 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
         ledger = read_ledger(out, ["key", "summary"])
         entries |= {} if ledger is None else {e["key"]: e["summary"] for e in ledger.to_pylist()
                                               if e["key"] in skipped}
-    sessions, unsure, failed = [], [], 0
+    sessions, unsure, failed, failed_reps = [], [], 0, []
     mistakes: Counter[str] = Counter()
     exercises: Counter[str] = Counter()
     summaries = {key: json.loads(summary) for key, summary in entries.items()}
@@ -548,9 +550,12 @@ def overview(out: str, info: ModelInfo, records: Records) -> str:
         failed += s.get("failed", 0)  # summaries of earlier releases have none
         unsure += [{**u, "page": s["page"], "session_id": s["session_id"]}
                    for u in s["unsure_reps"]]
+        failed_reps += [{**f, "page": s["page"], "session_id": s["session_id"]}
+                        for f in s.get("failed_reps", [])]
     page = overview_page({"model": info.to_dict(), "sessions": sessions,
                           "mistakes": dict(mistakes), "exercises": dict(exercises),
-                          "unsure": unsure, "failed": failed, "errors": records.error_records,
+                          "unsure": unsure, "failed": failed,
+                          "failed_reps": failed_reps, "errors": records.error_records,
                           "duplicates": records.duplicates,
                           "time": datetime.now(UTC).isoformat(timespec="seconds")})
     return storage.write_text(storage.join(out, OVERVIEW), page)
@@ -590,11 +595,9 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
     records = score_all(run, model_dir, out, info, html, block_sessions, block_seconds,
                         progress, declared, references)
     page = overview(out, info, records) if html else None
-    review = write_review(out, run_name(), records.scored) if records.scored else None
+    review = write_review(out, run_name(), records.scored)
     scored = [r for r in records.scored if r.get("error") is None]
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in scored)
-    mismatched = sorted({r.get("session_id") or r["input"] for r in scored
-                         if r.get("exercise_mismatch")})
     return ScoreSummary(
         model=info.to_dict(), out=out, sessions=run.inputs,
         reports=len(records.reports), skipped=len(records.skipped),
@@ -603,11 +606,18 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
         failed_repetitions=len(records.scored) - len(scored),
         mistakes={k: v for k, v in labels.items() if k not in ("correct", "unsure")},
         unsure=labels.get("unsure", 0), duplicate_files=records.duplicates,
-        exercise_disagreements=mismatched,
+        exercise_disagreements=disagreeing(records),
         error_records=records.error_records, report_files=records.reports, overview=page,
         review=review,
         seconds=time.perf_counter() - began,
     )
+
+
+def disagreeing(records: Records) -> list[str]:
+    """The sessions scored this run whose reports disagree with their declared exercise (the
+    reports' rule, flows.reports.disagrees)."""
+    summaries = [json.loads(s) for s in records.summaries.values()]
+    return sorted(s["session_id"] for s in summaries if s.get("exercise_disagreement"))
 
 
 class StoreUnavailable(RuntimeError):

@@ -14,6 +14,7 @@ from model.serve.feedback import (
     coach_cue,
     cue_joints,
     direction_words,
+    implausible,
     joint_deviations,
     joint_words,
     many_joint_deviations,
@@ -169,3 +170,29 @@ def test_every_ec3d_mistake_has_a_cue_and_others_get_the_generic_one():
     assert coach_cue(CORRECT, devs) == GOOD_CUE
     assert coach_cue(CORRECT, devs, unsure=True) == UNSURE_PREFIX + GOOD_CUE
     assert coach_cue("elbows_flared", devs, unsure=True).startswith(UNSURE_PREFIX)
+
+
+def test_moments_of_other_exercises_are_phases_not_squat_words():
+    original = squat_like()
+    early, late = (moved(original, "l_wrist", f, (0.0, 0.0, 0.05)) for f in (10, 85))
+    assert joint_deviations(original, early, SK, "arm_raise", 30.0)[0].moment == (
+        "early in the repetition")
+    late_dev = joint_deviations(original, late, SK, "sit_to_stand", 30.0)[0]
+    assert late_dev.moment == "late in the repetition"
+    middle = joint_deviations(original, moved(original, "l_wrist", BOTTOM, (0.0, 0.0, 0.05)),
+                              SK, "arm_raise", 30.0)[0]
+    assert middle.moment == "midway through the repetition"
+    assert joint_deviations(original, late, SK, "squat", 30.0)[0].moment == "on the way up"
+
+
+def test_a_correction_moving_a_joint_beyond_a_body_is_implausible_and_unsized():
+    original = squat_like()
+    broken = moved(original, "l_elbow", 30, (0.0, 7.0, 0.0))
+    devs = joint_deviations(original, broken, SK, "arm_raise", 30.0)
+    assert implausible(devs) is devs[0] and devs[0].cm > 600
+    fine = joint_deviations(original, moved(original, "l_elbow", 30, (0.0, 0.3, 0.0)), SK,
+                            "arm_raise", 30.0)
+    assert implausible(fine) is None
+    assert coach_cue("elbows_bent", []) == "elbows bent"
+    assert coach_cue("knees_inward", [], unsure=True) == (
+        UNSURE_PREFIX + "knees drift inward: push them out over your toes")

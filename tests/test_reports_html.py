@@ -89,6 +89,25 @@ def test_session_page_animates_both_motions_in_two_views_and_escapes_uploads():
     assert page.count("frames shown") == 1
 
 
+def test_session_page_says_why_a_repetition_was_not_scored_or_not_corrected():
+    report = _report(3, "sit_to_stand")
+    failed, other, uncorrected = report["repetitions"]
+    failed.update(mistake=None, predicted_label=None, confidence=None, cues=[], deviations=[],
+                  error=f"exercise 'squat' is not one this model was trained on {HOSTILE}")
+    other.update(exercise="arm_raise", mistake="elbows_bent")
+    uncorrected.update(exercise="sit_to_stand", deviations=[],
+                       note="no correct repetitions of sit_to_stand in the training data, "
+                            "so no correction is shown")
+    page = session_page(report, [None, _motion(20), None], SKELETON, 30.0)
+    assert HOSTILE not in page
+    text = "".join(parse(page).text)
+    assert "None" not in text
+    assert "Repetition 1: not scored" in text and "is not one this model was trained on" in text
+    assert "took this repetition for a arm_raise, not a sit_to_stand" in text
+    assert text.count("took this repetition") == 1
+    assert "no correct repetitions of sit_to_stand in the training data" in text
+
+
 def test_overview_lists_sessions_counts_unsure_and_errors_escaped():
     run = {"model": {"name": "m", "version": "2"}, "time": "now",
            "sessions": [{"page": "a-1.html", "session_id": HOSTILE, "subject": "s",
@@ -98,14 +117,17 @@ def test_overview_lists_sessions_counts_unsure_and_errors_escaped():
            "unsure": [{"page": "a-1.html", "session_id": HOSTILE, "rep": 2,
                        "label": "front_bent", "confidence": 0.31}],
            "errors": [{"input": "up/x.json", "kind": "bad_json", "reason": HOSTILE}],
-           "failed": 2, "duplicates": [{"input": HOSTILE, "of": "up/a.json"}]}
+           "failed": 2, "duplicates": [{"input": HOSTILE, "of": "up/a.json"}],
+           "failed_reps": [{"page": "a-1.html", "session_id": HOSTILE, "rep": 0,
+                            "reason": f"exercise {HOSTILE!r} is not one this model knows"}]}
     page = overview_page(run)
     assert HOSTILE not in page
     doc = parse(page)
     hrefs = [a["href"] for t, a in doc.tags if t == "a"]
-    assert hrefs == ["a-1.html#rep-3", "a-1.html"]
+    assert hrefs == ["a-1.html#rep-1", "a-1.html#rep-3", "a-1.html"]
     text = " ".join(doc.text)
     assert "bad_json" in text and "31%" in text and "knees_inward" in text
+    assert "Repetitions not scored (2)" in text and "is not one this model knows" in text
     assert "1 duplicates, 2 repetitions not scored" in text and "up/a.json" in text
 
 

@@ -130,3 +130,36 @@ def test_a_formula_session_id_is_quoted_in_the_csv_and_ingested_as_it_was(tmp_pa
     assert new.meta["review"]["session_id"] == hostile
     assert new.meta["review"]["source"] == str(upload)
     assert len(new.poses) == end - start
+
+
+def test_relative_sources_of_an_older_queue_resolve_above_it_or_fail_the_command(
+        scored, tmp_path, monkeypatch):
+    """An older queue kept sources relative to the folder its run was in: from another folder
+    they are found above the review file, and where they are not, every row is an error and
+    the command fails."""
+    review, truth, root = scored
+    rows = list(csv.DictReader(io.StringIO(Path(review["csv"]).read_text())))
+    first = rows[0]
+    assert Path(first["source"]).is_absolute()
+    known = next(t for t in truth if t["session_id"] == first["session_id"])
+    old = {**first, "source": str(Path(first["source"]).relative_to(root)),
+           "label": known["labels"][int(first["rep"])]}
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    here = write_filled(root / "out" / "review" / "old.csv", [old])
+    assert ingest_review(here, DATASET).errors == []
+    lost = write_filled(tmp_path / "lost.csv", [old, {**old, "rep": "1"}])
+    result = CliRunner().invoke(app, ["ingest", str(lost), "--dataset", DATASET])
+    assert result.exit_code == 1
+    assert "none of its 2 labelled rows went in" in result.output
+    assert result.output.count("a relative source (from an older score run)") == 2
+
+
+def write_filled(path: Path, rows: list[dict]) -> Path:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(out.getvalue())
+    return path

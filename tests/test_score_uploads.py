@@ -97,7 +97,8 @@ def test_a_repetition_that_cannot_be_scored_is_counted_apart(model_dir, tmp_path
     assert sum(summary.mistakes.values()) + summary.unsure + 1 <= summary.repetitions
     [report] = [json.loads(Path(r).read_text()) for r in summary.report_files]
     assert report["summary"]["failed"] == 1
-    assert "1 repetitions not scored" in (tmp_path / "out" / "index.html").read_text()
+    overview = (tmp_path / "out" / "index.html").read_text()
+    assert "1 repetitions not scored" in overview and "a.json: rep 0: all NaN" in overview
     show({**summary.to_dict(), "reference_caution": None})
     assert "repetitions not scored: 1" in capsys.readouterr().err
 
@@ -155,3 +156,59 @@ def test_reports_written_inside_the_folder_scored_are_not_inputs(model_dir, tmp_
     assert (first.sessions, first.reports, first.errors) == (1, 1, 0)
     again = score_folder(str(folder), str(out), model_dir, INFO)
     assert (again.sessions, again.skipped, again.errors) == (1, 1, 0) and again.accounted
+
+
+@pytest.mark.parametrize("others", [1, 2])
+def test_one_rule_says_a_session_disagrees_with_its_exercise(model_dir, tmp_path, monkeypatch,
+                                                             capsys, others):
+    """More than half of the scored repetitions taken for another exercise, the same on the
+    report, the page, the summary and the terminal; each such repetition says so on the page."""
+    upload(tmp_path / "in" / "a.json", seed=3, session_id="a")
+    cut = score_module.score_cut
+
+    def taken_for_lunges(model, sessions, **kwargs):
+        scored = cut(model, sessions, **kwargs)
+        for s in scored:
+            s.results[:] = [replace(r, predicted=f"{'lunge' if k < others else 'squat'}/correct",
+                                    exercise_mismatch=k < others)
+                            for k, r in enumerate(s.results)]
+        return scored
+
+    monkeypatch.setattr(score_module, "score_cut", taken_for_lunges)
+    summary = score_folder(str(tmp_path / "in"), str(tmp_path / "out"), model_dir, INFO)
+    [report] = [json.loads(Path(r).read_text()) for r in summary.report_files]
+    scored = report["summary"]["repetitions"] - report["summary"]["failed"]
+    disagrees = others > scored / 2
+    assert scored == 3
+    assert report["summary"]["exercise_disagreement"] is disagrees
+    assert summary.exercise_disagreements == (["a"] if disagrees else [])
+    page = next((tmp_path / "out").glob("a-*.html")).read_text()
+    assert page.count("took this repetition for a lunge, not a squat") == others
+    assert ("Most repetitions do not look like a squat" in page) is disagrees
+    show({**summary.to_dict(), "reference_caution": None})
+    assert ("another exercise than the declared one in: a" in capsys.readouterr().err) is disagrees
+
+
+def test_the_review_queue_holds_absolute_sources_and_is_not_written_empty(model_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    upload(tmp_path / "in" / "a.json", seed=3, session_id="a")
+    monkeypatch.chdir(tmp_path)
+    summary = score_folder("in", str(tmp_path / "out"), model_dir, INFO)
+    rows = [json.loads(line) for line in Path(summary.review["jsonl"]).read_text().splitlines()]
+    assert rows and {r["source"] for r in rows} == {str(tmp_path / "in" / "a.json")}
+    monkeypatch.setenv("POSECOACH_REVIEW_AUDIT", "0")
+    monkeypatch.setattr(score_module, "score_cut", no_flags(score_module.score_cut))
+    empty = score_folder(str(tmp_path / "in"), str(tmp_path / "out2"), model_dir, INFO)
+    assert empty.review is None and not (tmp_path / "out2" / "review").exists()
+    show({**empty.to_dict(), "reference_caution": None})
+    assert "review queue" not in capsys.readouterr().err
+
+
+def no_flags(cut):
+    """score_cut with every repetition confident and of its declared exercise."""
+    def confident(model, sessions, **kwargs):
+        scored = cut(model, sessions, **kwargs)
+        for s in scored:
+            s.results[:] = [replace(r, unsure=False, exercise_mismatch=False) for r in s.results]
+        return scored
+    return confident

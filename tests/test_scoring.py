@@ -209,3 +209,16 @@ def test_a_session_marked_segmented_is_one_repetition_scored_whole(model, test_s
     assert "segmented" not in read_session(tmp_path / "plain.json").meta
     [scored] = score_uploads(model, [str(tmp_path / "one.json")])
     assert scored.ok and len(scored.results) == 1 and scored.results[0].ok
+
+
+def test_no_correction_where_the_model_saw_no_correct_repetitions(data):
+    """An exercise whose data has no `correct` class (labelled `fine`): nothing to correct
+    towards, so its repetitions get no correction, no distances, and a note saying why."""
+    squats = [replace(s, label="fine") if s.label == "correct" else s
+              for s in data if s.exercise == "squat" and s.subject != "s3"]
+    model = train(squats, run_config(PROFILES["test"], threads=1, epochs=1), progress=False)
+    [res] = score(model, [next(s for s in data if s.exercise == "squat" and s.subject == "s3")])
+    assert res.ok and res.deviations == [] and res.corrected is None
+    assert res.note == "no correct repetitions of squat in the training data, so no correction " \
+                       "is shown"
+    assert not any(ch.isdigit() for cue in res.cues for ch in cue)

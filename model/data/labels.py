@@ -53,3 +53,19 @@ def classes_from(pairs: Iterable[Class]) -> list[Class]:
 def correct_class(classes: list[Class], exercise: str) -> int:
     """Index of the exercise's correct class in `classes`; ValueError if the model has none."""
     return classes.index((exercise, CORRECT))
+
+
+def without_correct(classes: Iterable[Class]) -> list[str]:
+    """The exercises among `classes` that have no correct class: a model trained on them has
+    nothing to correct their repetitions towards."""
+    pairs = set(classes)
+    return sorted({ex for ex, _ in pairs} - {ex for ex, label in pairs if label == CORRECT})
+
+
+def no_correct_warning(exercises: list[str]) -> str | None:
+    """The warning for exercises without a correct class, or None when there are none."""
+    if not exercises:
+        return None
+    return (f"no {CORRECT!r} repetitions of {', '.join(exercises)}: a model trained on them "
+            "cannot show how their repetitions should look, so their reports give no "
+            f"corrections (label the correct repetitions {CORRECT!r})")

@@ -36,6 +36,13 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(text)
 
 
+def absolute(uri: str | Path) -> str:
+    """`uri` as it reads from any folder: a local path made absolute (links kept as named), a
+    URI as it is."""
+    text = str(uri)
+    return text if "://" in text else os.path.abspath(text)
+
+
 def inside(uri: str | Path, folder: str | Path) -> bool:
     """Whether `uri` is `folder` or under it, on one filesystem (local paths resolved)."""
     (fs, path), (folder_fs, folder_path) = resolve(uri), resolve(folder)

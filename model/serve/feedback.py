@@ -26,6 +26,11 @@ BOTTOM_WINDOW = 0.15
 EDGE_WINDOW = 0.1
 MIN_DEPTH_M = 0.05
 SUSTAINED = 0.8
+#: The most a correction may move a joint, in cm: more than a body's height means it is broken.
+PLAUSIBLE_CM = 200.0
+#: The exercises whose moments are told by their up-down cycle; others by PHASES.
+SQUATTING = ("squat", "lunge")
+PHASES = ("early in the repetition", "midway through the repetition", "late in the repetition")
 
 
 @dataclass(frozen=True)
@@ -43,12 +48,18 @@ class Deviation:
                 "frame": self.frame, "moment": self.moment}
 
 
+AMOUNT = "about {cm} cm {moment}"
+AMOUNT_MORE = "about {cm} cm more {moment}"
+
+
 @dataclass(frozen=True)
 class Cue:
-    """A coach's cue for one mistake: the joints it is about and the words, with {cm}/{moment}."""
+    """A coach's cue for one mistake: the joints it is about, the words, and how much and when
+    (with {cm}/{moment}), which a repetition without a correction leaves out."""
 
     joints: tuple[str, ...]
     text: str
+    amount: str = AMOUNT
 
 
 _FEET = ("l_ankle", "r_ankle", "l_heel", "r_heel", "l_big_toe", "r_big_toe")
@@ -57,34 +68,24 @@ _UPPER = ("nose", "neck", "l_shoulder", "r_shoulder")
 _PLANK_LINE = ("neck", "l_shoulder", "r_shoulder", "l_knee", "r_knee", "l_ankle", "r_ankle")
 
 CUES: dict[str, Cue] = {
-    "feet_too_wide": Cue(
-        _FEET, "feet too wide: bring them in to shoulder width, about {cm} cm {moment}"
-    ),
-    "knees_inward": Cue(
-        _KNEES, "knees drift inward: push them out over your toes, about {cm} cm {moment}"
-    ),
+    "feet_too_wide": Cue(_FEET, "feet too wide: bring them in to shoulder width"),
+    "knees_inward": Cue(_KNEES, "knees drift inward: push them out over your toes"),
     "not_low_enough": Cue(
-        _KNEES + _FEET[:2],
-        "not low enough: sit deeper, thighs level with your knees, about {cm} cm more {moment}",
+        _KNEES + _FEET[:2], "not low enough: sit deeper, thighs level with your knees",
+        AMOUNT_MORE,
     ),
-    "front_bent": Cue(
-        _UPPER, "chest falls forward: keep your chest up and back straight, about {cm} cm {moment}"
-    ),
-    "knee_passes_toe": Cue(
-        _KNEES, "front knee passes your toes: keep it above your ankle, about {cm} cm {moment}"
-    ),
+    "front_bent": Cue(_UPPER, "chest falls forward: keep your chest up and back straight"),
+    "knee_passes_toe": Cue(_KNEES, "front knee passes your toes: keep it above your ankle"),
     "arched_back": Cue(
         _PLANK_LINE,
-        "hips sag: brace your core and lift your hips into one line with shoulders and heels, "
-        "about {cm} cm {moment}",
+        "hips sag: brace your core and lift your hips into one line with shoulders and heels",
     ),
     "hunched_back": Cue(
-        _PLANK_LINE,
-        "back rounds, hips pike up: lower your hips and flatten your back, about {cm} cm {moment}",
+        _PLANK_LINE, "back rounds, hips pike up: lower your hips and flatten your back"
     ),
 }
 GOOD_CUE = "good repetition: keep it up"
-GENERIC_CUE = "{mistake}: move your {joint} {direction}, about {cm} cm {moment}"
+GENERIC_CUE = "{mistake}: move your {joint} {direction}"
 UNSURE_PREFIX = "not sure, possibly "
 
 
@@ -119,12 +120,15 @@ def direction_words(vec: Iterable[float], joint: str) -> str:
 
 def moment_words(frame: int, n_frames: int, bottom: int | None, exercise: str,
                  fps: float, sustained: bool = False) -> str:
-    """When in the repetition `frame` falls: start, way down, bottom, way up, end (or a time);
-    "throughout" for a displacement `sustained` over most of the repetition."""
+    """When in the repetition `frame` falls: for squats and lunges start, way down, bottom, way
+    up, end; for planks the time into the hold; for other exercises the movement's phase (early,
+    midway, late); "throughout" for a displacement `sustained` over most of the repetition."""
     if sustained:
         return "throughout the hold" if exercise == "plank" else "throughout the repetition"
     if exercise == "plank":
         return f"{frame / fps:.1f} s into the hold"
+    if exercise not in SQUATTING:
+        return PHASES[min(len(PHASES) - 1, len(PHASES) * frame // max(1, n_frames))]
     if bottom is None:
         return "throughout"
     if abs(frame - bottom) <= BOTTOM_WINDOW * n_frames:
@@ -214,19 +218,27 @@ def cue_joints(label: str) -> tuple[str, ...]:
     return cue.joints if cue else ()
 
 
+def implausible(deviations: list[Deviation]) -> Deviation | None:
+    """The first deviation larger than a body could move (PLAUSIBLE_CM), None if none is: a
+    correction that moves a joint that far is broken, and its numbers mean nothing."""
+    return next((d for d in deviations if not d.cm <= PLAUSIBLE_CM), None)
+
+
 def coach_cue(label: str, deviations: list[Deviation], unsure: bool = False) -> str:
-    """One short cue for a predicted mistake, sized by the deviations of the joints it concerns."""
+    """One short cue for a predicted mistake, sized by the deviations of the joints it concerns;
+    without deviations (no correction to size it by) the mistake's words alone."""
     prefix = UNSURE_PREFIX if unsure else ""
     if label == CORRECT:
         return prefix + GOOD_CUE
     cue = CUES.get(label)
+    if not deviations:
+        return prefix + (cue.text if cue else label.replace("_", " "))
     concerned = [d for d in deviations if cue is None or d.joint in cue.joints] or deviations
     top = concerned[0]
-    cm = max(1, round(top.cm))
+    amount = (cue.amount if cue else AMOUNT).format(cm=max(1, round(top.cm)), moment=top.moment)
     if cue is None:
         text = GENERIC_CUE.format(mistake=label.replace("_", " "), joint=joint_words(top.joint),
-                                  direction=top.direction, cm=cm, moment=top.moment)
+                                  direction=top.direction)
     else:
-        text = cue.text.format(cm=cm, moment=top.moment)
-    return prefix + text
-
+        text = cue.text
+    return f"{prefix}{text}, {amount}"

@@ -19,13 +19,20 @@ import numpy as np
 
 from model.collector import collector_paused
 from model.data.formats import SEGMENTED
-from model.data.labels import Class, class_name
+from model.data.labels import Class, class_name, without_correct
 from model.data.normalize import Normalization, normalize, normalize_many
 from model.data.sequence import Sequence, SequenceError, validate, validate_many
 from model.data.skeletons import SkeletonError, get_skeleton, joint_map
 from model.learn.gcn import get_variant
 from model.learn.saved import Inference, TrainedModel
-from model.serve.feedback import Deviation, coach_cue, cue_joints, many_joint_deviations
+from model.serve.feedback import (
+    Deviation,
+    coach_cue,
+    cue_joints,
+    implausible,
+    joint_words,
+    many_joint_deviations,
+)
 from model.serve.reference import References, decide, reference_cut
 from model.serve.segment import HOLD_EXERCISES, segment, segmenter
 from model.settings import get_settings
@@ -58,6 +65,7 @@ class RepResult:
     scale: float = 1.0
     frames: tuple[int, int] | None = None
     reference: str | None = None  # the digest of the reference it was judged against, if any
+    note: str | None = None  # why no correction is shown, when none is
     error: str | None = None
     error_kind: str | None = None
 
@@ -84,6 +92,7 @@ class RepResult:
             "scale": self.scale,
             "frames": None if self.frames is None else list(self.frames),
             "reference": self.reference,
+            "note": self.note,
             "error": self.error,
             "error_kind": self.error_kind,
         }
@@ -203,10 +212,14 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence],
         [seq.exercise for seq in ready_seqs], model.normalization.fps, scales,
         [cue_joints(label or "") for label in labels],
     )
+    uncorrectable = set(without_correct(classes))
     for k, (i, seq) in enumerate(zip(ready, ready_seqs, strict=True)):
         exercise, label = classes[best[k]][0] if classifies else seq.exercise, labels[k]
         confidence = float(probs[k, best[k]]) if classifies else None
         unsure = bool(confidence < threshold) if classifies else None
+        note = no_correction(exercise, uncorrectable, deviations[k])
+        if note is not None:
+            deviations[k] = []
         results[i] = RepResult(
             sequence_id=seq.sequence_id,
             source=seq.source,
@@ -221,13 +234,29 @@ def _score_batch(model: TrainedModel, sequences: list[Sequence],
             probabilities=dict(zip(names, rounded[k], strict=True)),
             cues=[coach_cue(label, deviations[k], bool(unsure))] if classifies else [],
             deviations=deviations[k],
-            corrected=inference.corrected[k],
+            corrected=None if note else inference.corrected[k],
             original=poses[k],
             scale=scales[k],
             frames=seq.meta.get("frames"),
             reference=_judged_by(references, seq) if classifies else None,
+            note=note,
         )
     return results
+
+
+def no_correction(exercise: str, uncorrectable: set[str],
+                  deviations: list[Deviation]) -> str | None:
+    """Why a repetition's correction is not shown, or None when it is: the model saw no correct
+    repetitions of the exercise (nothing to correct towards), or the correction moves a joint
+    further than a body could (feedback.implausible)."""
+    if exercise in uncorrectable:
+        return (f"no correct repetitions of {exercise} in the training data, so no correction "
+                "is shown")
+    broken = implausible(deviations)
+    if broken is not None:
+        return (f"the correction moves the {joint_words(broken.joint)} {broken.cm / 100:.1f} m, "
+                "more than a body could: it is broken, so it is not shown")
+    return None
 
 
 def _judged_by(references: References | None, seq: Sequence) -> str | None:
