@@ -75,6 +75,8 @@ def score(
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
     fps: float = FpsOpt,
+    segmented: bool = typer.Option(
+        False, "--segmented", help="Each file is one repetition, scored whole (not cut)."),
     reference: str = typer.Option(
         None, "--reference", help="A session of the person's repetitions known to be correct, "
         "or a folder of people's (by subject, an exercise a session): each repetition is "
@@ -94,7 +96,8 @@ def score(
 
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file, units=units,
-                                        up=up, mirrored=mirrored, fps=fps)
+                                        up=up, mirrored=mirrored, fps=fps,
+                                        segmented=segmented or None)
     except SequenceError as exc:
         fail(str(exc))
     try:

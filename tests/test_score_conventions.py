@@ -143,3 +143,11 @@ def test_score_fps_option_overrides_the_timestamps(session, model_dir, tmp_path)
                            declared={"fps": 30.0})
     [report] = [json.loads(Path(p).read_text()) for p in summary.report_files]
     assert report["conventions"]["fps"] == {"value": 30.0, "source": "option"}
+
+
+def test_the_segmented_option_scores_each_file_whole(session, model_dir, tmp_path):
+    _, [cut] = score(session, tmp_path / "cut", model_dir)
+    _, [whole] = score(session, tmp_path / "whole", model_dir, segmented=True)
+    assert len(cut["repetitions"]) == len(LABELS)
+    [rep] = whole["repetitions"]
+    assert (rep["start_frame"], rep["end_frame"]) == (0, session.n_frames)
