@@ -3,8 +3,10 @@
 `create` writes a dataset's card (its default card, from the data it holds, with the options
 given); `configure` changes a stored card (or the default one) field by field; `show` prints
 the card retrain, cross-validation and scoring use, and whether it is stored or the default.
-Every change is checked against the data: a gate subject or an exercise the data does not hold
-is refused, naming it. Exit status 1 for a card that cannot be written.
+Every change is checked against the data: a gate subject or an exercise the data does not hold,
+or a skeleton its rows cannot be mapped onto, is refused, naming it. `configure` and `show` of
+a dataset with neither data nor a card are errors (a typo's card is never stored). Exit status
+1 for a card that cannot be written.
 """
 
 from __future__ import annotations
@@ -61,19 +63,14 @@ def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str 
            label_smoothing: str = SmoothOpt, exercises: str = ExercisesOpt,
            segmentation: str = SegmentOpt, as_json: bool = JsonOpt) -> None:
     """Write a dataset's card: its default card with the options given."""
-    from model.data.card import CardError, configure, read_card
+    from model.data.card import CardError, create_card
     from model.data.dataset import Dataset
 
-    ds = Dataset(name)
     try:
-        if read_card(name, ds.uri) is not None:
-            fail(f"dataset {name!r} already has a card; change it with posecoach data "
-                 f"configure {name} ...")
-        card = configure(ds, **_changes(skeleton=skeleton, gate_subjects=gate_subjects,
-                                        motion_only=motion_only, beta=beta,
-                                        average_tail=average_tail,
-                                        label_smoothing=label_smoothing, exercises=exercises,
-                                        segmentation=segmentation))
+        card = create_card(Dataset(name), **_changes(
+            skeleton=skeleton, gate_subjects=gate_subjects, motion_only=motion_only, beta=beta,
+            average_tail=average_tail, label_smoothing=label_smoothing, exercises=exercises,
+            segmentation=segmentation))
     except CardError as exc:
         fail(str(exc))
     _answer(card, as_json)
@@ -103,11 +100,14 @@ def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
 
 def show(name: str = NameArg, as_json: bool = JsonOpt) -> None:
     """Print the card retrain, cross-validation and scoring use for a dataset."""
-    from model.data.card import CardError, load_card
+    from model.data.card import CardError, load_card, no_dataset, read_card
     from model.data.dataset import Dataset
 
+    ds = Dataset(name)
     try:
-        card = load_card(Dataset(name))
+        if read_card(name, ds.uri) is None and not ds.exists():
+            fail(no_dataset(name))
+        card = load_card(ds)
     except CardError as exc:
         fail(str(exc))
     _answer(card, as_json)

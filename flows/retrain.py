@@ -2,7 +2,9 @@
 final training of the model and its independent judge -> gate figures of candidate and champion
 -> log to MLflow from the driver -> register as challenger -> the gate promotes or refuses.
 
-Idempotent per dataset version and profile: a second run on the same version registers nothing.
+Idempotent per training identity: the dataset version, the profile, the seed and the card's
+content (its fingerprint); a second run with all four unchanged registers nothing, a changed
+card or seed trains anew.
 At most one retrain per dataset runs at a time on this machine (a lock file under
 POSECOACH_HOME; deployments also carry a concurrency limit of one). Tasks retry only on
 failures a retry can mend (I/O, lost Ray workers), never on a deterministic one.
@@ -24,7 +26,7 @@ from prefect.cache_policies import NONE
 
 from flows.confidence import fit_on_folds, fit_reference, on_gate
 from flows.drift import nightly_drift
-from model.data.card import CardError, load_card
+from model.data.card import CardError, DatasetCard, load_card
 from model.data.dataset import Dataset
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
@@ -156,7 +158,8 @@ def gate_figures(candidate_dir: Path, judge_dir: Path, champion_dir: Path | None
 @task(name="register", **_retrying)
 def log_and_register(result: RetrainResult, config: TrainConfig, folds: list[dict],
                      model_dir: Path, confusion: Path, example: Sequence,
-                     skeleton: str, classes: list) -> tuple[str, str]:
+                     skeleton: str, classes: list, identity: dict[str, str]
+                     ) -> tuple[str, str]:
     run_id = log_training_run(
         dataset=result.dataset, dataset_version=result.dataset_version, profile=result.profile,
         params=config.to_dict(), skeleton=skeleton, classes=classes, folds=folds,
@@ -168,21 +171,31 @@ def log_and_register(result: RetrainResult, config: TrainConfig, folds: list[dic
         info.model_uri, result.dataset, dataset_version=result.dataset_version,
         code_version=code_version(), skeleton=skeleton, classes=classes,
         cv=result.cv_mean, gate=result.gate,
-        tags={"profile": result.profile, "run_id": run_id},
+        tags={**identity, "run_id": run_id},
     )
     return run_id, version
 
 
-def finish_registered(result: RetrainResult, version: str, actor: str,
-                      models: Path) -> RetrainResult:
-    """An earlier run registered `version` from the same dataset version and profile: skipped
-    when its gate decision is on it; when that run stopped before the gate (the MLflow server
-    went away), the version's artifacts are checked and the gate decides now, on the figures
+def training_identity(version: int, profile: str, seed: int, card: DatasetCard
+                      ) -> dict[str, str]:
+    """What decides a retrain's model, as the registered version's tags: the dataset version,
+    the profile, the seed and the card's fingerprint."""
+    return {"dataset_version": str(version), "profile": profile, "seed": str(seed),
+            "card": card.fingerprint()}
+
+
+def finish_registered(result: RetrainResult, version: str, identity: dict[str, str],
+                      actor: str, models: Path) -> RetrainResult:
+    """An earlier run registered `version` with the same training identity: skipped when its
+    gate decision is on it; when that run stopped before the gate (the MLflow server went
+    away), the version's artifacts are checked and the gate decides now, on the figures
     recorded at registration."""
     result.version = version
     if get_version(result.model, version).tags.get("gate.decision"):
-        result.decision = {"reason": f"dataset version {result.dataset_version} already trained "
-                           f"with profile {result.profile} as {result.model} v{version}"}
+        result.decision = {"reason": (
+            f"dataset version {identity['dataset_version']}, profile {identity['profile']}, "
+            f"seed {identity['seed']} and this card (fingerprint {identity['card']}) already "
+            f"trained as {result.model} v{version}")}
         return result
     saved_model_dir(result.model, version, models / "registered")
     set_alias(result.model, CHALLENGER, version)
@@ -205,16 +218,20 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
     began = time.perf_counter()
     settings = get_settings()
     prof = settings.get_profile(profile)
-    card = load_card(Dataset(dataset))
+    try:
+        card = load_card(Dataset(dataset))
+    except CardError as exc:
+        raise RetrainError(str(exc)) from exc
     name = model_name(dataset)
     with dataset_lock(dataset), server_errors():
         version = pin_dataset(dataset)
         result = RetrainResult(dataset=dataset, dataset_version=version, profile=prof.name,
                                status="skipped", model=name)
         result.drift = nightly_drift(dataset)
-        done = find_versions(name, dataset_version=str(version), profile=prof.name)
-        if done:
-            return finish_registered(result, done[-1], actor, settings.models).to_dict()
+        identity = training_identity(version, prof.name, seed, card)
+        if done := find_versions(name, **identity):
+            return finish_registered(result, done[-1], identity, actor,
+                                     settings.models).to_dict()
         seqs = load_sequences(dataset, version)
         if not card.gate_subjects:
             raise RetrainError(
@@ -222,6 +239,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
                 f"posecoach data configure {dataset} --gate-subjects S1,S2")
         try:
             card.check_gate({s.subject for s in seqs})
+            card.check_skeleton({s.skeleton for s in seqs})
         except CardError as exc:
             raise RetrainError(f"dataset {dataset!r} v{version}: {exc}") from exc
         train_seqs, gate_seqs = split_gate(seqs, card.gate_subjects)
@@ -235,7 +253,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         calibration = fit_on_folds(cv)
         result.reference = fit_reference(cv)
         folder = settings.models / dataset / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
-        meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name,
+        meta = {"dataset": dataset, "dataset_version": version, "profile": prof.name, "seed": seed,
                 "card": card.to_dict(), SEGMENTATION_KEY: dict(card.segmentation),
                 REFERENCE_CUT_KEY: result.reference["cut"],
                 REFERENCE_CV_KEY: {k: result.reference["cv"].get(k)
@@ -255,7 +273,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
         result.run_id, result.version = log_and_register(
             result, config, [f["metrics"]["evaluation"] for f in cv["folds"]], model_dir,
             folder / "confusion_matrix.png", gate_seqs[0], card.skeleton,
-            list(candidate.classes))
+            list(candidate.classes), identity)
         decision = promote(name, result.version, candidate=result.gate,
                            champion=result.champion_gate, actor=actor)
         result.decision = decision.to_dict()

@@ -85,6 +85,45 @@ def test_a_card_naming_a_gate_subject_without_data_is_refused_naming_it(lake, se
     assert read_card("mine", ds.uri) is None  # nothing written
 
 
+def test_a_skeleton_the_stored_rows_cannot_be_mapped_onto_is_refused(lake, seqs):
+    ds = Dataset("mine")
+    ds.write(seqs)
+    with pytest.raises(CardError, match=r"dataset 'mine' holds rows in skeleton\(s\) \['ec3d19'\]"
+                       r".*no joint map onto skeleton 'kinect2'"):
+        configure(ds, skeleton="kinect2")
+    assert read_card("mine", ds.uri) is None
+
+
+def test_an_exercise_the_data_does_not_hold_is_refused(lake, seqs):
+    ds = Dataset("mine")
+    ds.write(seqs)
+    with pytest.raises(CardError, match=r"exercises \['arm_raise'\] that the data does not hold"):
+        configure(ds, exercises=("arm_raise", "squat"))
+    assert configure(ds, exercises=("squat",)).exercises == ("squat",)
+
+
+def test_a_dataset_without_data_or_card_is_named_not_given_a_card(lake):
+    ds = Dataset("nosuch")
+    with pytest.raises(CardError, match=r"dataset 'nosuch' does not exist.*data create nosuch"):
+        configure(ds, beta=0.2)
+    assert read_card("nosuch", ds.uri) is None
+    runner = CliRunner()
+    for args in (["show", "nosuch"], ["configure", "nosuch", "--beta", "0.2"]):
+        out = runner.invoke(app, ["data", *args])
+        assert out.exit_code == 1 and "does not exist" in out.output, out.output
+    made = runner.invoke(app, ["data", "create", "nosuch", "--exercises", "arm_raise"])
+    assert made.exit_code == 0, made.output
+    assert configure(ds, beta=0.2).exercises == ("arm_raise",)  # a created card, before data
+
+
+def test_a_cards_fingerprint_follows_its_content():
+    card = DatasetCard("mine", gate_subjects=("s3",))
+    assert card.fingerprint() == DatasetCard("mine", gate_subjects=("s3",)).fingerprint()
+    changed = [replace(card, segmentation={"arm_raise": "hold"}), replace(card, beta=0.2),
+               replace(card, gate_subjects=("s2",)), replace(card, motion_only=True)]
+    assert len({c.fingerprint() for c in (card, *changed)}) == 1 + len(changed)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("motion_only", "sometimes", "motion_only must be"),
     ("beta", -1.0, "beta must be"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.retrain import RetrainError, dataset_lock, retrain_flow, retry_helps
+from model.data.card import configure, default_card, write_card
+from model.data.dataset import Dataset
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import validate
-from model.data.synth import make_session
+from model.data.synth import make_dataset, make_session
 from model.learn.saved import TrainedModel
 from model.serve.reference import REFERENCE_CUT_KEY, REFERENCE_CV_KEY
 from model.serve.segment import segment
@@ -103,6 +106,7 @@ def test_reviewed_rows_are_in_the_next_retrains_dataset_version(demo_runs, flow_
     assert Path(retrain["drift"]["page"]).is_file()
     again = retrain_flow(dataset=DATASET, profile="test")
     assert again["status"] == "skipped" and again["version"] == "2"
+    assert "seed 0 and this card" in again["decision"]["reason"]
     drift = CliRunner().invoke(app, ["drift", "--dataset", DATASET, "--since", "2000-01-01",
                                      "--json"])
     assert drift.exit_code == 0, drift.output
@@ -142,6 +146,27 @@ def test_score_writes_reports_errors_and_skips_on_rerun(demo_runs, flow_env):
     again = second["score"]
     assert (again["reports"], again["skipped"], again["errors"]) == (0, sessions, broken)
     assert DeltaTable(str(out / "repetitions")).to_pyarrow_table().num_rows == table.num_rows
+
+
+def test_a_changed_seed_or_card_trains_anew_and_an_unchanged_one_skips(demo_runs, flow_env):
+    seeded = retrain_flow(dataset=DATASET, profile="test", seed=1)
+    assert seeded["status"] != "skipped" and seeded["version"] == "3"
+    again = retrain_flow(dataset=DATASET, profile="test", seed=1)
+    assert again["status"] == "skipped" and again["version"] == "3"
+    assert "seed 1 and this card" in again["decision"]["reason"]
+    configure(Dataset(DATASET), segmentation={"squat": "hold"})
+    carded = retrain_flow(dataset=DATASET, profile="test", seed=1)
+    assert carded["status"] != "skipped" and carded["version"] == "4"
+
+
+def test_a_skeleton_the_rows_cannot_be_mapped_onto_is_a_one_line_error(flow_env):
+    ds = Dataset("skeltest")
+    ds.write(make_dataset(n_subjects=3, reps=1, seed=2, exercises=("squat",)))
+    write_card(replace(default_card("skeltest", {"s1", "s2", "s3"}), skeleton="kinect2"), ds.uri)
+    out = CliRunner().invoke(app, ["retrain", "--dataset", "skeltest", "--profile", "test"])
+    text = " ".join(out.output.split())  # rich wraps the line to the terminal
+    assert out.exit_code == 1 and "Traceback" not in text
+    assert "skeleton(s) ['ec3d19']" in text and "'kinect2'" in text, text
 
 
 def test_a_second_retrain_of_a_dataset_waits_for_none(flow_env):

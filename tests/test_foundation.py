@@ -9,7 +9,9 @@ import pytest
 
 from model.data import sequence as sequence_module
 from model.data.card import DatasetCard, with_env
-from model.data.labels import classes_from, correct_class, ec3d_classes
+from model.data.formats import build_sequence
+from model.data.labels import EC3D_LABEL_NAMES, classes_from, correct_class, ec3d_classes
+from model.data.names import label_name
 from model.data.normalize import (
     Normalization,
     body_size,
@@ -124,11 +126,34 @@ def _seq(poses, **kw):
     return Sequence(poses=poses, **args)
 
 
+def test_the_labels_of_ec3d_and_uiprmd_are_plain_names():
+    for label in (*EC3D_LABEL_NAMES.values(), "correct", "incorrect"):
+        assert label_name(label) == label
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(rep="three"), r"rep 'three' is not a whole number$"),
+    (dict(fps="fast"), r"fps 'fast' is not a number a float holds$"),
+])
+def test_a_bad_number_field_is_named_alone(fields, message):
+    given = {"subject": "s1", "exercise": "squat", "skeleton": "ec3d19", "fps": 30.0,
+             "label": "correct", "rep": 1, **fields}
+    with pytest.raises(SequenceError, match=message) as err:
+        build_sequence(squat_clip(), given, "t.json")
+    assert err.value.kind == "bad_field"
+
+
 @pytest.mark.parametrize(
     "change, kind",
     [
         (dict(skeleton="openpose18"), "unknown_skeleton"),
         (dict(exercise="Burpee!"), "unknown_exercise"),
+        (dict(label="bad/<script>"), "bad_label"),
+        (dict(label="Elbows_Bent"), "bad_label"),
+        (dict(label="elbows bent"), "bad_label"),
+        (dict(label=""), "bad_label"),
+        (dict(label="x" * 41), "bad_label"),
+        (dict(label="ok\x1b[2J"), "bad_label"),
         (dict(units="inch"), "unknown_units"),
         (dict(fps=0.0), "bad_fps"),
         (dict(poses=squat_clip()[:5]), "too_few_frames"),

@@ -259,7 +259,8 @@ def test_hostile_uploads_scored_on_ray_leave_reports_only_in_their_folder(
 
 
 def _labelled(folder: Path) -> dict[str, str | None]:
-    """Labelled files with hostile names, subjects and labels; file name -> expected kind."""
+    """Labelled files with hostile names and subjects, and one with a hostile label (refused:
+    labels are plain names); file name -> expected kind."""
     folder.mkdir(parents=True)
     seqs = make_dataset(n_subjects=1, reps=1, seed=9, exercises=("squat",))
     names = ["<svg onload=alert(1)>", "日本語", "a b", "a?b", "x" * 200, "ctrl\x01\x1b",
@@ -267,14 +268,15 @@ def _labelled(folder: Path) -> dict[str, str | None]:
     expected: dict[str, str | None] = {}
     for i, name in enumerate(names):
         subject = SQL_SUBJECT if i == 9 else HOSTILE[i]
-        seq = replace(seqs[i % len(seqs)], subject=subject, label=HOSTILE[i + 5])
+        seq = replace(seqs[i % len(seqs)], subject=subject)
         write_sequences_json([seq], folder / f"{name}.json")
         expected[f"{name}.json"] = None
     write_sequences_json([replace(seqs[0], exercise=HOSTILE[13])], folder / "<b onclick=x>ex.json")
     write_sequences_json([replace(seqs[0], skeleton=HOSTILE[2])], folder / "skel..json")
+    write_sequences_json([replace(seqs[0], label=HOSTILE[5])], folder / "label.json")
     (folder / "\x1b[2J broken.json").write_text('{"poses": [[[')
     expected |= {"<b onclick=x>ex.json": "unknown_exercise", "skel..json": "unknown_skeleton",
-                 "\x1b[2J broken.json": "bad_json"}
+                 "label.json": "bad_label", "\x1b[2J broken.json": "bad_json"}
     return expected
 
 
@@ -293,7 +295,8 @@ def test_ingest_keeps_hostile_values_as_data_and_names_safe(
     rows = ds.read()
     assert len(rows) == sum(v is None for v in expected.values())
     assert {r.subject for r in rows} == set(HOSTILE[:9]) | set(HOSTILE[10:12]) | {SQL_SUBJECT}
-    assert {r.label for r in rows} == set(HOSTILE[5:17])
+    assert {r.label for r in rows} == {s.label for s in make_dataset(
+        n_subjects=1, reps=1, seed=9, exercises=("squat",))}
     if where == "s3":
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
             Bucket="lake", Prefix="")["Contents"]]

@@ -49,6 +49,7 @@ def bad_inputs(folder: Path, seq: Sequence) -> dict[str, str]:
     _json(replace(seq, units="furlong"), folder / "units.json")
     _json(replace(seq, skeleton="alien"), folder / "skeleton.json")
     _json(replace(seq, exercise="Yoga Pose!"), folder / "exercise.json")  # not a plain name
+    _json(replace(seq, label="bad/<script>"), folder / "label.json")  # nor this label
     (folder / "broken.json").write_text('{"format": "posecoach-sequence", "poses": [[[0.1, ')
     good_npz = write_sequence_npz(seq, folder / "tmp.npz").read_bytes()
     (folder / "tmp.npz").unlink()
@@ -61,7 +62,7 @@ def bad_inputs(folder: Path, seq: Sequence) -> dict[str, str]:
         "few_frames.json": "too_few_frames", "absurd.json": "absurd_coordinates",
         "joints.npz": "wrong_joint_count", "units.json": "unknown_units",
         "skeleton.json": "unknown_skeleton", "exercise.json": "unknown_exercise",
-        "broken.json": "bad_json", "truncated.npz": "unreadable",
+        "label.json": "bad_label", "broken.json": "bad_json", "truncated.npz": "unreadable",
         "disguised.npz": "unreadable", "empty.csv": "bad_csv", "notes.xyz": "unknown_format",
     }
 
@@ -96,6 +97,8 @@ def test_every_input_ingested_or_quarantined_and_fixed_files_leave(
     got = {Path(r["file"]).name: r["kind"] for r in records}
     assert got == expected
     assert all(r["reason"] and r["time"] and r["original"] for r in records)
+    label = next(r for r in records if r["kind"] == "bad_label")
+    assert Path(label["original"]).name == "label.json" and "'bad/<script>'" in label["reason"]
     assert sorted(p.name for p in qdir.iterdir() if not p.name.startswith("_")) == sorted(expected)
 
     again = ingest_flow([str(folder)], "bad")

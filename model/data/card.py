@@ -24,7 +24,8 @@ from typing import Any
 
 from model.data import storage
 from model.data.dataset import Dataset
-from model.data.skeletons import SKELETONS
+from model.data.names import exercise_name, short_hash
+from model.data.skeletons import SKELETONS, SkeletonError, joint_map
 
 CARD_FILE = "_posecoach_card.json"
 FORMAT = 1
@@ -35,7 +36,6 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 GATE_SHARE = 0.2
 SEGMENTERS = ("cycle", "excursion", "hold")
 GATE_ENV = "POSECOACH_GATE_SUBJECTS_"
-_EXERCISE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 
 
 class CardError(ValueError):
@@ -45,15 +45,6 @@ class CardError(ValueError):
 def natural_key(text: str) -> list:
     """'s2' before 's10': digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def check_exercise(name: str) -> str:
-    """An exercise name as datasets store it (a partition value): lower-case letters, digits
-    and '_', at most 40; ValueError otherwise."""
-    if not isinstance(name, str) or not _EXERCISE.fullmatch(name):
-        raise ValueError(f"exercise {name!r} is not a plain name (lower-case letters, digits, "
-                         "'_'; at most 40)")
-    return name
 
 
 @dataclass(frozen=True)
@@ -91,7 +82,7 @@ class DatasetCard:
                             f"got {self.label_smoothing!r}")
         try:
             for ex in (*self.exercises, *self.segmentation):
-                check_exercise(ex)
+                exercise_name(ex)
         except ValueError as exc:
             raise CardError(f"{where}: {exc}") from exc
         if bad := {e: s for e, s in self.segmentation.items() if s not in SEGMENTERS}:
@@ -102,6 +93,11 @@ class DatasetCard:
         del out["stored"]
         return {"format": FORMAT, **out, "gate_subjects": list(self.gate_subjects),
                 "exercises": list(self.exercises)}
+
+    def fingerprint(self) -> str:
+        """A short hash of the card's content: every field reaches the model (its recipe, gate,
+        skeleton, exercises and segmentation), so a changed card trains anew."""
+        return short_hash(json.dumps(self.to_dict(), sort_keys=True))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetCard:
@@ -118,11 +114,23 @@ class DatasetCard:
         return cls(**values)
 
     def check_exercises(self, exercises: set[str]) -> None:
-        """CardError when the data holds exercises the card does not list (an empty list
-        takes any)."""
-        if self.exercises and (extra := sorted(exercises - set(self.exercises))):
+        """CardError when the card lists exercises and the data (`exercises`) holds others, or
+        lacks some it lists (an empty list takes any)."""
+        if not self.exercises:
+            return
+        if extra := sorted(exercises - set(self.exercises)):
             raise CardError(f"dataset {self.name!r} card lists exercises "
                             f"{list(self.exercises)}; the data also holds {extra}")
+        if missing := [e for e in self.exercises if e not in exercises]:
+            raise CardError(f"dataset {self.name!r} card lists exercises {missing} that the data "
+                            f"does not hold (exercises present: {', '.join(sorted(exercises))})")
+
+    def check_skeleton(self, stored: set[str]) -> None:
+        """CardError when rows stored in `stored` skeletons cannot be mapped onto the card's."""
+        if unmapped := sorted(s for s in stored if not maps_onto(s, self.skeleton)):
+            raise CardError(f"dataset {self.name!r} holds rows in skeleton(s) {unmapped}, which "
+                            f"have no joint map onto skeleton {self.skeleton!r}; keep one they "
+                            f"map onto (stored: {', '.join(sorted(stored))})")
 
     def check_gate(self, subjects: set[str]) -> None:
         """CardError naming every gate subject that has no data in `subjects`."""
@@ -131,6 +139,15 @@ class DatasetCard:
                 f"dataset {self.name!r} card names gate subjects {missing} that have no data "
                 f"(subjects present: {', '.join(sorted(subjects, key=natural_key)) or 'none'}); "
                 f"set them with: posecoach data configure {self.name} --gate-subjects S1,S2")
+
+
+def maps_onto(source: str, target: str) -> bool:
+    """Whether poses in skeleton `source` can be mapped onto skeleton `target`."""
+    try:
+        joint_map(source, target)
+    except SkeletonError:
+        return False
+    return True
 
 
 def default_gate(subjects: set[str]) -> tuple[str, ...]:
@@ -210,6 +227,13 @@ def parse_value(key: str, raw: str) -> Any:
     return raw
 
 
+def no_dataset(name: str) -> str:
+    """Why a dataset with neither data nor a card has no card to show or change."""
+    return (f"dataset {name!r} does not exist (no data, no card): ingest data into it "
+            f"(posecoach ingest FILES --dataset {name}) or make its card first "
+            f"(posecoach data create {name})")
+
+
 def dataset_subjects(dataset: Dataset) -> set[str]:
     """The subjects a dataset holds now (none when it does not exist yet)."""
     if not dataset.exists():
@@ -240,15 +264,33 @@ def save_card(dataset: Dataset, card: DatasetCard) -> DatasetCard:
         raise CardError(f"card for {card.name!r} given to dataset {dataset.name!r}")
     if dataset.exists():
         card.check_gate(dataset_subjects(dataset))
-        exercises = dataset.read_table(columns=["exercise"]).column("exercise").to_pylist()
-        card.check_exercises(set(exercises))
+        table = dataset.read_table(columns=["exercise", "skeleton"])
+        card.check_exercises(set(table.column("exercise").to_pylist()))
+        card.check_skeleton(set(table.column("skeleton").to_pylist()))
     return write_card(card, dataset.uri)
 
 
+def create_card(dataset: Dataset, **changes: Any) -> DatasetCard:
+    """The dataset's default card with `changes`, checked and stored (before its data too);
+    CardError when it already has a card."""
+    if read_card(dataset.name, dataset.uri) is not None:
+        raise CardError(f"dataset {dataset.name!r} already has a card; change it with "
+                        f"posecoach data configure {dataset.name} ...")
+    return _changed(dataset, default_card(dataset.name, dataset_subjects(dataset)), changes)
+
+
 def configure(dataset: Dataset, **changes: Any) -> DatasetCard:
-    """The dataset's card (stored, else default) with `changes`, checked and stored."""
+    """The dataset's card (stored, else default) with `changes`, checked and stored; CardError
+    for a dataset with neither data nor a card (`posecoach data create` makes one first)."""
     stored = read_card(dataset.name, dataset.uri)
-    base = stored or default_card(dataset.name, dataset_subjects(dataset))
+    if stored is None and not dataset.exists():
+        raise CardError(no_dataset(dataset.name))
+    return _changed(dataset, stored or default_card(dataset.name, dataset_subjects(dataset)),
+                    changes)
+
+
+def _changed(dataset: Dataset, base: DatasetCard, changes: dict[str, Any]) -> DatasetCard:
+    """`base` with `changes`, checked and stored."""
     allowed = {f.name for f in fields(DatasetCard)} - {"name", "stored"}
     if unknown := sorted(set(changes) - allowed):
         raise CardError(f"dataset {dataset.name!r} card has no fields {unknown}")

@@ -175,6 +175,16 @@ def _timestamps(value: object, frames: int, source: str) -> list[float]:
     return stamps.tolist()
 
 
+def _number(fields: dict, key: str, kind: type, source: str) -> float | int:
+    """fields[key] as `kind` (float or int); SequenceError naming that field otherwise."""
+    try:
+        return kind(fields[key])
+    except (TypeError, ValueError, OverflowError) as e:
+        what = "a number a float holds" if kind is float else "a whole number"
+        raise SequenceError(source, f"{key} {fields[key]!r:.80} is not {what}",
+                            "bad_field") from e
+
+
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
                    ) -> Sequence:
     """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
@@ -185,13 +195,8 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
     check_poses_size(source, np.shape(poses))
     if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
         poses = zeros_as_lost(poses)
-    try:
-        fps = float("nan") if _absent(fields.get("fps")) else float(fields["fps"])
-        rep = int(fields.get("rep") or 0)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise SequenceError(source, f"fps {fields.get('fps')!r:.80} or rep "
-                                    f"{fields.get('rep')!r:.80} is not a number a float holds",
-                            "bad_field") from e
+    fps = float("nan") if _absent(fields.get("fps")) else _number(fields, "fps", float, source)
+    rep = _number(fields, "rep", int, source) if fields.get("rep") else 0
     meta = {k: str(fields[k]) for k in (UP,) if not _absent(fields.get(k))}
     if fields.get(TIMESTAMPS) is not None:
         meta[TIMESTAMPS] = _timestamps(fields[TIMESTAMPS], np.shape(poses)[0], source)

@@ -18,7 +18,10 @@ through one of these.
 - `csv_cell`: a spreadsheet cell that no spreadsheet runs as a formula; `csv_row` a row's text
   cells so; `csv_value` the value again from a cell read back (the inverse of `csv_cell`).
 - `file_name_text`: a file name the OS gave, as text even when its bytes are not UTF-8.
-- `exercise_name`: an exercise as datasets store it (a partition value), checked, never changed.
+- `exercise_name` and `label_name`: an exercise (a dataset partition value) and a label (a class,
+  written `exercise/label` in predictions) as datasets store them: plain names (lower-case
+  letters, digits, `_`; at most 40), checked, never changed, so that `Elbows_Bent`,
+  `elbows bent` and `bad/<script>` are refused instead of becoming classes of their own.
 
 The original value is kept where it is data (a report's JSON, a dataset row).
 """
@@ -40,7 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PLAIN_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SUFFIX_PART = re.compile(r"[a-z0-9]{1,8}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_/]{1,200}")
-_EXERCISE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
+_PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -171,13 +174,23 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def exercise_name(value: object) -> str:
-    """`value` when it is a plain exercise name (lower-case letters, digits, '_'; at most 40;
-    a dataset partition and a path segment as it is); ValueError otherwise."""
-    if not isinstance(value, str) or not _EXERCISE.fullmatch(value):
-        raise ValueError(f"exercise {value!r} is not a plain name (lower-case letters, digits, "
-                         "'_'; at most 40)")
+def plain_name(kind: str, value: object) -> str:
+    """`value` when it is a plain name (lower-case letters, digits, '_'; at most 40): a dataset
+    partition, a path segment and a class name as it is; ValueError naming `kind` otherwise."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value):
+        raise ValueError(f"{kind} {value!r:.80} is not a plain name (lower-case letters, "
+                         "digits, '_'; at most 40)")
     return value
+
+
+def exercise_name(value: object) -> str:
+    """`value` when it is a plain exercise name (`plain_name`); ValueError otherwise."""
+    return plain_name("exercise", value)
+
+
+def label_name(value: object) -> str:
+    """`value` when it is a plain label name (`plain_name`); ValueError otherwise."""
+    return plain_name("label", value)
 
 
 def file_name_text(name: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.data.names import exercise_name
+from model.data.names import exercise_name, label_name
 from model.data.skeletons import SKELETONS, unknown_skeleton
 
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
@@ -87,6 +87,11 @@ def _checked_poses(seq: Sequence) -> np.ndarray:
         exercise_name(seq.exercise)
     except ValueError as exc:
         raise SequenceError(src, str(exc), "unknown_exercise") from exc
+    if seq.label is not None:
+        try:
+            label_name(seq.label)
+        except ValueError as exc:
+            raise SequenceError(src, str(exc), "bad_label") from exc
     if seq.units is not None and seq.units not in UNITS:
         raise SequenceError(
             src, f"unknown units {seq.units!r} (known: {', '.join(UNITS)})", "unknown_units"
