@@ -204,8 +204,8 @@ def test_ingest_and_review_summaries_print_upload_names_as_plain_text():
               "inserted": 0, "duplicates": 0, "updated": 0, "rejected": 1,
               "rejected_by_kind": {"bad_json": 1},
               "rejections": [{"kind": "bad_json", "file": HOSTILE, "reason": "not JSON"}],
-              "conventions": {}, "released": [], "seconds": 0.1, "per_second": 10,
-              "accounted": True}
+              "conventions": {}, "released": [], "warnings": [], "seconds": 0.1,
+              "per_second": 10, "accounted": True}
     _plain(_printed(show_report, report))
     review = {"file": HOSTILE, "version": 3, "dataset": "d", "labelled": 1, "unlabelled": 0,
               "inserted": 0, "duplicates": 0, "updated": 0,
