@@ -29,7 +29,6 @@ from prefect.cache_policies import NONE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.output import console
-from flows.review import dataset_classes
 from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
@@ -358,5 +357,5 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
 def dataset_warnings(dataset: str) -> list[str]:
     """What is wrong with the dataset as a whole after an ingest: exercises without a correct
     class, whose repetitions a model trained on it cannot correct."""
-    warning = no_correct_warning(without_correct(dataset_classes(Dataset(dataset))))
+    warning = no_correct_warning(without_correct(Dataset(dataset).classes()))
     return [warning] if warning else []

@@ -94,15 +94,6 @@ class ReviewIngest:
         return asdict(self)
 
 
-def dataset_classes(ds: Dataset) -> set[tuple[str, str]]:
-    """The (exercise, label) classes the dataset holds now."""
-    if not ds.exists() or ds.version() is None:
-        return set()
-    table = ds.read_table(columns=["exercise", "label"])
-    return set(zip(table.column("exercise").to_pylist(), table.column("label").to_pylist(),
-                   strict=True))
-
-
 def row_class(row: ReviewRow) -> tuple[str, str]:
     """The class a label gives: `exercise/label`, or a label of the row's own exercise."""
     exercise, _, label = row.label.rpartition("/")
@@ -159,7 +150,7 @@ def ingest_review(path: str | Path, dataset: str) -> ReviewIngest:
     errors = [{"line": e.line, "reason": e.reason} for e in bad]
     report = ReviewIngest(file=str(path), dataset=dataset, unlabelled=unlabelled,
                           labelled=len(rows) + len([e for e in bad if e.line > 1]))
-    classes = dataset_classes(ds)
+    classes = ds.classes()
     sessions: dict[str, Sequence] = {}
     ready = []
     for line, row in rows:

@@ -14,7 +14,7 @@ import torch
 from model.data.labels import class_name
 from model.data.normalize import Normalization, normalize
 from model.data.readers import read_session
-from model.data.sequence import SequenceError
+from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
 from model.data.synth import make_dataset, make_session, to_skeleton
 from model.evaluate.plots import plot_correction
@@ -165,10 +165,15 @@ def test_sessions_are_cut_then_scored(model):
         assert r.corrected.shape[0] == r.frames[1] - r.frames[0]
 
 
+def still_session(seq: Sequence, exercise: str, source: str) -> Sequence:
+    """Three seconds of `seq`'s first pose held, with a millimetre of jitter."""
+    jitter = np.random.default_rng(0).normal(0, 1e-3, (90, *seq.poses.shape[1:]))
+    still = np.repeat(seq.poses[:1], 90, axis=0) + jitter.astype(np.float32)
+    return replace(seq, poses=still, exercise=exercise, source=source)
+
+
 def test_a_session_without_repetitions_is_an_error_naming_it(model, test_seqs):
-    jitter = np.random.default_rng(0).normal(0, 1e-3, (90, *test_seqs[0].poses.shape[1:]))
-    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0) + jitter.astype(np.float32)
-    session = replace(test_seqs[0], poses=still, exercise="squat", source="still.json")
+    session = still_session(test_seqs[0], "squat", "still.json")
     with pytest.raises(SequenceError, match="still.json: no squat repetition") as err:
         score_session(model, session)
     assert err.value.kind == "no_repetitions"
@@ -187,9 +192,7 @@ def test_correction_picture(model, test_seqs, tmp_path):
 
 
 def test_an_exercise_the_model_never_learned_is_said_before_any_cutting(model, test_seqs):
-    jitter = np.random.default_rng(0).normal(0, 1e-3, (90, *test_seqs[0].poses.shape[1:]))
-    still = np.repeat(test_seqs[0].poses[:1], 90, axis=0) + jitter.astype(np.float32)
-    session = replace(test_seqs[0], poses=still, exercise="jumping_jack", source="jj.json")
+    session = still_session(test_seqs[0], "jumping_jack", "jj.json")
     with pytest.raises(SequenceError, match="jj.json: exercise 'jumping_jack' is not one") as err:
         cut_session(model, session)
     assert err.value.kind == "unknown_exercise"

@@ -314,6 +314,14 @@ class Dataset:
     def count(self, version: int | None = None) -> int:
         return self.read_table(version=version, columns=["sequence_id"]).num_rows
 
+    def classes(self) -> set[tuple[str, str]]:
+        """The (exercise, label) classes the dataset holds now (none before its first write)."""
+        if not self.exists() or self.version() is None:
+            return set()
+        table = self.read_table(columns=["exercise", "label"])
+        return set(zip(table.column("exercise").to_pylist(), table.column("label").to_pylist(),
+                       strict=True))
+
     def history(self) -> list[dict[str, Any]]:
         """One record per version, newest first: version, time, operation, rows changed."""
         out = []

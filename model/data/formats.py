@@ -175,7 +175,7 @@ def _timestamps(value: object, frames: int, source: str) -> list[float]:
     return stamps.tolist()
 
 
-def _number(fields: dict, key: str, kind: type, source: str) -> float | int:
+def number_field(fields: dict, key: str, kind: type, source: str) -> float | int:
     """fields[key] as `kind` (float or int); SequenceError naming that field otherwise."""
     try:
         return kind(fields[key])
@@ -195,8 +195,8 @@ def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool =
     check_poses_size(source, np.shape(poses))
     if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
         poses = zeros_as_lost(poses)
-    fps = float("nan") if _absent(fields.get("fps")) else _number(fields, "fps", float, source)
-    rep = _number(fields, "rep", int, source) if fields.get("rep") else 0
+    fps = float("nan") if _absent(fields.get("fps")) else number_field(fields, "fps", float, source)
+    rep = number_field(fields, "rep", int, source) if fields.get("rep") else 0
     meta = {k: str(fields[k]) for k in (UP,) if not _absent(fields.get(k))}
     if fields.get(TIMESTAMPS) is not None:
         meta[TIMESTAMPS] = _timestamps(fields[TIMESTAMPS], np.shape(poses)[0], source)

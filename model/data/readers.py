@@ -25,6 +25,7 @@ from model.data.formats import (
     SESSION_READERS,
     ZEROS_LOST,
     flag,
+    number_field,
     read_sequence_csv,
     read_sequence_npz,
     read_sequences_json,
@@ -132,19 +133,10 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
     return merged
 
 
-def _pickle_fps(fields: dict, path: Path) -> float:
-    """The frame rate declared for an EC3D pickle (30 when none is); SequenceError when it is
-    not a number."""
-    try:
-        return float(fields.get("fps", 30.0))
-    except (TypeError, ValueError, OverflowError) as e:
-        raise SequenceError(str(path), f"fps {fields.get('fps')!r:.80} is not a number a float "
-                                       "holds", "bad_field") from e
-
-
 def _parse_file(path: Path, fields: dict) -> Iterator[Sequence | SequenceError]:
     if path.name.lower().endswith(_PICKLE_SUFFIXES):
-        for item in read_ec3d_pickle(path, units=fields.get("units"), fps=_pickle_fps(fields, path),
+        fps = number_field(fields, "fps", float, str(path)) if "fps" in fields else 30.0
+        for item in read_ec3d_pickle(path, units=fields.get("units"), fps=fps,
                                      zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
                                                      str(path))):
             yield item if isinstance(item, SequenceError) else with_declared(item, fields)

@@ -336,8 +336,8 @@ def _no_repetitions(session: Sequence, how: str) -> SequenceError:
         session.source or session.subject,
         f"no {session.exercise} repetition found in the session, cut as {how!r} "
         f"({_CUT_BY.get(how, how)}); declare another way to cut it (posecoach data configure "
-        f"DATASET --segmentation {session.exercise}=cycle|excursion|hold), or mark a file that "
-        f"is one repetition \"segmented\": true", "no_repetitions")
+        f"DATASET --segmentation {session.exercise}=cycle|excursion|hold, then retrain), or mark "
+        f"a file that is one repetition \"segmented\": true", "no_repetitions")
 
 
 def threshold_of() -> float:
