@@ -172,11 +172,18 @@ def still_session(seq: Sequence, exercise: str, source: str) -> Sequence:
     return replace(seq, poses=still, exercise=exercise, source=source)
 
 
-def test_a_session_without_repetitions_is_an_error_naming_it(model, test_seqs):
-    session = still_session(test_seqs[0], "squat", "still.json")
-    with pytest.raises(SequenceError, match="still.json: no squat repetition") as err:
-        score_session(model, session)
-    assert err.value.kind == "no_repetitions"
+@pytest.mark.parametrize(("exercise", "source", "problem", "kind", "call"), [
+    ("squat", "still.json", "still.json: no squat repetition", "no_repetitions", score_session),
+    # an exercise the model never learned is said before any cutting
+    ("jumping_jack", "jj.json", "jj.json: exercise 'jumping_jack' is not one", "unknown_exercise",
+     cut_session),
+])
+def test_a_session_that_cannot_be_cut_is_an_error_naming_it(model, test_seqs, exercise, source,
+                                                            problem, kind, call):
+    session = still_session(test_seqs[0], exercise, source)
+    with pytest.raises(SequenceError, match=problem) as err:
+        call(model, session)
+    assert err.value.kind == kind
 
 
 def test_correction_picture(model, test_seqs, tmp_path):
@@ -189,13 +196,6 @@ def test_correction_picture(model, test_seqs, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     buf = plot_correction(original, r.corrected, get_skeleton("ec3d19"), io.BytesIO())
     assert buf.getvalue()[:8] == data[:8]
-
-
-def test_an_exercise_the_model_never_learned_is_said_before_any_cutting(model, test_seqs):
-    session = still_session(test_seqs[0], "jumping_jack", "jj.json")
-    with pytest.raises(SequenceError, match="jj.json: exercise 'jumping_jack' is not one") as err:
-        cut_session(model, session)
-    assert err.value.kind == "unknown_exercise"
 
 
 def test_a_session_marked_segmented_is_one_repetition_scored_whole(model, test_seqs, tmp_path):
