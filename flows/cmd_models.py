@@ -51,7 +51,8 @@ def show_decision(result: dict[str, Any]) -> None:
 def _answer(decision: Decision, as_json: bool) -> None:
     emit(decision.to_dict(), as_json, show_decision)
     if decision.decision == "refused":
-        fail(f"version {decision.version} not promoted: {decision.reason}")
+        fail(f"version {decision.version} not promoted: {decision.reason} (to promote it "
+             "anyway, add --force --reason TEXT)")
 
 
 def list_models(dataset: str = DatasetOpt, as_json: bool = JsonOpt) -> None:
@@ -73,8 +74,9 @@ def promote_model(
     reason: str = typer.Option(None, "--reason", help="Why (required with --force)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Make VERSION the champion if the gate lets it (its recorded gate-subject figures
-    against the champion's), or regardless with --force --reason."""
+    """Make VERSION the champion if the gate lets it, or regardless with --force --reason.
+    A version the gate refused stays refused; any other is judged on the gate-subject figures
+    recorded on it and on the champion at registration."""
     from registry.gate import default_actor, promote
     from registry.versions import RegistryError
     from registry.versions import model_name as registered_name

@@ -5,6 +5,8 @@ same newest independent judge) and hands both over; `verdict` is a pure function
 figure sets and the policy. Decisions leave tags on the version: `gate.decision` (promoted,
 refused, forced, rolled_back), `gate.rule`, `gate.reason`, `gate.actor`, `gate.time`,
 `gate.figures` (what was compared), and `gate.log` (every decision on that version, as JSON).
+A promotion without the caller's figures (the CLI) never overturns the gate's latest refusal
+of a version: it restates it (rule `refused_before`) unless forced.
 The registered model's `champion.history` tag lists the versions that held `champion`, oldest
 first: rollback moves the alias back one step. The tags are written before the alias moves, so
 a champion always carries the decision that made it one (a failure in between leaves the
@@ -19,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from mlflow.entities.model_registry import ModelVersion
 
 from model.evaluate.summary import figure_at
 from model.settings import GateSettings as GatePolicy
@@ -38,6 +42,7 @@ from registry.versions import (
 HISTORY_TAG = "champion.history"
 HISTORY_KEEP = 200
 NIGHTLY_ACTOR = "nightly flow"
+REFUSED_BEFORE = "refused_before"
 
 
 def default_policy() -> GatePolicy:
@@ -212,6 +217,45 @@ def stored_figures(name: str, version: str | int) -> GateFigures:
     return GateFigures.from_evaluation(json_tag(get_version(name, version), "gate_figures", {}))
 
 
+def _last_refusal(mv: ModelVersion) -> dict | None:
+    """The version's latest gate comparison (its `gate.log` entry) when that refused it, else
+    None. Restating an earlier refusal (rule `refused_before`) compares nothing anew, and
+    forcing or rolling back overrides a refusal without withdrawing it."""
+    compared = [entry for entry in json_tag(mv, "gate.log", [])
+                if entry.get("decision") in ("promoted", "refused")
+                and entry.get("rule") != REFUSED_BEFORE]
+    return compared[-1] if compared and compared[-1]["decision"] == "refused" else None
+
+
+def _restated(refusal: dict) -> tuple[Verdict, dict[str, Any]]:
+    """An earlier refusal, as the verdict of a promotion that brings no figures of its own."""
+    figures = refusal.get("figures") or {}
+    reason = figures.get("gate_reason") or refusal["reason"]
+    then = refusal.get("champion_before")
+    against = f"against champion version {then}" if then else "with no champion"
+    return Verdict(False, REFUSED_BEFORE, (
+        f"refused by the gate on {refusal['time']} ({refusal['actor']}, {against}): "
+        f"{refusal['rule']}: {reason}")), figures
+
+
+def _compared(name: str, version: str, current: str | None, candidate: Mapping[str, Any] | None,
+              champion: Mapping[str, Any] | None, policy: GatePolicy
+              ) -> tuple[Verdict, dict[str, Any]]:
+    """The gate's verdict on the given figures (else those recorded at registration), and
+    what it compared."""
+    cand = (GateFigures.from_evaluation(candidate) if candidate is not None
+            else stored_figures(name, version))
+    champ = None
+    if current is not None:
+        champ = (GateFigures.from_evaluation(champion) if champion is not None
+                 else stored_figures(name, current))
+    result = verdict(cand, champ, policy)
+    return result, {"candidate": cand.to_dict(),
+                    "champion": None if champ is None else champ.to_dict(),
+                    "champion_version": current, "policy": policy.to_dict(),
+                    "gate_reason": result.reason}
+
+
 def promote(
     name: str,
     version: str | int,
@@ -226,34 +270,28 @@ def promote(
     """Move `champion` to `version` if the gate lets it (or if forced, which needs a reason).
 
     `candidate` / `champion` are the gate-subject figures (Evaluation.to_dict()) that the
-    caller computed on the same sequences with the same judge; when absent, the figures
-    recorded on each version at registration are used. Returns the tagged decision.
+    caller computed on the same sequences with the same judge. Without them, a version whose
+    latest gate comparison refused it stays refused (rule `refused_before`, naming that
+    refusal); any other is judged on the figures recorded on each version at registration.
+    Returns the tagged decision.
     """
     version = str(version)
     if force and not (reason and reason.strip()):
         raise ValueError("forcing a promotion needs a reason")
-    get_version(name, version)
+    mv = get_version(name, version)
     current = alias_version(name, CHAMPION)
     if current == version:
         raise RegistryError(f"{name}: version {version} already is the champion")
-    cand = (GateFigures.from_evaluation(candidate) if candidate is not None
-            else stored_figures(name, version))
-    champ = None
-    if current is not None:
-        champ = (GateFigures.from_evaluation(champion) if champion is not None
-                 else stored_figures(name, current))
-    policy = policy or default_policy()
-    result = verdict(cand, champ, policy)
+    refusal = _last_refusal(mv) if candidate is None else None
+    result, figures = (_restated(refusal) if refusal is not None else
+                       _compared(name, version, current, candidate, champion,
+                                 policy or default_policy()))
     kind = "promoted" if result.passed else "forced" if force else "refused"
     decision = Decision(
         name=name, version=version, decision=kind, rule=result.rule,
-        reason=reason or result.reason,
+        reason=result.reason if kind == "refused" else reason or result.reason,
         actor=actor or default_actor(), time=_now(), champion_before=current,
-        champion_after=version if kind != "refused" else current,
-        figures={"candidate": cand.to_dict(),
-                 "champion": None if champ is None else champ.to_dict(),
-                 "champion_version": current, "policy": policy.to_dict(),
-                 "gate_reason": result.reason},
+        champion_after=version if kind != "refused" else current, figures=figures,
     )
     _tag_decision(decision)
     if decision.promoted:

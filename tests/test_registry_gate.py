@@ -120,9 +120,10 @@ def register(model_uri: str, gate: dict) -> str:
                               skeleton="ec3d19", classes=CLASSES, gate=gate)
 
 
-def cli(*args: str) -> tuple[int, str]:
+def cli(*args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr (where the human summary and errors go)."""
     result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.stdout
+    return result.exit_code, result.stdout, result.stderr
 
 
 def test_promote_refuse_force_and_rollback(model_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +153,8 @@ def test_promote_refuse_force_and_rollback(model_uri: str, monkeypatch: pytest.M
     with pytest.raises(ValueError, match="reason"):
         promote(name, v2, force=True, actor="ana")
     forced = promote(name, v2, force=True, reason="hotfix for a broken joint map", actor="ana")
-    assert forced.decision == "forced" and forced.rule == "macro_accuracy"
+    assert forced.decision == "forced" and forced.rule == "refused_before"
+    assert forced.figures["gate_reason"].startswith("macro accuracy 0.600")
     assert alias_version(name, CHAMPION) == v2
     tags = get_version(name, v2).tags
     assert tags["gate.decision"] == "forced"
@@ -182,7 +184,7 @@ def test_promote_refuse_force_and_rollback(model_uri: str, monkeypatch: pytest.M
     assert set(listed) == {v1, v2, v3, v4}
     assert CHAMPION in listed[v1].aliases and CHALLENGER in listed[v4].aliases
 
-    code, out = cli("models", "list", "--dataset", DATASET, "--json")
+    code, out, _ = cli("models", "list", "--dataset", DATASET, "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["champion"] == v1 and doc["challenger"] == v4
@@ -190,21 +192,60 @@ def test_promote_refuse_force_and_rollback(model_uri: str, monkeypatch: pytest.M
     assert by_version[v1]["figures"] == {"macro": 0.8, "correction_independent": 0.9}
     assert by_version[v3]["figures"]["correction_independent"] is None
 
-    code, out = cli("models", "promote", v3, "--dataset", DATASET, "--json")
+    code, out, _ = cli("models", "promote", v3, "--dataset", DATASET, "--json")
     assert code == 1 and json.loads(out)["decision"] == "refused"
     assert alias_version(name, CHAMPION) == v1
-    code, _ = cli("models", "promote", v3, "--dataset", DATASET, "--force")
+    code, _, _ = cli("models", "promote", v3, "--dataset", DATASET, "--force")
     assert code == 2
     monkeypatch.setenv("USER", "bob")
     monkeypatch.setenv("LOGNAME", "bob")
-    code, out = cli("models", "promote", v3, "--dataset", DATASET, "--force",
+    code, out, _ = cli("models", "promote", v3, "--dataset", DATASET, "--force",
                     "--reason", "judge missing, checked by hand", "--json")
     assert code == 0 and json.loads(out)["decision"] == "forced"
     assert get_version(name, v3).tags["gate.actor"] == "bob"
-    code, out = cli("models", "rollback", "--dataset", DATASET, "--json")
+    code, out, _ = cli("models", "rollback", "--dataset", DATASET, "--json")
     assert code == 0 and json.loads(out)["champion_after"] == v1
-    code, _ = cli("models", "list", "--dataset", "nosuch")
+    code, _, _ = cli("models", "list", "--dataset", "nosuch")
     assert code == 1
+
+
+def test_a_refusal_stands_against_the_recorded_figures(model_uri: str) -> None:
+    """The retrain's gate refuses v2 on like-for-like figures; the figures recorded at
+    registration (other gate data, other judge) would pass it, yet a plain promote restates
+    the refusal, also after forcing and rolling back: only --force --reason overrides it."""
+    dataset = "gaterefused"
+    name = model_name(dataset)
+
+    def register_here(gate: dict) -> str:
+        return register_candidate(model_uri, dataset, dataset_version=1,
+                                  code_version=code_version(), skeleton="ec3d19",
+                                  classes=CLASSES, gate=gate)
+
+    v1 = register_here(figures(0.80, 0.773))
+    promote(name, v1, actor="nightly flow")
+    v2 = register_here(figures(0.80, 0.761))
+    nightly = promote(name, v2, candidate=figures(0.80, 0.761), champion=figures(0.80, 0.818),
+                      actor="nightly flow")
+    assert nightly.decision == "refused" and nightly.rule == "independent_correction"
+
+    for extra in ((), ("--reason", "looks fine")):
+        code, _, said = cli("models", "promote", v2, "--dataset", dataset, *extra)
+        said = " ".join(said.split())
+        assert code == 1 and "refused_before" in said
+        assert "independent_correction" in said and "0.818" in said and "nightly flow" in said
+        assert f"against champion version {v1}" in said and "--force --reason" in said
+    assert alias_version(name, CHAMPION) == v1
+    again = promote(name, v2, actor="ana")
+    assert again.rule == "refused_before" and again.reason.count("refused by the gate") == 1
+    assert again.figures["champion"]["correction"] == 0.818, "the like-for-like figures"
+
+    code, out, _ = cli("models", "promote", v2, "--dataset", dataset, "--force",
+                       "--reason", "judged by hand", "--json")
+    assert code == 0 and json.loads(out)["decision"] == "forced"
+    assert alias_version(name, CHAMPION) == v2
+    rollback(name, actor="ana")
+    assert promote(name, v2, actor="ana").decision == "refused"
+    assert alias_version(name, CHAMPION) == v1
 
 
 def test_tags_and_run_record(model_uri: str) -> None:
