@@ -46,6 +46,10 @@ def show_decision(result: dict[str, Any]) -> None:
     console.print(f"champion: {result['champion_before'] or 'none'} -> "
                   f"{result['champion_after'] or 'none'}; asked by {result['actor']} "
                   f"at {result['time']}")
+    skipped = result["figures"].get("skipped_deleted")
+    if skipped:
+        console.print(f"skipped earlier champions deleted from the registry: "
+                      f"{', '.join(skipped)}")
 
 
 def _answer(decision: Decision, as_json: bool) -> None:

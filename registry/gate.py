@@ -8,9 +8,9 @@ refused, forced, rolled_back), `gate.rule`, `gate.reason`, `gate.actor`, `gate.t
 A promotion without the caller's figures (the CLI) never overturns the gate's latest refusal
 of a version: it restates it (rule `refused_before`) unless forced.
 The registered model's `champion.history` tag lists the versions that held `champion`, oldest
-first: rollback moves the alias back one step. The tags are written before the alias moves, so
-a champion always carries the decision that made it one (a failure in between leaves the
-decision tagged and the alias where it was).
+first: rollback moves the alias back one step, past versions deleted from the registry since.
+The tags are written before the alias moves, so a champion always carries the decision that
+made it one (a failure in between leaves the decision tagged and the alias where it was).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from registry.versions import (
     json_tag,
     set_alias,
     set_version_tags,
+    version_exists,
 )
 
 HISTORY_TAG = "champion.history"
@@ -303,26 +304,43 @@ def promote(
     return decision
 
 
+def _newest_registered(name: str, history: list[str]) -> tuple[str | None, list[str]]:
+    """The newest version in `history` still registered, and the newer ones passed over
+    because they were deleted from the registry (newest first)."""
+    deleted = []
+    for version in reversed(history):
+        if version_exists(name, version):
+            return version, deleted
+        deleted.append(version)
+    return None, deleted
+
+
 def rollback(name: str, *, actor: str | None = None, reason: str | None = None) -> Decision:
-    """Give `champion` back to the previous champion; both versions are tagged."""
+    """Give `champion` back to the newest earlier champion still registered (those deleted
+    are skipped, and named in the decision's figures); both versions are tagged."""
     history = champion_history(name)
     current = alias_version(name, CHAMPION)
     if current is None:
         raise RegistryError(f"{name}: there is no champion to roll back")
     if history and history[-1] == current:
         history = history[:-1]
-    if not history:
+    previous, deleted = _newest_registered(name, history)
+    if previous is None and deleted:
+        raise RegistryError(
+            f"{name}: cannot roll back from version {current}: the earlier champions in "
+            f"{HISTORY_TAG} (versions {', '.join(history)}) were all deleted from the "
+            "registry; promote a version instead")
+    if previous is None:
         raise RegistryError(f"{name}: version {current} is the first champion; "
                             "there is no previous one to roll back to")
-    previous = history[-1]
     decision = Decision(
         name=name, version=current, decision="rolled_back", rule="rollback",
         reason=reason or "rolled back by request", actor=actor or default_actor(), time=_now(),
         champion_before=current, champion_after=previous,
-        figures={"from_version": current, "to_version": previous},
+        figures={"from_version": current, "to_version": previous, "skipped_deleted": deleted},
     )
     _tag_decision(decision)
     _tag_decision(Decision(**{**decision.to_dict(), "version": previous}))
     set_alias(name, CHAMPION, previous)
-    _set_history(name, history)
+    _set_history(name, history[:len(history) - len(deleted)])
     return decision

@@ -82,6 +82,18 @@ def get_version(name: str, version: str | int) -> ModelVersion:
         raise registry_error(exc, f"{name}: no version {version} ({exc.error_code})") from exc
 
 
+def version_exists(name: str, version: str | int) -> bool:
+    """Whether the version is registered (False once deleted); a server that does not answer
+    or refuses is an error, never "no such version"."""
+    try:
+        client().get_model_version(name, str(version))
+    except MlflowException as exc:
+        if not_found(exc):
+            return False
+        raise registry_error(exc, f"{name}: version {version} could not be read: {exc}") from exc
+    return True
+
+
 def alias_version(name: str, alias: str) -> str | None:
     """The version holding `alias`, or None (also when the model is not registered); a server
     that does not answer or refuses is an error, never "no such alias"."""

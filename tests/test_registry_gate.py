@@ -24,6 +24,7 @@ from registry.versions import (
     CHAMPION,
     RegistryError,
     alias_version,
+    client,
     get_version,
     list_versions,
     model_name,
@@ -246,6 +247,34 @@ def test_a_refusal_stands_against_the_recorded_figures(model_uri: str) -> None:
     rollback(name, actor="ana")
     assert promote(name, v2, actor="ana").decision == "refused"
     assert alias_version(name, CHAMPION) == v1
+
+
+def test_rollback_skips_champions_deleted_from_the_registry(model_uri: str) -> None:
+    """champion.history keeps versions deleted since: rollback steps past them, naming them,
+    and says so clearly when no earlier champion is left."""
+    dataset = "gatedeleted"
+    name = model_name(dataset)
+    v1, v2, v3 = (register_candidate(model_uri, dataset, dataset_version=1,
+                                     code_version=code_version(), skeleton="ec3d19",
+                                     classes=CLASSES, gate=figures(macro, macro))
+                  for macro in (0.80, 0.82, 0.84))
+    for version in (v1, v2, v3):
+        promote(name, version, actor="nightly flow")
+    assert champion_history(name) == [v1, v2, v3]
+    client().delete_model_version(name, v2)
+
+    code, _, said = cli("models", "rollback", "--dataset", dataset)
+    assert code == 0 and f"deleted from the registry: {v2}" in " ".join(said.split())
+    assert alias_version(name, CHAMPION) == v1 and champion_history(name) == [v1]
+    assert json.loads(get_version(name, v1).tags["gate.figures"])["skipped_deleted"] == [v2]
+
+    promote(name, v3, actor="ana")
+    client().delete_model_version(name, v1)
+    code, _, said = cli("models", "rollback", "--dataset", dataset)
+    said = " ".join(said.split())
+    assert code == 1 and "Traceback" not in said
+    assert f"champion.history (versions {v1})" in said and "deleted from the registry" in said
+    assert alias_version(name, CHAMPION) == v3
 
 
 def test_tags_and_run_record(model_uri: str) -> None:
