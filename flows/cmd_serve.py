@@ -1,5 +1,5 @@
 """`posecoach serve`: the nightly retrain and the upload scoring deployments, served against a
-Prefect server (PREFECT_API_URL) until interrupted."""
+Prefect server (`posecoach server start`'s, or PREFECT_API_URL's) until interrupted."""
 
 from __future__ import annotations
 

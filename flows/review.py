@@ -154,11 +154,11 @@ def ingest_review(path: str | Path, dataset: str) -> ReviewIngest:
     sessions: dict[str, Sequence] = {}
     ready = []
     for line, row in rows:
-        where = f"line {line} (session {row.session_id}, repetition {row.rep})"
+        where = f"session {row.session_id}, repetition {row.rep}"
         if row_class(row) not in classes:
             known = ", ".join(sorted(f"{e}/{lbl}" for e, lbl in classes)) or "none yet"
             errors.append({"line": line, "reason": f"{where}: label {row.label!r} is not one of "
-                                                   f"dataset {dataset!r}'s classes ({known})"})
+                                                   f"the classes of dataset {dataset!r} ({known})"})
             continue
         try:
             ready.append(cut_row(row, path, sessions))

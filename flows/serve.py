@@ -6,8 +6,9 @@
   path=...`), and on a schedule over an upload folder or prefix when one is given; runs queue
   one behind the other.
 
-Prefect cannot schedule on its ephemeral API, so serving needs PREFECT_API_URL pointing at a
-running server; while serving, the server going away is said once (naming it) and its return
+Prefect cannot schedule on its ephemeral API, so serving needs a running server: the one
+`posecoach server start` keeps (found without PREFECT_API_URL), or the one PREFECT_API_URL
+names; while serving, the server going away is said once (naming it) and its return
 too, and runs due meanwhile start once it is back. A failed run is a Failed flow run in the
 Prefect UI and API; with POSECOACH_NOTIFY_URL set, the flows' on_failure hook also POSTs a JSON
 message there.
@@ -50,14 +51,15 @@ def require_server(api_url: str | None, timeout: float = 10.0) -> str:
     """The Prefect API URL, checked to answer; ServeError when unset or unreachable."""
     if not api_url:
         raise ServeError(
-            "PREFECT_API_URL is not set, and Prefect cannot schedule on its ephemeral API: "
-            "start a server with `prefect server start`, then set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api (or the URL of your Prefect server)")
+            "no Prefect server to serve against, and Prefect cannot schedule on its ephemeral "
+            "API: start one with `posecoach server start` (found from then on), or set "
+            "PREFECT_API_URL to your Prefect server's API (http://HOST:4200/api)")
     try:
         httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except httpx.HTTPError as exc:
         raise ServeError(f"no Prefect server answers at PREFECT_API_URL={api_url} ({exc}): "
-                         "start one with `prefect server start`") from exc
+                         "start that server, or unset PREFECT_API_URL and start one with "
+                         "`posecoach server start`") from exc
     return api_url
 
 

@@ -6,7 +6,7 @@ Environment: POSECOACH_HOME (default ./var), POSECOACH_LAKE, POSECOACH_REPORTS,
 POSECOACH_PROFILE, POSECOACH_FPS, POSECOACH_GATE_<FIELD> (GateSettings;
 POSECOACH_GATE_SUBJECTS_<NAME> overrides a card's gate subjects), POSECOACH_LIMIT_<FIELD>
 (InputLimits), POSECOACH_UNSURE_THRESHOLD, POSECOACH_REVIEW_<FIELD> (ReviewSettings),
-POSECOACH_DRIFT_<FIELD> (DriftSettings), POSECOACH_NOTIFY_URL,
+POSECOACH_DRIFT_<FIELD> (DriftSettings), POSECOACH_NOTIFY_URL, POSECOACH_KEEP_CV,
 MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 """
 
@@ -139,6 +139,7 @@ class Settings:
     unsure_threshold: float = 0.6
     review: ReviewSettings = field(default_factory=ReviewSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    keep_cv: int = 3  # earlier cross-validation folders under home/cv kept (workers/cv.py)
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(PROFILES))
 
     @property
@@ -185,6 +186,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         unsure_threshold=float(env.get("POSECOACH_UNSURE_THRESHOLD", "0.6")),
         review=_numbers_from(ReviewSettings, "POSECOACH_REVIEW_", env),
         drift=_numbers_from(DriftSettings, "POSECOACH_DRIFT_", env),
+        keep_cv=int(env.get("POSECOACH_KEEP_CV", Settings.keep_cv)),
     )
 
 

@@ -172,6 +172,71 @@ def test_a_started_server_is_found_by_later_commands_until_stopped(tmp_path):
     assert not running(doc["started"]["pid"])
 
 
+def server_cli(home: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POSECOACH_HOME": str(home), "PYTHONPATH": str(ROOT), "COLUMNS": "500"}
+    return subprocess.run([sys.executable, "-c", "from flows.cli import app; app()", "server",
+                           *argv], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_damaged_state_file_is_reported_and_stop_still_stops_its_server(tmp_path):
+    started = server_cli(tmp_path, "start", "--port", str(_free_port()), "--json")
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    path = tmp_path / "prefect-server.json"
+    path.write_text(path.read_text()[:30])  # cut off after the pid, as a full disk leaves it
+    try:
+        status = server_cli(tmp_path, "status")
+        again = server_cli(tmp_path, "start")
+        stop = server_cli(tmp_path, "stop")
+    finally:
+        if running(pid):
+            os.killpg(pid, signal.SIGKILL)
+    assert status.returncode == 1 and f"{path} is damaged" in status.stderr
+    assert f"pid {pid}, the Prefect server started here" in status.stderr
+    assert again.returncode == 1 and "`posecoach server stop` first" in again.stderr
+    assert stop.returncode == 0 and "stopped it, removed the file" in stop.stderr, stop.stderr
+    assert not running(pid) and not path.exists()
+
+
+def _dead_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('{"pid": {pid}, "url": ', "runs but is not shown to be a Prefect server started from"),
+    ('{"pi', "no pid can be read from it"),
+])
+def test_stop_leaves_a_damaged_state_file_it_cannot_vouch_for_and_says_how(
+        tmp_path, monkeypatch, text, found):
+    from flows import server
+
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    path = tmp_path / server.STATE_FILE
+    path.write_text(text.replace("{pid}", str(os.getpid())))  # this test's own process
+    assert server.status()["running"] is None
+    with pytest.raises(server.ServerError, match=found) as refused:
+        server.stop()
+    assert f"{path} is damaged" in str(refused.value) and f"remove {path}" in str(refused.value)
+    assert running(os.getpid()) and path.exists()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert server.use_running_server() is None
+
+
+def test_stop_removes_a_damaged_state_file_whose_server_is_gone(tmp_path, monkeypatch):
+    from flows import server
+
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    path = tmp_path / server.STATE_FILE
+    gone = _dead_pid()
+    path.write_text(f'{{"pid": {gone}, "url": "http://127.0.0.1:9", "lo')
+    assert server.status()["running"] is False
+    stopped = server.stop()
+    assert not stopped["stopped"] and f"pid {gone}) no longer runs" in stopped["note"]
+    assert not path.exists()
+
+
 HOSTILE = "evil\x1b]0;owned\x07\x1b[2J[bold red]name[/bold red].json"
 
 

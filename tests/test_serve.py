@@ -31,12 +31,13 @@ def test_serve_refuses_the_ephemeral_api_and_says_what_to_start(monkeypatch) -> 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = CliRunner().invoke(app, ["serve", "--check"])
     assert result.exit_code == 1
-    assert "prefect server start" in result.output and "PREFECT_API_URL" in result.output
+    assert "`posecoach server start`" in result.output and "PREFECT_API_URL" in result.output
 
 
 def test_serve_refuses_a_server_that_does_not_answer() -> None:
-    with pytest.raises(ServeError, match="no Prefect server answers at PREFECT_API_URL="):
+    with pytest.raises(ServeError, match="no Prefect server answers at PREFECT_API_URL=") as no:
         require_server("http://127.0.0.1:9/api", timeout=2)
+    assert "`posecoach server start`" in str(no.value)
 
 
 def test_the_nightly_deployment_has_its_cron_zone_and_one_run_at_a_time() -> None:

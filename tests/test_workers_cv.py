@@ -1,7 +1,11 @@
 """workers.cv: leave-one-subject-out folds as Ray tasks give the figures of the same folds run
-in-process; a fold that fails names itself; the mean and spread over folds."""
+in-process; a fold that fails names itself; the mean and spread over folds; a run's folder under
+$POSECOACH_HOME/cv replaces earlier ones beyond keep_cv, never one in use."""
 
 from __future__ import annotations
+
+import fcntl
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,15 @@ from model.evaluate.folds import loso_folds, run_fold
 from model.evaluate.summary import scalar_figures, summarise
 from model.learn.config import TrainConfig
 from model.settings import PROFILES, run_config
-from workers.cv import CVResult, FoldError, FoldOutcome, cross_validate
+from workers.cv import (
+    HELD_FILE,
+    CVResult,
+    FoldError,
+    FoldOutcome,
+    cross_validate,
+    fresh_workdir,
+    prune_workdirs,
+)
 
 torch.set_num_threads(1)
 
@@ -55,6 +67,53 @@ def test_a_fold_that_raises_fails_the_cross_validation_naming_it(ray_local, sequ
         cross_validate(broken, config, subjects=["s1", "s2", "s3"], workdir=tmp_path,
                        progress=False)
     assert err.value.attempts == 1
+
+
+def _earlier_runs(root: Path, n: int) -> list[Path]:
+    folders = [root / f"20260101-00000{i}-abcde{i}" for i in range(n)]
+    for folder in folders:
+        (folder / "fold-s1").mkdir(parents=True)
+        (folder / "fold-s1" / "worker.pid").write_text("1")
+    return folders
+
+
+def _in_use(folder: Path) -> bool:
+    with open(folder / HELD_FILE, "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def test_a_new_cv_folder_removes_earlier_ones_beyond_keep_but_none_in_use(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    root = tmp_path / "cv"
+    earlier = _earlier_runs(root, 5)
+    (root / "notes").mkdir()  # not a run's folder: never touched
+    with open(earlier[1] / HELD_FILE, "ab") as other:  # a retrain of another dataset, running
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with fresh_workdir(keep=2) as new:
+            assert new.parent == root and _in_use(new)
+            assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(
+                [earlier[1].name, earlier[3].name, earlier[4].name, new.name, "notes"])
+            assert prune_workdirs(root, 0) == earlier[3:]  # the two held stay
+        assert not _in_use(new)  # released at the end, like a killed run's
+    assert prune_workdirs(root, 1) == [earlier[1]] and new.is_dir() and (root / "notes").is_dir()
+
+
+def test_a_failed_cross_validation_leaves_its_folder_and_keep_cv_earlier_ones(
+        ray_local, sequences, config, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    monkeypatch.setenv("POSECOACH_KEEP_CV", "1")
+    earlier = _earlier_runs(tmp_path / "cv", 3)
+    broken = [s.with_label(None) if s.subject == "s2" else s for s in sequences]
+    with pytest.raises(FoldError):
+        cross_validate(broken, config, subjects=["s1", "s2", "s3"], progress=False)
+    left = sorted(p for p in (tmp_path / "cv").iterdir() if p.is_dir())
+    assert left[0] == earlier[-1] and len(left) == 2
+    assert (left[1] / "fold-s1").is_dir() and not _in_use(left[1])
 
 
 def test_subjects_without_sequences_are_refused(sequences, config):

@@ -9,14 +9,25 @@ own code is not retried. Either way a fold that cannot finish fails the whole cr
 with a FoldError naming the fold and the cause: no figures are ever computed over a partial set
 of folds. On a cluster, `workdir` must be storage every node sees at the same path (an NFS/EFS
 mount, for instance) so that a retry on another node finds the checkpoint.
+
+Without a `workdir`, each cross-validation gets a fresh folder under $POSECOACH_HOME/cv, held
+(flock) while it runs. Its folds' checkpoints and models serve the run alone (the figures go on
+in memory and to MLflow), so the folders of earlier runs beyond the newest `keep_cv` (settings,
+POSECOACH_KEEP_CV) are removed when a new one is made, never one a running cross-validation
+holds; a killed run's folder is no longer held, and goes in its turn.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import re
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +54,8 @@ WORKER_LOST = (
     ray.exceptions.ObjectLostError,
 )
 PID_FILE = "worker.pid"
+HELD_FILE = "running.lock"  # flock-ed by the cross-validation using the folder
+CV_FOLDER = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what fresh_workdir names them
 
 
 class FoldError(RuntimeError):
@@ -96,10 +109,53 @@ def fold_in_process(sequences: list[Sequence], held_out: str, train_subjects: li
 _fold_task = ray.remote(max_retries=0)(fold_in_process)
 
 
-def default_workdir() -> Path:
-    """A fresh folder for one cross-validation's checkpoints and models, under POSECOACH_HOME."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return get_settings().home / "cv" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+@contextmanager
+def _held(folder: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the folder's lock (flock) while in the block; False, holding nothing, when another
+    process holds it and not `wait`."""
+    with open(folder / HELD_FILE, "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def prune_workdirs(root: Path, keep: int) -> list[Path]:
+    """Remove the cross-validation folders under `root` beyond the newest `keep`, except those
+    a running cross-validation holds; returns the removed ones."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and CV_FOLDER.fullmatch(p.name))
+    removed = []
+    for folder in folders[: max(0, len(folders) - keep)]:
+        with _held(folder, wait=False) as mine:
+            if not mine:
+                continue
+            try:
+                shutil.rmtree(folder)
+            except OSError as exc:  # the retrain goes on; the folder stays for next time
+                log.warning("could not remove the cross-validation folder %s: %s", folder, exc)
+                continue
+        removed.append(folder)
+    return removed
+
+
+@contextmanager
+def fresh_workdir(keep: int) -> Iterator[Path]:
+    """A new folder under $POSECOACH_HOME/cv for one cross-validation's checkpoints and
+    models, held while in use; the earlier ones beyond the newest `keep` are removed first."""
+    root = get_settings().home / "cv"
+    root.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        with open(root / ".lock", "ab") as guard:  # one pruning or new folder at a time
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if removed := prune_workdirs(root, keep):
+                log.info("removed %d earlier cross-validation folders under %s (keep_cv %d)",
+                         len(removed), root, keep)
+            folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+            folder.mkdir()
+            stack.enter_context(_held(folder))
+        yield folder
 
 
 def cross_validate(sequences: list[Sequence], config: TrainConfig,
@@ -122,12 +178,13 @@ def cross_validate(sequences: list[Sequence], config: TrainConfig,
     place = placement(threads_per_fold, gpu_fraction)
     config = config.placed(device=place.device, threads=threads_per_fold)
     limit = max_concurrent or capacity(place)
-    workdir = Path(workdir) if workdir is not None else default_workdir()
-    data_ref = ray.put([s for s in sequences if s.subject in set(subjects)])
-    log.info("cross-validation: %d folds, up to %d at a time, workdir %s",
-             len(plan), limit, workdir)
-    runner = _FoldRunner(data_ref, config, workdir, place, max_retries, norm)
-    outcomes = runner.run(plan, limit, progress)
+    with (nullcontext(Path(workdir)) if workdir is not None
+          else fresh_workdir(get_settings().keep_cv)) as root:
+        data_ref = ray.put([s for s in sequences if s.subject in set(subjects)])
+        log.info("cross-validation: %d folds, up to %d at a time, workdir %s",
+                 len(plan), limit, root)
+        runner = _FoldRunner(data_ref, config, root, place, max_retries, norm)
+        outcomes = runner.run(plan, limit, progress)
     mean, std = summarise([o.metrics for o in outcomes])
     return CVResult(folds=outcomes, mean=mean, std=std)
 
