@@ -41,7 +41,13 @@ def main(ctx: typer.Context,
     `posecoach server start` is used, and the libraries' output goes to
     $POSECOACH_HOME/logs/<verb>-<time>.log unless --verbose."""
     from flows import console, lifetime, server
+    from model.settings import SettingsError, load_settings
 
+    try:
+        load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     verb = ctx.invoked_subcommand or "posecoach"
     if verb != "server":
         lifetime.tie_descendants()

@@ -12,6 +12,7 @@ MLFLOW_TRACKING_URI, RAY_ADDRESS, PREFECT_API_URL.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -111,15 +112,37 @@ class DriftSettings:
         return asdict(self)
 
 
+class SettingsError(ValueError):
+    """An environment override that is not a value of its setting's kind."""
+
+
+def _number(env: dict[str, str] | os._Environ, key: str, kind: type, default: float | None
+            ) -> float | None:
+    """The variable `key` as a finite number of `kind` (int or float), `default` when unset;
+    SettingsError naming the variable and its value otherwise."""
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (kind is int and not value.is_integer()):
+        article = "an integer" if kind is int else "a finite number"
+        raise SettingsError(f"environment variable {key}={raw!r} is not {article}")
+    return kind(value)
+
+
 def _numbers_from(cls: type, prefix: str, env: dict[str, str] | os._Environ) -> object:
     """A dataclass of numbers with <prefix><FIELD> overrides ("none" clears a field)."""
     defaults = cls()
     values: dict[str, float | None] = {}
     for name in cls.__dataclass_fields__:
-        raw = env.get(f"{prefix}{name.upper()}")
+        key = f"{prefix}{name.upper()}"
+        raw = env.get(key)
         if raw is not None:
             kind = int if isinstance(getattr(defaults, name), int) else float
-            values[name] = None if raw.lower() == "none" else kind(float(raw))
+            values[name] = None if raw.lower() == "none" else _number(env, key, kind, None)
     return cls(**values)
 
 
@@ -179,14 +202,15 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         ray_address=env.get("RAY_ADDRESS") or None,
         prefect_api_url=env.get("PREFECT_API_URL") or None,
         profile=env.get("POSECOACH_PROFILE", "demo"),
-        fps=float(env.get("POSECOACH_FPS", "30")),
+        fps=_number(env, "POSECOACH_FPS", float, Settings.fps),
         notify_url=env.get("POSECOACH_NOTIFY_URL") or None,
         gate=_numbers_from(GateSettings, "POSECOACH_GATE_", env),
         limits=load_limits(env),
-        unsure_threshold=float(env.get("POSECOACH_UNSURE_THRESHOLD", "0.6")),
+        unsure_threshold=_number(env, "POSECOACH_UNSURE_THRESHOLD", float,
+                                 Settings.unsure_threshold),
         review=_numbers_from(ReviewSettings, "POSECOACH_REVIEW_", env),
         drift=_numbers_from(DriftSettings, "POSECOACH_DRIFT_", env),
-        keep_cv=int(env.get("POSECOACH_KEEP_CV", Settings.keep_cv)),
+        keep_cv=_number(env, "POSECOACH_KEEP_CV", int, Settings.keep_cv),
     )
 
 

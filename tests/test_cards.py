@@ -31,7 +31,7 @@ from model.learn.saved import CARD, TrainedModel
 from model.learn.train import train
 from model.serve.scoring import cut_session, score
 from model.serve.segment import segment
-from model.settings import PROFILES, run_config
+from model.settings import PROFILES, environment, run_config
 
 TINY = replace(PROFILES["test"].train, epochs=1, hidden=16, n_dct=10, batch_size=8, threads=1)
 
@@ -273,3 +273,11 @@ def test_data_create_configure_show_through_the_cli(lake, seqs):
     assert (card["motion_only"], card["segmentation"], card["beta"], card["average_tail"],
             card["label_smoothing"]) == (True, {"squat": "hold"}, 0.2, 0.3, 0.0)
     assert runner.invoke(app, ["data", "configure", "mine"]).exit_code == 2
+
+
+def test_the_cli_refuses_a_bad_setting_before_any_verb(tmp_path):
+    with environment({"POSECOACH_HOME": str(tmp_path), "POSECOACH_FPS": "fast"}):
+        result = CliRunner().invoke(app, ["data", "show", "ec3d"])
+    assert result.exit_code == 2
+    assert "POSECOACH_FPS='fast' is not a finite number" in result.output
+    assert not (tmp_path / "lake").exists()

@@ -29,7 +29,7 @@ from model.data.skeletons import (
     get_skeleton,
     joint_map,
 )
-from model.settings import load_settings
+from model.settings import SettingsError, load_settings
 
 
 def standing_pose(height: float = 1.8) -> np.ndarray:
@@ -347,6 +347,20 @@ def test_gate_margins_come_from_settings():
     assert s.gate.macro_margin == 0.1
     assert s.gate.class_floor is None
     assert s.gate.floor_macro == 0.5
+
+
+@pytest.mark.parametrize(("key", "raw", "says"), [
+    ("POSECOACH_KEEP_CV", "abc", "an integer"),
+    ("POSECOACH_KEEP_CV", "2.5", "an integer"),
+    ("POSECOACH_REVIEW_AUDIT", "x", "an integer"),
+    ("POSECOACH_DRIFT_PSI", "x", "a finite number"),
+    ("POSECOACH_UNSURE_THRESHOLD", "nan", "a finite number"),
+    ("POSECOACH_LIMIT_MAX_FRAMES", "1e400", "an integer"),
+])
+def test_a_setting_that_is_not_a_number_is_named(key, raw, says):
+    with pytest.raises(SettingsError, match=f"{key}={raw!r} is not {says}"):
+        load_settings({key: raw})
+    assert load_settings({"POSECOACH_KEEP_CV": "4.0"}).keep_cv == 4
 
 
 def test_gate_subjects_of_a_dataset_can_be_declared():
