@@ -231,10 +231,21 @@ def stop() -> dict:
         return _stop_damaged(exc)
     if state is None:
         return {"stopped": False, "reason": "no server was started (posecoach server start)"}
+    if alive(state.pid) and _another_process(state.pid):
+        state_file().unlink(missing_ok=True)
+        return {"stopped": False, "pid": state.pid, "url": state.url, "reason": (
+            f"pid {state.pid}, noted in {state_file()}, now runs another program, not the "
+            "Prefect server started here (that one is gone): nothing stopped, the file removed")}
     if alive(state.pid):
         _stop_process(state.pid)
     state_file().unlink(missing_ok=True)
     return {"stopped": True, "pid": state.pid, "url": state.url}
+
+
+def _another_process(pid: int) -> bool:
+    """Whether /proc shows that `pid` is not the server `start` started here (a number reused
+    after that server ended, or a reboot); False where /proc cannot tell."""
+    return Path("/proc/self").is_dir() and started_here(pid) is None
 
 
 def _stop_damaged(exc: DamagedState) -> dict:

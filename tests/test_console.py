@@ -237,6 +237,23 @@ def test_stop_removes_a_damaged_state_file_whose_server_is_gone(tmp_path, monkey
     assert not path.exists()
 
 
+def test_stop_does_not_signal_a_pid_that_now_runs_another_program(tmp_path, monkeypatch):
+    from flows import server
+
+    monkeypatch.setenv("POSECOACH_HOME", str(tmp_path))
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # leads its own group
+    try:
+        server.state_file().write_text(json.dumps(
+            {"pid": other.pid, "url": "http://127.0.0.1:9", "log": "x", "started": "then"}))
+        stopped = server.stop()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+    assert not stopped["stopped"] and "now runs another program" in stopped["reason"]
+    assert not server.state_file().exists()
+
+
 HOSTILE = "evil\x1b]0;owned\x07\x1b[2J[bold red]name[/bold red].json"
 
 
