@@ -128,9 +128,10 @@ def _show_versions(result: dict[str, Any]) -> None:
                   f"at version {result['version']}")
     for col in ("version", "time", "operation", "inserted", "updated", "deleted", "note"):
         table.add_column(col, justify="right" if col in ("version", "inserted") else "left")
-    for h in result["history"]:
-        table.add_row(*(str(h[c]) for c in ("version", "time", "operation", "inserted",
-                                             "updated", "deleted", "note")))
+    for h in result["history"]:  # "?": a restore that recorded no row figures
+        table.add_row(*("?" if h[c] is None else str(h[c])
+                        for c in ("version", "time", "operation", "inserted", "updated",
+                                  "deleted", "note")))
     console.print(table)
 
 

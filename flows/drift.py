@@ -6,7 +6,8 @@ The score flow stores each scored repetition's movement features (of its normali
 the repetitions table (`features`, JSON); the training side is the champion's dataset version,
 normalised the champion's way. `posecoach drift` and each retrain write an HTML page with the
 plots under `<reports>/drift/`, log the figures to MLflow and print a warning line when drift is
-seen.
+seen. A training version purged since (TrainingDataGone) is not replaced by another: drift
+then fails with a line naming it, and a retrain records that line and goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from flows.output import console
 from model.data import storage
 from model.data.dataset import Dataset
 from model.data.names import html_text, safe_file_name
-from model.data.sequence import Sequence
+from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import get_skeleton
 from model.evaluate.drift import ExerciseDrift, Observation, compare
 from model.evaluate.features import movement_features_many
@@ -40,6 +41,16 @@ from registry.versions import CHAMPION, alias_version, get_version, model_name
 TABLE = "repetitions"  # the score flow's table under the reports folder
 DRIFT_DIR = "drift"
 PLOTTED = 6  # features per exercise on the page: those of the largest PSI
+UNREADABLE = ("no_version", "purged_version")  # SequenceError kinds of a version gone
+
+
+class DriftError(RuntimeError):
+    """A drift report that cannot be made (no champion to compare with, or its training data
+    cannot be read any more)."""
+
+
+class TrainingDataGone(DriftError):
+    """The model's training version of the dataset cannot be read any more (its files purged)."""
 
 
 def training_observations(model: TrainedModel, seqs: list[Sequence]) -> list[Observation]:
@@ -105,17 +116,34 @@ class DriftResult:
                 "warning": self.warning}
 
 
+def training_sequences(ds: Dataset, version: int | None, model: str) -> list[Sequence]:
+    """The rows of `ds` at `version` (the model's training data); TrainingDataGone when that
+    version cannot be read any more."""
+    try:
+        return ds.read(version=version)
+    except SequenceError as exc:
+        if exc.kind not in UNREADABLE:
+            raise
+        raise TrainingDataGone(
+            f"{model} was trained on version {version} of dataset {ds.name!r}, whose files were "
+            "purged (data delete-subject --purge or data vacuum): drift cannot be measured "
+            "against its training data. posecoach retrain trains on the current version "
+            f"({ds.version()}); once the gate promotes that model, drift is measured against "
+            "its training data") from exc
+
+
 def drift_report(model: TrainedModel, model_name: str, model_version: str | None,
                  dataset: str, reports: str | None = None, since: datetime | None = None,
                  ) -> DriftResult:
     """Compare what was scored since `since` with the model's training data (its dataset
-    version, not read when nothing was scored); write the HTML page (MLflow: check_drift)."""
+    version, not read when nothing was scored); write the HTML page (MLflow: check_drift).
+    TrainingDataGone when something was scored and that version cannot be read any more."""
     settings = get_settings()
     reports = reports or settings.reports
     version = model.meta.get("dataset_version")
     scored = scored_observations(reports, model_name, since)
     ds = Dataset(dataset)
-    train_seqs = (ds.read(version=version)
+    train_seqs = (training_sequences(ds, version, f"{model_name} v{model_version or '?'}")
                   if scored and ds.exists() and ds.version() is not None else [])
     train = training_observations(model, train_seqs) if train_seqs else []
     found = compare(train, scored, settings.drift.psi, settings.drift.alpha)
@@ -184,10 +212,6 @@ def drift_page(result: DriftResult, found: list[ExerciseDrift], train: list[Obse
             f"{''.join(parts)}</body></html>")
 
 
-class DriftError(RuntimeError):
-    """A drift report that cannot be made (no champion to compare with)."""
-
-
 def last_retrain(name: str) -> datetime | None:
     """When the newest version of `name` was registered (None: never)."""
     versions = find_versions(name)
@@ -214,10 +238,14 @@ def check_drift(dataset: str, since: datetime | None = None, reports: str | None
 
 def nightly_drift(dataset: str) -> dict:
     """What a retrain records of drift before it trains: the summary of check_drift, a warning
-    line printed when drift is seen; without a champion, nothing to compare."""
+    line printed when drift is seen; without a champion, nothing to compare; when the
+    champion's training data was purged, a line saying that drift was not measured and why
+    (the retrain goes on)."""
     try:
         result = check_drift(dataset)
     except DriftError as exc:
+        if isinstance(exc, TrainingDataGone):
+            console.print(f"[yellow]drift not measured[/yellow]: {exc}")
         return {"drift_seen": False, "reason": str(exc)}
     if result.warning:
         console.print(f"[red]{result.warning}[/red] (see {result.page})")

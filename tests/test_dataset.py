@@ -116,6 +116,37 @@ def test_every_version_readable_and_restore_undoes(ds: Dataset) -> None:
         ds.read(version=99)
 
 
+def test_a_restore_records_the_rows_it_changed(ds: Dataset) -> None:
+    v1 = ds.write([make("s1", i) for i in range(3)]).version
+    ds.write([make("s2", i) for i in range(5)] + [make("s1", 0, label="knees_inward")])
+    restored = ds.restore(v1)
+    changed = {"rows_before": 8, "rows_after": 3, "inserted": 0, "updated": 1, "deleted": 5}
+    assert restored == {"restored": v1, "version": ds.version(), **changed}
+    ds.delete_subject("s1")
+    ds.restore(restored["version"])
+    back, restore = ds.history()[0], ds.history()[2]
+    assert (back["operation"], back["inserted"], back["deleted"]) == ("RESTORE", 3, 0)
+    assert restore["operation"] == "RESTORE"
+    assert {k: restore[k] for k in ("inserted", "updated", "deleted")} == {
+        "inserted": 0, "updated": 1, "deleted": 5}
+    assert restore["note"] == f"restore of version {v1}: 8 -> 3 rows"
+    DeltaTable(ds.uri).restore(v1)  # recorded no figures: none claimed
+    assert [ds.history()[0][k] for k in ("operation", "inserted", "updated", "deleted")] == [
+        "RESTORE", None, None, None]
+
+
+def test_restoring_the_current_or_a_purged_version_is_a_clear_error(ds: Dataset) -> None:
+    v1 = ds.write([make(s, i) for s in ("s1", "s2") for i in range(3)]).version
+    with pytest.raises(SequenceError, match=rf"version {v1} is the current version of dataset "
+                                            "'t': nothing to restore"):
+        ds.restore(v1)
+    ds.delete_subject("s2", purge=True)
+    with pytest.raises(SequenceError, match=rf"version {v1} of dataset 't' cannot be restored: "
+                                            "its files were purged"):
+        ds.restore(v1)
+    assert ds.count() == 3 and ds.history()[0]["operation"] != "RESTORE"
+
+
 def test_delete_subject_and_purge(ds: Dataset) -> None:
     v1 = ds.write([make(s, i) for s in ("s1", "s2") for i in range(3)]).version
     gone = ds.delete_subject("s2")

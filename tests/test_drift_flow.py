@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows.drift import drift_report
+from flows.drift import TrainingDataGone, drift_report
 from flows.reports import ModelInfo
 from flows.score import score_folder
 from model.data.dataset import Dataset
@@ -96,3 +96,17 @@ def test_nothing_scored_since_is_no_drift(trained, tmp_path):
     model, _ = trained
     result = drift_report(model, INFO.name, "1", DATASET, reports=str(tmp_path / "empty"))
     assert result.n_scored == 0 and result.seen == {} and result.n_train == 0
+
+
+def test_a_purged_training_version_is_a_clear_error_naming_it(trained, tmp_path):
+    model, model_dir = trained
+    ds = Dataset("driftpurged")
+    version = ds.write(Dataset(DATASET).read()).version
+    assert version == model.meta["dataset_version"]  # the model's training version, here too
+    ds.delete_subject(PEOPLE[0], purge=True)
+    reports = scored_batch(tmp_path, 1.0, model_dir)
+    with pytest.raises(TrainingDataGone) as gone:
+        drift_report(model, INFO.name, "1", ds.name, reports=reports)
+    text = str(gone.value)
+    assert f"{INFO.name} v1 was trained on version {version} of dataset 'driftpurged'" in text
+    assert "purged" in text and f"current version ({ds.version()})" in text

@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.retrain import RetrainError, dataset_lock, retrain_flow, retry_helps
+from flows.score import score_flow
 from model.data.card import configure, default_card, write_card
 from model.data.dataset import Dataset
+from model.data.formats import write_session
 from model.data.normalize import Normalization, normalize
 from model.data.sequence import validate
 from model.data.synth import make_dataset, make_session
@@ -218,3 +220,27 @@ def test_html_report_renders_the_skeleton_pictures(demo_runs, tmp_path):
     green = ((g > 100) & (r < 100) & (b < 100)).sum()
     assert (pixels.sum(axis=-1) < 600).mean() > 0.02, "the page is blank"
     assert red > 500 and green > 500, (red, green)
+
+
+def test_a_purged_training_version_stops_neither_drift_nor_retrain(demo_runs, flow_env,
+                                                                    tmp_path):
+    """The champion (v1) was trained on the demo's first dataset version; purging a subject
+    makes that version unreadable. `drift` says so in one line (exit 1); a retrain after it
+    trains, and one that skips with something scored since records why drift was not
+    measured."""
+    trained_on = demo_runs[0]["retrain"]["dataset_version"]
+    Dataset(DATASET).delete_subject("s1", purge=True)
+    drift = CliRunner().invoke(app, ["drift", "--dataset", DATASET, "--since", "2000-01-01"])
+    text = " ".join(drift.output.split())
+    assert drift.exit_code == 1 and "Traceback" not in text
+    assert (f"v1 was trained on version {trained_on} of dataset '{DATASET}', whose files were "
+            "purged") in text, text
+    trained = retrain_flow(dataset=DATASET, profile="test")
+    assert trained["status"] != "skipped"
+    session, _ = make_session("u9", "squat", ["correct"] * 3, seed=7)
+    write_session(session, tmp_path / "up" / "u9.json")
+    assert score_flow(path=str(tmp_path / "up"), dataset=DATASET, html=False)["repetitions"]
+    again = retrain_flow(dataset=DATASET, profile="test")
+    assert again["status"] == "skipped" and again["version"] == trained["version"]
+    assert f"trained on version {trained_on} " in again["drift"]["reason"]
+    assert "purged" in again["drift"]["reason"] and not again["drift"]["drift_seen"]

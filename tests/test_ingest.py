@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -161,8 +162,27 @@ def test_cli_ingest_json_and_data_verbs(prefect_api: str, tmp_path: Path,
     assert Dataset("cli").count() == 0
     restored = runner.invoke(app, ["data", "restore", str(v_full), "--dataset", "cli", "--json"])
     assert restored.exit_code == 0 and Dataset("cli").count() == len(seqs)
+    assert json.loads(restored.stdout)["inserted"] == len(seqs)
+    history = json.loads(runner.invoke(app, ["data", "versions", "--dataset", "cli",
+                                             "--json"]).stdout)["history"]
+    assert [history[0][k] for k in ("operation", "inserted", "deleted")] == [
+        "RESTORE", len(seqs), 0]
     assert runner.invoke(app, ["data", "compact", "--dataset", "cli"]).exit_code == 0
     assert runner.invoke(app, ["data", "restore", "99", "--dataset", "cli"]).exit_code != 0
+
+    def refused(version: int, why: str) -> None:
+        out = runner.invoke(app, ["data", "restore", str(version), "--dataset", "cli"])
+        text = " ".join(out.output.split())
+        assert out.exit_code == 1 and why in text, text
+
+    current = Dataset("cli").version()
+    refused(current, f"version {current} is the current version of dataset 'cli'")
+    runner.invoke(app, ["data", "delete-subject", "s1", "--purge", "--dataset", "cli"])
+    refused(v_full, f"version {v_full} of dataset 'cli' cannot be restored: its files were purged")
+    ds = Dataset("cli")
+    DeltaTable(ds.uri).restore(ds.version() - 1)  # a restore that recorded no figures
+    shown = runner.invoke(app, ["data", "versions", "--dataset", "cli"], env={"COLUMNS": "200"})
+    assert "RESTORE" in shown.output and "None" not in shown.output and "?" in shown.output
     assert runner.invoke(app, ["data", "versions", "--dataset", "nothing"]).exit_code != 0
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--dataset", "cli"])
     assert missing.exit_code != 0 and "no such file or folder" in " ".join(missing.output.split())

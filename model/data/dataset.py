@@ -45,6 +45,8 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 2.0
 PARTITION_COLUMN = "exercise"
 PARTITION_TOKEN = "posecoach.dataset.partition:"
+RESTORE_KEY = "posecoach.restore"  # a restore commit's rows changed (Delta counts only files)
+CHANGES = ("inserted", "updated", "deleted")
 
 SCHEMA = pa.schema(
     [
@@ -168,6 +170,32 @@ def _labels(table: DeltaTable, exercises: Iterable[str]) -> dict[str, str | None
         f"SELECT sequence_id, label FROM t WHERE {PARTITION_COLUMN} IN ({wanted})"))
     return dict(zip(rows.column("sequence_id").to_pylist(), rows.column("label").to_pylist(),
                     strict=True))
+
+
+def _row_changes(before: pa.Table, after: pa.Table) -> dict[str, int]:
+    """What replacing the rows `before` by `after` changes (both with sequence_id and label):
+    rows inserted, relabelled (updated) and deleted, and the row counts before and after."""
+    old = dict(zip(before.column("sequence_id").to_pylist(), before.column("label").to_pylist(),
+                   strict=True))
+    new = dict(zip(after.column("sequence_id").to_pylist(), after.column("label").to_pylist(),
+                   strict=True))
+    return {"rows_before": before.num_rows, "rows_after": after.num_rows,
+            "inserted": sum(sid not in old for sid in new),
+            "updated": sum(sid in old and old[sid] != label for sid, label in new.items()),
+            "deleted": sum(sid not in new for sid in old)}
+
+
+def _commit_changes(commit: dict[str, Any]) -> dict[str, int | None]:
+    """Rows inserted, updated and deleted by one commit of the history: Delta's operation
+    metrics, or for a restore the figures it recorded (None when it recorded none)."""
+    if commit.get("operation") == "RESTORE":
+        recorded = commit.get(RESTORE_KEY) or {}
+        return {key: recorded.get(key) for key in CHANGES}
+    metrics = commit.get("operationMetrics", {})
+    return {"inserted": int(metrics.get("num_target_rows_inserted")
+                            or metrics.get("num_added_rows") or 0),
+            "updated": int(metrics.get("num_target_rows_updated", 0) or 0),
+            "deleted": int(metrics.get("num_deleted_rows", 0) or 0)}
 
 
 class Dataset:
@@ -323,21 +351,13 @@ class Dataset:
                        strict=True))
 
     def history(self) -> list[dict[str, Any]]:
-        """One record per version, newest first: version, time, operation, rows changed."""
-        out = []
-        for commit in self.table().history():
-            metrics = commit.get("operationMetrics", {})
-            out.append({
-                "version": commit["version"],
-                "time": datetime.fromtimestamp(commit["timestamp"] / 1000, UTC).isoformat(),
-                "operation": commit.get("operation", ""),
-                "inserted": int(metrics.get("num_target_rows_inserted")
-                                or metrics.get("num_added_rows") or 0),
-                "updated": int(metrics.get("num_target_rows_updated", 0) or 0),
-                "deleted": int(metrics.get("num_deleted_rows", 0) or 0),
-                "note": commit.get("userMetadata") or "",
-            })
-        return out
+        """One record per version, newest first: version, time, operation, rows changed (None
+        for a restore that recorded none), note."""
+        return [{"version": commit["version"],
+                 "time": datetime.fromtimestamp(commit["timestamp"] / 1000, UTC).isoformat(),
+                 "operation": commit.get("operation", ""), **_commit_changes(commit),
+                 "note": commit.get("userMetadata") or ""}
+                for commit in self.table().history()]
 
     def delete_subject(self, subject: str, purge: bool = False) -> dict[str, Any]:
         """Remove a subject's rows from the current version; `purge` also deletes old files.
@@ -359,13 +379,41 @@ class Dataset:
                 "purged_files": len(purged)}
 
     def restore(self, version: int) -> dict[str, Any]:
-        """Make `version`'s rows the current state again, as a new version (undo a bad ingest)."""
+        """Make `version`'s rows the current state again, as a new version (undo a bad ingest).
+
+        The commit records what it changed against the version it replaced (_row_changes),
+        which `history()` reports. SequenceError naming the dataset and the version when it
+        does not exist, is the current one, or its files were purged."""
         latest = self.version()
         if latest is None or not 0 <= version <= latest:
-            raise SequenceError(self.uri, f"no version {version} to restore (latest: {latest})",
-                                "no_version")
-        metrics = _retry_commit(lambda: self.table().restore(version), f"restore {version}")
-        return {"restored": version, "version": self.version(), "metrics": metrics}
+            raise SequenceError(self.uri, f"dataset {self.name!r} has no version {version} to "
+                                f"restore (latest: {latest})", "no_version")
+        if version == latest:
+            raise SequenceError(self.uri, f"version {version} is the current version of dataset "
+                                f"{self.name!r}: nothing to restore", "current_version")
+        target = self._restorable(version)
+
+        def commit() -> dict[str, Any]:
+            table = self.table()
+            changes = _row_changes(self.read_table(version=table.version(),
+                                                  columns=["sequence_id", "label"]), target)
+            note = (f"restore of version {version}: {changes['rows_before']} -> "
+                    f"{changes['rows_after']} rows")
+            table.restore(version, commit_properties=CommitProperties(
+                custom_metadata={"userMetadata": note, RESTORE_KEY: changes}))
+            return {"restored": version, "version": table.version(), **changes}
+
+        return _retry_commit(commit, f"restore {version}")
+
+    def _restorable(self, version: int) -> pa.Table:
+        """The ids and labels of `version`'s rows; SequenceError when its files were purged."""
+        try:
+            return self.read_table(version=version, columns=["sequence_id", "label"])
+        except SequenceError as exc:
+            raise SequenceError(
+                self.uri, f"version {version} of dataset {self.name!r} cannot be restored: "
+                "its files were purged (data delete-subject --purge or data vacuum); restore a "
+                "version from after the purge", "purged_version") from exc
 
     def compact(self, target_size: int | None = None) -> dict[str, Any]:
         """Rewrite small files into larger ones (a new version; rows unchanged)."""
