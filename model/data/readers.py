@@ -135,7 +135,7 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
 
 def _parse_file(path: Path, fields: dict) -> Iterator[Sequence | SequenceError]:
     if path.name.lower().endswith(_PICKLE_SUFFIXES):
-        fps = number_field(fields, "fps", float, str(path)) if "fps" in fields else 30.0
+        fps = number_field(fields, "fps", float, str(path)) if "fps" in fields else None
         for item in read_ec3d_pickle(path, units=fields.get("units"), fps=fps,
                                      zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
                                                      str(path))):
