@@ -20,6 +20,7 @@ from flows.options import (
     MirroredOpt,
     UnitsOpt,
     UpOpt,
+    ZerosLostOpt,
 )
 from flows.output import console, emit, fail, work
 from model.data.names import terminal_text
@@ -75,6 +76,7 @@ def ingest(
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
     fps: float = FpsOpt,
+    zeros_lost: bool = ZerosLostOpt,
     exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
     subject: str = typer.Option(None, "--subject", help="Declared subject."),
     label: str = typer.Option(None, "--label", help="Declared label."),
@@ -94,8 +96,9 @@ def ingest(
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file,
                                         skeleton=skeleton, units=units, up=up,
-                                        mirrored=mirrored, fps=fps, exercise=exercise,
-                                        subject=subject, label=label, pattern=pattern)
+                                        mirrored=mirrored, fps=fps, zeros_lost=zeros_lost,
+                                        exercise=exercise, subject=subject, label=label,
+                                        pattern=pattern)
     except SequenceError as exc:
         fail(str(exc))
     missing = [s for s in sources if not Path(s).exists()]

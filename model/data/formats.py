@@ -15,8 +15,9 @@ Uploaded sessions, one per file, the same fields with `session_id` and without `
   one float column `joint_x|y|z` per coordinate, the fields as JSON under the schema
   metadata key `posecoach`.
 
-Fields missing from a file come from `declared` (a manifest, a file-name pattern or options);
-what the file says wins. Readers here build Sequences but do not validate them (ingest does).
+Fields missing from a file come from `declared` (a manifest, a file-name pattern or options;
+for a session, `zeros_lost` alone); what the file says wins. Readers here build Sequences but
+do not validate them (ingest does).
 """
 
 from __future__ import annotations
@@ -566,17 +567,17 @@ def write_session(seq: Sequence, path: Path) -> Path:
     return _write_atomic(path, writer(seq))
 
 
-def _read_session_json(path: Path) -> Sequence:
+def _read_session_json(path: Path, declared: dict) -> Sequence:
     doc = _load_json(path)
     if not isinstance(doc, dict) or "poses" not in doc:
         raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
-    fields = {k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}
+    fields = {**declared, **{k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}}
     return build_sequence(_poses_from_nested(doc["poses"], str(path)), fields, str(path), True)
 
 
-def _read_session_npz(path: Path) -> Sequence:
+def _read_session_npz(path: Path, declared: dict) -> Sequence:
     poses, fields = _load_npz(path, (*SESSION_FIELDS, TIMESTAMPS))
-    return build_sequence(poses, fields, str(path), True)
+    return build_sequence(poses, {**declared, **fields}, str(path), True)
 
 
 def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
@@ -587,7 +588,7 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
                     sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
 
 
-def _read_session_parquet(path: Path) -> Sequence:
+def _read_session_parquet(path: Path, declared: dict) -> Sequence:
     src = str(path)
     check_file_size(path)
     try:  # the file read whole (its size is bounded) and decoded in this thread: a file this
@@ -616,10 +617,12 @@ def _read_session_parquet(path: Path) -> Sequence:
                                 for c in expected])
     except (ValueError, TypeError, pa.ArrowException) as e:
         raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
-    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), fields, src, True)
+    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), {**declared, **fields},
+                          src, True)
 
 
-SESSION_READERS = {
+#: Session readers: (path, declared fields the file's own go over) -> the session.
+SESSION_READERS: dict[str, Callable[[Path, dict], Sequence]] = {
     ".json": _read_session_json,
     ".npz": _read_session_npz,
     ".parquet": _read_session_parquet,

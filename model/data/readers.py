@@ -118,14 +118,17 @@ def _from_pattern(pattern: str, path: Path) -> dict:
 
 
 def declared_fields(path: Path, root: Path, declared: dict) -> dict:
-    """What a file's fields default to: layout < manifest < declared options < pattern."""
+    """What a file's fields default to: layout < layout file < manifest < declared options <
+    pattern; a layout file names the skeleton."""
     manifest = _manifest(path.parent, root)
     layout_name = declared.get("layout") or manifest.get("layout")
     layout = _layout(layout_name, path) if layout_name else (
         {} if manifest else _recognised_layout(path))
-    merged = {**layout, **manifest, **{k: v for k, v in declared.items() if v is not None}}
-    if merged.get(LAYOUT_FILE):
-        merged["skeleton"] = load_layout(merged[LAYOUT_FILE]).skeleton.name
+    given = {**manifest, **{k: v for k, v in declared.items() if v is not None}}
+    layout_file = load_layout(given[LAYOUT_FILE]) if given.get(LAYOUT_FILE) else None
+    merged = {**layout, **(layout_file.declared() if layout_file else {}), **given}
+    if layout_file:
+        merged["skeleton"] = layout_file.skeleton.name
     pattern = merged.pop("pattern", None)
     merged.pop("layout", None)
     if pattern:
@@ -162,11 +165,13 @@ def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | Se
 
 
 def checked_declarations(source: str = "the options", **declared: object) -> dict:
-    """The declarations given (None dropped), checked before any file is read: up, units and
-    mirrored valid values, the layout a known one, the layout file a usable one. SequenceError
-    naming `source` (or the layout file) and the problem."""
+    """The declarations given (None dropped), checked before any file is read: up, units,
+    mirrored and zeros_lost valid values, the layout a known one, the layout file a usable one.
+    SequenceError naming `source` (or the layout file) and the problem."""
     given = {k: v for k, v in declared.items() if v is not None}
     checked_forced(given, source)
+    if ZEROS_LOST in given:
+        given[ZEROS_LOST] = flag(given[ZEROS_LOST], ZEROS_LOST, source)
     if given.get("layout") is not None:
         _layout(str(given["layout"]), Path(source))
     if given.get(LAYOUT_FILE) is not None:
@@ -224,15 +229,18 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
 
 
 def read_session(path: Path, layout: str | None = None, layout_file: str | Path | None = None,
-                 segmented: bool = False, **forced: object) -> Sequence:
+                 segmented: bool = False, zeros_lost: bool | None = None,
+                 **forced: object) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
     axes, units and frame rate settled (model.data.conventions; a JSON or Parquet session's
     `timestamps` checked as a labelled file's are), `forced` (up, units, mirrored, fps) as
     given.
     A built-in `layout` (declared, or named by a posecoach.json in the session's folder) and
-    the manifest may declare up, units and mirrored (the manifest over the layout, the session
-    file over both), the manifest also `layout_file`. With a layout file (the argument over
-    the manifest's), a session in that layout's skeleton is mapped onto the canonical joints.
+    the manifest may declare up, units, mirrored and zeros_lost (the manifest over the layout,
+    the session file over both), the manifest also `layout_file`. With a layout file (the
+    argument over the manifest's), a session in that layout's skeleton is mapped onto the
+    canonical joints; its `zeros_lost` goes over the layout's, under the manifest's. The
+    `zeros_lost` argument goes over all of them, under the session file's own.
     A session that is one repetition (`segmented`: the argument, the file's field or the
     manifest's) has meta["segmented"] true, and is scored whole rather than cut."""
     path = Path(path)
@@ -244,10 +252,13 @@ def read_session(path: Path, layout: str | None = None, layout_file: str | Path 
                                        f"{', '.join(SESSION_READERS)})", "unknown_format")
     manifest = _manifest(path.parent, path.parent)
     layout_name = layout or manifest.get("layout")
-    fields = {**(_layout(layout_name, path) if layout_name else {}), **manifest}
     layout_file = layout_file or manifest.get(LAYOUT_FILE)
     mapping = load_layout(layout_file) if layout_file else None
-    session = with_declared(reader(path), fields)
+    fields = {**(_layout(layout_name, path) if layout_name else {}),
+              **(mapping.declared() if mapping else {}), **manifest,
+              **({} if zeros_lost is None else {ZEROS_LOST: zeros_lost})}
+    defaults = {k: fields[k] for k in (ZEROS_LOST,) if k in fields}
+    session = with_declared(reader(path, defaults), fields)
     [session] = settle([to_canonical(session, mapping) if mapping else session], forced,
                        str(path))
     if isinstance(session, SequenceError):
