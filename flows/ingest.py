@@ -3,7 +3,8 @@
 Every input ends as a row of the dataset or as an error record: a sequence that fails
 validation, a file that cannot be read at all, a file with nothing in it. Each rejected file is
 copied to `<quarantine>/<dataset>/` and described in `_errors.jsonl` there, one JSON line per
-rejection (file, original, sequence, kind, reason, time, the fields the file was read with).
+rejection (file, original, sequence, kind, reason, time, the fields the file was read with:
+those its file-name pattern gave, not the pattern, so the copy is read again without it).
 The report says, per file, which up axis, units and mirroring its rows got and from where
 (declared, an option, or the data).
 Ingesting a file from the quarantine folder again, once fixed, takes it out of quarantine when
@@ -34,7 +35,13 @@ from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
 from model.data.labels import no_correct_warning, without_correct
 from model.data.names import safe_file_name
-from model.data.readers import LAYOUT_FILE, declared_fields, folder_files, iter_sequences
+from model.data.readers import (
+    LAYOUT_FILE,
+    PATTERN,
+    folder_files,
+    iter_sequences,
+    recorded_fields,
+)
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
@@ -132,10 +139,13 @@ def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) 
     """What to read. A folder is read whole (its manifests apply); a file in quarantine is read
     alone with the fields recorded when it was quarantined, each option declared now replacing
     the recorded field of its name. The recorded up axis, units and mirroring are not made
-    options (options override the data): the data tells them again, unless an option does."""
+    options (options override the data): the data tells them again, unless an option does;
+    nor is a pattern, which was searched in the original's path, not the copy's (records keep
+    the fields it gave)."""
     folder = quarantine_dir(dataset)
     recorded = {
-        r["file"]: {k: v for k, v in (r.get("fields") or {}).items() if k not in FORCEABLE}
+        r["file"]: {k: v for k, v in (r.get("fields") or {}).items()
+                    if k not in (*FORCEABLE, PATTERN)}
         for r in read_errors(folder)}
     units: list[Unit] = []
     for src in map(Path, sources):
@@ -271,14 +281,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _fields(file: Path, unit: Unit, recorded: dict[str, Any]) -> dict[str, Any]:
-    """The fields a file was read with (layout, manifest, options, file-name pattern; for a file
-    in quarantine, those `recorded` with the options over them), its layout file an absolute
-    path, so that a re-ingest from any folder finds it."""
+    """The fields a file was read with (layout, manifest, options, the fields its file-name
+    pattern gave, not the pattern; for a file in quarantine, those `recorded` with the options
+    over them), its layout file an absolute path, so that a re-ingest from any folder finds it
+    and needs no pattern to match the quarantined copy's path."""
     root = unit.path if unit.path.is_dir() else file.parent
-    try:
-        fields = {**recorded, **declared_fields(file, root, unit.options)}
-    except SequenceError:
-        fields = {**recorded, **unit.options}
+    kept = {k: v for k, v in recorded.items() if k != PATTERN}
+    fields = {**kept, **recorded_fields(file, root, unit.options)}
     if fields.get(LAYOUT_FILE):
         fields[LAYOUT_FILE] = str(Path(fields[LAYOUT_FILE]).resolve())
     return fields

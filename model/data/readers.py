@@ -3,8 +3,9 @@
 Where a file's fields come from, weakest first: a built-in layout (`layout=`, or recognised
 from a file name when no manifest applies), a `posecoach.json` manifest in the file's folder or
 a folder above it (up to the folder being read), the options declared by the caller, the
-manifest's or layout's file-name `pattern` (a regular expression searched in the file's path,
-named groups subject, exercise, label, rep), and last the file itself, which wins. A layout
+manifest's or layout's file-name `pattern` (a regular expression searched in the file's
+absolute path, `searched_path`; named groups subject, exercise, label, rep), and last the file
+itself, which wins. A layout
 can also come from a JSON layout file (`layout_file`, model.data.layouts); its sequences are
 mapped onto the canonical joints as they are read. Then each file is one source whose up axis,
 units and mirroring are settled against its data (model.data.conventions).
@@ -13,8 +14,10 @@ units and mirroring are settled against its data (model.data.conventions).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 from model.data.conventions import checked_forced, settle, with_declared
@@ -34,8 +37,8 @@ from model.data.layouts import load_layout, to_canonical
 from model.data.sequence import Sequence, SequenceError
 
 MANIFEST = "posecoach.json"
-LAYOUT_FILE = "layout_file"
-DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
+LAYOUT_FILE, PATTERN = "layout_file", "pattern"
+DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, PATTERN)
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
@@ -98,28 +101,56 @@ def _layout(name: str, source: Path) -> dict:
     return LAYOUTS[name]
 
 
+def searched_path(path: Path) -> str:
+    """What a file-name pattern is searched in: the file's absolute path with `/` separators,
+    `.` and `..` resolved (links not followed), the same whatever the current folder."""
+    return Path(os.path.abspath(path)).as_posix()
+
+
 def _recognised_layout(path: Path) -> dict:
     for spec in LAYOUTS.values():
-        if "pattern" in spec and re.search(spec["pattern"], path.as_posix()):
+        if PATTERN in spec and re.search(spec[PATTERN], searched_path(path)):
             return spec
     return {}
 
 
 def _from_pattern(pattern: str, path: Path) -> dict:
+    searched = searched_path(path)
     try:
-        match = re.search(pattern, path.as_posix())
+        match = re.search(pattern, searched)
     except re.error as e:
         raise SequenceError(str(path), f"file-name pattern {pattern!r} is not a regular "
                                        f"expression ({e})", "bad_pattern") from e
     if match is None:
-        raise SequenceError(str(path), f"file name does not match the pattern {pattern!r}",
-                            "pattern_mismatch")
+        raise SequenceError(str(path), f"the file's path {searched!r} does not match the "
+                                       f"pattern {pattern!r}", "pattern_mismatch")
     return {k: v for k, v in match.groupdict().items() if v is not None}
 
 
 def declared_fields(path: Path, root: Path, declared: dict) -> dict:
     """What a file's fields default to: layout < layout file < manifest < declared options <
     pattern; a layout file names the skeleton."""
+    fields = _unpatterned_fields(path, root, declared)
+    pattern = fields.pop(PATTERN, None)
+    return {**fields, **_from_pattern(pattern, path)} if pattern else fields
+
+
+def recorded_fields(path: Path, root: Path, declared: dict) -> dict:
+    """The fields to record for a file that failed, to read it again from anywhere: as
+    declared_fields, but never a pattern, only the fields it gave where it matched; the
+    declared options alone where the manifest or the layout file cannot be read."""
+    try:
+        fields = _unpatterned_fields(path, root, declared)
+    except SequenceError:
+        fields = {k: v for k, v in declared.items() if v is not None}
+    pattern = fields.pop(PATTERN, None)
+    with suppress(SequenceError):
+        fields |= _from_pattern(pattern, path) if pattern else {}
+    return fields
+
+
+def _unpatterned_fields(path: Path, root: Path, declared: dict) -> dict:
+    """declared_fields before the pattern is applied (the pattern kept as a field)."""
     manifest = _manifest(path.parent, root)
     layout_name = declared.get("layout") or manifest.get("layout")
     layout = _layout(layout_name, path) if layout_name else (
@@ -129,10 +160,7 @@ def declared_fields(path: Path, root: Path, declared: dict) -> dict:
     merged = {**layout, **(layout_file.declared() if layout_file else {}), **given}
     if layout_file:
         merged["skeleton"] = layout_file.skeleton.name
-    pattern = merged.pop("pattern", None)
     merged.pop("layout", None)
-    if pattern:
-        merged |= _from_pattern(pattern, path)
     return merged
 
 
