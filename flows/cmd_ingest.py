@@ -56,6 +56,12 @@ def show_report(report: dict[str, Any]) -> None:
     if taken:
         console.print("taken from the data: " + ", ".join(
             f"{what} ({n} file{'s' * (n > 1)})" for what, n in sorted(taken.items())))
+    if report["ignored_columns"]:
+        kinds = sorted({"*_" + c.rsplit("_", 1)[1] for columns in report["ignored_columns"].values()
+                        for c in columns})
+        n = len(report["ignored_columns"])
+        console.print(f"read past per-joint confidence columns ({', '.join(kinds)}) in {n} "
+                      f"file{'s' * (n > 1)}: not coordinates")
     for warning in report["warnings"]:
         console.print(f"[yellow]warning[/yellow]: {terminal_text(warning)}")
     if report["released"]:

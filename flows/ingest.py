@@ -6,7 +6,8 @@ copied to `<quarantine>/<dataset>/` and described in `_errors.jsonl` there, one 
 rejection (file, original, sequence, kind, reason, time, the fields the file was read with:
 those its file-name pattern gave, not the pattern, so the copy is read again without it).
 The report says, per file, which up axis, units and mirroring its rows got and from where
-(declared, an option, or the data).
+(declared, an option, or the data), and which CSV columns were read past (per-joint
+confidence columns, `ignored_columns`).
 Ingesting a file from the quarantine folder again, once fixed, takes it out of quarantine when
 nothing in it is rejected any more.
 """
@@ -33,6 +34,7 @@ from flows.output import console
 from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
+from model.data.formats import IGNORED_COLUMNS
 from model.data.labels import no_correct_warning, without_correct
 from model.data.names import safe_file_name
 from model.data.readers import (
@@ -76,6 +78,7 @@ class IngestReport:
     seconds: float
     conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -106,6 +109,7 @@ class ReadResult:
     sequences: list[tuple[str, Sequence]]
     rejections: list[Rejection]
     conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)  # per file, read past
 
     @property
     def inputs(self) -> int:
@@ -177,6 +181,8 @@ def _read_unit(unit: Unit, on_file: Any) -> ReadResult:
             else:
                 out.sequences.append((file, item))
                 out.conventions.setdefault(file, file_conventions(item))
+                if item.meta.get(IGNORED_COLUMNS):
+                    out.ignored_columns.setdefault(file, item.meta[IGNORED_COLUMNS])
     except SequenceError as exc:  # the reason names what failed when it is not the file itself
         reason = exc.reason if exc.source == str(unit.path) else f"{exc.source}: {exc.reason}"
         out.rejections.append(Rejection(str(unit.path), None, exc.kind, reason))
@@ -203,6 +209,7 @@ def read_inputs(units: list[Unit]) -> ReadResult:
             out.sequences += got.sequences
             out.rejections += got.rejections
             out.conventions |= got.conventions
+            out.ignored_columns |= got.ignored_columns
     return out
 
 
@@ -359,7 +366,7 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
         updated=written.updated, rejections=rejections, version=written.version,
         quarantined=quarantined, released=released,
         seconds=round(time.perf_counter() - start, 3), conventions=read.conventions,
-        warnings=dataset_warnings(dataset),
+        warnings=dataset_warnings(dataset), ignored_columns=read.ignored_columns,
     )
 
 
