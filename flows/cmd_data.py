@@ -2,11 +2,12 @@
 
 `create` writes a dataset's card (its default card, from the data it holds, with the options
 given); `configure` changes a stored card (or the default one) field by field; `show` prints
-the card retrain, cross-validation and scoring use, and whether it is stored or the default.
-Every change is checked against the data: a gate subject or an exercise the data does not hold,
-or a skeleton its rows cannot be mapped onto, is refused, naming it. `configure` and `show` of
-a dataset with neither data nor a card are errors (a typo's card is never stored). Exit status
-1 for a card that cannot be written.
+the card retrain, cross-validation and scoring use, whether it is stored or the default, and
+what in it does not fit the data. Every change is checked against the data: a gate subject or
+an exercise the data does not hold, or a skeleton its rows cannot be mapped onto, is refused,
+every such problem named with the option that fixes it and one command fixing them all.
+`configure` and `show` of a dataset with neither data nor a card are errors (a typo's card is
+never stored). Exit status 1 for a card that cannot be written.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from flows.options import JsonOpt
 from flows.output import console, emit, fail
+from model.data.names import terminal_text
 
 NameArg = typer.Argument(..., help="The dataset's name, e.g. ec3d or uiprmd.")
 SkeletonOpt = typer.Option(None, "--skeleton", help="The skeleton its models train on.")
@@ -52,10 +54,14 @@ def show_card(result: dict[str, Any]) -> None:
         if key not in ("format", "name"):
             table.add_row(key, str(value))
     console.print(table)
+    if result.get("problems"):
+        console.print(f"[yellow]warning[/yellow]: {terminal_text(result['problems'])}")
 
 
-def _answer(card: Any, as_json: bool) -> None:
-    emit({"card": card.to_dict(), "stored": card.stored}, as_json, show_card)
+def _answer(card: Any, as_json: bool, problems: str | None = None) -> None:
+    """The card; `problems`: what does not fit the data, and the command that fixes it."""
+    emit({"card": card.to_dict(), "stored": card.stored, "problems": problems}, as_json,
+         show_card)
 
 
 def create(name: str = NameArg, skeleton: str = SkeletonOpt, gate_subjects: str = GateOpt,
@@ -100,7 +106,14 @@ def configure_card(name: str = NameArg, skeleton: str = SkeletonOpt,
 
 def show(name: str = NameArg, as_json: bool = JsonOpt) -> None:
     """Print the card retrain, cross-validation and scoring use for a dataset."""
-    from model.data.card import CardError, load_card, no_dataset, read_card
+    from model.data.card import (
+        CardError,
+        data_problems,
+        load_card,
+        no_dataset,
+        problems_error,
+        read_card,
+    )
     from model.data.dataset import Dataset
 
     ds = Dataset(name)
@@ -108,6 +121,7 @@ def show(name: str = NameArg, as_json: bool = JsonOpt) -> None:
         if read_card(name, ds.uri) is None and not ds.exists():
             fail(no_dataset(name))
         card = load_card(ds)
+        problems = data_problems(ds, card)
     except CardError as exc:
         fail(str(exc))
-    _answer(card, as_json)
+    _answer(card, as_json, str(problems_error(name, problems)) if problems else None)

@@ -20,6 +20,7 @@ from flows.options import (
     MirroredOpt,
     UnitsOpt,
     UpOpt,
+    ZerosLostOpt,
 )
 from flows.output import console, emit, fail, work
 from model.data.names import terminal_text
@@ -55,6 +56,12 @@ def show_report(report: dict[str, Any]) -> None:
     if taken:
         console.print("taken from the data: " + ", ".join(
             f"{what} ({n} file{'s' * (n > 1)})" for what, n in sorted(taken.items())))
+    if report["ignored_columns"]:
+        kinds = sorted({"*_" + c.rsplit("_", 1)[1] for columns in report["ignored_columns"].values()
+                        for c in columns})
+        n = len(report["ignored_columns"])
+        console.print(f"read past per-joint confidence columns ({', '.join(kinds)}) in {n} "
+                      f"file{'s' * (n > 1)}: not coordinates")
     for warning in report["warnings"]:
         console.print(f"[yellow]warning[/yellow]: {terminal_text(warning)}")
     if report["released"]:
@@ -75,6 +82,7 @@ def ingest(
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
     fps: float = FpsOpt,
+    zeros_lost: bool = ZerosLostOpt,
     exercise: str = typer.Option(None, "--exercise", help="Declared exercise."),
     subject: str = typer.Option(None, "--subject", help="Declared subject."),
     label: str = typer.Option(None, "--label", help="Declared label."),
@@ -94,8 +102,9 @@ def ingest(
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file,
                                         skeleton=skeleton, units=units, up=up,
-                                        mirrored=mirrored, fps=fps, exercise=exercise,
-                                        subject=subject, label=label, pattern=pattern)
+                                        mirrored=mirrored, fps=fps, zeros_lost=zeros_lost,
+                                        exercise=exercise, subject=subject, label=label,
+                                        pattern=pattern)
     except SequenceError as exc:
         fail(str(exc))
     missing = [s for s in sources if not Path(s).exists()]

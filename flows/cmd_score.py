@@ -17,6 +17,7 @@ from flows.options import (
     MirroredOpt,
     UnitsOpt,
     UpOpt,
+    ZerosLostOpt,
 )
 from flows.output import console, emit, fail, work
 from model.data.names import terminal_text
@@ -75,6 +76,7 @@ def score(
     up: str = UpOpt,
     mirrored: bool = MirroredOpt,
     fps: float = FpsOpt,
+    zeros_lost: bool = ZerosLostOpt,
     segmented: bool = typer.Option(
         False, "--segmented", help="Each file is one repetition, scored whole (not cut)."),
     reference: str = typer.Option(
@@ -97,7 +99,7 @@ def score(
     try:
         declared = checked_declarations(layout=layout, layout_file=layout_file, units=units,
                                         up=up, mirrored=mirrored, fps=fps,
-                                        segmented=segmented or None)
+                                        zeros_lost=zeros_lost, segmented=segmented or None)
     except SequenceError as exc:
         fail(str(exc))
     try:

@@ -3,9 +3,11 @@
 Every input ends as a row of the dataset or as an error record: a sequence that fails
 validation, a file that cannot be read at all, a file with nothing in it. Each rejected file is
 copied to `<quarantine>/<dataset>/` and described in `_errors.jsonl` there, one JSON line per
-rejection (file, original, sequence, kind, reason, time, the fields the file was read with).
+rejection (file, original, sequence, kind, reason, time, the fields the file was read with:
+those its file-name pattern gave, not the pattern, so the copy is read again without it).
 The report says, per file, which up axis, units and mirroring its rows got and from where
-(declared, an option, or the data).
+(declared, an option, or the data), and which CSV columns were read past (per-joint
+confidence columns, `ignored_columns`).
 Ingesting a file from the quarantine folder again, once fixed, takes it out of quarantine when
 nothing in it is rejected any more.
 """
@@ -32,9 +34,16 @@ from flows.output import console
 from model.data.card import ensure_card, load_card
 from model.data.conventions import FORCEABLE, file_conventions
 from model.data.dataset import Dataset, WriteResult
+from model.data.formats import IGNORED_COLUMNS
 from model.data.labels import no_correct_warning, without_correct
 from model.data.names import safe_file_name
-from model.data.readers import LAYOUT_FILE, declared_fields, folder_files, iter_sequences
+from model.data.readers import (
+    LAYOUT_FILE,
+    PATTERN,
+    folder_files,
+    iter_sequences,
+    recorded_fields,
+)
 from model.data.sequence import Sequence, SequenceError, validate_many
 from model.settings import get_settings
 
@@ -69,6 +78,7 @@ class IngestReport:
     seconds: float
     conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -99,6 +109,7 @@ class ReadResult:
     sequences: list[tuple[str, Sequence]]
     rejections: list[Rejection]
     conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)  # per file, read past
 
     @property
     def inputs(self) -> int:
@@ -132,10 +143,13 @@ def plan(sources: Iterable[str | Path], dataset: str, declared: dict[str, Any]) 
     """What to read. A folder is read whole (its manifests apply); a file in quarantine is read
     alone with the fields recorded when it was quarantined, each option declared now replacing
     the recorded field of its name. The recorded up axis, units and mirroring are not made
-    options (options override the data): the data tells them again, unless an option does."""
+    options (options override the data): the data tells them again, unless an option does;
+    nor is a pattern, which was searched in the original's path, not the copy's (records keep
+    the fields it gave)."""
     folder = quarantine_dir(dataset)
     recorded = {
-        r["file"]: {k: v for k, v in (r.get("fields") or {}).items() if k not in FORCEABLE}
+        r["file"]: {k: v for k, v in (r.get("fields") or {}).items()
+                    if k not in (*FORCEABLE, PATTERN)}
         for r in read_errors(folder)}
     units: list[Unit] = []
     for src in map(Path, sources):
@@ -167,6 +181,8 @@ def _read_unit(unit: Unit, on_file: Any) -> ReadResult:
             else:
                 out.sequences.append((file, item))
                 out.conventions.setdefault(file, file_conventions(item))
+                if item.meta.get(IGNORED_COLUMNS):
+                    out.ignored_columns.setdefault(file, item.meta[IGNORED_COLUMNS])
     except SequenceError as exc:  # the reason names what failed when it is not the file itself
         reason = exc.reason if exc.source == str(unit.path) else f"{exc.source}: {exc.reason}"
         out.rejections.append(Rejection(str(unit.path), None, exc.kind, reason))
@@ -193,6 +209,7 @@ def read_inputs(units: list[Unit]) -> ReadResult:
             out.sequences += got.sequences
             out.rejections += got.rejections
             out.conventions |= got.conventions
+            out.ignored_columns |= got.ignored_columns
     return out
 
 
@@ -271,14 +288,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _fields(file: Path, unit: Unit, recorded: dict[str, Any]) -> dict[str, Any]:
-    """The fields a file was read with (layout, manifest, options, file-name pattern; for a file
-    in quarantine, those `recorded` with the options over them), its layout file an absolute
-    path, so that a re-ingest from any folder finds it."""
+    """The fields a file was read with (layout, manifest, options, the fields its file-name
+    pattern gave, not the pattern; for a file in quarantine, those `recorded` with the options
+    over them), its layout file an absolute path, so that a re-ingest from any folder finds it
+    and needs no pattern to match the quarantined copy's path."""
     root = unit.path if unit.path.is_dir() else file.parent
-    try:
-        fields = {**recorded, **declared_fields(file, root, unit.options)}
-    except SequenceError:
-        fields = {**recorded, **unit.options}
+    kept = {k: v for k, v in recorded.items() if k != PATTERN}
+    fields = {**kept, **recorded_fields(file, root, unit.options)}
     if fields.get(LAYOUT_FILE):
         fields[LAYOUT_FILE] = str(Path(fields[LAYOUT_FILE]).resolve())
     return fields
@@ -350,7 +366,7 @@ def ingest_flow(sources: list[str], dataset: str = "ec3d", **declared: Any) -> I
         updated=written.updated, rejections=rejections, version=written.version,
         quarantined=quarantined, released=released,
         seconds=round(time.perf_counter() - start, 3), conventions=read.conventions,
-        warnings=dataset_warnings(dataset),
+        warnings=dataset_warnings(dataset), ignored_columns=read.ignored_columns,
     )
 
 

@@ -21,3 +21,6 @@ MirroredOpt = typer.Option(None, "--mirrored/--not-mirrored",
                            help="Left-handed coordinates or not, over the data's word.")
 FpsOpt = typer.Option(None, "--fps", help="Frame rate, over what the files declare and their "
                       "timestamps say.")
+ZerosLostOpt = typer.Option(None, "--zeros-lost/--no-zeros-lost",
+                            help="Exact (0, 0, 0) joints are lost joints (OpenPose's convention), "
+                            "or real points; over what the layout and posecoach.json say.")

@@ -26,7 +26,7 @@ from prefect.cache_policies import NONE
 
 from flows.confidence import fit_on_folds, fit_reference, on_gate
 from flows.drift import nightly_drift
-from model.data.card import CardError, DatasetCard, load_card
+from model.data.card import CardError, DatasetCard, load_card, problems_error
 from model.data.dataset import Dataset
 from model.data.normalize import Normalization
 from model.data.sequence import Sequence
@@ -205,6 +205,16 @@ def finish_registered(result: RetrainResult, version: str, identity: dict[str, s
     return result
 
 
+def check_card(card: DatasetCard, seqs: list[Sequence], version: int) -> None:
+    """RetrainError where the card cannot train on `seqs` (a gate without data, or none; a
+    skeleton the rows do not map onto), naming every problem of the card with one command that
+    fixes them all; exercises it lists that the data lacks do not stop a training."""
+    problems = card.problems({s.subject for s in seqs}, {s.exercise for s in seqs},
+                             {s.skeleton for s in seqs}, gate_required=True)
+    if any(p.field != "exercises" for p in problems):
+        raise RetrainError(str(problems_error(card.name, problems, version=version)))
+
+
 def split_gate(seqs: list[Sequence], gate_subjects: tuple[str, ...]) -> tuple[list, list]:
     train = [s for s in seqs if s.subject not in gate_subjects]
     gate = [s for s in seqs if s.subject in gate_subjects]
@@ -233,15 +243,7 @@ def retrain_flow(dataset: str = "ec3d", profile: str | None = None, seed: int = 
             return finish_registered(result, done[-1], identity, actor,
                                      settings.models).to_dict()
         seqs = load_sequences(dataset, version)
-        if not card.gate_subjects:
-            raise RetrainError(
-                f"dataset {dataset!r} has no gate subjects on its card; declare them with "
-                f"posecoach data configure {dataset} --gate-subjects S1,S2")
-        try:
-            card.check_gate({s.subject for s in seqs})
-            card.check_skeleton({s.skeleton for s in seqs})
-        except CardError as exc:
-            raise RetrainError(f"dataset {dataset!r} v{version}: {exc}") from exc
+        check_card(card, seqs, version)
         train_seqs, gate_seqs = split_gate(seqs, card.gate_subjects)
         if len({s.subject for s in train_seqs}) < 2:
             raise RetrainError(f"dataset {dataset!r} v{version} needs at least two training "

@@ -17,8 +17,8 @@ object store too: two runs of one folder at once, or a rerun after a crash, reco
 and each repetition once. A rerun scores only the sessions the ledger does not hold: sessions in
 = reports + skipped + errors.
 
-Declarations of the uploads' conventions (`declared`: up, units, mirrored, fps, layout,
-layout_file) go with every file to its reader, here, in the reader processes or on Ray; each
+Declarations of the uploads' conventions (`declared`: up, units, mirrored, fps, zeros_lost,
+layout, layout_file) go with every file to its reader, here, in the reader processes or on Ray; each
 file is settled against its own data, and one that contradicts a declaration is an error
 record naming it.
 """

@@ -12,16 +12,19 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.retrain import RetrainError, check_card
 from model.data.card import (
     CARD_FILE,
     CardError,
     DatasetCard,
     configure,
+    data_problems,
     default_card,
     default_gate,
     ensure_card,
     load_card,
     read_card,
+    write_card,
 )
 from model.data.dataset import Dataset
 from model.data.sequence import Sequence, SequenceError, validate
@@ -88,10 +91,51 @@ def test_a_card_naming_a_gate_subject_without_data_is_refused_naming_it(lake, se
 def test_a_skeleton_the_stored_rows_cannot_be_mapped_onto_is_refused(lake, seqs):
     ds = Dataset("mine")
     ds.write(seqs)
-    with pytest.raises(CardError, match=r"dataset 'mine' holds rows in skeleton\(s\) \['ec3d19'\]"
-                       r".*no joint map onto skeleton 'kinect2'"):
+    with pytest.raises(CardError, match=r"holds rows in skeleton\(s\) \['ec3d19'\], which have "
+                       r"no joint map onto skeleton 'kinect2'.*: set --skeleton ec3d19"):
         configure(ds, skeleton="kinect2")
     assert read_card("mine", ds.uri) is None
+
+
+def _fix_command(message: str) -> list[str]:
+    """The arguments of the one command an error says fixes every problem."""
+    assert "with: posecoach data configure " in message, message
+    return message.split("with: posecoach ", 1)[1].split()
+
+
+def test_every_card_problem_is_named_with_its_fix_and_one_command_fixes_all(lake, seqs):
+    ds = Dataset("mine")
+    ds.write(seqs)  # subjects s1-s3, squats only
+    write_card(DatasetCard("mine", gate_subjects=("p9", "p10"), exercises=("squat", "sit_to_stand"),
+                           segmentation={"sit_to_stand": "excursion"}), ds.uri)
+    with pytest.raises(CardError) as one:
+        configure(ds, gate_subjects=("s3",))
+    message = str(one.value)
+    assert "lists exercises ['sit_to_stand'] that the data does not hold" in message
+    assert ": set --exercises squat. Fix it with" in message and "gate subjects" not in message
+    assert _fix_command(message) == ["data", "configure", "mine", "--gate-subjects", "s3",
+                                     "--exercises", "squat"]
+    with pytest.raises(CardError) as both:
+        configure(ds, beta=0.2)
+    said = str(both.value)
+    assert "(2 problems): (1) it names gate subjects ['p9', 'p10'] that have no data" in said
+    assert ": set --gate-subjects s3; (2) it lists exercises" in said
+    assert ": set --exercises squat. Fix them all with" in said
+    assert _fix_command(str(both.value))[3:] == ["--beta", "0.2", "--gate-subjects", "s3",
+                                                 "--exercises", "squat"]
+    with pytest.raises(RetrainError) as retrain:
+        check_card(load_card(ds), seqs, 1)
+    assert "v1" in str(retrain.value) and "--exercises squat" in str(retrain.value)
+    shown = CliRunner().invoke(app, ["data", "show", "mine", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert _fix_command(json.loads(shown.stdout)["problems"])[3:] == [
+        "--gate-subjects", "s3", "--exercises", "squat"]
+    fixed = CliRunner().invoke(app, _fix_command(message))
+    assert fixed.exit_code == 0, fixed.output
+    card = load_card(ds)
+    assert (card.gate_subjects, card.exercises) == (("s3",), ("squat",))
+    assert data_problems(ds, card) == []
+    check_card(replace(card, exercises=("squat", "lunge")), seqs, 1)  # trains all the same
 
 
 def test_an_exercise_the_data_does_not_hold_is_refused(lake, seqs):

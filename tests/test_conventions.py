@@ -179,6 +179,20 @@ def test_frame_rate_checked_against_timestamps(seqs, tmp_path):
     assert ok.meta["conventions"]["fps"]["value"] == 50.0 and "timestamps" not in ok.meta
 
 
+def test_an_ec3d_pickles_rate_is_the_readers_default_unless_declared(seqs, tmp_path):
+    path = write_ec3d_pickle(seqs[:2], tmp_path / "data_3D.pickle")
+    manifest = tmp_path / "posecoach.json"
+    for fps, source in ((None, "default"), (30, "declared"), (25, "declared")):
+        if fps is not None:
+            manifest.write_text(json.dumps({"fps": fps}))
+        read = _read(tmp_path)
+        assert {(s.meta[CONVENTIONS]["fps"]["source"], s.fps) for s in read} == {
+            (source, float(fps or 30))}
+        assert not [s for s in read if "defaulted" in s.meta]
+    forced = _read(path, fps=30)
+    assert {s.meta[CONVENTIONS]["fps"]["source"] for s in forced} == {"option"}
+
+
 def test_nothing_new_declared_keeps_normalisation_unchanged(seqs):
     plain = normalize_many(seqs, Normalization())
     [settled] = [s for s in settle(seqs[:1]) if not isinstance(s, SequenceError)]

@@ -209,6 +209,29 @@ def test_a_csv_column_that_is_no_coordinate_is_named(tmp_path):
         list(iter_sequences(path, skeleton="kinect2", fps=30))
 
 
+def test_per_joint_confidence_columns_are_read_past_and_named(tmp_path):
+    joints = [c[:-2] for c in coordinate_columns("mediapipe33")[::3]]
+    extra = ("visibility", "presence")
+    header = [f"{j}_{c}" for j in joints for c in ("x", "y", "z", *extra)]
+    rows = np.random.default_rng(1).normal(size=(12, len(header)))
+    path = tmp_path / "mp.csv"
+    path.write_text("\n".join(["# skeleton: mediapipe33", "# fps: 30", "# units: m", "# up: -y",
+                               ",".join(header),
+                               *(",".join(f"{v:.4f}" for v in r) for r in rows)]) + "\n")
+    [seq] = list(iter_sequences(path, subject="u", exercise="squat", label="correct"))
+    assert not isinstance(seq, SequenceError), seq
+    coords = [i for i, c in enumerate(header) if c[-2:] in ("_x", "_y", "_z")]
+    np.testing.assert_allclose(seq.poses.reshape(12, -1), rows[:, coords], atol=1e-4)
+    assert seq.meta["ignored_columns"] == [c for c in header if c.endswith(extra)]
+    odd = [c.replace("nose_visibility", "nose_quality") for c in header]
+    path.write_text(path.read_text().replace(",".join(header), ",".join(odd)))
+    with pytest.raises(SequenceError) as raised:
+        list(iter_sequences(path, subject="u", exercise="squat", label="correct"))
+    err = raised.value
+    assert err.kind == "bad_shape" and "columns nose_quality are not" in err.reason
+    assert "<joint>_visibility|_presence|_confidence|_score" in err.reason and "drop" in err.reason
+
+
 def test_an_unknown_skeleton_says_where_a_layout_comes_from():
     bad = Sequence(poses=np.zeros((20, 33, 3), np.float32), subject="u", exercise="squat",
                    skeleton="mediapipe_pose", source="u.json")

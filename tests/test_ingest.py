@@ -136,6 +136,37 @@ def test_quarantined_file_keeps_the_fields_it_was_read_with(
     assert (row.subject, row.label) == ("s7", "correct")
 
 
+def _with_scores(path: Path) -> list[str]:
+    """A posecoach CSV given a `<joint>_score` column after each joint's z; the new columns."""
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    header = lines[at].split(",")
+    added = [f"{c[:-2]}_score" for c in header[2::3]]
+
+    def widened(cells: list[str], extra: list[str]) -> str:
+        return ",".join(c for k, e in enumerate(extra) for c in (*cells[3 * k:3 * k + 3], e))
+
+    lines[at:] = [widened(header, added),
+                  *(widened(line.split(","), ["0.9"] * len(added)) for line in lines[at + 1:])]
+    path.write_text("\n".join(lines) + "\n")
+    return added
+
+
+def test_per_joint_confidence_columns_are_read_past_and_reported(
+        prefect_api: str, tmp_path: Path, seqs: list[Sequence]) -> None:
+    scored = write_sequence_csv(seqs[0], tmp_path / "in" / "scored.csv")
+    added = _with_scores(scored)
+    write_sequence_csv(seqs[1], tmp_path / "in" / "plain.csv")
+    report = ingest_flow([str(tmp_path / "in")], "conf")
+    assert (report.inserted, report.rejected) == (2, 0)
+    assert report.ignored_columns == {str(scored): added}
+    rows = {Path(r.source).name: r for r in Dataset("conf").read()}
+    assert rows["scored.csv"].meta["ignored_columns"] == added
+    assert "ignored_columns" not in rows["plain.csv"].meta
+    np.testing.assert_allclose(rows["scored.csv"].poses, seqs[0].poses, atol=1e-5,
+                               equal_nan=True)
+
+
 def test_cli_ingest_json_and_data_verbs(prefect_api: str, tmp_path: Path,
                                         seqs: list[Sequence]) -> None:
     folder = tmp_path / "cli"

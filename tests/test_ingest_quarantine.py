@@ -1,9 +1,11 @@
 """Re-ingesting the quarantine: options go over the recorded fields, the layout file is recorded
-as an absolute path (a re-ingest works from any folder), and a reason names what failed."""
+as an absolute path and a pattern as the fields it gave (a re-ingest works from any folder, the
+copy's path unmatched), and a reason names what failed."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,38 @@ def test_a_layout_file_gone_is_named_with_the_path_looked_for(
     assert record["reason"] == rej.reason
     assert (record["fields"]["units"], record["fields"]["subject"]) == ("m", "bob")
     assert record["fields"]["label"] == "correct"  # the recorded fields stay under the options
+
+
+def test_a_pattern_matches_from_inside_the_export_and_records_keep_its_fields(
+        prefect_api: str, tmp_path: Path, seqs: list[Sequence],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    export = tmp_path / "export"
+    for seq in seqs:
+        _csv(seq, export / "correct" / f"alice_rep{seq.rep}.csv")
+    _csv(replace(seqs[0], poses=seqs[0].poses[:5]), export / "correct" / "alice_rep9.csv")
+    _csv(seqs[1], export / "correct" / "Alice-rep3.csv")  # a name the pattern does not fit
+    monkeypatch.chdir(export)
+    first = ingest_flow(["correct"], "pat", skeleton="ec3d19", fps=30, exercise="squat",
+                        pattern=PATTERN)
+    assert first.inserted == len(seqs)
+    assert first.rejected_by_kind == {"too_few_frames": 1, "pattern_mismatch": 1}
+    [mismatch] = [r for r in first.rejections if r.kind == "pattern_mismatch"]
+    assert repr((export / "correct" / "Alice-rep3.csv").as_posix()) in mismatch.reason
+    records = {Path(r["original"]).name: r for r in read_errors(quarantine_dir("pat"))}
+    short, odd = records["alice_rep9.csv"], records["Alice-rep3.csv"]
+    assert {k: short["fields"][k] for k in ("subject", "label", "rep")} == {
+        "subject": "alice", "label": "correct", "rep": "9"}
+    assert "pattern" not in short["fields"] and "pattern" not in odd["fields"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _csv(seqs[0], Path(short["file"]))  # fixed in place
+    fixed = ingest_flow([short["file"]], "pat")
+    assert (fixed.inserted, fixed.rejected, len(fixed.released)) == (1, 0, 1)
+    named = ingest_flow([odd["file"]], "pat", subject="alice", label="correct", rep=3)
+    assert (named.inserted, named.rejected, len(named.released)) == (1, 0, 1)
+    assert read_errors(quarantine_dir("pat")) == []
+    rows = Dataset("pat").read()
+    assert {(r.subject, r.label) for r in rows} == {("alice", "correct")}
+    assert sorted(r.rep for r in rows) == sorted([*(s.rep for s in seqs), 9, 3])

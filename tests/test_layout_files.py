@@ -136,6 +136,7 @@ def test_an_export_in_its_own_joints_reads_onto_the_canonical_ones(seqs, tmp_pat
     (lambda d: d.update(up="up"), "'up' is 'up'"),
     (lambda d: d.update(name="kinect2"), "already a layout (built in)"),
     (lambda d: d.update(colour="red"), "unknown keys colour"),
+    (lambda d: d.update(zeros_lost="yes"), "'zeros_lost' is 'yes', not true or false"),
 ])
 def test_a_broken_layout_file_is_refused_naming_it(tmp_path, change, problem):
     doc = layout_doc("kinect1")
@@ -146,6 +147,78 @@ def test_a_broken_layout_file_is_refused_naming_it(tmp_path, change, problem):
     with pytest.raises(LayoutError) as err:
         load_layout(path)
     assert problem in err.value.reason and str(path) in str(err.value)
+
+
+def _kinect1_with_zeros(seq: Sequence, frames: slice) -> Sequence:
+    """The sequence as a y-up Kinect v1 export whose left hip is written (0, 0, 0) in `frames`,
+    as OpenPose-style estimators write a joint they lost."""
+    joints = kinect1(np.asarray(seq.poses, np.float64))
+    poses = np.stack(list(joints.values()), axis=1) @ UP_ROTATIONS["+y"]
+    poses[frames, list(joints).index("hip_left")] = 0.0
+    return replace(seq, poses=poses.astype(np.float32), skeleton="kinect1")
+
+
+def test_a_layout_file_may_say_zeros_are_lost_joints(seqs, tmp_path):
+    (tmp_path / "kinect1.json").write_text(json.dumps(layout_doc("kinect1") | {"zeros_lost": True}))
+    (tmp_path / "plain.json").write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(tmp_path / "plain.json")
+    lost = slice(3, 6)
+    folder = tmp_path / "export"
+    write_sequence_csv(_kinect1_with_zeros(seqs[0], lost), folder / "take.csv")
+    manifest = folder / "posecoach.json"
+
+    def l_hip(manifest_doc: dict, **declared: object) -> np.ndarray:
+        manifest.write_text(json.dumps(manifest_doc))
+        [read] = validate_many(iter_sequences(folder, **declared))
+        assert not isinstance(read, SequenceError), read
+        return read.poses[:, J["l_hip"]]
+
+    by_layout = l_hip({"layout_file": "../kinect1.json"})
+    assert np.isnan(by_layout[lost]).all() and not np.isnan(by_layout[6:]).any()
+    assert (l_hip({"layout_file": "../plain.json"})[lost] == 0).all()  # zeros are data
+    assert (l_hip({"layout_file": "../kinect1.json", "zeros_lost": False})[lost] == 0).all()
+    assert (l_hip({"layout_file": "../kinect1.json"}, zeros_lost=False)[lost] == 0).all()
+    assert np.isnan(l_hip({"layout_file": "../plain.json"}, zeros_lost=True)[lost]).all()
+
+
+def test_a_session_reads_zeros_as_lost_by_its_layout_file_manifest_or_option(tmp_path):
+    (tmp_path / "kinect1.json").write_text(json.dumps(layout_doc("kinect1") | {"zeros_lost": True}))
+    (tmp_path / "plain.json").write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(tmp_path / "plain.json")
+    session, _ = make_session("u1", "squat", ["correct"], seed=2)
+    lost = slice(3, 6)
+    uploads = tmp_path / "uploads"
+    path = write_session(_kinect1_with_zeros(session, lost), uploads / "u1.json")
+
+    def l_hip(**declared: object) -> np.ndarray:
+        return read_session(path, **declared).poses[:, J["l_hip"]]
+
+    assert np.isnan(l_hip(layout_file=tmp_path / "kinect1.json")[lost]).all()
+    assert (l_hip(layout_file=tmp_path / "kinect1.json", zeros_lost=False)[lost] == 0).all()
+    assert (l_hip(layout_file=tmp_path / "plain.json")[lost] == 0).all()
+    assert np.isnan(l_hip(layout_file=tmp_path / "plain.json", zeros_lost=True)[lost]).all()
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../plain.json",
+                                                        "zeros_lost": True}))
+    assert np.isnan(l_hip()[lost]).all()
+    (uploads / "posecoach.json").write_text(json.dumps({"layout": "openpose",
+                                                        "layout_file": "../plain.json"}))
+    assert np.isnan(l_hip()[lost]).all()  # the built-in openpose layout's convention
+
+
+@pytest.mark.parametrize("verb, flow", [("ingest", "flows.ingest.ingest_flow"),
+                                        ("score", "flows.score.score_flow")])
+def test_the_zeros_lost_option_reaches_the_readers(tmp_path, monkeypatch, verb, flow):
+    seen: list[dict] = []
+
+    def recorded(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("declared") or kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flow, recorded)
+    for option, value in (("--zeros-lost", True), ("--no-zeros-lost", False)):
+        done = CliRunner().invoke(app, [verb, str(tmp_path), option])
+        assert done.exit_code == 0, done.output
+        assert seen.pop()["zeros_lost"] is value
 
 
 def test_a_batch_with_a_broken_layout_file_goes_on(seqs, tmp_path):

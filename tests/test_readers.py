@@ -125,6 +125,26 @@ def test_pattern_that_does_not_match_is_an_error(tmp_path, seqs):
     assert isinstance(in_folder, SequenceError) and in_folder.kind == "pattern_mismatch"
 
 
+def test_a_pattern_is_searched_in_the_absolute_path_from_any_folder(tmp_path, seqs,
+                                                                    monkeypatch):
+    folder = tmp_path / "lab"
+    for seq in seqs[:3]:
+        (folder / seq.label).mkdir(parents=True, exist_ok=True)
+        _headerless_csv(seq, folder / seq.label / f"p1_take{seq.rep + 4}.csv")
+    declared = dict(skeleton="ec3d19", units="mm", fps=30, exercise="squat",
+                    pattern=r"/(?P<label>[a-z_]+)/(?P<subject>p\d+)_take(?P<rep>\d+)\.csv$")
+    monkeypatch.chdir(folder)
+    for seq in seqs[:3]:  # each label folder given as typed from inside the export
+        [got] = list(iter_sequences(Path(seq.label), **declared))
+        assert not isinstance(got, SequenceError), got
+        assert (got.label, got.subject, got.rep) == (seq.label, "p1", seq.rep + 4)
+    file = Path(seqs[0].label) / f"p1_take{seqs[0].rep + 4}.csv"
+    with pytest.raises(SequenceError) as err:
+        list(iter_sequences(file, **{**declared, "pattern": r"/(?P<subject>q\d+)_"}))
+    assert err.value.kind == "pattern_mismatch"
+    assert f"path {(folder / file).as_posix()!r} does not match" in err.value.reason
+
+
 def test_every_broken_upload_is_a_clear_session_error(tmp_path):
     written = write_broken_sessions(tmp_path, 12, seed=2)
     assert len({w["problem"] for w in written}) == 12

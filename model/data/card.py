@@ -19,13 +19,14 @@ import json
 import math
 import os
 import re
+import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from model.data import storage
 from model.data.dataset import Dataset
 from model.data.names import exercise_name, short_hash
-from model.data.skeletons import SKELETONS, SkeletonError, joint_map
+from model.data.skeletons import CANONICAL, SKELETONS, SkeletonError, joint_map
 
 CARD_FILE = "_posecoach_card.json"
 FORMAT = 1
@@ -113,32 +114,100 @@ class DatasetCard:
                 values[key] = tuple(str(v) for v in values[key])
         return cls(**values)
 
-    def check_exercises(self, exercises: set[str]) -> None:
-        """CardError when the card lists exercises and the data (`exercises`) holds others, or
-        lacks some it lists (an empty list takes any)."""
+    def problems(self, subjects: set[str], exercises: set[str], skeletons: set[str],
+                 gate_required: bool = False) -> list[CardProblem]:
+        """Every way the card does not fit its data (the `subjects`, `exercises` and stored
+        `skeletons` it holds), each with the value that fixes it; an empty gate is one where
+        `gate_required` (training needs a gate)."""
+        found = (self._gate_problem(subjects, gate_required), self._exercises_problem(exercises),
+                 self._skeleton_problem(skeletons))
+        return [p for p in found if p is not None]
+
+    def _gate_problem(self, subjects: set[str], required: bool) -> CardProblem | None:
+        missing = [s for s in self.gate_subjects if s not in subjects]
+        present = ", ".join(sorted(subjects, key=natural_key)) or "none"
+        if missing:
+            return CardProblem("gate_subjects", self._gate_fix(subjects),
+                               f"names gate subjects {missing} that have no data (subjects "
+                               f"present: {present})")
+        if required and not self.gate_subjects:
+            return CardProblem("gate_subjects", self._gate_fix(subjects),
+                               f"names no gate subjects (subjects present: {present})")
+        return None
+
+    def _gate_fix(self, subjects: set[str]) -> tuple[str, ...]:
+        """The card's gate subjects that have data, where two subjects are left to train on;
+        else the default gate of the data (its last subject when it has too few for one)."""
+        kept = tuple(s for s in self.gate_subjects if s in subjects)
+        if kept and len(subjects) - len(kept) >= 2:
+            return kept
+        return default_gate(subjects) or tuple(sorted(subjects, key=natural_key)[-1:])
+
+    def _exercises_problem(self, exercises: set[str]) -> CardProblem | None:
+        """The card's exercises (when it lists any) against the data's: those it lacks and
+        those the data also holds."""
         if not self.exercises:
-            return
-        if extra := sorted(exercises - set(self.exercises)):
-            raise CardError(f"dataset {self.name!r} card lists exercises "
-                            f"{list(self.exercises)}; the data also holds {extra}")
-        if missing := [e for e in self.exercises if e not in exercises]:
-            raise CardError(f"dataset {self.name!r} card lists exercises {missing} that the data "
-                            f"does not hold (exercises present: {', '.join(sorted(exercises))})")
+            return None
+        extra = sorted(exercises - set(self.exercises))
+        missing = [e for e in self.exercises if e not in exercises]
+        said = [*([f"lists exercises {missing} that the data does not hold"] if missing else []),
+                *([f"lists exercises {list(self.exercises)}; the data also holds {extra}"]
+                  if extra else [])]
+        if not said:
+            return None
+        fix = (*(e for e in self.exercises if e in exercises), *extra)
+        return CardProblem("exercises", fix, "; ".join(said) + " (exercises present: "
+                                             f"{', '.join(sorted(exercises))})")
 
-    def check_skeleton(self, stored: set[str]) -> None:
-        """CardError when rows stored in `stored` skeletons cannot be mapped onto the card's."""
-        if unmapped := sorted(s for s in stored if not maps_onto(s, self.skeleton)):
-            raise CardError(f"dataset {self.name!r} holds rows in skeleton(s) {unmapped}, which "
-                            f"have no joint map onto skeleton {self.skeleton!r}; keep one they "
-                            f"map onto (stored: {', '.join(sorted(stored))})")
+    def _skeleton_problem(self, stored: set[str]) -> CardProblem | None:
+        """Rows stored in skeletons that cannot be mapped onto the card's."""
+        if not (unmapped := sorted(s for s in stored if not maps_onto(s, self.skeleton))):
+            return None
+        fix = next((c for c in (CANONICAL, *sorted(stored))
+                    if all(maps_onto(s, c) for s in stored)), CANONICAL)
+        return CardProblem("skeleton", fix,
+                           f"holds rows in skeleton(s) {unmapped}, which have no joint map onto "
+                           f"skeleton {self.skeleton!r} (stored: {', '.join(sorted(stored))})")
 
-    def check_gate(self, subjects: set[str]) -> None:
-        """CardError naming every gate subject that has no data in `subjects`."""
-        if missing := [s for s in self.gate_subjects if s not in subjects]:
-            raise CardError(
-                f"dataset {self.name!r} card names gate subjects {missing} that have no data "
-                f"(subjects present: {', '.join(sorted(subjects, key=natural_key)) or 'none'}); "
-                f"set them with: posecoach data configure {self.name} --gate-subjects S1,S2")
+
+@dataclass(frozen=True)
+class CardProblem:
+    """One way a card does not fit its data: the field, the value that fixes it, what is wrong."""
+
+    field: str
+    fix: Any
+    text: str
+
+
+def configure_option(key: str, value: Any) -> str:
+    """The `posecoach data configure` option that sets a card field to a value (the inverse of
+    parse_value)."""
+    if isinstance(value, tuple):
+        text = ",".join(value)
+    elif isinstance(value, dict):
+        text = ",".join(f"{k}={v}" for k, v in value.items())
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    else:
+        text = str(value)
+    return f"--{key.replace('_', '-')} {shlex.quote(text)}"
+
+
+def problems_error(name: str, problems: list[CardProblem], changes: dict[str, Any] | None = None,
+                   version: int | None = None) -> CardError:
+    """A CardError naming every problem of dataset `name`'s card (against its data, at `version`
+    where given) with the option that fixes it, and one `posecoach data configure` command that
+    fixes them all (with the `changes` asked for, where a problem does not replace them)."""
+    fixes = {**(changes or {}), **{p.field: p.fix for p in problems}}
+    at = "" if version is None else f" v{version}"
+    said = [f"it {p.text}: set {configure_option(p.field, p.fix)}" for p in problems]
+    if len(said) > 1:
+        said = [f"({k}) {text}" for k, text in enumerate(said, 1)]
+    command = " ".join(configure_option(k, v) for k, v in fixes.items())
+    return CardError(f"dataset {name!r} card does not fit its data{at}"
+                     f"{f' ({len(said)} problems)' if len(said) > 1 else ''}: {'; '.join(said)}. "
+                     f"Fix {'them all' if len(said) > 1 else 'it'} with: posecoach data configure "
+                     f"{name} {command}")
 
 
 def maps_onto(source: str, target: str) -> bool:
@@ -258,15 +327,24 @@ def ensure_card(dataset: Dataset) -> DatasetCard:
     return with_env(card) if card is not None else load_card(dataset)
 
 
-def save_card(dataset: Dataset, card: DatasetCard) -> DatasetCard:
-    """Check a card against the dataset's data (its gate subjects and exercises) and store it."""
+def data_problems(dataset: Dataset, card: DatasetCard) -> list[CardProblem]:
+    """Every way `card` does not fit the dataset's data (none without data)."""
+    if not dataset.exists():
+        return []
+    table = dataset.read_table(columns=["subject", "exercise", "skeleton"])
+    return card.problems(*({str(v) for v in table.column(c).to_pylist()}
+                           for c in ("subject", "exercise", "skeleton")))
+
+
+def save_card(dataset: Dataset, card: DatasetCard, changes: dict[str, Any] | None = None
+              ) -> DatasetCard:
+    """Check a card against the dataset's data (its gate subjects, exercises and skeletons) and
+    store it; a CardError naming every problem, with one command fixing them and the `changes`
+    asked for, where it does not fit."""
     if card.name != dataset.name:
         raise CardError(f"card for {card.name!r} given to dataset {dataset.name!r}")
-    if dataset.exists():
-        card.check_gate(dataset_subjects(dataset))
-        table = dataset.read_table(columns=["exercise", "skeleton"])
-        card.check_exercises(set(table.column("exercise").to_pylist()))
-        card.check_skeleton(set(table.column("skeleton").to_pylist()))
+    if problems := data_problems(dataset, card):
+        raise problems_error(dataset.name, problems, changes)
     return write_card(card, dataset.uri)
 
 
@@ -294,4 +372,4 @@ def _changed(dataset: Dataset, base: DatasetCard, changes: dict[str, Any]) -> Da
     allowed = {f.name for f in fields(DatasetCard)} - {"name", "stored"}
     if unknown := sorted(set(changes) - allowed):
         raise CardError(f"dataset {dataset.name!r} card has no fields {unknown}")
-    return save_card(dataset, replace(base, **changes))
+    return save_card(dataset, replace(base, **changes), changes)

@@ -20,10 +20,11 @@ canonical joints (the source's joint map):
 size (POSSIBLE_BODY_M), which is an error naming what the data suggests. What the source
 declares (the file, its manifest, its layout) is kept when the data agrees or cannot tell,
 and is an error naming the source, the declaration and the estimate when the data says
-otherwise. What nobody declared is taken from the data,
-and is an error when the data cannot tell. What was decided, and from where, is recorded in
-the sequence's meta under `conventions`; the up axis and mirroring under `up` and `mirrored`,
-where model.data.normalize reads them.
+otherwise. What nobody declared is taken from the data, and is an error when the data cannot
+tell; a reader's own default (meta `defaulted`: EC3D's 30 fps) stands where the data cannot
+tell, recorded as `default`. What was decided, and from where, is recorded in the sequence's
+meta under `conventions`; the up axis and mirroring under `up` and `mirrored`, where
+model.data.normalize reads them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from model.data.stats import evenly_spaced, run_medians
 
 UP_AXES = ("+x", "-x", "+y", "-y", "+z", "-z")
 UP, MIRRORED, CONVENTIONS, TIMESTAMPS = "up", "mirrored", "conventions", "timestamps"
+DEFAULTED = "defaulted"  # meta: the fields a reader filled with its own default (EC3D's fps)
 FORCEABLE = (UP, "units", MIRRORED)  # told by the data, so never forced from a quarantine record
 OVERRIDES = (*FORCEABLE, "fps")  # what an option forces over the source and its data
 LYING_EXERCISES = frozenset({"plank"})
@@ -370,6 +372,8 @@ def _decide(seq: Sequence, field: str, forced: dict, est: Estimate) -> Decision 
     if field in forced:
         return Decision(forced[field], "option")
     declared, found = _declared(seq, field), _found(field, est)
+    if field in seq.meta.get(DEFAULTED, ()):
+        return Decision(found, "data") if found is not None else Decision(declared, "default")
     if declared is None:
         if field == "fps":
             _check_timed_fps(seq, est)
@@ -441,7 +445,7 @@ def _settled(seq: Sequence, forced: dict, est: Estimate) -> Sequence:
                       for f in missing) + ": declare it in the file, posecoach.json or an "
                                           "option", f"unknown_{missing[0]}")
     decisions[MIRRORED] = decisions[MIRRORED] or Decision(False, "default")
-    meta = {k: v for k, v in seq.meta.items() if k != TIMESTAMPS}
+    meta = {k: v for k, v in seq.meta.items() if k not in (TIMESTAMPS, DEFAULTED)}
     record = {f: {"value": d.value, "source": d.source} for f, d in decisions.items()
               if d is not None}
     meta[CONVENTIONS] = {**record, "estimate": est.to_dict()}

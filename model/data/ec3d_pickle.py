@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.data.conventions import DEFAULTED
 from model.data.formats import is_unicode, zeros_as_lost
 from model.data.labels import EC3D_EXERCISE_IDS, EC3D_LABEL_NAMES
 from model.data.limits import check_poses_size, read_bytes_bounded
@@ -42,6 +43,7 @@ from model.data.sequence import UNITS, Sequence, SequenceError
 from model.data.skeletons import BODY25_NAMES, EC3D_BODY25_INDICES
 
 LABEL_COLUMNS = ("exercise", "subject", "label", "rep", "frame")
+DEFAULT_FPS = 30.0  # EC3D's rate, where none is declared
 _EXERCISE_NAMES = {name: ex_id for ex_id, name in EC3D_EXERCISE_IDS.items()}
 _LABEL_IDS = {name: label_id for label_id, name in EC3D_LABEL_NAMES.items()}
 
@@ -231,7 +233,7 @@ def _parsed(where: str, labels: np.ndarray, rows: list[int]) -> tuple[dict, np.n
     return fields, np.argsort(np.asarray(frames), kind="stable")
 
 
-def read_ec3d_pickle(path: Path, units: str | None = None, fps: float = 30.0,
+def read_ec3d_pickle(path: Path, units: str | None = None, fps: float | None = None,
                      zeros_lost: bool = True) -> Iterator[Sequence | SequenceError]:
     """The sequences of an EC3D pickle, in ec3d19; a SequenceError for a piece it cannot use.
 
@@ -242,9 +244,11 @@ def read_ec3d_pickle(path: Path, units: str | None = None, fps: float = 30.0,
 
     Raises SequenceError when the whole file is unusable (unreadable, unsafe, wrong layout, two
     distinct subject keys that would read as one subject). With `zeros_lost`, exact (0, 0, 0)
-    joints are lost joints (NaN).
+    joints are lost joints (NaN). `fps` None (not declared): DEFAULT_FPS, marked in meta as the
+    reader's default (model.data.conventions.DEFAULTED).
     """
     path = Path(path)
+    defaulted = {DEFAULTED: ["fps"]} if fps is None else {}
     poses, labels = _check_layout(path, safe_load(path))
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(labels):  # by value and type: 1 and "1" are two keys
@@ -268,9 +272,10 @@ def read_ec3d_pickle(path: Path, units: str | None = None, fps: float = 30.0,
         joints = poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1)
         joints = zeros_as_lost(joints) if zeros_lost else joints.astype(np.float32)
         yield Sequence(poses=joints, subject=subject_name(fields["subject"]),
-                       exercise=fields["exercise"], skeleton="ec3d19", fps=float(fps),
-                       label=fields["label"], rep=fields["rep"], source=where, units=units,
-                       meta={"subject_key": fields["subject"]})
+                       exercise=fields["exercise"], skeleton="ec3d19",
+                       fps=DEFAULT_FPS if fps is None else float(fps), label=fields["label"],
+                       rep=fields["rep"], source=where, units=units,
+                       meta={"subject_key": fields["subject"], **defaulted})
 
 
 def _subject_number(subject: str) -> int:

@@ -8,15 +8,18 @@ Labelled sequences, one sequence per file unless said otherwise:
   `exercise`, `label`, `rep`. Read with allow_pickle=False.
 - CSV (`.csv`, `.txt`, optionally gzip'd `.gz`): optional `# key: value` comment lines for the
   fields, an optional header `joint_x,joint_y,joint_z,...` in the skeleton's order, then one row
-  per frame of joints x (x, y, z); an empty cell or `nan` is a lost coordinate.
+  per frame of joints x (x, y, z); an empty cell or `nan` is a lost coordinate. A header's
+  frame-time column (TIME_COLUMNS) is read as timestamps, and its per-joint confidence columns
+  (`<joint>_visibility`, CONFIDENCE_SUFFIXES) are read past, named in meta `ignored_columns`.
 Uploaded sessions, one per file, the same fields with `session_id` and without `label`/`rep`
 (and optionally `segmented`: true for a file that is one repetition, scored whole):
 - JSON {"format": "posecoach-session", ...}; NPZ as above; Parquet with one row per frame,
   one float column `joint_x|y|z` per coordinate, the fields as JSON under the schema
   metadata key `posecoach`.
 
-Fields missing from a file come from `declared` (a manifest, a file-name pattern or options);
-what the file says wins. Readers here build Sequences but do not validate them (ingest does).
+Fields missing from a file come from `declared` (a manifest, a file-name pattern or options;
+for a session, `zeros_lost` alone); what the file says wins. Readers here build Sequences but
+do not validate them (ingest does).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ UP, MIRRORED = "up", "mirrored"  # the axis conventions (model.data.conventions)
 SEGMENTED = "segmented"  # a session that is one repetition, scored whole, not cut
 TIMESTAMPS = "timestamps"  # seconds of each frame, to check the frame rate against (or tell it)
 TIME_COLUMNS = ("timestamp", "timestamps", "time")  # a CSV header's column of frame times
+# a CSV header's per-joint confidence columns (`<joint>_visibility`, MediaPipe's): read past
+CONFIDENCE_SUFFIXES = ("_visibility", "_presence", "_confidence", "_score")
+IGNORED_COLUMNS = "ignored_columns"  # meta: the CSV columns read past, by name
 _TIME_NAMES = "timestamp, timestamps or time"
 SEQUENCE_FIELDS = ("skeleton", "units", "fps", "subject", "exercise", "label", "rep", ZEROS_LOST,
                    UP, MIRRORED)
@@ -469,6 +475,22 @@ def _without_time_column(flat: np.ndarray, header: list[str] | None
     return np.delete(flat, i, axis=1), header[:i] + header[i + 1:], flat[:, i]
 
 
+def _without_confidence_columns(flat: np.ndarray, header: list[str] | None, skeleton: object
+                                ) -> tuple[np.ndarray, list[str] | None, list[str]]:
+    """The coordinates and the header without the header's per-joint confidence columns (a
+    skeleton joint's name and a CONFIDENCE_SUFFIXES suffix), and those columns' names."""
+    try:
+        joints = set(get_skeleton(str(skeleton)).joints)
+    except ValueError:  # no or an unknown skeleton: validation names it
+        return flat, header, []
+    if header is None or len(header) != flat.shape[1]:
+        return flat, header, []
+    ignored = [i for i, c in enumerate(header)
+               if any(c.endswith(s) and c[:-len(s)] in joints for s in CONFIDENCE_SUFFIXES)]
+    kept = [c for i, c in enumerate(header) if i not in ignored]
+    return np.delete(flat, ignored, axis=1), kept, [header[i] for i in ignored]
+
+
 def _columns_problem(columns: int, header: list[str] | None) -> str:
     """Why `columns` coordinate columns are not joints x 3, with what the header shows."""
     reason = f"{columns} columns is not joints x 3"
@@ -479,7 +501,9 @@ def _columns_problem(columns: int, header: list[str] | None) -> str:
     if extra:
         reason += (f"; the header's columns {_abbreviated(extra)} are not joint coordinates "
                    f"(a column of frame times is read when named {_TIME_NAMES}, "
-                   "in seconds)")
+                   "in seconds; a joint's confidence column is read past when named "
+                   f"<joint>{'|'.join(CONFIDENCE_SUFFIXES)}, <joint> one of the skeleton's "
+                   "joints; drop any other)")
     return reason
 
 
@@ -513,10 +537,11 @@ def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | Sequenc
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise SequenceError(src, f"rows are not comma-separated numbers ({e})".splitlines()[0],
                             "bad_csv") from e
+    merged = {**declared, **fields}
     flat, header, times = _without_time_column(table.to_numpy(dtype=np.float64), header)
+    flat, header, ignored = _without_confidence_columns(flat, header, merged.get("skeleton"))
     if flat.shape[1] % 3:
         raise SequenceError(src, _columns_problem(flat.shape[1], header), "bad_shape")
-    merged = {**declared, **fields}
     if times is not None:
         merged[TIMESTAMPS] = times
     if header is not None and merged.get("skeleton"):
@@ -528,9 +553,13 @@ def read_sequence_csv(path: Path, declared: dict) -> Iterator[Sequence | Sequenc
             raise SequenceError(src, problem, "bad_header")
     try:
         flat = flat.astype(np.float32)
-        yield build_sequence(flat.reshape(flat.shape[0], -1, 3), merged, src)
+        seq = build_sequence(flat.reshape(flat.shape[0], -1, 3), merged, src)
     except SequenceError as e:
         yield e
+        return
+    if ignored:
+        seq.meta[IGNORED_COLUMNS] = ignored
+    yield seq
 
 
 # ---- uploaded sessions -------------------------------------------------------------------------
@@ -566,17 +595,17 @@ def write_session(seq: Sequence, path: Path) -> Path:
     return _write_atomic(path, writer(seq))
 
 
-def _read_session_json(path: Path) -> Sequence:
+def _read_session_json(path: Path, declared: dict) -> Sequence:
     doc = _load_json(path)
     if not isinstance(doc, dict) or "poses" not in doc:
         raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
-    fields = {k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}
+    fields = {**declared, **{k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}}
     return build_sequence(_poses_from_nested(doc["poses"], str(path)), fields, str(path), True)
 
 
-def _read_session_npz(path: Path) -> Sequence:
+def _read_session_npz(path: Path, declared: dict) -> Sequence:
     poses, fields = _load_npz(path, (*SESSION_FIELDS, TIMESTAMPS))
-    return build_sequence(poses, fields, str(path), True)
+    return build_sequence(poses, {**declared, **fields}, str(path), True)
 
 
 def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
@@ -587,7 +616,7 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
                     sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
 
 
-def _read_session_parquet(path: Path) -> Sequence:
+def _read_session_parquet(path: Path, declared: dict) -> Sequence:
     src = str(path)
     check_file_size(path)
     try:  # the file read whole (its size is bounded) and decoded in this thread: a file this
@@ -616,10 +645,12 @@ def _read_session_parquet(path: Path) -> Sequence:
                                 for c in expected])
     except (ValueError, TypeError, pa.ArrowException) as e:
         raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
-    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), fields, src, True)
+    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), {**declared, **fields},
+                          src, True)
 
 
-SESSION_READERS = {
+#: Session readers: (path, declared fields the file's own go over) -> the session.
+SESSION_READERS: dict[str, Callable[[Path, dict], Sequence]] = {
     ".json": _read_session_json,
     ".npz": _read_session_npz,
     ".parquet": _read_session_parquet,

@@ -7,13 +7,17 @@ A layout file (`--layout-file`, or `layout_file` in posecoach.json) is one JSON 
      "bones": [["hip_center", "spine"], ...],           pairs of joints, for drawing
      "map": {"nose": ["head"], "neck": ["shoulder_center"], ...},
      "approximate": ["nose", "l_heel", "r_heel"],       canonical joints made from stand-ins
-     "up": "+y"}                                        optional: the up axis, if fixed
+     "up": "+y",                                        optional: the up axis, if fixed
+     "zeros_lost": true}                                optional: exact (0, 0, 0) joints are lost
 
 `map` names, for each of the canonical 19 joints (model.data.skeletons.EC3D_JOINTS), the source
 joints whose mean makes it (a list, or one name). Every canonical joint needs one: a joint the
-source lacks gets a stand-in (a heel from the ankle), listed in `approximate`. A file that is not
-such an object, names a joint it does not list, or leaves a canonical joint out is refused with
-a LayoutError naming the file and what is wrong.
+source lacks gets a stand-in (a heel from the ankle), listed in `approximate`. `zeros_lost`
+true says the source writes (0, 0, 0) for a joint it lost (OpenPose's convention): files read
+through the layout have those joints lost, unless a manifest, an option or the file itself says
+otherwise (`Layout.declared`). A file that is not such an object, names a joint it does not
+list, or leaves a canonical joint out is refused with a LayoutError naming the file and what is
+wrong.
 
 A loaded layout is registered beside the built-in ones (model.data.skeletons) for this process,
 so the readers can read its files; what they read is then mapped onto the canonical joints at
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from model.data.conventions import UP, UP_AXES
+from model.data.formats import ZEROS_LOST
 from model.data.sequence import Sequence, SequenceError
 from model.data.skeletons import (
     CANONICAL,
@@ -41,7 +46,7 @@ from model.data.skeletons import (
 )
 
 FORMAT = "posecoach-layout"
-KEYS = ("format", "name", "joints", "bones", "map", "approximate", "up")
+KEYS = ("format", "name", "joints", "bones", "map", "approximate", "up", ZEROS_LOST)
 MAX_LAYOUT_BYTES = 1 << 20
 LAYOUT, APPROXIMATE = "layout", "approximate"  # meta keys of a mapped sequence
 
@@ -60,6 +65,11 @@ class Layout:
     skeleton: Skeleton
     joint_map: JointMap
     path: str
+    zeros_lost: bool | None = None  # None: the layout file does not say
+
+    def declared(self) -> dict[str, object]:
+        """The fields the layout file declares for the files read through it."""
+        return {} if self.zeros_lost is None else {ZEROS_LOST: self.zeros_lost}
 
 
 def _names(value: object, what: str, src: str) -> tuple[str, ...]:
@@ -139,6 +149,13 @@ def _joint_map(doc: dict, skeleton: Skeleton, src: str) -> JointMap:
     return JointMap(skeleton.name, CANONICAL, sources, tuple(approximate))
 
 
+def _zeros_lost(doc: dict, src: str) -> bool | None:
+    value = doc.get(ZEROS_LOST)
+    if value is not None and not isinstance(value, bool):
+        raise LayoutError(src, f"'{ZEROS_LOST}' is {value!r}, not true or false")
+    return value
+
+
 def _register(layout: Layout) -> None:
     name = layout.skeleton.name
     if name in SKELETONS and (SKELETONS[name] != layout.skeleton
@@ -157,7 +174,7 @@ _BUILT_IN = frozenset(SKELETONS)
 def _load(path: str, mtime_ns: int) -> Layout:
     doc = _document(Path(path))
     skeleton = _skeleton(doc, path)
-    layout = Layout(skeleton, _joint_map(doc, skeleton, path), path)
+    layout = Layout(skeleton, _joint_map(doc, skeleton, path), path, _zeros_lost(doc, path))
     _register(layout)
     return layout
 

@@ -3,8 +3,9 @@
 Where a file's fields come from, weakest first: a built-in layout (`layout=`, or recognised
 from a file name when no manifest applies), a `posecoach.json` manifest in the file's folder or
 a folder above it (up to the folder being read), the options declared by the caller, the
-manifest's or layout's file-name `pattern` (a regular expression searched in the file's path,
-named groups subject, exercise, label, rep), and last the file itself, which wins. A layout
+manifest's or layout's file-name `pattern` (a regular expression searched in the file's
+absolute path, `searched_path`; named groups subject, exercise, label, rep), and last the file
+itself, which wins. A layout
 can also come from a JSON layout file (`layout_file`, model.data.layouts); its sequences are
 mapped onto the canonical joints as they are read. Then each file is one source whose up axis,
 units and mirroring are settled against its data (model.data.conventions).
@@ -13,8 +14,10 @@ units and mirroring are settled against its data (model.data.conventions).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 from model.data.conventions import checked_forced, settle, with_declared
@@ -34,8 +37,8 @@ from model.data.layouts import load_layout, to_canonical
 from model.data.sequence import Sequence, SequenceError
 
 MANIFEST = "posecoach.json"
-LAYOUT_FILE = "layout_file"
-DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
+LAYOUT_FILE, PATTERN = "layout_file", "pattern"
+DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, PATTERN)
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
@@ -98,44 +101,72 @@ def _layout(name: str, source: Path) -> dict:
     return LAYOUTS[name]
 
 
+def searched_path(path: Path) -> str:
+    """What a file-name pattern is searched in: the file's absolute path with `/` separators,
+    `.` and `..` resolved (links not followed), the same whatever the current folder."""
+    return Path(os.path.abspath(path)).as_posix()
+
+
 def _recognised_layout(path: Path) -> dict:
     for spec in LAYOUTS.values():
-        if "pattern" in spec and re.search(spec["pattern"], path.as_posix()):
+        if PATTERN in spec and re.search(spec[PATTERN], searched_path(path)):
             return spec
     return {}
 
 
 def _from_pattern(pattern: str, path: Path) -> dict:
+    searched = searched_path(path)
     try:
-        match = re.search(pattern, path.as_posix())
+        match = re.search(pattern, searched)
     except re.error as e:
         raise SequenceError(str(path), f"file-name pattern {pattern!r} is not a regular "
                                        f"expression ({e})", "bad_pattern") from e
     if match is None:
-        raise SequenceError(str(path), f"file name does not match the pattern {pattern!r}",
-                            "pattern_mismatch")
+        raise SequenceError(str(path), f"the file's path {searched!r} does not match the "
+                                       f"pattern {pattern!r}", "pattern_mismatch")
     return {k: v for k, v in match.groupdict().items() if v is not None}
 
 
 def declared_fields(path: Path, root: Path, declared: dict) -> dict:
-    """What a file's fields default to: layout < manifest < declared options < pattern."""
+    """What a file's fields default to: layout < layout file < manifest < declared options <
+    pattern; a layout file names the skeleton."""
+    fields = _unpatterned_fields(path, root, declared)
+    pattern = fields.pop(PATTERN, None)
+    return {**fields, **_from_pattern(pattern, path)} if pattern else fields
+
+
+def recorded_fields(path: Path, root: Path, declared: dict) -> dict:
+    """The fields to record for a file that failed, to read it again from anywhere: as
+    declared_fields, but never a pattern, only the fields it gave where it matched; the
+    declared options alone where the manifest or the layout file cannot be read."""
+    try:
+        fields = _unpatterned_fields(path, root, declared)
+    except SequenceError:
+        fields = {k: v for k, v in declared.items() if v is not None}
+    pattern = fields.pop(PATTERN, None)
+    with suppress(SequenceError):
+        fields |= _from_pattern(pattern, path) if pattern else {}
+    return fields
+
+
+def _unpatterned_fields(path: Path, root: Path, declared: dict) -> dict:
+    """declared_fields before the pattern is applied (the pattern kept as a field)."""
     manifest = _manifest(path.parent, root)
     layout_name = declared.get("layout") or manifest.get("layout")
     layout = _layout(layout_name, path) if layout_name else (
         {} if manifest else _recognised_layout(path))
-    merged = {**layout, **manifest, **{k: v for k, v in declared.items() if v is not None}}
-    if merged.get(LAYOUT_FILE):
-        merged["skeleton"] = load_layout(merged[LAYOUT_FILE]).skeleton.name
-    pattern = merged.pop("pattern", None)
+    given = {**manifest, **{k: v for k, v in declared.items() if v is not None}}
+    layout_file = load_layout(given[LAYOUT_FILE]) if given.get(LAYOUT_FILE) else None
+    merged = {**layout, **(layout_file.declared() if layout_file else {}), **given}
+    if layout_file:
+        merged["skeleton"] = layout_file.skeleton.name
     merged.pop("layout", None)
-    if pattern:
-        merged |= _from_pattern(pattern, path)
     return merged
 
 
 def _parse_file(path: Path, fields: dict) -> Iterator[Sequence | SequenceError]:
     if path.name.lower().endswith(_PICKLE_SUFFIXES):
-        fps = number_field(fields, "fps", float, str(path)) if "fps" in fields else 30.0
+        fps = number_field(fields, "fps", float, str(path)) if "fps" in fields else None
         for item in read_ec3d_pickle(path, units=fields.get("units"), fps=fps,
                                      zeros_lost=flag(fields.get(ZEROS_LOST, True), ZEROS_LOST,
                                                      str(path))):
@@ -162,11 +193,13 @@ def _read_file(path: Path, root: Path, declared: dict) -> Iterator[Sequence | Se
 
 
 def checked_declarations(source: str = "the options", **declared: object) -> dict:
-    """The declarations given (None dropped), checked before any file is read: up, units and
-    mirrored valid values, the layout a known one, the layout file a usable one. SequenceError
-    naming `source` (or the layout file) and the problem."""
+    """The declarations given (None dropped), checked before any file is read: up, units,
+    mirrored and zeros_lost valid values, the layout a known one, the layout file a usable one.
+    SequenceError naming `source` (or the layout file) and the problem."""
     given = {k: v for k, v in declared.items() if v is not None}
     checked_forced(given, source)
+    if ZEROS_LOST in given:
+        given[ZEROS_LOST] = flag(given[ZEROS_LOST], ZEROS_LOST, source)
     if given.get("layout") is not None:
         _layout(str(given["layout"]), Path(source))
     if given.get(LAYOUT_FILE) is not None:
@@ -224,15 +257,18 @@ def iter_sequences(path: Path, **declared: object) -> Iterator[Sequence | Sequen
 
 
 def read_session(path: Path, layout: str | None = None, layout_file: str | Path | None = None,
-                 segmented: bool = False, **forced: object) -> Sequence:
+                 segmented: bool = False, zeros_lost: bool | None = None,
+                 **forced: object) -> Sequence:
     """One uploaded session (.json, .npz or .parquet): label None, meta["session_id"] set; its
     axes, units and frame rate settled (model.data.conventions; a JSON or Parquet session's
     `timestamps` checked as a labelled file's are), `forced` (up, units, mirrored, fps) as
     given.
     A built-in `layout` (declared, or named by a posecoach.json in the session's folder) and
-    the manifest may declare up, units and mirrored (the manifest over the layout, the session
-    file over both), the manifest also `layout_file`. With a layout file (the argument over
-    the manifest's), a session in that layout's skeleton is mapped onto the canonical joints.
+    the manifest may declare up, units, mirrored and zeros_lost (the manifest over the layout,
+    the session file over both), the manifest also `layout_file`. With a layout file (the
+    argument over the manifest's), a session in that layout's skeleton is mapped onto the
+    canonical joints; its `zeros_lost` goes over the layout's, under the manifest's. The
+    `zeros_lost` argument goes over all of them, under the session file's own.
     A session that is one repetition (`segmented`: the argument, the file's field or the
     manifest's) has meta["segmented"] true, and is scored whole rather than cut."""
     path = Path(path)
@@ -244,10 +280,13 @@ def read_session(path: Path, layout: str | None = None, layout_file: str | Path 
                                        f"{', '.join(SESSION_READERS)})", "unknown_format")
     manifest = _manifest(path.parent, path.parent)
     layout_name = layout or manifest.get("layout")
-    fields = {**(_layout(layout_name, path) if layout_name else {}), **manifest}
     layout_file = layout_file or manifest.get(LAYOUT_FILE)
     mapping = load_layout(layout_file) if layout_file else None
-    session = with_declared(reader(path), fields)
+    fields = {**(_layout(layout_name, path) if layout_name else {}),
+              **(mapping.declared() if mapping else {}), **manifest,
+              **({} if zeros_lost is None else {ZEROS_LOST: zeros_lost})}
+    defaults = {k: fields[k] for k in (ZEROS_LOST,) if k in fields}
+    session = with_declared(reader(path, defaults), fields)
     [session] = settle([to_canonical(session, mapping) if mapping else session], forced,
                        str(path))
     if isinstance(session, SequenceError):

@@ -13,9 +13,9 @@ error). Files on an object store (s3://, gs://) are read through model.data.stor
 With references (`upload_references`: uploads of people's repetitions known to be correct),
 every repetition is decided relative to its person's (model.serve.reference).
 
-Declarations of the uploads' conventions (`declared`: up, units, mirrored, fps, layout,
-layout_file, as model.data.readers.read_session takes them) reach the reader of every file, in
-whichever process reads it; each file is its own source, settled against its own data.
+Declarations of the uploads' conventions (`declared`: up, units, mirrored, fps, zeros_lost,
+layout, layout_file, as model.data.readers.read_session takes them) reach the reader of every
+file, in whichever process reads it; each file is its own source, settled against its own data.
 """
 
 from __future__ import annotations
