@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,16 +74,27 @@ def write_bytes(uri: str | Path, data: bytes) -> str:
     local path is written as named (the OS resolves it; no resolving beforehand)."""
     fs, path = (None, str(uri)) if "://" not in str(uri) else resolve(uri)
     if fs is None or isinstance(fs, pafs.LocalFileSystem):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        _write_local(Path(path), data)
         return str(uri)
     with fs.open_output_stream(path) as stream:
         stream.write(data)
     return str(uri)
+
+
+def _write_local(target: Path, data: bytes) -> None:
+    """`data` into a hidden temporary file beside `target`, renamed onto it: its mode is what
+    the umask leaves of 0666, as for open(); the temporary file is removed if the write or the
+    rename fails (no space left, say)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(uri: str | Path, text: str) -> str:
