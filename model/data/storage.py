@@ -143,7 +143,8 @@ def list_entries(uri: str | Path) -> list[Entry]:
     directly is returned alone. Locally, links are not followed out of the folder: a link to a
     file in it is listed, a link to a folder in it is not walked (its files are listed where
     they are), and a link leading outside, a dangling link, something that is not a file (a
-    FIFO, a socket, a device) or a name that is not UTF-8 come with their problem."""
+    FIFO, a socket, a device; `uri` itself too) or a name that is not UTF-8 come with their
+    problem."""
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
@@ -151,6 +152,8 @@ def list_entries(uri: str | Path) -> list[Entry]:
     if info.type == pafs.FileType.NotFound:
         return []
     if isinstance(fs, pafs.LocalFileSystem):
+        if info.type != pafs.FileType.Directory:  # a FIFO, socket or device given directly
+            return [_file_entry(str(uri), os.stat(path))]
         return sorted(_local_entries(str(uri), path), key=lambda e: e.uri)
     found = []
     for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
@@ -164,7 +167,12 @@ def list_files(uri: str | Path, suffixes: tuple[str, ...] | None = None) -> list
     """The readable files of `list_entries(uri)` whose names end with one of `suffixes` (any
     case; all of them when None)."""
     return [e.uri for e in list_entries(uri) if e.problem is None
-            and (suffixes is None or e.uri.rsplit("/", 1)[-1].lower().endswith(suffixes))]
+            and (suffixes is None or named(e.uri, suffixes))]
+
+
+def named(uri: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether the name of `uri` (its last segment) ends with one of `suffixes` (any case)."""
+    return uri.rsplit("/", 1)[-1].lower().endswith(suffixes)
 
 
 def _hidden(inner: str) -> bool:
