@@ -4,19 +4,22 @@ scored. Every input ends as a report, a skip, a duplicate or an error record nam
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from score_fixtures import INFO, save_tiny_model
 
 import flows.score as score_module
 from flows.cmd_score import show
-from flows.score import TABLE, read_ledger, score_folder
+from flows.score import LEDGER, TABLE, OutUnusable, merge_new, read_ledger, score_folder
 from model.data.formats import write_session
 from model.data.synth import make_session
 
@@ -212,3 +215,37 @@ def no_flags(cut):
             s.results[:] = [replace(r, unsure=False, exercise_mismatch=False) for r in s.results]
         return scored
     return confident
+
+
+def test_a_merge_that_fails_for_another_reason_than_a_conflict_is_not_retried(tmp_path,
+                                                                              monkeypatch):
+    (tmp_path / TABLE).write_text("not a table")
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    with pytest.raises(OSError, match="Not a directory"):
+        merge_new(str(tmp_path / TABLE), pa.table({"key": ["a"]}), ("key",))
+    assert waits == []
+
+
+def test_a_write_that_fails_mid_run_ends_it_naming_the_folder_with_what_was_recorded(
+        model_dir, tmp_path, monkeypatch):
+    for n in range(2):
+        upload(tmp_path / "in" / f"{n}.json", seed=n, session_id=str(n))
+    out = tmp_path / "out"
+    merge, merges = score_module.merge_new, []
+
+    def disk_fills_up(uri, table, keys):  # the second session's table merge: no space left
+        merges.append(uri)
+        if len(merges) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        merge(uri, table, keys)
+
+    monkeypatch.setattr(score_module, "merge_new", disk_fills_up)
+    with pytest.raises(OutUnusable, match=f"^cannot write reports to {out}: No space left on "
+                       "device; recorded before it: 1 sessions scored, 0 error records"):
+        score_folder(str(tmp_path / "in"), str(out), model_dir, INFO, block_sessions=1,
+                     block_seconds=0)
+    assert merges[1].endswith(LEDGER) and len(ledger_rows(out)) == 1
+    monkeypatch.setattr(score_module, "merge_new", merge)
+    rerun = score_folder(str(tmp_path / "in"), str(out), model_dir, INFO)
+    assert (rerun.skipped, rerun.reports) == (1, 1) and rerun.accounted
