@@ -254,8 +254,8 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
 
 
 class OutUnusable(RuntimeError):
-    """The folder the reports go to cannot take them: a write into it failed during the run
-    (`Records.writing`)."""
+    """The folder the reports go to cannot take them: refused before the run (`check_out`), or a
+    write into it failed during the run (`Records.writing`)."""
 
 
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
@@ -268,6 +268,21 @@ def failure(exc: BaseException) -> str:
         return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
     lines = [_COLOURS.sub("", line).strip().lstrip("↳ ") for line in str(exc).splitlines()]
     return next((line for line in reversed(lines) if line), type(exc).__name__)
+
+
+def check_out(out: str) -> None:
+    """Before any work, OutUnusable saying why when the run could not write into the local folder
+    `out`: its path holds characters the Delta tables cannot take, or the folder cannot be made
+    or written (a file in its way, a read-only file system, no permission); it is made here.
+    An object-store prefix is tried by the run itself (StoreUnavailable)."""
+    problem = storage.delta_path_problem(out)
+    if problem is None:
+        try:
+            storage.writable_folder(out)
+        except OSError as exc:
+            problem = failure(exc)
+    if problem is not None:
+        raise OutUnusable(f"cannot write reports to {out}: {problem}")
 
 
 class Records:
@@ -698,11 +713,13 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
     `reference`: an upload of one person's repetitions known to be correct, or a folder of
     people's (matched to uploads by subject, a session per exercise); every repetition is then
     decided relative to its person's (model.serve.reference; ReferenceUnusable when one can't
-    be). OutUnusable when a write into `out` fails."""
+    be). OutUnusable when `out` cannot take the reports: before any work when that shows
+    (`check_out`), else when a write into it fails."""
     if reference is not None and not storage.exists(reference):
         raise ReferenceUnusable(f"reference {reference}: no such file or folder")
-    model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
+    check_out(out)
+    model_dir, info = resolve_model(dataset, version, model)
     people, caution = None, None
     if reference is not None:
         loaded = TrainedModel.load(model_dir)

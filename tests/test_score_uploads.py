@@ -16,10 +16,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from score_fixtures import INFO, save_tiny_model
+from typer.testing import CliRunner
 
 import flows.score as score_module
+from flows.cli import app
 from flows.cmd_score import show
-from flows.score import LEDGER, TABLE, OutUnusable, merge_new, read_ledger, score_folder
+from flows.score import LEDGER, TABLE, OutUnusable, check_out, merge_new, read_ledger, score_folder
 from model.data.formats import write_session
 from model.data.synth import make_session
 
@@ -215,6 +217,42 @@ def no_flags(cut):
             s.results[:] = [replace(r, unsure=False, exercise_mismatch=False) for r in s.results]
         return scored
     return confident
+
+
+def out_problem(tmp_path: Path, case: str) -> Path:
+    """An --out that cannot take the reports: a file, a folder under a file, or a path whose
+    characters deltalake reads as a URL's."""
+    (tmp_path / "file").write_text("x")
+    return tmp_path / {"a file": "file", "under a file": "file/sub", "bracket": "out[1]",
+                       "percent": "out%20x"}[case]
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("a file", "file is a file, not a folder"),
+    ("under a file", "file is a file, not a folder"),
+    ("bracket", "its path holds '['"),
+    ("percent", "its path holds '%20'"),
+])
+def test_an_out_that_cannot_take_the_reports_is_refused_before_any_work(tmp_path, case, reason):
+    out = out_problem(tmp_path, case)
+    with pytest.raises(OutUnusable) as refused:
+        check_out(str(out))
+    assert str(refused.value).startswith(f"cannot write reports to {out}: ")
+    assert reason in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    check_out(str(tmp_path / "new" / "reports"))  # a folder that can take them is made
+    assert (tmp_path / "new" / "reports").is_dir()
+
+
+@pytest.mark.parametrize("case", ["under a file", "bracket"])
+def test_the_cli_refuses_an_unusable_out_naming_it(tmp_path, prefect_api, case):
+    out = out_problem(tmp_path, case)
+    upload(tmp_path / "in" / "a.json", seed=1)
+    done = CliRunner().invoke(app, ["score", str(tmp_path / "in"), "--out", str(out)])
+    assert done.exit_code == 1 and "Traceback" not in done.output
+    said = "".join(done.output.split())  # the terminal's line breaks taken out
+    assert "".join(f"error: cannot write reports to {out}:".split()) in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "in"]
 
 
 def test_a_merge_that_fails_for_another_reason_than_a_conflict_is_not_retried(tmp_path,

@@ -9,9 +9,12 @@ write goes to a temporary file renamed into place, so a reader never sees half a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import secrets
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,45 @@ def join(base: str | Path, *parts: str) -> str:
 
 def _joined(base: str | Path, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+#: What deltalake (1.6) cannot take in a local table's path: it reads the path as a URL, so these
+#: characters make it panic ("Invalid object store url") or look elsewhere, and a %xx is decoded
+#: when the table is read but not when it is written.
+_NOT_FOR_DELTA = re.compile(r"[\x00-\x1f\x7f\[\]^|\\]|%[0-9A-Fa-f]{2}")
+
+
+def delta_path_problem(uri: str | Path) -> str | None:
+    """Why deltalake cannot keep Delta tables in the local folder `uri` (its path as deltalake
+    sees it, links resolved), or None; None for an object store."""
+    if is_remote(uri):
+        return None
+    found = _NOT_FOR_DELTA.search(resolve(uri)[1])
+    if found is None:
+        return None
+    return (f"its path holds {found.group()!r}, which deltalake cannot take in a Delta table's "
+            "path (it reads the path as a URL); choose a folder without [ ] ^ | \\, %xx or "
+            "control characters")
+
+
+def writable_folder(uri: str | Path) -> None:
+    """Make the local folder `uri` (and its parents) unless it is there, and create a file in it
+    (removed at once): OSError saying why it cannot hold files (a file in its way, a read-only
+    file system, no permission). Nothing for an object store, whose prefixes need no making."""
+    if is_remote(uri):
+        return
+    path = Path(resolve(uri)[1])
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{above} is a file, not a folder")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:  # the reason, not the name of a file that was never there
+        raise OSError(exc.errno, exc.strerror) from exc
 
 
 def exists(uri: str | Path) -> bool:
