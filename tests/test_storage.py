@@ -1,5 +1,6 @@
-"""Local writes through model/data/storage.py: files come out with the mode a plain open() gives
-them (the umask's), and a write that fails leaves no temporary file behind."""
+"""Local files through model/data/storage.py: files come out with the mode a plain open() gives
+them (the umask's), a write that fails leaves no temporary file behind, and the folders whose
+path deltalake would misread are told apart from those it takes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import stat
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from model.data import storage
 from model.data.formats import write_session
@@ -36,3 +39,21 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError):
         storage.write_text(taken, "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize("name", ["my reports", "out#1", "out?x", "réports", "100%", "a%zz"])
+def test_a_folder_deltalake_takes_is_not_refused(tmp_path, name):
+    table = str(tmp_path / name / "t")
+    assert storage.delta_path_problem(tmp_path / name) is None
+    write_deltalake(table, pa.table({"a": [1]}))
+    assert DeltaTable(table).to_pyarrow_table().num_rows == 1
+    assert (tmp_path / name / "t" / "_delta_log").is_dir()
+
+
+@pytest.mark.parametrize("name", ["out[1]", "out]", "a^b", "a|b", "a\\b", "tab\there",
+                                  "out%20x", "a%2Fb"])
+def test_a_folder_deltalake_would_misread_is_refused_also_through_a_link(tmp_path, name):
+    assert storage.delta_path_problem(tmp_path / name).startswith("its path holds ")
+    (tmp_path / name).mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / name)  # deltalake resolves links
+    assert storage.delta_path_problem(tmp_path / "link" / "reports") is not None
