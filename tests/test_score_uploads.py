@@ -82,6 +82,14 @@ def test_odd_entries_are_error_records_and_the_rest_is_scored(model_dir, tmp_pat
     assert len(errors) == len(kinds)
 
 
+def test_a_fifo_scored_by_its_own_name_is_an_error_record_and_never_opened(model_dir, tmp_path):
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)
+    summary = score_folder(str(pipe), str(tmp_path / "out"), model_dir, INFO)
+    assert [(e["input"], e["kind"]) for e in summary.error_records] == [(str(pipe), "not_a_file")]
+    assert (summary.sessions, summary.errors) == (1, 1) and summary.accounted
+
+
 def test_a_repetition_that_cannot_be_scored_is_counted_apart(model_dir, tmp_path,
                                                             monkeypatch, capsys):
     upload(tmp_path / "in" / "a.json", seed=3, session_id="a")
