@@ -91,7 +91,7 @@ def score(
     timestamps) are settled against its own data, as `posecoach ingest` does; one the data
     contradicts is an error record. With --reference, a repetition is judged correct relative
     to its person's own correct ones."""
-    from flows.score import StoreUnavailable, score_flow
+    from flows.score import OutUnusable, StoreUnavailable, score_flow
     from model.data.readers import checked_declarations
     from model.serve.reference import ReferenceUnusable
     from registry.versions import RegistryError
@@ -107,7 +107,8 @@ def score(
             result = score_flow(path=path, dataset=dataset, version=version, out=out,
                                 model=model, html=not no_html, progress=not as_json,
                                 declared=declared, reference=reference)
-    except (RegistryError, StoreUnavailable, FileNotFoundError, ReferenceUnusable) as exc:
+    except (RegistryError, StoreUnavailable, FileNotFoundError, ReferenceUnusable,
+            OutUnusable) as exc:
         fail(str(exc))
     emit(result, as_json, show)
     if not result["accounted"]:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, Field, write_deltalake
-from deltalake.exceptions import DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from prefect import flow, task
 from prefect.cache_policies import NONE
 from rich.progress import Progress
@@ -198,7 +199,8 @@ def create_empty(uri: str, schema: pa.Schema) -> None:
 
 def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
     """Insert the rows of `table` whose keys `uri` does not hold yet (creating the table empty
-    when there is none), retried when a concurrent writer commits first."""
+    when there is none), retried when a concurrent writer commits first (a commit conflict);
+    any other failure (no space left, say) is raised at once."""
     on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     for attempt in range(MERGE_TRIES):
         try:
@@ -208,10 +210,10 @@ def merge_new(uri: str, table: pa.Table, keys: tuple[str, ...]) -> None:
              .merge(table, on, source_alias="s", target_alias="t")
              .when_not_matched_insert_all().execute())
             return
-        except (DeltaError, OSError) as exc:
+        except CommitFailedError as exc:
             if attempt == MERGE_TRIES - 1:
-                raise DeltaError(f"{uri}: still conflicting after {MERGE_TRIES} tries: {exc}"
-                                 ) from exc
+                raise DeltaError(f"{uri}: still conflicting with other writers after "
+                                 f"{MERGE_TRIES} tries: {exc}") from exc
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
 
 
@@ -251,6 +253,38 @@ def _table(rows: list[dict], info: ModelInfo, scored_at: str) -> pa.Table:
     return pa.table(data)
 
 
+class OutUnusable(RuntimeError):
+    """The folder the reports go to cannot take them: refused before the run (`check_out`), or a
+    write into it failed during the run (`Records.writing`)."""
+
+
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure(exc: BaseException) -> str:
+    """Why a write failed, in a line: an OSError's own words (and its file), else the last line
+    of the message (deltalake's name their causes one per line, the innermost last)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    lines = [_COLOURS.sub("", line).strip().lstrip("↳ ") for line in str(exc).splitlines()]
+    return next((line for line in reversed(lines) if line), type(exc).__name__)
+
+
+def check_out(out: str) -> None:
+    """Before any work, OutUnusable saying why when the run could not write into the local folder
+    `out`: its path holds characters the Delta tables cannot take, or the folder cannot be made
+    or written (a file in its way, a read-only file system, no permission); it is made here.
+    An object-store prefix is tried by the run itself (StoreUnavailable)."""
+    problem = storage.delta_path_problem(out)
+    if problem is None:
+        try:
+            storage.writable_folder(out)
+        except OSError as exc:
+            problem = failure(exc)
+    if problem is not None:
+        raise OutUnusable(f"cannot write reports to {out}: {problem}")
+
+
 class Records:
     """The run's records, brought up to date in blocks: repetitions table, ledger, errors."""
 
@@ -282,20 +316,36 @@ class Records:
         if time.perf_counter() - self.last >= self.block_seconds:
             self.flush()
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A write into the local out folder that fails (no space left, the folder read-only
+        or gone) ends the run with OutUnusable naming the folder, the reason and what the run
+        has recorded; on an object store, store_errors tells."""
+        try:
+            yield
+        except (OSError, DeltaError) as exc:
+            if storage.is_remote(self.out):
+                raise
+            raise OutUnusable(
+                f"cannot write reports to {self.out}: {failure(exc)}; recorded before it: "
+                f"{len(self.reports)} sessions scored, {len(self.error_records)} error "
+                "records; the next run scores the rest again") from exc
+
     def flush(self) -> None:
         """Merge the pending repetitions, then the ledger (so a crash between the two leaves a
         session to rescore, never a ledger entry without its rows), then the errors."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        if self.rows:
-            merge_new(storage.join(self.out, TABLE), _table(self.rows, self.info, now),
-                      ("key", "rep"))
-        if self.ledger:
-            ledger = pa.Table.from_pylist([{**e, "time": now, "model": self.info.name,
-                                            "model_version": self.info.version}
-                                           for e in self.ledger])
-            merge_new(storage.join(self.out, LEDGER), ledger, ("key",))
         errors = [{**e, "time": now} for e in self.errors]
-        append_jsonl(storage.join(self.out, ERRORS), errors)
+        with self.writing():
+            if self.rows:
+                merge_new(storage.join(self.out, TABLE), _table(self.rows, self.info, now),
+                          ("key", "rep"))
+            if self.ledger:
+                ledger = pa.Table.from_pylist([{**e, "time": now, "model": self.info.name,
+                                                "model_version": self.info.version}
+                                               for e in self.ledger])
+                merge_new(storage.join(self.out, LEDGER), ledger, ("key",))
+            append_jsonl(storage.join(self.out, ERRORS), errors)
         self.scored += self.rows
         self.reports += [e["report"] for e in self.ledger]
         self.summaries |= {e["key"]: e["summary"] for e in self.ledger}
@@ -594,8 +644,9 @@ def score_folder(path: str, out: str, model_dir: Path, info: ModelInfo, html: bo
     run = plan(path, out, info)
     records = score_all(run, model_dir, out, info, html, block_sessions, block_seconds,
                         progress, declared, references)
-    page = overview(out, info, records) if html else None
-    review = write_review(out, run_name(), records.scored)
+    with records.writing():
+        page = overview(out, info, records) if html else None
+        review = write_review(out, run_name(), records.scored)
     scored = [r for r in records.scored if r.get("error") is None]
     labels = Counter("unsure" if r.get("unsure") else r.get("label") for r in scored)
     return ScoreSummary(
@@ -635,7 +686,7 @@ def _io_error(exc: BaseException | None) -> OSError | None:
 
 @contextmanager
 def store_errors(path: str, out: str) -> Iterator[None]:
-    """An I/O error on an object store (after pyarrow's and the merges' retries) becomes
+    """An I/O error on an object store (after pyarrow's and deltalake's own retries) becomes
     StoreUnavailable naming the endpoint; a missing path and local errors pass unchanged."""
     try:
         yield
@@ -662,11 +713,13 @@ def score_flow(path: str, dataset: str = "ec3d", version: str | None = None,
     `reference`: an upload of one person's repetitions known to be correct, or a folder of
     people's (matched to uploads by subject, a session per exercise); every repetition is then
     decided relative to its person's (model.serve.reference; ReferenceUnusable when one can't
-    be)."""
+    be). OutUnusable when `out` cannot take the reports: before any work when that shows
+    (`check_out`), else when a write into it fails."""
     if reference is not None and not storage.exists(reference):
         raise ReferenceUnusable(f"reference {reference}: no such file or folder")
-    model_dir, info = resolve_model(dataset, version, model)
     out = out or get_settings().reports
+    check_out(out)
+    model_dir, info = resolve_model(dataset, version, model)
     people, caution = None, None
     if reference is not None:
         loaded = TrainedModel.load(model_dir)

@@ -4,6 +4,8 @@ scored), the decision and its probabilities, score() and the score flow with a r
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,6 +200,31 @@ def test_the_reference_of_an_upload_is_its_median_log_odds(model, tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ReferenceUnusable, match="broken.json"):
         upload_reference(model, str(broken))
+
+
+def encrypted(path: Path) -> Path:
+    """An NPZ session whose members say they are encrypted (the zip flag bit set)."""
+    raw = bytearray(write_session(squats(["correct"] * 3, 6), path.with_suffix(".src.npz"))
+                    .read_bytes())
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at >= 0:
+            raw[at + flags] |= 1
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("hostile", ["encrypted.npz", "fifo.json"])
+def test_a_reference_that_cannot_be_read_is_unusable_naming_it(model, tmp_path, hostile):
+    path = tmp_path / "ref" / hostile
+    path.parent.mkdir()
+    if hostile == "fifo.json":
+        os.mkfifo(path)
+    else:
+        encrypted(path)
+    with pytest.raises(ReferenceUnusable, match=f"^reference {re.escape(str(path))}: .+"):
+        upload_references(model, str(path))
 
 
 def test_the_flow_keeps_runs_against_different_references_apart(model_dir, tmp_path):

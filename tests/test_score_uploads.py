@@ -4,19 +4,24 @@ scored. Every input ends as a report, a skip, a duplicate or an error record nam
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from score_fixtures import INFO, save_tiny_model
+from typer.testing import CliRunner
 
 import flows.score as score_module
+from flows.cli import app
 from flows.cmd_score import show
-from flows.score import TABLE, read_ledger, score_folder
+from flows.score import LEDGER, TABLE, OutUnusable, check_out, merge_new, read_ledger, score_folder
 from model.data.formats import write_session
 from model.data.synth import make_session
 
@@ -75,6 +80,14 @@ def test_odd_entries_are_error_records_and_the_rest_is_scored(model_dir, tmp_pat
     assert summary.accounted
     errors = (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()
     assert len(errors) == len(kinds)
+
+
+def test_a_fifo_scored_by_its_own_name_is_an_error_record_and_never_opened(model_dir, tmp_path):
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)
+    summary = score_folder(str(pipe), str(tmp_path / "out"), model_dir, INFO)
+    assert [(e["input"], e["kind"]) for e in summary.error_records] == [(str(pipe), "not_a_file")]
+    assert (summary.sessions, summary.errors) == (1, 1) and summary.accounted
 
 
 def test_a_repetition_that_cannot_be_scored_is_counted_apart(model_dir, tmp_path,
@@ -212,3 +225,73 @@ def no_flags(cut):
             s.results[:] = [replace(r, unsure=False, exercise_mismatch=False) for r in s.results]
         return scored
     return confident
+
+
+def out_problem(tmp_path: Path, case: str) -> Path:
+    """An --out that cannot take the reports: a file, a folder under a file, or a path whose
+    characters deltalake reads as a URL's."""
+    (tmp_path / "file").write_text("x")
+    return tmp_path / {"a file": "file", "under a file": "file/sub", "bracket": "out[1]",
+                       "percent": "out%20x"}[case]
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("a file", "file is a file, not a folder"),
+    ("under a file", "file is a file, not a folder"),
+    ("bracket", "its path holds '['"),
+    ("percent", "its path holds '%20'"),
+])
+def test_an_out_that_cannot_take_the_reports_is_refused_before_any_work(tmp_path, case, reason):
+    out = out_problem(tmp_path, case)
+    with pytest.raises(OutUnusable) as refused:
+        check_out(str(out))
+    assert str(refused.value).startswith(f"cannot write reports to {out}: ")
+    assert reason in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    check_out(str(tmp_path / "new" / "reports"))  # a folder that can take them is made
+    assert (tmp_path / "new" / "reports").is_dir()
+
+
+@pytest.mark.parametrize("case", ["under a file", "bracket"])
+def test_the_cli_refuses_an_unusable_out_naming_it(tmp_path, prefect_api, case):
+    out = out_problem(tmp_path, case)
+    upload(tmp_path / "in" / "a.json", seed=1)
+    done = CliRunner().invoke(app, ["score", str(tmp_path / "in"), "--out", str(out)])
+    assert done.exit_code == 1 and "Traceback" not in done.output
+    said = "".join(done.output.split())  # the terminal's line breaks taken out
+    assert "".join(f"error: cannot write reports to {out}:".split()) in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "in"]
+
+
+def test_a_merge_that_fails_for_another_reason_than_a_conflict_is_not_retried(tmp_path,
+                                                                              monkeypatch):
+    (tmp_path / TABLE).write_text("not a table")
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    with pytest.raises(OSError, match="Not a directory"):
+        merge_new(str(tmp_path / TABLE), pa.table({"key": ["a"]}), ("key",))
+    assert waits == []
+
+
+def test_a_write_that_fails_mid_run_ends_it_naming_the_folder_with_what_was_recorded(
+        model_dir, tmp_path, monkeypatch):
+    for n in range(2):
+        upload(tmp_path / "in" / f"{n}.json", seed=n, session_id=str(n))
+    out = tmp_path / "out"
+    merge, merges = score_module.merge_new, []
+
+    def disk_fills_up(uri, table, keys):  # the second session's table merge: no space left
+        merges.append(uri)
+        if len(merges) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        merge(uri, table, keys)
+
+    monkeypatch.setattr(score_module, "merge_new", disk_fills_up)
+    with pytest.raises(OutUnusable, match=f"^cannot write reports to {out}: No space left on "
+                       "device; recorded before it: 1 sessions scored, 0 error records"):
+        score_folder(str(tmp_path / "in"), str(out), model_dir, INFO, block_sessions=1,
+                     block_seconds=0)
+    assert merges[1].endswith(LEDGER) and len(ledger_rows(out)) == 1
+    monkeypatch.setattr(score_module, "merge_new", merge)
+    rerun = score_folder(str(tmp_path / "in"), str(out), model_dir, INFO)
+    assert (rerun.skipped, rerun.reports) == (1, 1) and rerun.accounted

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model.collector import collector_paused
+from model.data import storage
 from model.data.limits import (
     MIB,
     TOO_LARGE,
@@ -234,12 +235,8 @@ def _fields(seq: Sequence, session: bool) -> dict:
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    storage.write_bytes(path, data)
+    return Path(path)
 
 
 #: Integers orjson reads exactly; beyond them it reads floats, where the standard library's ints.

@@ -9,8 +9,11 @@ write goes to a temporary file renamed into place, so a reader never sees half a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +67,45 @@ def _joined(base: str | Path, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+#: What deltalake (1.6) cannot take in a local table's path: it reads the path as a URL, so these
+#: characters make it panic ("Invalid object store url") or look elsewhere, and a %xx is decoded
+#: when the table is read but not when it is written.
+_NOT_FOR_DELTA = re.compile(r"[\x00-\x1f\x7f\[\]^|\\]|%[0-9A-Fa-f]{2}")
+
+
+def delta_path_problem(uri: str | Path) -> str | None:
+    """Why deltalake cannot keep Delta tables in the local folder `uri` (its path as deltalake
+    sees it, links resolved), or None; None for an object store."""
+    if is_remote(uri):
+        return None
+    found = _NOT_FOR_DELTA.search(resolve(uri)[1])
+    if found is None:
+        return None
+    return (f"its path holds {found.group()!r}, which deltalake cannot take in a Delta table's "
+            "path (it reads the path as a URL); choose a folder without [ ] ^ | \\, %xx or "
+            "control characters")
+
+
+def writable_folder(uri: str | Path) -> None:
+    """Make the local folder `uri` (and its parents) unless it is there, and create a file in it
+    (removed at once): OSError saying why it cannot hold files (a file in its way, a read-only
+    file system, no permission). Nothing for an object store, whose prefixes need no making."""
+    if is_remote(uri):
+        return
+    path = Path(resolve(uri)[1])
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{above} is a file, not a folder")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:  # the reason, not the name of a file that was never there
+        raise OSError(exc.errno, exc.strerror) from exc
+
+
 def exists(uri: str | Path) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -74,16 +116,27 @@ def write_bytes(uri: str | Path, data: bytes) -> str:
     local path is written as named (the OS resolves it; no resolving beforehand)."""
     fs, path = (None, str(uri)) if "://" not in str(uri) else resolve(uri)
     if fs is None or isinstance(fs, pafs.LocalFileSystem):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        _write_local(Path(path), data)
         return str(uri)
     with fs.open_output_stream(path) as stream:
         stream.write(data)
     return str(uri)
+
+
+def _write_local(target: Path, data: bytes) -> None:
+    """`data` into a hidden temporary file beside `target`, renamed onto it: its mode is what
+    the umask leaves of 0666, as for open(); the temporary file is removed if the write or the
+    rename fails (no space left, say)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(uri: str | Path, text: str) -> str:
@@ -132,7 +185,8 @@ def list_entries(uri: str | Path) -> list[Entry]:
     directly is returned alone. Locally, links are not followed out of the folder: a link to a
     file in it is listed, a link to a folder in it is not walked (its files are listed where
     they are), and a link leading outside, a dangling link, something that is not a file (a
-    FIFO, a socket, a device) or a name that is not UTF-8 come with their problem."""
+    FIFO, a socket, a device; `uri` itself too) or a name that is not UTF-8 come with their
+    problem."""
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
@@ -140,6 +194,8 @@ def list_entries(uri: str | Path) -> list[Entry]:
     if info.type == pafs.FileType.NotFound:
         return []
     if isinstance(fs, pafs.LocalFileSystem):
+        if info.type != pafs.FileType.Directory:  # a FIFO, socket or device given directly
+            return [_file_entry(str(uri), os.stat(path))]
         return sorted(_local_entries(str(uri), path), key=lambda e: e.uri)
     found = []
     for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
@@ -153,7 +209,12 @@ def list_files(uri: str | Path, suffixes: tuple[str, ...] | None = None) -> list
     """The readable files of `list_entries(uri)` whose names end with one of `suffixes` (any
     case; all of them when None)."""
     return [e.uri for e in list_entries(uri) if e.problem is None
-            and (suffixes is None or e.uri.rsplit("/", 1)[-1].lower().endswith(suffixes))]
+            and (suffixes is None or named(e.uri, suffixes))]
+
+
+def named(uri: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether the name of `uri` (its last segment) ends with one of `suffixes` (any case)."""
+    return uri.rsplit("/", 1)[-1].lower().endswith(suffixes)
 
 
 def _hidden(inner: str) -> bool:

@@ -138,19 +138,22 @@ def score_uploads(model: TrainedModel, uris: Iterable[str], batch_size: int = BA
 def upload_reference(model: TrainedModel, uri: str, declared: dict | None = None) -> Reference:
     """The Reference of an upload whose repetitions are all known to be correct: read, cut and
     classified; identified by the file's SHA-256, its person by the session's subject.
-    ReferenceUnusable naming the file when it cannot be read or cut, or when the model has no
-    fitted cut."""
+    ReferenceUnusable naming the file when it cannot be read or cut, whatever the reason (the
+    reason of an unexpected error with its type, as a `failed` upload's), or when the model has
+    no fitted cut."""
     reference_cut(model.meta)
     try:
         session = read_upload(uri, declared)
         reps = cut_session(model, session)
         poses, _ = normalize_valid(model, reps)
+        digest = storage.sha256(uri)
     except SequenceError as exc:
         message = str(exc) if str(exc).startswith(uri) else f"{uri}: {exc}"
         raise ReferenceUnusable(f"reference {message}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, never a traceback
+        raise ReferenceUnusable(f"reference {uri}: {type(exc).__name__}: {exc}") from exc
     return reference_of(model.infer(poses).log_probs, [tuple(c) for c in model.classes],
-                        [r.exercise for r in reps], storage.sha256(uri), uri,
-                        str(session.subject))
+                        [r.exercise for r in reps], digest, uri, str(session.subject))
 
 
 def upload_references(model: TrainedModel, uri: str, declared: dict | None = None
@@ -159,7 +162,7 @@ def upload_references(model: TrainedModel, uri: str, declared: dict | None = Non
     of people (a person's sessions of different exercises together), each judging the uploads of
     its subject; others are judged without one. ReferenceUnusable naming the file(s) when one is
     unusable, when two hold one person's same exercise, or when there is none."""
-    files = storage.list_files(uri, tuple(SESSION_READERS))
+    files = _reference_files(uri)
     if files == [str(uri)]:
         return References(everyone=upload_reference(model, uri, declared))
     if not files:
@@ -177,6 +180,20 @@ def upload_references(model: TrainedModel, uri: str, declared: dict | None = Non
         people[mine.subject] = (mine if mine.subject not in people
                                 else people[mine.subject].joined(mine))
     return References(by_subject=people)
+
+
+def _reference_files(uri: str) -> list[str]:
+    """The session files `uri` is or holds; ReferenceUnusable naming it when it cannot be listed
+    or is no file to read (a FIFO, say)."""
+    try:
+        entries = storage.list_entries(uri)
+    except OSError as exc:
+        raise ReferenceUnusable(f"reference {uri}: {exc.strerror or exc}") from exc
+    refused = [e.problem[1] for e in entries if e.uri == str(uri) and e.problem is not None]
+    if refused:
+        raise ReferenceUnusable(f"reference {uri}: {refused[0]}")
+    return [e.uri for e in entries
+            if e.problem is None and storage.named(e.uri, tuple(SESSION_READERS))]
 
 
 _WORKER_MODEL: TrainedModel | None = None
