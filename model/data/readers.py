@@ -13,10 +13,13 @@ units and mirroring are settled against its data (model.data.conventions).
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from model.data import storage
 from model.data.conventions import checked_forced, settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
@@ -83,12 +86,42 @@ def _manifest(folder: Path, root: Path) -> dict:
             if not isinstance(doc, dict):
                 raise SequenceError(str(candidate), "manifest is not a JSON object",
                                     "bad_manifest")
-            if isinstance(doc.get(LAYOUT_FILE), str):  # relative to the manifest's folder
-                doc[LAYOUT_FILE] = str(d / doc[LAYOUT_FILE])
+            if LAYOUT_FILE in doc:
+                doc[LAYOUT_FILE] = _manifest_layout_file(doc[LAYOUT_FILE], candidate)
             return doc
         if d == root:
             break
     return {}
+
+
+def _manifest_layout_file(name: object, manifest: Path) -> str:
+    """The layout file a manifest names: a relative name of a regular file inside the manifest's
+    folder (links resolved). The manifest comes with the uploads, so it is data: an absolute
+    path, a `..` or a link out of the folder is refused (bad_manifest), naming no file outside
+    it, and so is anything but a regular file (a FIFO or a device would never end)."""
+    src, folder = str(manifest), manifest.parent
+    if not isinstance(name, str) or not name.strip():
+        raise SequenceError(src, "layout_file is not a file name (text)", "bad_manifest")
+    if os.path.isabs(name):
+        raise SequenceError(src, "layout_file is an absolute path; name a file in the "
+                                 "manifest's folder, relative to it", "bad_manifest")
+    try:
+        path = storage.join(folder, name)
+    except ValueError as e:
+        raise SequenceError(src, "layout_file is not a plain name relative to the manifest's "
+                                 "folder (no '.' or '..' parts, no backslash)",
+                            "bad_manifest") from e
+    if not storage.inside(path, folder):
+        raise SequenceError(src, "layout_file leads out of the manifest's folder (a link); "
+                                 "a layout file named by a manifest is read only inside it",
+                            "bad_manifest")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise SequenceError(path, "no such layout file", "unreadable") from e
+    if not stat.S_ISREG(mode):
+        raise SequenceError(path, "the layout file is not a regular file", "unreadable")
+    return path
 
 
 def _layout(name: str, source: Path) -> dict:
