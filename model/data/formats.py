@@ -289,7 +289,7 @@ def _json_value(text: bytes, src: str) -> object:
         raise SequenceError(src, f"not valid JSON ({e})", "bad_json") from e
 
 
-def _load_json(path: Path) -> object:
+def load_json(path: Path) -> object:
     """A JSON document (gzip'd when named .gz), its size bounded by the input limits."""
     return _json_value(read_bytes_bounded(path), str(path))
 
@@ -305,7 +305,7 @@ def write_sequences_json(seqs: list[Sequence], path: Path) -> Path:
 
 
 def read_sequences_json(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict):
         raise SequenceError(str(path), "expected a JSON object (one sequence, or 'sequences')",
                             "bad_layout")
@@ -567,7 +567,7 @@ def write_session(seq: Sequence, path: Path) -> Path:
 
 
 def _read_session_json(path: Path) -> Sequence:
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict) or "poses" not in doc:
         raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
     fields = {k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}

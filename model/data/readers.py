@@ -12,11 +12,11 @@ units and mirroring are settled against its data (model.data.conventions).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from model.data import storage
@@ -28,6 +28,7 @@ from model.data.formats import (
     SESSION_READERS,
     ZEROS_LOST,
     flag,
+    load_json,
     number_field,
     read_sequence_csv,
     read_sequence_npz,
@@ -39,6 +40,7 @@ from model.data.sequence import Sequence, SequenceError
 MANIFEST = "posecoach.json"
 LAYOUT_FILE = "layout_file"
 DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, "pattern")
+MANIFEST_KEYS = (*DECLARABLE, SEGMENTED)  # what a manifest may declare; other keys are ignored
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
@@ -74,24 +76,49 @@ def _suffix(path: Path) -> str:
 
 
 def _manifest(folder: Path, root: Path) -> dict:
-    """The nearest posecoach.json from `folder` up to `root`; {} when there is none."""
+    """The declarations of the nearest posecoach.json from `folder` up to `root`; {} when there
+    is none."""
     for d in (folder, *folder.parents):
         candidate = d / MANIFEST
         if candidate.is_file():
-            try:
-                doc = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SequenceError(str(candidate), f"manifest is not readable JSON ({e})",
-                                    "bad_manifest") from e
-            if not isinstance(doc, dict):
-                raise SequenceError(str(candidate), "manifest is not a JSON object",
-                                    "bad_manifest")
-            if LAYOUT_FILE in doc:
-                doc[LAYOUT_FILE] = _manifest_layout_file(doc[LAYOUT_FILE], candidate)
-            return doc
+            return _manifest_at(candidate)
         if d == root:
             break
     return {}
+
+
+def _manifest_at(path: Path) -> dict:
+    """The declarations of the manifest at `path` (parsed once per version of it), its layout
+    file checked on every call (that file may come and go)."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise SequenceError(str(path), f"manifest is not readable ({e.strerror})",
+                            "bad_manifest") from e
+    found = _parsed_manifest(str(path), info.st_mtime_ns, info.st_size)
+    if isinstance(found, SequenceError):
+        raise SequenceError(found.source, found.reason, found.kind)  # a fresh one each time
+    doc = dict(found)
+    if LAYOUT_FILE in doc:
+        doc[LAYOUT_FILE] = _manifest_layout_file(doc[LAYOUT_FILE], path)
+    return doc
+
+
+@lru_cache(maxsize=64)
+def _parsed_manifest(path: str, mtime_ns: int, size: int) -> dict | SequenceError:
+    """What the manifest at `path` declares (MANIFEST_KEYS), as of its modification time and
+    size, or why it cannot be used: read once per process and version, as every session of a
+    folder shares it, and bounded by the input limits as any JSON is (model.data.limits). The
+    error is kept without a traceback, so no frame of the read stays in memory."""
+    try:
+        doc = load_json(Path(path))
+    except SequenceError as e:
+        reason, kind = (f"manifest is {e.reason}", "bad_manifest") if e.kind == "bad_json" else (
+            e.reason, e.kind)
+        return SequenceError(path, reason, kind)
+    if not isinstance(doc, dict):
+        return SequenceError(path, "manifest is not a JSON object", "bad_manifest")
+    return {k: doc[k] for k in MANIFEST_KEYS if k in doc}
 
 
 def _manifest_layout_file(name: object, manifest: Path) -> str:
