@@ -89,7 +89,7 @@ def _json_with_poses(poses_text: bytes) -> bytes:
                                    b"[[0],[0]]," * 3 + b"[[0],[0]]", b'[" 0, 0, 0, 0"],[]'])
 def test_json_with_more_lists_than_poses_hold_is_refused_before_parsing(
         tmp_path, monkeypatch, poses) -> None:
-    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
     monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
     session = tmp_path / "lists.json"
     session.write_bytes(_json_with_poses(b"[" + poses + b"]"))
@@ -101,13 +101,43 @@ def test_json_with_more_lists_than_poses_hold_is_refused_before_parsing(
     assert isinstance(refused, SequenceError) and refused.kind == "too_large"
 
 
+POSES_OF_NUMBERS = b"[[0,0,0],[0,0,0],[0,0,0]]," * 20  # 81 lists for 180 numbers
+
+
+@pytest.mark.parametrize("filler", [b"{}", b'"a"', b'{"a":0}'])
+def test_json_with_more_objects_or_strings_than_poses_hold_is_refused_before_parsing(
+        tmp_path, monkeypatch, filler) -> None:
+    """Objects and strings cost a parser as much as lists do: counted with them."""
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
+    monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
+    session = tmp_path / "filled.json"
+    session.write_bytes(_json_with_poses(b"[" + POSES_OF_NUMBERS + b",".join([filler] * 40)
+                                         + b"]"))
+    with pytest.raises(SequenceError) as err:
+        read_session(session)
+    assert err.value.kind == "too_large" and "objects and strings" in err.value.reason
+
+
+def test_json_with_more_numbers_than_the_limits_hold_is_refused_before_parsing(
+        tmp_path, monkeypatch) -> None:
+    seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
+    path = write_sequences_json([seq], tmp_path / "one.json")
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
+    monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_VALUES", str(seq.poses.size // 2))
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_FRAMES", str(seq.n_frames))
+    (refused,) = iter_sequences(tmp_path)
+    assert refused.kind == "too_large" and "JSON numbers" in refused.reason
+    assert str(path) in str(refused)
+
+
 @pytest.mark.parametrize("dump", [
     lambda doc: json.dumps(doc).encode(),
     lambda doc: json.dumps(doc, indent=2).encode(),
     lambda doc: json.dumps(doc, separators=(",", ":")).encode(),
 ])
 def test_json_poses_pass_the_list_count_however_written(tmp_path, monkeypatch, dump) -> None:
-    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
     seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
     poses = np.asarray(seq.poses, dtype=np.float64)
     poses[::7, 3] = np.nan  # lost joints: null, and NaN as the standard library writes it

@@ -40,7 +40,7 @@ from model.data.limits import (
     MIB,
     TOO_LARGE,
     check_file_size,
-    check_json_lists,
+    check_json_values,
     check_poses_size,
     input_limits,
     read_bytes_bounded,
@@ -272,9 +272,9 @@ def _json_value(text: bytes, src: str) -> object:
     """The JSON document in `text`, parsed by orjson (several times faster on the nested lists
     of poses); regular poses come back as arrays. A document orjson refuses (NaN, UTF-16,
     nested over 1,024 deep, ...) or may have read differently (integers over 64 bits) is parsed
-    again by the standard library, whose reading stands. Text with more lists than poses of its
-    values hold is refused before either parses it (model.data.limits.check_json_lists)."""
-    check_json_lists(src, text)
+    again by the standard library, whose reading stands. Text with more values than the limits'
+    poses hold is refused before either parses it (model.data.limits.check_json_values)."""
+    check_json_values(src, text)
     try:
         doc = _parsed(orjson.loads, text)
         if not _wide_number(doc):
