@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import gzip
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -143,6 +147,36 @@ def test_a_parquet_upload_of_no_rows_is_a_session_of_no_frames(tmp_path):
     with pytest.raises(SequenceError) as err:
         validate(back)
     assert err.value.kind == "too_few_frames" and str(path) in str(err.value)
+
+
+def _parquet_with_first_column(path: Path, make: Callable[[pa.Array], pa.Array]) -> Path:
+    """A Parquet session whose first coordinate column is `make` of what it was."""
+    seq, _ = make_session("u5", "squat", ["correct"], seed=1)
+    table = pq.read_table(write_session(seq, path))
+    first = table.column(0).combine_chunks()
+    pq.write_table(table.set_column(0, table.field(0).name, make(first)), path)
+    return path
+
+
+@pytest.mark.parametrize("make, shown", [
+    (lambda a: a.cast(pa.string()), "string"),
+    (lambda a: pa.array(["1" * 1000] * len(a)).dictionary_encode(), "dictionary<values=string"),
+    (lambda a: pa.array([True] * len(a)), "bool"),
+    (lambda a: pa.array([decimal.Decimal("1.5")] * len(a)), "decimal128(2, 1)"),
+    (lambda a: pa.array([[1.0, 2.0]] * len(a)), "list<element: double>"),
+    (lambda a: pa.array([datetime.datetime(2020, 1, 1)] * len(a)), "timestamp[us]"),
+])
+def test_a_parquet_column_of_no_numbers_is_refused_before_any_data_is_read(
+        tmp_path, monkeypatch, make, shown):
+    """A string column on every row (a dictionary of one long string, say) decodes to far more
+    than its footer says: the schema is checked first, naming the column and its type."""
+    path = _parquet_with_first_column(tmp_path / "s.parquet", make)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *_, **__: pytest.fail("data was read"))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "bad_dtype" and str(path) in str(err.value)
+    assert f"column nose_x is {shown}" in err.value.reason
+    assert ("'timestamps'" in err.value.reason) == shown.startswith("timestamp")
 
 
 @pytest.mark.parametrize("number, kind", [(b"1" + b"0" * 400, "bad_field"),

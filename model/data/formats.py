@@ -587,6 +587,45 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
                     sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
 
 
+def _parquet_fields(schema: pa.Schema, src: str) -> dict:
+    """The session's fields: the JSON object under the schema metadata key `posecoach`."""
+    raw = (schema.metadata or {}).get(PARQUET_META_KEY)
+    fields = _json_value(raw, src) if raw else {}
+    if not isinstance(fields, dict):
+        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
+                                 "object", "bad_layout")
+    return fields
+
+
+def _is_number_type(kind: pa.DataType) -> bool:
+    """Floats or integers, or a dictionary of them: at most 8 bytes a value once decoded."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_floating(kind) or pa.types.is_integer(kind)
+
+
+def _checked_columns(schema: pa.Schema, skeleton: object, src: str) -> list[str]:
+    """The coordinate columns of the skeleton, when the schema holds them in order, each of
+    numbers (floats or integers); SequenceError naming the first that is not, and its type.
+    Checked before any data is read: decoded, the columns then take at most rows x columns x 8
+    bytes, which the footer's check bounds by max_values float64s."""
+    try:
+        expected = coordinate_columns(str(skeleton))
+    except ValueError as e:
+        raise SequenceError(src, f"unknown or missing skeleton {skeleton!r:.80}",
+                            "unknown_skeleton") from e
+    if schema.names != expected:
+        raise SequenceError(src, f"columns are not skeleton {skeleton!r:.80}'s joint_x, joint_y, "
+                                 "joint_z in order", "bad_header")
+    for field in schema:
+        if not _is_number_type(field.type):
+            hint = ("; frame times go under 'timestamps' in the fields (seconds)"
+                    if pa.types.is_temporal(field.type) else "")
+            raise SequenceError(src, f"column {field.name} is {field.type}, not numbers "
+                                     f"(coordinates are floats or integers){hint}", "bad_dtype")
+    return expected
+
+
 def _read_session_parquet(path: Path) -> Sequence:
     src = str(path)
     check_file_size(path)
@@ -594,29 +633,18 @@ def _read_session_parquet(path: Path) -> Sequence:
         # small costs several times the CPU when pyarrow reads it from disk in its thread pool
         parquet = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
         _check_parquet_sizes(parquet.metadata, src)
-        table = parquet.read(use_threads=False)
+        schema = parquet.schema_arrow
     except (OSError, pa.ArrowException) as e:
         raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
-    raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
-    fields = _json_value(raw, src) if raw else {}
-    if not isinstance(fields, dict):
-        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
-                                 "object", "bad_layout")
-    skeleton = fields.get("skeleton")
+    fields = _parquet_fields(schema, src)
+    columns = _checked_columns(schema, fields.get("skeleton"), src)
     try:
-        expected = coordinate_columns(str(skeleton))
-    except ValueError as e:
-        raise SequenceError(src, f"unknown or missing skeleton {skeleton!r}",
-                            "unknown_skeleton") from e
-    if table.column_names != expected:
-        raise SequenceError(src, f"columns are not skeleton {skeleton!r}'s joint_x, joint_y, "
-                                 "joint_z in order", "bad_header")
-    try:
+        table = parquet.read(columns=columns, use_threads=False)
         flat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                                for c in expected])
-    except (ValueError, TypeError, pa.ArrowException) as e:
-        raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
-    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), fields, src, True)
+                                for c in columns])
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
+    return build_sequence(flat.reshape(len(flat), len(columns) // 3, 3), fields, src, True)
 
 
 SESSION_READERS = {
