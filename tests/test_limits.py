@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,16 @@ import pytest
 
 from flows.ingest import ingest_flow, quarantine_dir, read_errors
 from model.data import formats, limits
-from model.data.formats import write_sequences_json
+from model.data.formats import (
+    write_sequence_csv,
+    write_sequence_npz,
+    write_sequences_json,
+    write_session,
+)
 from model.data.hostile import Bomb, read_in_child, write_bombs
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import SequenceError
-from model.data.synth import make_dataset
+from model.data.synth import make_dataset, make_session
 
 GIB = 1 << 30
 
@@ -185,3 +191,53 @@ def test_npz_header_claims_over_the_limits_are_refused_before_reading(
     (refused,) = iter_sequences(tmp_path)  # ingest reads labelled NPZ the same way
     assert isinstance(refused, SequenceError) and refused.kind == "too_large"
     assert member in refused.reason or "frames" in refused.reason
+
+
+def test_npz_arrays_over_the_limit_together_are_refused_before_reading(tmp_path,
+                                                                      monkeypatch) -> None:
+    """Each array under the limit, all of them over it: the limit is on their sum."""
+    session, _ = make_session("u1", "squat", ["correct"], seed=1)
+    path = write_session(session, tmp_path / "s.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    np.savez(path, **arrays, timestamps=np.zeros(session.poses.size))  # 8 bytes a value
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_VALUES", str(session.poses.size))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "too_large" and "'timestamps.npy'" in err.value.reason
+
+
+LONG = "x" * 21
+
+
+def _long_field(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """An input of `kind` with one text field of 21 characters, and that field."""
+    session, _ = make_session("u1", "squat", ["correct"], seed=1)
+    labelled = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
+    if kind == "manifest":
+        path = write_session(session, tmp_path / "s.json")
+        (tmp_path / "posecoach.json").write_text(json.dumps({"up": LONG}))
+        return path, "up"
+    if kind.startswith("session"):
+        long = replace(session, meta={**session.meta, "session_id": LONG})
+        return write_session(long, tmp_path / f"s.{kind.split('.')[1]}"), "session_id"
+    write = {"json": lambda s, p: write_sequences_json([s], p), "csv": write_sequence_csv,
+             "npz": write_sequence_npz}[kind]
+    return write(replace(labelled, subject=LONG), tmp_path / f"l.{kind}"), "subject"
+
+
+@pytest.mark.parametrize("kind", ["session.json", "session.npz", "session.parquet", "json",
+                                  "csv", "npz", "manifest"])
+def test_a_text_field_longer_than_the_limit_is_refused_in_every_format(tmp_path, monkeypatch,
+                                                                        kind) -> None:
+    path, field = _long_field(tmp_path, kind)
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_FIELD_CHARS", str(len(LONG) - 1))
+    read = read_session if kind.startswith("session") or kind == "manifest" else (
+        lambda p: list(iter_sequences(p.parent)))  # a folder: each file's error yielded
+    try:
+        [refused] = read(path)
+    except SequenceError as e:
+        refused = e
+    assert isinstance(refused, SequenceError) and refused.kind == "bad_field"
+    assert f"{field} is 21 characters long" in refused.reason and LONG not in str(refused)
+    assert str(tmp_path / "posecoach.json" if kind == "manifest" else path) in str(refused)

@@ -26,7 +26,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from model.collector import collector_paused
 from model.data.limits import (
     MIB,
     TOO_LARGE,
+    check_field_length,
     check_file_size,
     check_json_values,
     check_poses_size,
@@ -60,6 +61,7 @@ SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise
                   UP, MIRRORED, SEGMENTED)
 REQUIRED = ("skeleton", "fps", "subject", "exercise")
 TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label", UP)
+FIELDS = tuple(dict.fromkeys((*SEQUENCE_FIELDS, *SESSION_FIELDS)))  # every field, once
 PARQUET_META_KEY = b"posecoach"
 
 
@@ -117,7 +119,7 @@ def flag(value: object, name: str, source: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "0", "false", "no", ""):
         return text in ("1", "true", "yes")
-    raise SequenceError(source, f"{name} {value!r} is not true or false", "bad_field")
+    raise SequenceError(source, f"{name} {value!r:.80} is not true or false", "bad_field")
 
 
 def zeros_as_lost(poses: np.ndarray) -> np.ndarray:
@@ -137,9 +139,18 @@ def is_unicode(text: str) -> bool:
         return False
 
 
+def check_text_fields(fields: dict, source: str, keys: Iterable[str] = FIELDS) -> None:
+    """SequenceError (bad_field) naming the first of `keys` whose value is text longer than the
+    limit (max_field_chars), whatever the format it came in."""
+    for key in keys:
+        if isinstance(fields.get(key), str):
+            check_field_length(source, key, len(fields[key]))
+
+
 def _checked_fields(fields: dict, source: str, session: bool) -> None:
     """SequenceError naming each required field that is missing, null or empty, or a text
-    field given as something other than text or a number."""
+    field given as something other than text or a number, or too long."""
+    check_text_fields(fields, source)
     required = REQUIRED if session else (*REQUIRED, "label")
     timed = fields.get(TIMESTAMPS) is not None  # the timestamps tell the rate
     missing = [k for k in required if _absent(fields.get(k)) and not (timed and k == "fps")]
@@ -349,20 +360,33 @@ def _check_inflated(src: str, what: str, size: int) -> None:
                                  f"{limit / MIB:.0f} MiB (POSECOACH_LIMIT_MAX_VALUES)", TOO_LARGE)
 
 
+def _npy_header(zf: zipfile.ZipFile, member: str, src: str) -> tuple[tuple, np.dtype]:
+    """The shape and dtype an archive member's .npy header declares, nothing inflated beyond
+    it."""
+    with zf.open(member) as f:
+        read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            raise ValueError(f"{member}: unsupported .npy format version")
+        shape, _, dtype = read_header(f)
+    return shape, dtype
+
+
 def _check_npz_sizes(zf: zipfile.ZipFile, members: dict[str, str], src: str) -> None:
-    """SequenceError when the header of an array to be read (`members`: key -> archive member)
-    declares too many bytes, or `poses` too many frames or values: checked from the headers,
-    nothing inflated, whatever the members are named."""
+    """SequenceError when the headers of the arrays to be read (`members`: key -> archive
+    member) declare too many bytes together, `poses` too many frames or values, or a text field
+    too many characters: checked from the headers, nothing inflated, whatever the members are
+    named."""
+    sizes = {}
     for key, member in members.items():
-        with zf.open(member) as f:
-            read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
-            if read_header is None:
-                raise ValueError(f"{member}: unsupported .npy format version")
-            shape, _, dtype = read_header(f)
+        shape, dtype = _npy_header(zf, member, src)
         if key == "poses":
             check_poses_size(src, shape)
-        _check_inflated(src, f"'{member}' declares {dtype} {shape}",
-                        math.prod(shape) * dtype.itemsize)
+        elif dtype.kind in "US":
+            check_field_length(src, key, dtype.itemsize // (4 if dtype.kind == "U" else 1))
+        sizes[member] = (math.prod(shape) * dtype.itemsize, f"{dtype} {shape}")
+    largest = max(sizes, key=lambda m: sizes[m][0])
+    _check_inflated(src, f"its arrays together (the largest, '{largest}', declares "
+                         f"{sizes[largest][1]})", sum(size for size, _ in sizes.values()))
 
 
 def _npz_member(names: list[str], key: str) -> str | None:
@@ -594,6 +618,7 @@ def _parquet_fields(schema: pa.Schema, src: str) -> dict:
     if not isinstance(fields, dict):
         raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
                                  "object", "bad_layout")
+    check_text_fields(fields, src)
     return fields
 
 

@@ -3,7 +3,8 @@
 A file larger than `max_file_mb` on disk, text (or a gzip'd file) longer than `max_text_mb` once
 decompressed, or poses declared with more than `max_frames` frames or `max_values` coordinates
 are refused with a SequenceError of kind "too_large" that names the file and the limit, so a
-batch goes on and memory stays bounded whatever one file holds. JSON text is also refused before
+batch goes on and memory stays bounded whatever one file holds; a text field longer than
+`max_field_chars` is refused as "bad_field" (`check_field_length`). JSON text is also refused before
 it is parsed when it holds more values than the limits' poses would (`check_json_values`): more
 numbers than max_values and max_frames, or more lists, objects and strings than poses of its
 numbers; a parser makes an object of every value, so `[],[],...`, `{},{},...` or `"","",...`
@@ -75,6 +76,17 @@ def check_poses_size(src: str, shape: tuple[int, ...], limits: InputLimits | Non
         raise _refuse(src, f"{frames:,} frames", f"{limits.max_frames:,} frames")
     if values > limits.max_values:
         raise _refuse(src, f"{values:,} coordinates", f"{limits.max_values:,}")
+
+
+def check_field_length(src: str, name: str, chars: int, limits: InputLimits | None = None
+                       ) -> None:
+    """SequenceError (bad_field) when a text field `name` of `chars` characters is longer than
+    max_field_chars: a field is copied into every output, so its length is bounded too."""
+    limits = limits or input_limits()
+    if chars > limits.max_field_chars:
+        raise SequenceError(src, f"{name} is {chars:,} characters long, over the limit of "
+                                 f"{limits.max_field_chars:,} (POSECOACH_LIMIT_MAX_FIELD_CHARS)",
+                            "bad_field")
 
 
 #: Bytes that begin a JSON value other than a string, a list or an object: a number, null, NaN,

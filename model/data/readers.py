@@ -27,6 +27,7 @@ from model.data.formats import (
     SEQUENCE_FIELDS,
     SESSION_READERS,
     ZEROS_LOST,
+    check_text_fields,
     flag,
     load_json,
     number_field,
@@ -35,7 +36,9 @@ from model.data.formats import (
     read_sequences_json,
 )
 from model.data.layouts import load_layout, to_canonical
+from model.data.limits import input_limits
 from model.data.sequence import Sequence, SequenceError
+from model.settings import InputLimits
 
 MANIFEST = "posecoach.json"
 LAYOUT_FILE = "layout_file"
@@ -95,7 +98,7 @@ def _manifest_at(path: Path) -> dict:
     except OSError as e:
         raise SequenceError(str(path), f"manifest is not readable ({e.strerror})",
                             "bad_manifest") from e
-    found = _parsed_manifest(str(path), info.st_mtime_ns, info.st_size)
+    found = _parsed_manifest(str(path), info.st_mtime_ns, info.st_size, input_limits())
     if isinstance(found, SequenceError):
         raise SequenceError(found.source, found.reason, found.kind)  # a fresh one each time
     doc = dict(found)
@@ -105,11 +108,12 @@ def _manifest_at(path: Path) -> dict:
 
 
 @lru_cache(maxsize=64)
-def _parsed_manifest(path: str, mtime_ns: int, size: int) -> dict | SequenceError:
+def _parsed_manifest(path: str, mtime_ns: int, size: int, limits: InputLimits
+                     ) -> dict | SequenceError:
     """What the manifest at `path` declares (MANIFEST_KEYS), as of its modification time and
-    size, or why it cannot be used: read once per process and version, as every session of a
-    folder shares it, and bounded by the input limits as any JSON is (model.data.limits). The
-    error is kept without a traceback, so no frame of the read stays in memory."""
+    size, or why it cannot be used: read once per process, version and limits, as every session
+    of a folder shares it, and bounded by the input limits as any JSON is (model.data.limits).
+    The error is kept without a traceback, so no frame of the read stays in memory."""
     try:
         doc = load_json(Path(path))
     except SequenceError as e:
@@ -118,7 +122,12 @@ def _parsed_manifest(path: str, mtime_ns: int, size: int) -> dict | SequenceErro
         return SequenceError(path, reason, kind)
     if not isinstance(doc, dict):
         return SequenceError(path, "manifest is not a JSON object", "bad_manifest")
-    return {k: doc[k] for k in MANIFEST_KEYS if k in doc}
+    declared = {k: doc[k] for k in MANIFEST_KEYS if k in doc}
+    try:
+        check_text_fields(declared, path, MANIFEST_KEYS)
+    except SequenceError as e:
+        return SequenceError(e.source, e.reason, e.kind)
+    return declared
 
 
 def _manifest_layout_file(name: object, manifest: Path) -> str:
