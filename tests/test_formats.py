@@ -24,6 +24,7 @@ from model.data.formats import (
     write_sequences_json,
     write_session,
 )
+from model.data.normalize import Normalization, normalize
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import Sequence, SequenceError, validate
 from model.data.synth import make_dataset, make_session
@@ -82,7 +83,7 @@ def test_ec3d_pickle_round_trip(tmp_path, seqs):
     assert len(back) == len(seqs)
     for a, b in zip(seqs, back, strict=True):
         _same(a, b)
-        assert str(path) in b.source
+        assert str(path) in b.source and b.poses.flags.c_contiguous
 
 
 def test_pickle_writer_refuses_what_the_layout_cannot_hold(tmp_path, seqs):
@@ -135,6 +136,55 @@ def test_an_npz_upload_whose_poses_are_not_an_array_is_an_error(tmp_path, member
     with pytest.raises(SequenceError) as err:
         read_session(path)
     assert err.value.kind == kind and str(path) in str(err.value)
+
+
+def test_a_fortran_ordered_npz_is_read_in_c_order(tmp_path, seqs):
+    session, _ = make_session("u5", "squat", ["correct"], seed=1)
+    for item, path, read in [(session, write_session(session, tmp_path / "s.npz"), read_session),
+                             (seqs[0], write_sequence_npz(seqs[0], tmp_path / "l" / "one.npz"),
+                              lambda p: next(iter_sequences(p)))]:
+        with np.load(path) as z:
+            arrays = dict(z)
+        np.savez(path, **{**arrays, "poses": np.asfortranarray(arrays["poses"])})
+        back = read(path)
+        assert back.poses.flags.c_contiguous
+        np.testing.assert_array_equal(back.poses, item.poses)
+        normalize(validate(back), Normalization())
+
+
+def _zip_headers_patched(path: Path, local: int, central: int, patch: Callable) -> Path:
+    """The zip archive with `patch(raw, offset)` applied at `local` bytes into every local file
+    header and `central` bytes into every central directory one."""
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        at = raw.find(signature)
+        while at >= 0:
+            patch(raw, at + offset)
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _set_encrypted(raw: bytearray, at: int) -> None:
+    raw[at] |= 1
+
+
+def _set_method_99(raw: bytearray, at: int) -> None:
+    raw[at:at + 2] = (99).to_bytes(2, "little")
+
+
+@pytest.mark.parametrize("local, central, patch, reason", [
+    (6, 8, _set_encrypted, "'poses.npy' is encrypted"),
+    (8, 10, _set_method_99, "compression method is not supported"),
+])
+def test_an_encrypted_or_oddly_compressed_npz_is_unreadable(tmp_path, local, central, patch,
+                                                            reason):
+    session, _ = make_session("u5", "squat", ["correct"], seed=1)
+    path = _zip_headers_patched(write_session(session, tmp_path / "s.npz"), local, central, patch)
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "unreadable" and reason in err.value.reason
+    assert str(path) in str(err.value)
 
 
 def test_a_parquet_upload_of_no_rows_is_a_session_of_no_frames(tmp_path):

@@ -198,12 +198,14 @@ def number_field(fields: dict, key: str, kind: type, source: str) -> float | int
 
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
                    ) -> Sequence:
-    """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
+    """A Sequence from poses (made C-contiguous) and its fields; SequenceError names what is
+    missing or malformed.
 
     With `zeros_lost` declared true, exact (0, 0, 0) joints become lost joints (NaN). With
     `timestamps` and no `fps`, fps is NaN until model.data.conventions takes it from them."""
     _checked_fields(fields, source, session)
     check_poses_size(source, np.shape(poses))
+    poses = np.ascontiguousarray(poses)  # as stored (Fortran order, say): C order from here on
     if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
         poses = zeros_as_lost(poses)
     fps = float("nan") if _absent(fields.get("fps")) else number_field(fields, "fps", float, source)
@@ -362,7 +364,10 @@ def _check_inflated(src: str, what: str, size: int) -> None:
 
 def _npy_header(zf: zipfile.ZipFile, member: str, src: str) -> tuple[tuple, np.dtype]:
     """The shape and dtype an archive member's .npy header declares, nothing inflated beyond
-    it."""
+    it; SequenceError (unreadable) for an encrypted member."""
+    if zf.getinfo(member).flag_bits & 0x1:
+        raise SequenceError(src, f"'{member}' is encrypted; NPZ uploads are read without a "
+                                 "password", "unreadable")
     with zf.open(member) as f:
         read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
         if read_header is None:
@@ -424,7 +429,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
                 fields[TIMESTAMPS] = given[TIMESTAMPS]
     except SequenceError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as e:
         raise SequenceError(src, f"not a readable NPZ without pickled objects ({e})",
                             "unreadable") from e
     if poses.dtype.kind not in "fiu" or poses.ndim != 3:
