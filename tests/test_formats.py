@@ -248,6 +248,26 @@ def test_a_number_too_large_for_a_float_is_bad_input(tmp_path, seqs, number, kin
 
 
 
+@pytest.mark.parametrize("suffix", ["json", "npz", "parquet"])
+def test_a_boolean_is_not_a_frame_rate(tmp_path, suffix):
+    session, _ = make_session("u6", "squat", ["correct"], seed=1)
+    path = write_session(session, tmp_path / f"s.{suffix}")
+    if suffix == "json":
+        path.write_text(json.dumps({**json.loads(path.read_text()), "fps": True}))
+    elif suffix == "npz":
+        with np.load(path) as z:
+            np.savez(path, **{**dict(z), "fps": np.array(True)})
+    else:
+        table = pq.read_table(path)
+        fields = json.loads(table.schema.metadata[b"posecoach"])
+        pq.write_table(table.replace_schema_metadata(
+            {"posecoach": json.dumps({**fields, "fps": True})}), path)
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "bad_field" and err.value.reason.startswith("fps True is not")
+    assert str(path) in str(err.value)
+
+
 def test_a_frame_rate_too_large_for_a_float_is_refused_for_a_pickle_and_an_option(tmp_path,
                                                                                  seqs):
     folder = tmp_path / "pk"

@@ -63,6 +63,7 @@ REQUIRED = ("skeleton", "fps", "subject", "exercise")
 TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label", UP)
 FIELDS = tuple(dict.fromkeys((*SEQUENCE_FIELDS, *SESSION_FIELDS)))  # every field, once
 PARQUET_META_KEY = b"posecoach"
+MAX_STEP_RATIO = 10.0  # a step between frame times over this many median steps is a gap
 
 
 def coordinate_columns(skeleton: str) -> list[str]:
@@ -169,8 +170,24 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
                                         "surrogate)", "bad_field")
 
 
+def _check_gaps(stamps: np.ndarray, source: str) -> None:
+    """SequenceError (bad_timestamps) where one step between frame times is more than
+    MAX_STEP_RATIO median steps: a gap no frame rate accounts for (a few dropped frames are
+    within it), which a rate taken from the median would hide."""
+    steps = np.diff(stamps)
+    if not len(steps):
+        return
+    median, i = float(np.median(steps)), int(np.argmax(steps))
+    if steps[i] > MAX_STEP_RATIO * median:
+        raise SequenceError(source, f"timestamps jump from {stamps[i]:g} s to {stamps[i + 1]:g} s "
+                                    f"at frame {i + 1}, {steps[i] / median:,.0f} times the "
+                                    f"median step ({median:g} s; at most {MAX_STEP_RATIO:g} times, "
+                                    "a few dropped frames)", "bad_timestamps")
+
+
 def _timestamps(value: object, frames: int, source: str) -> list[float]:
-    """A sequence's frame times: one number per frame (seconds), increasing."""
+    """A sequence's frame times: one number per frame (seconds), increasing, without a gap of
+    more than MAX_STEP_RATIO median steps."""
     try:
         stamps = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as e:
@@ -183,12 +200,16 @@ def _timestamps(value: object, frames: int, source: str) -> list[float]:
         i = int(bad[0]) + 1
         raise SequenceError(source, f"timestamps do not increase: frame {i} is at "
                                     f"{stamps[i]:g} s, after {stamps[i - 1]:g} s", "bad_field")
+    _check_gaps(stamps, source)
     return stamps.tolist()
 
 
 def number_field(fields: dict, key: str, kind: type, source: str) -> float | int:
-    """fields[key] as `kind` (float or int); SequenceError naming that field otherwise."""
+    """fields[key] as `kind` (float or int); SequenceError naming that field otherwise (a
+    boolean too: `"fps": true` is not 1 frame per second)."""
     try:
+        if isinstance(fields[key], bool):
+            raise TypeError("a boolean is not a number")
         return kind(fields[key])
     except (TypeError, ValueError, OverflowError) as e:
         what = "a number a float holds" if kind is float else "a whole number"
