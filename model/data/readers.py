@@ -5,8 +5,9 @@ from a file name when no manifest applies), a `posecoach.json` manifest in the f
 a folder above it (up to the folder being read), the options declared by the caller, the
 manifest's or layout's file-name `pattern` (a regular expression searched in the file's path,
 named groups subject, exercise, label, rep), and last the file itself, which wins. A layout
-can also come from a JSON layout file (`layout_file`, model.data.layouts); its sequences are
-mapped onto the canonical joints as they are read. Then each file is one source whose up axis,
+can also come from a JSON layout file (`layout_file`, model.data.layouts: the caller's from
+anywhere, a manifest's only from inside the manifest's folder); its sequences are mapped onto
+the canonical joints as they are read. Then each file is one source whose up axis,
 units and mirroring are settled against its data (model.data.conventions).
 """
 
