@@ -77,12 +77,14 @@ class GateSettings:
 @dataclass(frozen=True)
 class InputLimits:
     """What one input file may hold, checked before it is read whole (model.data.formats):
-    its size on disk and once decompressed, its frames and its coordinates."""
+    its size on disk and once decompressed, its frames, its coordinates and the characters of
+    each of its text fields (subject, session_id, ...)."""
 
     max_file_mb: int = 256
     max_text_mb: int = 128
     max_frames: int = 1_000_000
     max_values: int = 50_000_000
+    max_field_chars: int = 1_000
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import gzip
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +24,7 @@ from model.data.formats import (
     write_sequences_json,
     write_session,
 )
+from model.data.normalize import Normalization, normalize
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import Sequence, SequenceError, validate
 from model.data.synth import make_dataset, make_session
@@ -78,7 +83,7 @@ def test_ec3d_pickle_round_trip(tmp_path, seqs):
     assert len(back) == len(seqs)
     for a, b in zip(seqs, back, strict=True):
         _same(a, b)
-        assert str(path) in b.source
+        assert str(path) in b.source and b.poses.flags.c_contiguous
 
 
 def test_pickle_writer_refuses_what_the_layout_cannot_hold(tmp_path, seqs):
@@ -133,6 +138,55 @@ def test_an_npz_upload_whose_poses_are_not_an_array_is_an_error(tmp_path, member
     assert err.value.kind == kind and str(path) in str(err.value)
 
 
+def test_a_fortran_ordered_npz_is_read_in_c_order(tmp_path, seqs):
+    session, _ = make_session("u5", "squat", ["correct"], seed=1)
+    for item, path, read in [(session, write_session(session, tmp_path / "s.npz"), read_session),
+                             (seqs[0], write_sequence_npz(seqs[0], tmp_path / "l" / "one.npz"),
+                              lambda p: next(iter_sequences(p)))]:
+        with np.load(path) as z:
+            arrays = dict(z)
+        np.savez(path, **{**arrays, "poses": np.asfortranarray(arrays["poses"])})
+        back = read(path)
+        assert back.poses.flags.c_contiguous
+        np.testing.assert_array_equal(back.poses, item.poses)
+        normalize(validate(back), Normalization())
+
+
+def _zip_headers_patched(path: Path, local: int, central: int, patch: Callable) -> Path:
+    """The zip archive with `patch(raw, offset)` applied at `local` bytes into every local file
+    header and `central` bytes into every central directory one."""
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        at = raw.find(signature)
+        while at >= 0:
+            patch(raw, at + offset)
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _set_encrypted(raw: bytearray, at: int) -> None:
+    raw[at] |= 1
+
+
+def _set_method_99(raw: bytearray, at: int) -> None:
+    raw[at:at + 2] = (99).to_bytes(2, "little")
+
+
+@pytest.mark.parametrize("local, central, patch, reason", [
+    (6, 8, _set_encrypted, "'poses.npy' is encrypted"),
+    (8, 10, _set_method_99, "compression method is not supported"),
+])
+def test_an_encrypted_or_oddly_compressed_npz_is_unreadable(tmp_path, local, central, patch,
+                                                            reason):
+    session, _ = make_session("u5", "squat", ["correct"], seed=1)
+    path = _zip_headers_patched(write_session(session, tmp_path / "s.npz"), local, central, patch)
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "unreadable" and reason in err.value.reason
+    assert str(path) in str(err.value)
+
+
 def test_a_parquet_upload_of_no_rows_is_a_session_of_no_frames(tmp_path):
     seq, _ = make_session("u5", "squat", ["correct"], seed=1)
     path = write_session(seq, tmp_path / "s.parquet")
@@ -143,6 +197,36 @@ def test_a_parquet_upload_of_no_rows_is_a_session_of_no_frames(tmp_path):
     with pytest.raises(SequenceError) as err:
         validate(back)
     assert err.value.kind == "too_few_frames" and str(path) in str(err.value)
+
+
+def _parquet_with_first_column(path: Path, make: Callable[[pa.Array], pa.Array]) -> Path:
+    """A Parquet session whose first coordinate column is `make` of what it was."""
+    seq, _ = make_session("u5", "squat", ["correct"], seed=1)
+    table = pq.read_table(write_session(seq, path))
+    first = table.column(0).combine_chunks()
+    pq.write_table(table.set_column(0, table.field(0).name, make(first)), path)
+    return path
+
+
+@pytest.mark.parametrize("make, shown", [
+    (lambda a: a.cast(pa.string()), "string"),
+    (lambda a: pa.array(["1" * 1000] * len(a)).dictionary_encode(), "dictionary<values=string"),
+    (lambda a: pa.array([True] * len(a)), "bool"),
+    (lambda a: pa.array([decimal.Decimal("1.5")] * len(a)), "decimal128(2, 1)"),
+    (lambda a: pa.array([[1.0, 2.0]] * len(a)), "list<element: double>"),
+    (lambda a: pa.array([datetime.datetime(2020, 1, 1)] * len(a)), "timestamp[us]"),
+])
+def test_a_parquet_column_of_no_numbers_is_refused_before_any_data_is_read(
+        tmp_path, monkeypatch, make, shown):
+    """A string column on every row (a dictionary of one long string, say) decodes to far more
+    than its footer says: the schema is checked first, naming the column and its type."""
+    path = _parquet_with_first_column(tmp_path / "s.parquet", make)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *_, **__: pytest.fail("data was read"))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "bad_dtype" and str(path) in str(err.value)
+    assert f"column nose_x is {shown}" in err.value.reason
+    assert ("'timestamps'" in err.value.reason) == shown.startswith("timestamp")
 
 
 @pytest.mark.parametrize("number, kind", [(b"1" + b"0" * 400, "bad_field"),
@@ -162,6 +246,26 @@ def test_a_number_too_large_for_a_float_is_bad_input(tmp_path, seqs, number, kin
         assert isinstance(e, SequenceError) and e.kind == kind and str(path) in str(e)
         assert ("fps" if kind == "bad_field" else "digits") in e.reason
 
+
+
+@pytest.mark.parametrize("suffix", ["json", "npz", "parquet"])
+def test_a_boolean_is_not_a_frame_rate(tmp_path, suffix):
+    session, _ = make_session("u6", "squat", ["correct"], seed=1)
+    path = write_session(session, tmp_path / f"s.{suffix}")
+    if suffix == "json":
+        path.write_text(json.dumps({**json.loads(path.read_text()), "fps": True}))
+    elif suffix == "npz":
+        with np.load(path) as z:
+            np.savez(path, **{**dict(z), "fps": np.array(True)})
+    else:
+        table = pq.read_table(path)
+        fields = json.loads(table.schema.metadata[b"posecoach"])
+        pq.write_table(table.replace_schema_metadata(
+            {"posecoach": json.dumps({**fields, "fps": True})}), path)
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "bad_field" and err.value.reason.startswith("fps True is not")
+    assert str(path) in str(err.value)
 
 
 def test_a_frame_rate_too_large_for_a_float_is_refused_for_a_pickle_and_an_option(tmp_path,

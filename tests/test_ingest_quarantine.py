@@ -28,6 +28,7 @@ def seqs() -> list[Sequence]:
 
 def _layout(path: Path) -> Path:
     """A layout file of EC3D's joints under another name (a source posecoach has no layout for)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"format": "posecoach-layout", "name": "myrig",
                                 "joints": list(EC3D_JOINTS), "map": {j: [j] for j in EC3D_JOINTS}}))
     return path
@@ -42,16 +43,15 @@ def _csv(seq: Sequence, path: Path) -> None:
 
 
 def _source(tmp_path: Path, seqs: list[Sequence]) -> Path:
-    """Two files whose manifest declares centimetres on metre data, through a layout file given
-    relative to the manifest."""
-    (tmp_path / "layouts").mkdir()
-    _layout(tmp_path / "layouts" / "myrig.json")
+    """Two files whose manifest declares centimetres on metre data, through a layout file in the
+    manifest's folder, named relative to it."""
     data = tmp_path / "data" / "rig"
     for seq in seqs:
         _csv(seq, data / "correct" / f"alice_rep{seq.rep}.csv")
+    _layout(data / "_layouts" / "_myrig.json")
     (data / "posecoach.json").write_text(json.dumps({
         "units": "cm", "fps": 30, "exercise": "squat", "pattern": PATTERN,
-        "layout_file": "../../layouts/myrig.json"}))
+        "layout_file": "_layouts/_myrig.json"}))
     return data
 
 
@@ -66,7 +66,7 @@ def test_options_go_over_the_recorded_fields_from_any_folder(
                in r.reason for r in first.rejections)
     records = read_errors(quarantine_dir("rig"))
     assert {r["fields"]["layout_file"] for r in records} == {
-        str((tmp_path / "layouts" / "myrig.json").resolve())}
+        str((tmp_path / "data" / "rig" / "_layouts" / "_myrig.json").resolve())}
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -84,7 +84,7 @@ def test_a_layout_file_gone_is_named_with_the_path_looked_for(
     data = _source(tmp_path, seqs[:1])
     first = ingest_flow([str(data)], "gone")
     assert first.rejected_by_kind == {"contradicts_data": 1}
-    layout = (tmp_path / "layouts" / "myrig.json").resolve()
+    layout = (data / "_layouts" / "_myrig.json").resolve()
     layout.unlink()
     again = ingest_flow([str(quarantine_dir("gone"))], "gone", units="m", subject="bob")
     [rej] = again.rejections

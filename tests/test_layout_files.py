@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from model.data import layouts
 from model.data.dataset import Dataset
 from model.data.formats import write_sequence_csv, write_sequence_npz, write_session
 from model.data.layouts import LayoutError, load_layout
@@ -99,19 +101,20 @@ def seqs() -> list[Sequence]:
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_an_export_in_its_own_joints_reads_onto_the_canonical_ones(seqs, tmp_path, name):
     make, _, up, write = EXPORTS[name]
-    layout_path = tmp_path / f"{name}.json"
+    folder = tmp_path / "export"
+    folder.mkdir()
+    layout_path = folder / f"_{name}.json"  # "_": not data
     layout_path.write_text(json.dumps(layout_doc(name)))
     layout = load_layout(layout_path)
     n_joints = len(layout.skeleton.joints)
     assert n_joints == {"kinect1": 20, "smpl22": 22}[name]
-    folder = tmp_path / "export"
     suffix = "csv" if write is write_sequence_csv else "npz"
     for k, seq in enumerate(seqs):
         joints = make(np.asarray(seq.poses, np.float64))
         poses = np.stack(list(joints.values()), axis=1) @ UP_ROTATIONS[up or "+z"]
         write(replace(seq, poses=poses.astype(np.float32), skeleton=name),
               folder / f"{k:03d}.{suffix}")
-    (folder / "posecoach.json").write_text(json.dumps({"layout_file": f"../{name}.json"}))
+    (folder / "posecoach.json").write_text(json.dumps({"layout_file": f"_{name}.json"}))
     out = list(iter_sequences(folder))
     assert not [o for o in out if isinstance(o, SequenceError)]
     read = validate_many(out)
@@ -159,12 +162,12 @@ def _kinect1_with_zeros(seq: Sequence, frames: slice) -> Sequence:
 
 
 def test_a_layout_file_may_say_zeros_are_lost_joints(seqs, tmp_path):
-    (tmp_path / "kinect1.json").write_text(json.dumps(layout_doc("kinect1") | {"zeros_lost": True}))
-    (tmp_path / "plain.json").write_text(json.dumps(layout_doc("kinect1")))
-    load_layout(tmp_path / "plain.json")
     lost = slice(3, 6)
     folder = tmp_path / "export"
     write_sequence_csv(_kinect1_with_zeros(seqs[0], lost), folder / "take.csv")
+    (folder / "_kinect1.json").write_text(json.dumps(layout_doc("kinect1") | {"zeros_lost": True}))
+    (folder / "_plain.json").write_text(json.dumps(layout_doc("kinect1")))
+    load_layout(folder / "_plain.json")
     manifest = folder / "posecoach.json"
 
     def l_hip(manifest_doc: dict, **declared: object) -> np.ndarray:
@@ -173,12 +176,12 @@ def test_a_layout_file_may_say_zeros_are_lost_joints(seqs, tmp_path):
         assert not isinstance(read, SequenceError), read
         return read.poses[:, J["l_hip"]]
 
-    by_layout = l_hip({"layout_file": "../kinect1.json"})
+    by_layout = l_hip({"layout_file": "_kinect1.json"})
     assert np.isnan(by_layout[lost]).all() and not np.isnan(by_layout[6:]).any()
-    assert (l_hip({"layout_file": "../plain.json"})[lost] == 0).all()  # zeros are data
-    assert (l_hip({"layout_file": "../kinect1.json", "zeros_lost": False})[lost] == 0).all()
-    assert (l_hip({"layout_file": "../kinect1.json"}, zeros_lost=False)[lost] == 0).all()
-    assert np.isnan(l_hip({"layout_file": "../plain.json"}, zeros_lost=True)[lost]).all()
+    assert (l_hip({"layout_file": "_plain.json"})[lost] == 0).all()  # zeros are data
+    assert (l_hip({"layout_file": "_kinect1.json", "zeros_lost": False})[lost] == 0).all()
+    assert (l_hip({"layout_file": "_kinect1.json"}, zeros_lost=False)[lost] == 0).all()
+    assert np.isnan(l_hip({"layout_file": "_plain.json"}, zeros_lost=True)[lost]).all()
 
 
 def test_a_session_reads_zeros_as_lost_by_its_layout_file_manifest_or_option(tmp_path):
@@ -197,11 +200,12 @@ def test_a_session_reads_zeros_as_lost_by_its_layout_file_manifest_or_option(tmp
     assert (l_hip(layout_file=tmp_path / "kinect1.json", zeros_lost=False)[lost] == 0).all()
     assert (l_hip(layout_file=tmp_path / "plain.json")[lost] == 0).all()
     assert np.isnan(l_hip(layout_file=tmp_path / "plain.json", zeros_lost=True)[lost]).all()
-    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../plain.json",
+    (uploads / "_plain.json").write_text(json.dumps(layout_doc("kinect1")))
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "_plain.json",
                                                         "zeros_lost": True}))
     assert np.isnan(l_hip()[lost]).all()
     (uploads / "posecoach.json").write_text(json.dumps({"layout": "openpose",
-                                                        "layout_file": "../plain.json"}))
+                                                        "layout_file": "_plain.json"}))
     assert np.isnan(l_hip()[lost]).all()  # the built-in openpose layout's convention
 
 
@@ -279,21 +283,75 @@ def test_posecoach_ingest_with_a_layout_file_and_axes_from_the_data(prefect_api,
         "option"}
 
 
-def test_a_session_folder_names_its_layout_and_axes_in_posecoach_json(seqs, tmp_path):
-    layout_path = tmp_path / "kinect1.json"
-    layout_path.write_text(json.dumps(layout_doc("kinect1")))
-    load_layout(layout_path)
+def _kinect1_session(path) -> object:
     session, _ = make_session("u1", "squat", ["correct"], seed=2)
     joints = np.stack(list(kinect1(np.asarray(session.poses, np.float64)).values()), axis=1)
+    return write_session(replace(session, poses=(joints @ UP_ROTATIONS["+y"]).astype(np.float32),
+                                 skeleton="kinect1"), path)
+
+
+def test_a_session_folder_names_its_layout_and_axes_in_posecoach_json(seqs, tmp_path):
     uploads = tmp_path / "uploads"
-    path = write_session(replace(session, poses=(joints @ UP_ROTATIONS["+y"]).astype(np.float32),
-                                 skeleton="kinect1"), uploads / "u1.json")
-    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../kinect1.json"}))
+    path = _kinect1_session(uploads / "u1.json")
+    (uploads / "_kinect1.json").write_text(json.dumps(layout_doc("kinect1")))
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "_kinect1.json"}))
     read = read_session(path)
     assert (read.skeleton, read.meta["layout"], read.meta["up"]) == ("ec3d19", "kinect1", "+y")
-    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "../kinect1.json",
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": "_kinect1.json",
                                                         "up": "+z"}))
     with pytest.raises(SequenceError) as err:
         read_session(path)
     assert err.value.kind == "contradicts_data" and "u1.json" in str(err.value)
     assert read_session(path, up="+y").meta["conventions"]["up"]["source"] == "option"
+
+
+SECRET = '{"format": "db-password=hunter2"}'
+
+
+@pytest.mark.parametrize("name, kind, problem", [
+    ("{outside}", "bad_manifest", "an absolute path"),
+    ("../secret/config.json", "bad_manifest", "not a plain name"),
+    ("link.json", "bad_manifest", "leads out of the manifest's folder"),
+    ("_folder.json", "unreadable", "not a regular file"),
+])
+def test_a_manifest_names_a_layout_file_only_inside_its_folder(tmp_path, name, kind, problem):
+    """The manifest comes with the uploads: it cannot make the reader open a file outside its
+    folder (nor read what is not a file), and no error tells what such a file holds or whether it is
+    there; ingest reads manifests the same way. The operator's --layout-file is read anywhere."""
+    (tmp_path / "secret").mkdir()
+    outside = tmp_path / "secret" / "config.json"
+    outside.write_text(SECRET)
+    uploads = tmp_path / "uploads"
+    path = _kinect1_session(uploads / "u1.json")
+    (uploads / "link.json").symlink_to(outside)
+    (uploads / "_folder.json").mkdir()
+    (uploads / "posecoach.json").write_text(json.dumps({"layout_file": name.format(
+        outside=outside)}))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == kind and problem in str(err.value)
+    assert "hunter2" not in str(err.value) and str(outside) not in str(err.value)
+    (refused, *_) = [e for e in iter_sequences(uploads) if isinstance(e, SequenceError)
+                     and e.source == str(path)]
+    assert refused.kind == kind and "hunter2" not in str(refused)
+    (tmp_path / "kinect1.json").write_text(json.dumps(layout_doc("kinect1")))
+    (uploads / "posecoach.json").unlink()
+    read = read_session(path, layout_file=tmp_path / "kinect1.json")
+    assert read.meta["layout"] == "kinect1"
+
+
+def test_a_layout_file_is_read_bounded_whatever_its_size_says(tmp_path, monkeypatch):
+    """A file whose size on disk says nothing of what it holds (a device, /proc) is read no
+    further than the bound, and the format's value is never quoted."""
+    monkeypatch.setattr(layouts, "MAX_LAYOUT_BYTES", 64)
+    status = Path("/proc/self/status")
+    if not status.is_file() or status.stat().st_size:
+        pytest.skip("needs a /proc file of size 0")
+    with pytest.raises(LayoutError, match="larger than"):
+        load_layout(status)
+    path = tmp_path / "layout.json"
+    path.write_text(SECRET)
+    with pytest.raises(LayoutError) as err:
+        load_layout(path)
+    assert "format is not 'posecoach-layout'" in str(err.value)
+    assert "hunter2" not in str(err.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,16 @@ import pytest
 
 from flows.ingest import ingest_flow, quarantine_dir, read_errors
 from model.data import formats, limits
-from model.data.formats import write_sequences_json
+from model.data.formats import (
+    write_sequence_csv,
+    write_sequence_npz,
+    write_sequences_json,
+    write_session,
+)
 from model.data.hostile import Bomb, read_in_child, write_bombs
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import SequenceError
-from model.data.synth import make_dataset
+from model.data.synth import make_dataset, make_session
 
 GIB = 1 << 30
 
@@ -89,7 +95,7 @@ def _json_with_poses(poses_text: bytes) -> bytes:
                                    b"[[0],[0]]," * 3 + b"[[0],[0]]", b'[" 0, 0, 0, 0"],[]'])
 def test_json_with_more_lists_than_poses_hold_is_refused_before_parsing(
         tmp_path, monkeypatch, poses) -> None:
-    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
     monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
     session = tmp_path / "lists.json"
     session.write_bytes(_json_with_poses(b"[" + poses + b"]"))
@@ -101,13 +107,43 @@ def test_json_with_more_lists_than_poses_hold_is_refused_before_parsing(
     assert isinstance(refused, SequenceError) and refused.kind == "too_large"
 
 
+POSES_OF_NUMBERS = b"[[0,0,0],[0,0,0],[0,0,0]]," * 20  # 81 lists for 180 numbers
+
+
+@pytest.mark.parametrize("filler", [b"{}", b'"a"', b'{"a":0}'])
+def test_json_with_more_objects_or_strings_than_poses_hold_is_refused_before_parsing(
+        tmp_path, monkeypatch, filler) -> None:
+    """Objects and strings cost a parser as much as lists do: counted with them."""
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
+    monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
+    session = tmp_path / "filled.json"
+    session.write_bytes(_json_with_poses(b"[" + POSES_OF_NUMBERS + b",".join([filler] * 40)
+                                         + b"]"))
+    with pytest.raises(SequenceError) as err:
+        read_session(session)
+    assert err.value.kind == "too_large" and "objects and strings" in err.value.reason
+
+
+def test_json_with_more_numbers_than_the_limits_hold_is_refused_before_parsing(
+        tmp_path, monkeypatch) -> None:
+    seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
+    path = write_sequences_json([seq], tmp_path / "one.json")
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
+    monkeypatch.setattr(formats, "_parsed", lambda *_: pytest.fail("the JSON was parsed"))
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_VALUES", str(seq.poses.size // 2))
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_FRAMES", str(seq.n_frames))
+    (refused,) = iter_sequences(tmp_path)
+    assert refused.kind == "too_large" and "JSON numbers" in refused.reason
+    assert str(path) in str(refused)
+
+
 @pytest.mark.parametrize("dump", [
     lambda doc: json.dumps(doc).encode(),
     lambda doc: json.dumps(doc, indent=2).encode(),
     lambda doc: json.dumps(doc, separators=(",", ":")).encode(),
 ])
 def test_json_poses_pass_the_list_count_however_written(tmp_path, monkeypatch, dump) -> None:
-    monkeypatch.setattr(limits, "FREE_JSON_LISTS", 0)
+    monkeypatch.setattr(limits, "FREE_JSON_VALUES", 0)
     seq = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
     poses = np.asarray(seq.poses, dtype=np.float64)
     poses[::7, 3] = np.nan  # lost joints: null, and NaN as the standard library writes it
@@ -155,3 +191,53 @@ def test_npz_header_claims_over_the_limits_are_refused_before_reading(
     (refused,) = iter_sequences(tmp_path)  # ingest reads labelled NPZ the same way
     assert isinstance(refused, SequenceError) and refused.kind == "too_large"
     assert member in refused.reason or "frames" in refused.reason
+
+
+def test_npz_arrays_over_the_limit_together_are_refused_before_reading(tmp_path,
+                                                                      monkeypatch) -> None:
+    """Each array under the limit, all of them over it: the limit is on their sum."""
+    session, _ = make_session("u1", "squat", ["correct"], seed=1)
+    path = write_session(session, tmp_path / "s.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    np.savez(path, **arrays, timestamps=np.zeros(session.poses.size))  # 8 bytes a value
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_VALUES", str(session.poses.size))
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "too_large" and "'timestamps.npy'" in err.value.reason
+
+
+LONG = "x" * 21
+
+
+def _long_field(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """An input of `kind` with one text field of 21 characters, and that field."""
+    session, _ = make_session("u1", "squat", ["correct"], seed=1)
+    labelled = make_dataset(n_subjects=1, reps=1, seed=1, exercises=("squat",))[0]
+    if kind == "manifest":
+        path = write_session(session, tmp_path / "s.json")
+        (tmp_path / "posecoach.json").write_text(json.dumps({"up": LONG}))
+        return path, "up"
+    if kind.startswith("session"):
+        long = replace(session, meta={**session.meta, "session_id": LONG})
+        return write_session(long, tmp_path / f"s.{kind.split('.')[1]}"), "session_id"
+    write = {"json": lambda s, p: write_sequences_json([s], p), "csv": write_sequence_csv,
+             "npz": write_sequence_npz}[kind]
+    return write(replace(labelled, subject=LONG), tmp_path / f"l.{kind}"), "subject"
+
+
+@pytest.mark.parametrize("kind", ["session.json", "session.npz", "session.parquet", "json",
+                                  "csv", "npz", "manifest"])
+def test_a_text_field_longer_than_the_limit_is_refused_in_every_format(tmp_path, monkeypatch,
+                                                                        kind) -> None:
+    path, field = _long_field(tmp_path, kind)
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_FIELD_CHARS", str(len(LONG) - 1))
+    read = read_session if kind.startswith("session") or kind == "manifest" else (
+        lambda p: list(iter_sequences(p.parent)))  # a folder: each file's error yielded
+    try:
+        [refused] = read(path)
+    except SequenceError as e:
+        refused = e
+    assert isinstance(refused, SequenceError) and refused.kind == "bad_field"
+    assert f"{field} is 21 characters long" in refused.reason and LONG not in str(refused)
+    assert str(tmp_path / "posecoach.json" if kind == "manifest" else path) in str(refused)

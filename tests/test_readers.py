@@ -9,10 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data.formats import write_sequence_csv, write_sequence_npz, write_sequences_json
+from model.data import readers
+from model.data.formats import (
+    load_json,
+    write_sequence_csv,
+    write_sequence_npz,
+    write_sequences_json,
+    write_session,
+)
 from model.data.readers import iter_sequences, read_session
 from model.data.sequence import SequenceError, validate
-from model.data.synth import make_dataset, write_broken_sessions
+from model.data.synth import make_dataset, make_session, write_broken_sessions
 
 UIPRMD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ui-prmd"
 
@@ -177,3 +184,32 @@ def test_real_uiprmd_deep_squats(declared):
     assert len({s.sequence_id for s in seqs}) == 200
     head = seqs[0].poses[:, 0, 2]  # LFHD, millimetres above the floor
     assert 1300 < head[0] < 1900  # standing at the start
+
+
+def _session_folder(tmp_path: Path, n: int) -> list[Path]:
+    return [write_session(make_session(f"u{k}", "squat", ["correct"], seed=k)[0],
+                          tmp_path / "uploads" / f"u{k}.json") for k in range(n)]
+
+
+def test_a_folder_manifest_is_parsed_once_per_version(tmp_path, monkeypatch):
+    paths = _session_folder(tmp_path, 3)
+    manifest = tmp_path / "uploads" / "posecoach.json"
+    manifest.write_text(json.dumps({"units": "m"}))
+    parsed = []
+    monkeypatch.setattr(readers, "load_json", lambda p: parsed.append(p) or load_json(p))
+    assert {read_session(p).units for p in paths} == {"m"}
+    assert parsed == [manifest]
+    manifest.write_text(json.dumps({"units": "m", "segmented": True}))  # a new version
+    assert read_session(paths[0]).meta["segmented"] and parsed == [manifest, manifest]
+
+
+def test_a_folder_manifest_is_bounded_as_any_json_input(tmp_path, monkeypatch):
+    [path] = _session_folder(tmp_path, 1)
+    manifest = tmp_path / "uploads" / "posecoach.json"
+    manifest.write_bytes(b'{"units": "m"' + b" " * (3 << 19) + b"}")  # 1.5 MiB of text
+    monkeypatch.setenv("POSECOACH_LIMIT_MAX_TEXT_MB", "1")
+    with pytest.raises(SequenceError) as err:
+        read_session(path)
+    assert err.value.kind == "too_large" and str(manifest) in str(err.value)
+    (refused,) = iter_sequences(path.parent)  # ingest reads manifests the same way
+    assert refused.kind == "too_large" and str(manifest) in refused.reason

@@ -122,3 +122,22 @@ def test_a_csv_timestamp_column_is_checked_as_json_timestamps_are(seq, tmp_path)
     back = _csv(seq, tmp_path / "back.csv", header, np.c_[times[::-1], flat], fields)
     [err] = list(iter_sequences(back))
     assert isinstance(err, SequenceError) and "do not increase" in err.reason
+
+
+def test_a_gap_no_frame_rate_accounts_for_is_bad_timestamps(tmp_path):
+    """The median step would hide one wild gap (a last frame 30,000 years on); a few dropped
+    frames pass, and tell the rate."""
+    session, _ = make_session("u1", "squat", ["correct"], seed=2)
+    n = session.n_frames
+    path = write_session(session, tmp_path / "s.json")
+    doc = json.loads(path.read_text())
+    for fps in (None, 30.0):
+        stamps = np.r_[np.arange(n - 1) / 30.0, 1e12]
+        path.write_text(json.dumps({**doc, "fps": fps, "timestamps": stamps.tolist()}))
+        with pytest.raises(SequenceError) as err:
+            read_session(path)
+        assert err.value.kind == "bad_timestamps" and str(path) in str(err.value)
+        assert f"at frame {n - 1}" in err.value.reason and "median step" in err.value.reason
+    dropped = np.r_[np.arange(100), np.arange(108, n + 8)] / 30.0  # 8 frames lost at once
+    path.write_text(json.dumps({**doc, "fps": None, "timestamps": dropped.tolist()}))
+    assert read_session(path).fps == 30.0

@@ -269,7 +269,8 @@ def read_ec3d_pickle(path: Path, units: str | None = None, fps: float | None = N
             yield item
             continue
         where, fields, frames = item
-        joints = poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1)
+        joints = np.ascontiguousarray(  # (frames, joints, 3) in C order, as every reader's
+            poses[frames][:, :, list(EC3D_BODY25_INDICES)].transpose(0, 2, 1))
         joints = zeros_as_lost(joints) if zeros_lost else joints.astype(np.float32)
         yield Sequence(poses=joints, subject=subject_name(fields["subject"]),
                        exercise=fields["exercise"], skeleton="ec3d19",

@@ -29,7 +29,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +43,9 @@ from model.data import storage
 from model.data.limits import (
     MIB,
     TOO_LARGE,
+    check_field_length,
     check_file_size,
-    check_json_lists,
+    check_json_values,
     check_poses_size,
     input_limits,
     read_bytes_bounded,
@@ -67,7 +68,9 @@ SESSION_FIELDS = ("session_id", "skeleton", "units", "fps", "subject", "exercise
                   UP, MIRRORED, SEGMENTED)
 REQUIRED = ("skeleton", "fps", "subject", "exercise")
 TEXT_FIELDS = ("session_id", "skeleton", "units", "subject", "exercise", "label", UP)
+FIELDS = tuple(dict.fromkeys((*SEQUENCE_FIELDS, *SESSION_FIELDS)))  # every field, once
 PARQUET_META_KEY = b"posecoach"
+MAX_STEP_RATIO = 10.0  # a step between frame times over this many median steps is a gap
 
 
 def coordinate_columns(skeleton: str) -> list[str]:
@@ -124,7 +127,7 @@ def flag(value: object, name: str, source: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "0", "false", "no", ""):
         return text in ("1", "true", "yes")
-    raise SequenceError(source, f"{name} {value!r} is not true or false", "bad_field")
+    raise SequenceError(source, f"{name} {value!r:.80} is not true or false", "bad_field")
 
 
 def zeros_as_lost(poses: np.ndarray) -> np.ndarray:
@@ -144,9 +147,18 @@ def is_unicode(text: str) -> bool:
         return False
 
 
+def check_text_fields(fields: dict, source: str, keys: Iterable[str] = FIELDS) -> None:
+    """SequenceError (bad_field) naming the first of `keys` whose value is text longer than the
+    limit (max_field_chars), whatever the format it came in."""
+    for key in keys:
+        if isinstance(fields.get(key), str):
+            check_field_length(source, key, len(fields[key]))
+
+
 def _checked_fields(fields: dict, source: str, session: bool) -> None:
     """SequenceError naming each required field that is missing, null or empty, or a text
-    field given as something other than text or a number."""
+    field given as something other than text or a number, or too long."""
+    check_text_fields(fields, source)
     required = REQUIRED if session else (*REQUIRED, "label")
     timed = fields.get(TIMESTAMPS) is not None  # the timestamps tell the rate
     missing = [k for k in required if _absent(fields.get(k)) and not (timed and k == "fps")]
@@ -165,8 +177,24 @@ def _checked_fields(fields: dict, source: str, session: bool) -> None:
                                         "surrogate)", "bad_field")
 
 
+def _check_gaps(stamps: np.ndarray, source: str) -> None:
+    """SequenceError (bad_timestamps) where one step between frame times is more than
+    MAX_STEP_RATIO median steps: a gap no frame rate accounts for (a few dropped frames are
+    within it), which a rate taken from the median would hide."""
+    steps = np.diff(stamps)
+    if not len(steps):
+        return
+    median, i = float(np.median(steps)), int(np.argmax(steps))
+    if steps[i] > MAX_STEP_RATIO * median:
+        raise SequenceError(source, f"timestamps jump from {stamps[i]:g} s to {stamps[i + 1]:g} s "
+                                    f"at frame {i + 1}, {steps[i] / median:,.0f} times the "
+                                    f"median step ({median:g} s; at most {MAX_STEP_RATIO:g} times, "
+                                    "a few dropped frames)", "bad_timestamps")
+
+
 def _timestamps(value: object, frames: int, source: str) -> list[float]:
-    """A sequence's frame times: one number per frame (seconds), increasing."""
+    """A sequence's frame times: one number per frame (seconds), increasing, without a gap of
+    more than MAX_STEP_RATIO median steps."""
     try:
         stamps = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as e:
@@ -179,12 +207,16 @@ def _timestamps(value: object, frames: int, source: str) -> list[float]:
         i = int(bad[0]) + 1
         raise SequenceError(source, f"timestamps do not increase: frame {i} is at "
                                     f"{stamps[i]:g} s, after {stamps[i - 1]:g} s", "bad_field")
+    _check_gaps(stamps, source)
     return stamps.tolist()
 
 
 def number_field(fields: dict, key: str, kind: type, source: str) -> float | int:
-    """fields[key] as `kind` (float or int); SequenceError naming that field otherwise."""
+    """fields[key] as `kind` (float or int); SequenceError naming that field otherwise (a
+    boolean too: `"fps": true` is not 1 frame per second)."""
     try:
+        if isinstance(fields[key], bool):
+            raise TypeError("a boolean is not a number")
         return kind(fields[key])
     except (TypeError, ValueError, OverflowError) as e:
         what = "a number a float holds" if kind is float else "a whole number"
@@ -194,12 +226,14 @@ def number_field(fields: dict, key: str, kind: type, source: str) -> float | int
 
 def build_sequence(poses: np.ndarray, fields: dict, source: str, session: bool = False
                    ) -> Sequence:
-    """A Sequence from poses and its fields; SequenceError names what is missing or malformed.
+    """A Sequence from poses (made C-contiguous) and its fields; SequenceError names what is
+    missing or malformed.
 
     With `zeros_lost` declared true, exact (0, 0, 0) joints become lost joints (NaN). With
     `timestamps` and no `fps`, fps is NaN until model.data.conventions takes it from them."""
     _checked_fields(fields, source, session)
     check_poses_size(source, np.shape(poses))
+    poses = np.ascontiguousarray(poses)  # as stored (Fortran order, say): C order from here on
     if flag(fields.get(ZEROS_LOST), ZEROS_LOST, source) and np.asarray(poses).ndim == 3:
         poses = zeros_as_lost(poses)
     fps = float("nan") if _absent(fields.get("fps")) else number_field(fields, "fps", float, source)
@@ -275,9 +309,9 @@ def _json_value(text: bytes, src: str) -> object:
     """The JSON document in `text`, parsed by orjson (several times faster on the nested lists
     of poses); regular poses come back as arrays. A document orjson refuses (NaN, UTF-16,
     nested over 1,024 deep, ...) or may have read differently (integers over 64 bits) is parsed
-    again by the standard library, whose reading stands. Text with more lists than poses of its
-    values hold is refused before either parses it (model.data.limits.check_json_lists)."""
-    check_json_lists(src, text)
+    again by the standard library, whose reading stands. Text with more values than the limits'
+    poses hold is refused before either parses it (model.data.limits.check_json_values)."""
+    check_json_values(src, text)
     try:
         doc = _parsed(orjson.loads, text)
         if not _wide_number(doc):
@@ -292,7 +326,7 @@ def _json_value(text: bytes, src: str) -> object:
         raise SequenceError(src, f"not valid JSON ({e})", "bad_json") from e
 
 
-def _load_json(path: Path) -> object:
+def load_json(path: Path) -> object:
     """A JSON document (gzip'd when named .gz), its size bounded by the input limits."""
     return _json_value(read_bytes_bounded(path), str(path))
 
@@ -308,7 +342,7 @@ def write_sequences_json(seqs: list[Sequence], path: Path) -> Path:
 
 
 def read_sequences_json(path: Path, declared: dict) -> Iterator[Sequence | SequenceError]:
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict):
         raise SequenceError(str(path), "expected a JSON object (one sequence, or 'sequences')",
                             "bad_layout")
@@ -352,20 +386,36 @@ def _check_inflated(src: str, what: str, size: int) -> None:
                                  f"{limit / MIB:.0f} MiB (POSECOACH_LIMIT_MAX_VALUES)", TOO_LARGE)
 
 
+def _npy_header(zf: zipfile.ZipFile, member: str, src: str) -> tuple[tuple, np.dtype]:
+    """The shape and dtype an archive member's .npy header declares, nothing inflated beyond
+    it; SequenceError (unreadable) for an encrypted member."""
+    if zf.getinfo(member).flag_bits & 0x1:
+        raise SequenceError(src, f"'{member}' is encrypted; NPZ uploads are read without a "
+                                 "password", "unreadable")
+    with zf.open(member) as f:
+        read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            raise ValueError(f"{member}: unsupported .npy format version")
+        shape, _, dtype = read_header(f)
+    return shape, dtype
+
+
 def _check_npz_sizes(zf: zipfile.ZipFile, members: dict[str, str], src: str) -> None:
-    """SequenceError when the header of an array to be read (`members`: key -> archive member)
-    declares too many bytes, or `poses` too many frames or values: checked from the headers,
-    nothing inflated, whatever the members are named."""
+    """SequenceError when the headers of the arrays to be read (`members`: key -> archive
+    member) declare too many bytes together, `poses` too many frames or values, or a text field
+    too many characters: checked from the headers, nothing inflated, whatever the members are
+    named."""
+    sizes = {}
     for key, member in members.items():
-        with zf.open(member) as f:
-            read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
-            if read_header is None:
-                raise ValueError(f"{member}: unsupported .npy format version")
-            shape, _, dtype = read_header(f)
+        shape, dtype = _npy_header(zf, member, src)
         if key == "poses":
             check_poses_size(src, shape)
-        _check_inflated(src, f"'{member}' declares {dtype} {shape}",
-                        math.prod(shape) * dtype.itemsize)
+        elif dtype.kind in "US":
+            check_field_length(src, key, dtype.itemsize // (4 if dtype.kind == "U" else 1))
+        sizes[member] = (math.prod(shape) * dtype.itemsize, f"{dtype} {shape}")
+    largest = max(sizes, key=lambda m: sizes[m][0])
+    _check_inflated(src, f"its arrays together (the largest, '{largest}', declares "
+                         f"{sizes[largest][1]})", sum(size for size, _ in sizes.values()))
 
 
 def _npz_member(names: list[str], key: str) -> str | None:
@@ -403,7 +453,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, dict]:
                 fields[TIMESTAMPS] = given[TIMESTAMPS]
     except SequenceError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as e:
         raise SequenceError(src, f"not a readable NPZ without pickled objects ({e})",
                             "unreadable") from e
     if poses.dtype.kind not in "fiu" or poses.ndim != 3:
@@ -593,7 +643,7 @@ def write_session(seq: Sequence, path: Path) -> Path:
 
 
 def _read_session_json(path: Path, declared: dict) -> Sequence:
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict) or "poses" not in doc:
         raise SequenceError(str(path), "expected a JSON object with 'poses'", "bad_layout")
     fields = {**declared, **{k: doc[k] for k in (*SESSION_FIELDS, TIMESTAMPS) if k in doc}}
@@ -613,6 +663,46 @@ def _check_parquet_sizes(meta: pq.FileMetaData, src: str) -> None:
                     sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
 
 
+def _parquet_fields(schema: pa.Schema, src: str) -> dict:
+    """The session's fields: the JSON object under the schema metadata key `posecoach`."""
+    raw = (schema.metadata or {}).get(PARQUET_META_KEY)
+    fields = _json_value(raw, src) if raw else {}
+    if not isinstance(fields, dict):
+        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
+                                 "object", "bad_layout")
+    check_text_fields(fields, src)
+    return fields
+
+
+def _is_number_type(kind: pa.DataType) -> bool:
+    """Floats or integers, or a dictionary of them: at most 8 bytes a value once decoded."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_floating(kind) or pa.types.is_integer(kind)
+
+
+def _checked_columns(schema: pa.Schema, skeleton: object, src: str) -> list[str]:
+    """The coordinate columns of the skeleton, when the schema holds them in order, each of
+    numbers (floats or integers); SequenceError naming the first that is not, and its type.
+    Checked before any data is read: decoded, the columns then take at most rows x columns x 8
+    bytes, which the footer's check bounds by max_values float64s."""
+    try:
+        expected = coordinate_columns(str(skeleton))
+    except ValueError as e:
+        raise SequenceError(src, f"unknown or missing skeleton {skeleton!r:.80}",
+                            "unknown_skeleton") from e
+    if schema.names != expected:
+        raise SequenceError(src, f"columns are not skeleton {skeleton!r:.80}'s joint_x, joint_y, "
+                                 "joint_z in order", "bad_header")
+    for field in schema:
+        if not _is_number_type(field.type):
+            hint = ("; frame times go under 'timestamps' in the fields (seconds)"
+                    if pa.types.is_temporal(field.type) else "")
+            raise SequenceError(src, f"column {field.name} is {field.type}, not numbers "
+                                     f"(coordinates are floats or integers){hint}", "bad_dtype")
+    return expected
+
+
 def _read_session_parquet(path: Path, declared: dict) -> Sequence:
     src = str(path)
     check_file_size(path)
@@ -620,29 +710,18 @@ def _read_session_parquet(path: Path, declared: dict) -> Sequence:
         # small costs several times the CPU when pyarrow reads it from disk in its thread pool
         parquet = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
         _check_parquet_sizes(parquet.metadata, src)
-        table = parquet.read(use_threads=False)
+        schema = parquet.schema_arrow
     except (OSError, pa.ArrowException) as e:
         raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
-    raw = (table.schema.metadata or {}).get(PARQUET_META_KEY)
-    fields = _json_value(raw, src) if raw else {}
-    if not isinstance(fields, dict):
-        raise SequenceError(src, f"the '{PARQUET_META_KEY.decode()}' metadata is not a JSON "
-                                 "object", "bad_layout")
-    skeleton = fields.get("skeleton")
+    fields = _parquet_fields(schema, src)
+    columns = _checked_columns(schema, fields.get("skeleton"), src)
     try:
-        expected = coordinate_columns(str(skeleton))
-    except ValueError as e:
-        raise SequenceError(src, f"unknown or missing skeleton {skeleton!r}",
-                            "unknown_skeleton") from e
-    if table.column_names != expected:
-        raise SequenceError(src, f"columns are not skeleton {skeleton!r}'s joint_x, joint_y, "
-                                 "joint_z in order", "bad_header")
-    try:
+        table = parquet.read(columns=columns, use_threads=False)
         flat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                                for c in expected])
-    except (ValueError, TypeError, pa.ArrowException) as e:
-        raise SequenceError(src, f"coordinate columns are not numbers ({e})", "bad_dtype") from e
-    return build_sequence(flat.reshape(len(flat), len(expected) // 3, 3), {**declared, **fields},
+                                for c in columns])
+    except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+        raise SequenceError(src, f"not a readable Parquet file ({e})", "unreadable") from e
+    return build_sequence(flat.reshape(len(flat), len(columns) // 3, 3), {**declared, **fields},
                           src, True)
 
 

@@ -27,6 +27,7 @@ once (`to_canonical`), so stored rows and models never depend on the file again.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -83,28 +84,48 @@ def _names(value: object, what: str, src: str) -> tuple[str, ...]:
 def _unknown(names: set[str], known: tuple[str, ...], what: str, src: str) -> None:
     if names - set(known):
         raise LayoutError(src, f"{what} names joints the layout does not list: "
-                               f"{', '.join(sorted(names - set(known)))}")
+                               f"{_listed(sorted(names - set(known)))}")
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, read up to MAX_LAYOUT_BYTES and refused beyond (whatever its size on
+    disk says: a device reads without end)."""
+    src = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_LAYOUT_BYTES + 1)
+    except FileNotFoundError as e:
+        raise LayoutError(src, "no such layout file", "unreadable") from e
+    except OSError as e:
+        raise LayoutError(src, f"cannot read the layout file ({e.strerror})", "unreadable") from e
+    if len(data) > MAX_LAYOUT_BYTES:
+        raise LayoutError(src, f"larger than {MAX_LAYOUT_BYTES >> 10} KiB; a layout is a short "
+                               "JSON object")
+    return data
 
 
 def _document(path: Path) -> dict:
+    """The layout file's JSON object; LayoutError naming the file and the problem. Its values
+    are not quoted (its `format`), and the names it lists only cut short (`_listed`)."""
     src = str(path)
     try:
-        if path.stat().st_size > MAX_LAYOUT_BYTES:
-            raise LayoutError(src, f"larger than {MAX_LAYOUT_BYTES >> 10} KiB; a layout is a "
-                                   "short JSON object")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise LayoutError(src, "no such layout file", "unreadable") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        doc = json.loads(_read_bounded(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise LayoutError(src, f"not readable JSON ({e})") from e
     if not isinstance(doc, dict):
         raise LayoutError(src, "not a JSON object")
     extra = sorted(set(doc) - set(KEYS))
     if extra:
-        raise LayoutError(src, f"unknown keys {', '.join(extra)} (known: {', '.join(KEYS)})")
+        raise LayoutError(src, f"unknown keys {_listed(extra)} (known: {', '.join(KEYS)})")
     if doc.get("format", FORMAT) != FORMAT:
-        raise LayoutError(src, f"format is {doc['format']!r}, not {FORMAT!r}")
+        raise LayoutError(src, f"format is not {FORMAT!r}")
     return doc
+
+
+def _listed(names: list[str], most: int = 200) -> str:
+    """Names from a layout file, comma-separated, cut after `most` characters."""
+    text = ", ".join(names)
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _skeleton(doc: dict, src: str) -> Skeleton:
@@ -112,9 +133,9 @@ def _skeleton(doc: dict, src: str) -> Skeleton:
     if not isinstance(name, str) or not name.strip():
         raise LayoutError(src, "no 'name' (the layout's name, text)")
     joints = _names(doc.get("joints"), "'joints'", src)
-    twice = sorted({j for j in joints if joints.count(j) > 1})
+    twice = sorted(j for j, n in Counter(joints).items() if n > 1)
     if twice:
-        raise LayoutError(src, f"'joints' lists {', '.join(twice)} more than once")
+        raise LayoutError(src, f"'joints' lists {_listed(twice)} more than once")
     bones = doc.get("bones", [])
     if not isinstance(bones, list) or not all(
             isinstance(b, list) and len(b) == 2 and all(isinstance(j, str) for j in b)
@@ -123,7 +144,7 @@ def _skeleton(doc: dict, src: str) -> Skeleton:
     _unknown({j for b in bones for j in b}, joints, "'bones'", src)
     up = doc.get("up")
     if up is not None and up not in UP_AXES:
-        raise LayoutError(src, f"'up' is {up!r}, not one of {', '.join(UP_AXES)}")
+        raise LayoutError(src, f"'up' is {up!r:.40}, not one of {', '.join(UP_AXES)}")
     return Skeleton(name, joints, tuple(tuple(b) for b in bones), up=up)
 
 
@@ -134,7 +155,7 @@ def _joint_map(doc: dict, skeleton: Skeleton, src: str) -> JointMap:
     strangers = sorted(set(mapping) - set(EC3D_JOINTS))
     if strangers:
         raise LayoutError(src, f"'map' has keys that are not canonical joints: "
-                               f"{', '.join(strangers)} (canonical: {', '.join(EC3D_JOINTS)})")
+                               f"{_listed(strangers)} (canonical: {', '.join(EC3D_JOINTS)})")
     left_out = [j for j in EC3D_JOINTS if j not in mapping]
     if left_out:
         raise LayoutError(src, f"'map' leaves out canonical joints {', '.join(left_out)}: give "

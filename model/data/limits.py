@@ -3,9 +3,12 @@
 A file larger than `max_file_mb` on disk, text (or a gzip'd file) longer than `max_text_mb` once
 decompressed, or poses declared with more than `max_frames` frames or `max_values` coordinates
 are refused with a SequenceError of kind "too_large" that names the file and the limit, so a
-batch goes on and memory stays bounded whatever one file holds. JSON text is also refused before
-it is parsed when it holds more lists than poses of its numbers would (`check_json_lists`): a
-parser makes an object of every list, so `[],[],...` under the text limit would take gigabytes.
+batch goes on and memory stays bounded whatever one file holds; a text field longer than
+`max_field_chars` is refused as "bad_field" (`check_field_length`). JSON text is also refused before
+it is parsed when it holds more values than the limits' poses would (`check_json_values`): more
+numbers than max_values and max_frames, or more lists, objects and strings than poses of its
+numbers; a parser makes an object of every value, so `[],[],...`, `{},{},...` or `"","",...`
+under the text limit would take gigabytes.
 """
 
 from __future__ import annotations
@@ -75,35 +78,59 @@ def check_poses_size(src: str, shape: tuple[int, ...], limits: InputLimits | Non
         raise _refuse(src, f"{values:,} coordinates", f"{limits.max_values:,}")
 
 
+def check_field_length(src: str, name: str, chars: int, limits: InputLimits | None = None
+                       ) -> None:
+    """SequenceError (bad_field) when a text field `name` of `chars` characters is longer than
+    max_field_chars: a field is copied into every output, so its length is bounded too."""
+    limits = limits or input_limits()
+    if chars > limits.max_field_chars:
+        raise SequenceError(src, f"{name} is {chars:,} characters long, over the limit of "
+                                 f"{limits.max_field_chars:,} (POSECOACH_LIMIT_MAX_FIELD_CHARS)",
+                            "bad_field")
+
+
 #: Bytes that begin a JSON value other than a string, a list or an object: a number, null, NaN,
 #: Infinity, true or false; each becomes "0" for counting.
 _VALUE_STARTS = bytes.maketrans(b"-0123456789nNItf", b"0" * 16)
 _WHITESPACE = b" \t\r\n"
-#: Lists few enough to parse whatever they hold (under 100 MiB of them; JSON nested 100,000 deep
-#: is left to the parser, which refuses it as too_deep).
-FREE_JSON_LISTS = 1 << 20
+#: Lists, objects and strings few enough to parse whatever they hold (under 100 MiB of them;
+#: JSON nested 100,000 deep is left to the parser, which refuses it as too_deep), and numbers
+#: allowed beyond what the limits' poses and timestamps hold (the fields).
+FREE_JSON_VALUES = 1 << 20
 _CHUNK = 1 << 24  # bytes of text counted at a time
 
 
-def _values(text: bytes) -> int:
+def _numbers(text: bytes) -> int:
     """The values in a piece of JSON text other than strings, lists and objects: the bytes that
     begin one after a `[`, `,` or `:` (whitespace aside)."""
     compact = text.translate(_VALUE_STARTS, _WHITESPACE)
     return sum(compact.count(sep + b"0") for sep in (b"[", b",", b":"))
 
 
-def check_json_lists(src: str, text: bytes) -> None:
-    """SequenceError (too_large) when JSON text holds more lists than poses of its values would:
-    poses of T (x, y, z) joints in F <= T frames are 1 + F + T lists for 3T values, at most two
-    lists for every three values. Counted on the raw bytes, before any parser makes an object
-    of every list; every value counted costs at least two bytes (a separator and its first
-    byte), so text that passes costs no more to parse than poses of its size. Counted 16 MiB at
-    a time; a value split between two of them goes uncounted (stricter, by a few values)."""
-    lists = text.count(b"[")
-    if lists <= FREE_JSON_LISTS:
-        return
-    values = sum(_values(text[i:i + _CHUNK]) for i in range(0, len(text), _CHUNK))
-    if lists > FREE_JSON_LISTS + 2 * values // 3:
-        raise SequenceError(src, f"{lists:,} JSON lists for {values:,} values, more than poses of "
-                                 "(x, y, z) joints hold (two lists for every three values); "
-                                 "refused before parsing", TOO_LARGE)
+def _containers(text: bytes) -> int:
+    """The lists, objects and strings (keys too) in JSON text, at most: its `[`, its `{` and
+    half its `"` (any inside a string counted too)."""
+    return text.count(b"[") + text.count(b"{") + text.count(b'"') // 2
+
+
+def check_json_values(src: str, text: bytes, limits: InputLimits | None = None) -> None:
+    """SequenceError (too_large) when JSON text holds more values than the limits' poses would,
+    counted on the raw bytes before any parser makes an object of each: more numbers than
+    max_values coordinates and max_frames timestamps, or more lists, objects and strings than
+    poses of its numbers (T (x, y, z) joints in F <= T frames are 1 + F + T lists for 3T
+    numbers: at most two for every three). Text that passes costs no more to parse than poses
+    of its size, whatever its shape. Numbers are counted 16 MiB at a time; one split between
+    two of them goes uncounted (stricter, by a few)."""
+    limits = limits or input_limits()
+    most_numbers = limits.max_values + limits.max_frames + FREE_JSON_VALUES
+    containers = _containers(text)
+    if containers <= FREE_JSON_VALUES and len(text) // 2 <= most_numbers:
+        return  # a number takes two bytes at least (a separator and its first)
+    numbers = sum(_numbers(text[i:i + _CHUNK]) for i in range(0, len(text), _CHUNK))
+    if numbers > most_numbers:
+        raise _refuse(src, f"{numbers:,} JSON numbers", f"{limits.max_values:,} coordinates and "
+                                                        f"{limits.max_frames:,} frame times")
+    if containers > FREE_JSON_VALUES + 2 * numbers // 3:
+        raise SequenceError(src, f"{containers:,} JSON lists, objects and strings for {numbers:,} "
+                                 "numbers, more than poses of (x, y, z) joints hold (two lists "
+                                 "for every three numbers); refused before parsing", TOO_LARGE)

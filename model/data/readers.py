@@ -5,21 +5,24 @@ from a file name when no manifest applies), a `posecoach.json` manifest in the f
 a folder above it (up to the folder being read), the options declared by the caller, the
 manifest's or layout's file-name `pattern` (a regular expression searched in the file's
 absolute path, `searched_path`; named groups subject, exercise, label, rep), and last the file
-itself, which wins. A layout
-can also come from a JSON layout file (`layout_file`, model.data.layouts); its sequences are
-mapped onto the canonical joints as they are read. Then each file is one source whose up axis,
-units and mirroring are settled against its data (model.data.conventions).
+itself, which wins. A layout can also come from a JSON layout file (`layout_file`,
+model.data.layouts: the caller's from anywhere, a manifest's only from inside the manifest's
+folder); its sequences are mapped onto the canonical joints as they are read. Then each file
+is one source whose up axis, units and mirroring are settled against its data
+(model.data.conventions).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from functools import lru_cache
 from pathlib import Path
 
+from model.data import storage
 from model.data.conventions import checked_forced, settle, with_declared
 from model.data.ec3d_pickle import read_ec3d_pickle
 from model.data.formats import (
@@ -27,18 +30,23 @@ from model.data.formats import (
     SEQUENCE_FIELDS,
     SESSION_READERS,
     ZEROS_LOST,
+    check_text_fields,
     flag,
+    load_json,
     number_field,
     read_sequence_csv,
     read_sequence_npz,
     read_sequences_json,
 )
 from model.data.layouts import load_layout, to_canonical
+from model.data.limits import input_limits
 from model.data.sequence import Sequence, SequenceError
+from model.settings import InputLimits
 
 MANIFEST = "posecoach.json"
 LAYOUT_FILE, PATTERN = "layout_file", "pattern"
 DECLARABLE = (*SEQUENCE_FIELDS, "layout", LAYOUT_FILE, PATTERN)
+MANIFEST_KEYS = (*DECLARABLE, SEGMENTED)  # what a manifest may declare; other keys are ignored
 SKIPPED_SUFFIXES = (".md", ".rst")
 
 LAYOUTS: dict[str, dict] = {
@@ -74,24 +82,85 @@ def _suffix(path: Path) -> str:
 
 
 def _manifest(folder: Path, root: Path) -> dict:
-    """The nearest posecoach.json from `folder` up to `root`; {} when there is none."""
+    """The declarations of the nearest posecoach.json from `folder` up to `root`; {} when there
+    is none."""
     for d in (folder, *folder.parents):
         candidate = d / MANIFEST
         if candidate.is_file():
-            try:
-                doc = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SequenceError(str(candidate), f"manifest is not readable JSON ({e})",
-                                    "bad_manifest") from e
-            if not isinstance(doc, dict):
-                raise SequenceError(str(candidate), "manifest is not a JSON object",
-                                    "bad_manifest")
-            if isinstance(doc.get(LAYOUT_FILE), str):  # relative to the manifest's folder
-                doc[LAYOUT_FILE] = str(d / doc[LAYOUT_FILE])
-            return doc
+            return _manifest_at(candidate)
         if d == root:
             break
     return {}
+
+
+def _manifest_at(path: Path) -> dict:
+    """The declarations of the manifest at `path` (parsed once per version of it), its layout
+    file checked on every call (that file may come and go)."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise SequenceError(str(path), f"manifest is not readable ({e.strerror})",
+                            "bad_manifest") from e
+    found = _parsed_manifest(str(path), info.st_mtime_ns, info.st_size, input_limits())
+    if isinstance(found, SequenceError):
+        raise SequenceError(found.source, found.reason, found.kind)  # a fresh one each time
+    doc = dict(found)
+    if LAYOUT_FILE in doc:
+        doc[LAYOUT_FILE] = _manifest_layout_file(doc[LAYOUT_FILE], path)
+    return doc
+
+
+@lru_cache(maxsize=64)
+def _parsed_manifest(path: str, mtime_ns: int, size: int, limits: InputLimits
+                     ) -> dict | SequenceError:
+    """What the manifest at `path` declares (MANIFEST_KEYS), as of its modification time and
+    size, or why it cannot be used: read once per process, version and limits, as every session
+    of a folder shares it, and bounded by the input limits as any JSON is (model.data.limits).
+    The error is kept without a traceback, so no frame of the read stays in memory."""
+    try:
+        doc = load_json(Path(path))
+    except SequenceError as e:
+        reason, kind = (f"manifest is {e.reason}", "bad_manifest") if e.kind == "bad_json" else (
+            e.reason, e.kind)
+        return SequenceError(path, reason, kind)
+    if not isinstance(doc, dict):
+        return SequenceError(path, "manifest is not a JSON object", "bad_manifest")
+    declared = {k: doc[k] for k in MANIFEST_KEYS if k in doc}
+    try:
+        check_text_fields(declared, path, MANIFEST_KEYS)
+    except SequenceError as e:
+        return SequenceError(e.source, e.reason, e.kind)
+    return declared
+
+
+def _manifest_layout_file(name: object, manifest: Path) -> str:
+    """The layout file a manifest names: a relative name of a regular file inside the manifest's
+    folder (links resolved). The manifest comes with the uploads, so it is data: an absolute
+    path, a `..` or a link out of the folder is refused (bad_manifest), naming no file outside
+    it, and so is anything but a regular file (a FIFO or a device would never end)."""
+    src, folder = str(manifest), manifest.parent
+    if not isinstance(name, str) or not name.strip():
+        raise SequenceError(src, "layout_file is not a file name (text)", "bad_manifest")
+    if os.path.isabs(name):
+        raise SequenceError(src, "layout_file is an absolute path; name a file in the "
+                                 "manifest's folder, relative to it", "bad_manifest")
+    try:
+        path = storage.join(folder, name)
+    except ValueError as e:
+        raise SequenceError(src, "layout_file is not a plain name relative to the manifest's "
+                                 "folder (no '.' or '..' parts, no backslash)",
+                            "bad_manifest") from e
+    if not storage.inside(path, folder):
+        raise SequenceError(src, "layout_file leads out of the manifest's folder (a link); "
+                                 "a layout file named by a manifest is read only inside it",
+                            "bad_manifest")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise SequenceError(path, "no such layout file", "unreadable") from e
+    if not stat.S_ISREG(mode):
+        raise SequenceError(path, "the layout file is not a regular file", "unreadable")
+    return path
 
 
 def _layout(name: str, source: Path) -> dict:
