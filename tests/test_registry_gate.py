@@ -210,6 +210,12 @@ def test_promote_refuse_force_and_rollback(model_uri: str, monkeypatch: pytest.M
     assert code == 1
 
 
+def registered(model_uri: str, dataset: str, gate: dict) -> str:
+    """A new version of `dataset`'s model with `gate` as the figures recorded at registration."""
+    return register_candidate(model_uri, dataset, dataset_version=1, code_version=code_version(),
+                              skeleton="ec3d19", classes=CLASSES, gate=gate)
+
+
 def test_a_refusal_stands_against_the_recorded_figures(model_uri: str) -> None:
     """The retrain's gate refuses v2 on like-for-like figures; the figures recorded at
     registration (other gate data, other judge) would pass it, yet a plain promote restates
@@ -217,14 +223,9 @@ def test_a_refusal_stands_against_the_recorded_figures(model_uri: str) -> None:
     dataset = "gaterefused"
     name = model_name(dataset)
 
-    def register_here(gate: dict) -> str:
-        return register_candidate(model_uri, dataset, dataset_version=1,
-                                  code_version=code_version(), skeleton="ec3d19",
-                                  classes=CLASSES, gate=gate)
-
-    v1 = register_here(figures(0.80, 0.773))
+    v1 = registered(model_uri, dataset, figures(0.80, 0.773))
     promote(name, v1, actor="nightly flow")
-    v2 = register_here(figures(0.80, 0.761))
+    v2 = registered(model_uri, dataset, figures(0.80, 0.761))
     nightly = promote(name, v2, candidate=figures(0.80, 0.761), champion=figures(0.80, 0.818),
                       actor="nightly flow")
     assert nightly.decision == "refused" and nightly.rule == "independent_correction"
@@ -298,14 +299,9 @@ def test_decision_is_tagged_before_the_champion_moves(model_uri: str,
     dataset = "gatecrash"
     name = model_name(dataset)
 
-    def register_here(gate: dict) -> str:
-        return register_candidate(model_uri, dataset, dataset_version=1,
-                                  code_version=code_version(), skeleton="ec3d19",
-                                  classes=CLASSES, gate=gate)
-
-    v1 = register_here(figures(0.80, 0.90))
+    v1 = registered(model_uri, dataset, figures(0.80, 0.90))
     promote(name, v1, actor="ana")
-    v2 = register_here(figures(0.85, 0.92))
+    v2 = registered(model_uri, dataset, figures(0.85, 0.92))
 
     def crash(self, name: str, alias: str, version: str) -> None:
         raise RuntimeError("killed while moving the alias")
