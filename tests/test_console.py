@@ -287,8 +287,11 @@ def test_ingest_and_review_summaries_print_upload_names_as_plain_text():
               "rejected_by_kind": {"bad_json": 1},
               "rejections": [{"kind": "bad_json", "file": HOSTILE, "reason": "not JSON"}],
               "conventions": {}, "released": [], "warnings": [], "seconds": 0.1,
-              "per_second": 10, "accounted": True}
-    _plain(_printed(show_report, report))
+              "per_second": 10, "accounted": True,
+              "ignored_columns": {HOSTILE: ["nose_visibility", "neck_visibility"]}}
+    printed = _printed(show_report, report)
+    _plain(printed)
+    assert "read past per-joint confidence columns (*_visibility) in 1 file" in printed
     review = {"file": HOSTILE, "version": 3, "dataset": "d", "labelled": 1, "unlabelled": 0,
               "inserted": 0, "duplicates": 0, "updated": 0,
               "errors": [{"line": 2, "reason": HOSTILE}]}
