@@ -281,8 +281,22 @@ def check_out(out: str) -> None:
             storage.writable_folder(out)
         except OSError as exc:
             problem = failure(exc)
+    if problem is None:
+        problem = _table_blocked(out)
     if problem is not None:
         raise OutUnusable(f"cannot write reports to {out}: {problem}")
+
+
+def _table_blocked(out: str) -> str | None:
+    """Why the run's Delta tables cannot be kept in the local folder `out`: something not a
+    folder where one of them goes; None otherwise (and for an object store)."""
+    if storage.is_remote(out):
+        return None
+    for name in (LEDGER, TABLE):
+        path = Path(storage.resolve(out)[1]) / name
+        if path.exists() and not path.is_dir():
+            return f"{path} is not a folder, and the run keeps its {name} table there"
+    return None
 
 
 class Records:

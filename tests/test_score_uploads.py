@@ -252,6 +252,17 @@ def test_an_out_that_cannot_take_the_reports_is_refused_before_any_work(tmp_path
     assert (tmp_path / "new" / "reports").is_dir()
 
 
+@pytest.mark.parametrize("table", ["_ledger", "repetitions"])
+def test_an_out_with_a_file_where_a_table_goes_is_refused_before_any_work(tmp_path, table):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / table).write_text("not a table")
+    with pytest.raises(OutUnusable, match=f"{out / table} is not a folder, and the run keeps "
+                                          f"its {table} table there"):
+        check_out(str(out))
+    assert sorted(p.name for p in out.iterdir()) == [table]
+
+
 @pytest.mark.parametrize("case", ["under a file", "bracket"])
 def test_the_cli_refuses_an_unusable_out_naming_it(tmp_path, prefect_api, case):
     out = out_problem(tmp_path, case)
