@@ -41,10 +41,15 @@ def main(ctx: typer.Context,
     `posecoach server start` is used, and the libraries' output goes to
     $POSECOACH_HOME/logs/<verb>-<time>.log unless --verbose."""
     from flows import console, lifetime, server
+    from model.data.storage import delta_path_problem
     from model.settings import SettingsError, load_settings
 
     try:
-        load_settings()
+        lake = load_settings().lake
+        problem = delta_path_problem(lake)
+        if problem is not None:
+            raise SettingsError(f"the lake {lake} (POSECOACH_LAKE, else under POSECOACH_HOME) "
+                                f"cannot hold Delta tables: {problem}")
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

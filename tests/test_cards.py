@@ -325,3 +325,14 @@ def test_the_cli_refuses_a_bad_setting_before_any_verb(tmp_path):
     assert result.exit_code == 2
     assert "POSECOACH_FPS='fast' is not a finite number" in result.output
     assert not (tmp_path / "lake").exists()
+
+
+def test_the_cli_refuses_a_lake_deltalake_cannot_take(tmp_path):
+    home = tmp_path / "home[1]"
+    with environment({"POSECOACH_HOME": str(home), "POSECOACH_LAKE": None}):
+        result = CliRunner().invoke(app, ["data", "show", "ec3d"])
+    assert result.exit_code == 2
+    said = "".join(result.output.split())
+    assert "".join(f"error: the lake {home / 'lake'}".split()) in said
+    assert "cannotholdDeltatables:itspathholds'['" in said
+    assert not home.exists()
