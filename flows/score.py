@@ -292,8 +292,9 @@ def _table_blocked(out: str) -> str | None:
     folder where one of them goes; None otherwise (and for an object store)."""
     if storage.is_remote(out):
         return None
+    folder = Path(storage.resolve(out)[1])
     for name in (LEDGER, TABLE):
-        path = Path(storage.resolve(out)[1]) / name
+        path = folder / name
         if path.exists() and not path.is_dir():
             return f"{path} is not a folder, and the run keeps its {name} table there"
     return None
